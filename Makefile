@@ -1,0 +1,48 @@
+# facedit: `make run` starts the stack with a demo edit, `make test` runs every test.
+# Both create the virtualenv in .venv/ and install what they need.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+PROTOS := $(wildcard protos/facedit/v1/*.proto)
+STUBS := protos/facedit/v1/.stubs
+PACK ?= synth
+
+export ORT_DISABLE_TELEMETRY := 1
+
+.PHONY: setup stubs run stop test test-fast pack-synth clean
+
+setup: $(INSTALLED) $(STUBS)
+
+$(INSTALLED): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[cpu,train,test]'
+	@touch $@
+
+stubs: $(STUBS)
+
+# Regenerated whenever a .proto changes; the generated files are not in git.
+$(STUBS): $(PROTOS) $(INSTALLED)
+	$(PY) -m grpc_tools.protoc -Iprotos --python_out=protos --pyi_out=protos \
+		--grpc_python_out=protos $(PROTOS)
+	@touch $@
+
+run: setup
+	$(PY) -m services.stack run --pack $(PACK)
+
+stop:
+	-$(PY) -m services.stack stop
+
+test: setup
+	$(PY) -m pytest -q -ra tests
+
+test-fast: setup
+	$(PY) -m pytest -q -ra -m "not e2e" tests
+
+# Rebuild the committed synth pack from scratch (see README for the run time).
+pack-synth: setup
+	$(PY) -m training pack --config training/configs/synth.json --out model_store/synth
+
+clean:
+	rm -rf $(VENV) $(STUBS) protos/facedit/v1/*_pb2*.py* out

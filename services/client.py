@@ -1,0 +1,159 @@
+"""Python client and command line for the facedit gateway.
+
+    python -m services.client --address 127.0.0.1:50050 attributes
+    python -m services.client edit --seed 7 --edit smile=2.5 --edit age=-2 --keep beard --out edited.png
+    python -m services.client edit --image face.png --edit eyeglasses=3 --out edited.png
+    python -m services.client sweep --seed 7 --attribute smile --start -3 --stop 3 --steps 7 --out sweep.png
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+from pathlib import Path
+
+import grpc
+import numpy as np
+from PIL import Image
+
+from facedit.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
+from services.common import methods
+from services.common.tensors import to_tensor
+
+
+class FaceditClient:
+    """A thin, typed wrapper of facedit.v1.Gateway; every call has a deadline (`timeout_s`)."""
+
+    def __init__(self, address: str = "127.0.0.1:50050", timeout_s: float = 30.0):
+        self.channel = grpc.insecure_channel(address, options=[("grpc.max_receive_message_length", 64 << 20)])
+        self.stub = gateway_pb2_grpc.GatewayStub(self.channel)
+        self.timeout_s = timeout_s
+
+    def close(self) -> None:
+        self.channel.close()
+
+    @staticmethod
+    def face(image: bytes | None = None, seed: int | None = None, latent_id: str | None = None,
+             latent: np.ndarray | None = None) -> gateway_pb2.FaceSource:
+        if image is not None:
+            return gateway_pb2.FaceSource(image=image)
+        if seed is not None:
+            return gateway_pb2.FaceSource(seed=seed)
+        if latent_id is not None:
+            return gateway_pb2.FaceSource(latent_id=latent_id)
+        if latent is not None:
+            return gateway_pb2.FaceSource(latent=to_tensor(np.asarray(latent, np.float32)))
+        raise ValueError("give one of image, seed, latent_id or latent")
+
+    @staticmethod
+    def edit_op(target: str, strength: float, method: str | None = None) -> common_pb2.EditOp:
+        """'smile' -> by attribute; 'interfacegan/smile' -> by direction id."""
+        op = common_pb2.EditOp(strength=strength, method=methods.ENUMS[method] if method else 0)
+        if "/" in target:
+            op.direction_id = target
+        else:
+            op.attribute = target
+        return op
+
+    def edit(self, face: gateway_pb2.FaceSource, edits: list[tuple[str, float]], keep: list[str] = (),
+             pack: str = "", method: str | None = None, return_original: bool = False) -> gateway_pb2.EditResponse:
+        return self.stub.Edit(gateway_pb2.EditRequest(
+            pack=pack, face=face, edits=[self.edit_op(t, s, method) for t, s in edits], keep=list(keep),
+            return_original=return_original), timeout=self.timeout_s)
+
+    def sweep(self, face: gateway_pb2.FaceSource, attribute: str, start: float, stop: float, steps: int,
+              keep: list[str] = (), pack: str = "") -> list[gateway_pb2.SweepFrame]:
+        return list(self.stub.EditSweep(gateway_pb2.EditSweepRequest(
+            pack=pack, face=face, edit=self.edit_op(attribute, 0.0), start=start, stop=stop, steps=steps,
+            keep=list(keep)), timeout=self.timeout_s))
+
+    def encode(self, image: bytes, pack: str = "", reconstruction: bool = False) -> gateway_pb2.EncodeResponse:
+        return self.stub.Encode(gateway_pb2.EncodeRequest(pack=pack, image=image,
+                                                          return_reconstruction=reconstruction),
+                                timeout=self.timeout_s)
+
+    def generate(self, seeds: list[int], pack: str = "") -> gateway_pb2.GenerateResponse:
+        return self.stub.Generate(gateway_pb2.GenerateRequest(pack=pack, seeds=seeds), timeout=self.timeout_s)
+
+    def attributes(self, pack: str = "") -> gateway_pb2.ListAttributesResponse:
+        return self.stub.ListAttributes(gateway_pb2.ListAttributesRequest(pack=pack), timeout=self.timeout_s)
+
+
+def hstack_png(pngs: list[bytes], scale: int = 1) -> Image.Image:
+    frames = [Image.open(io.BytesIO(p)).convert("RGB") for p in pngs]
+    w, h = frames[0].size
+    out = Image.new("RGB", (w * len(frames), h))
+    for i, f in enumerate(frames):
+        out.paste(f, (i * w, 0))
+    return out.resize((out.width * scale, out.height * scale), Image.Resampling.NEAREST) if scale > 1 else out
+
+
+def _face_from_args(args) -> gateway_pb2.FaceSource:
+    if args.image:
+        return FaceditClient.face(image=Path(args.image).read_bytes())
+    if args.latent_id:
+        return FaceditClient.face(latent_id=args.latent_id)
+    return FaceditClient.face(seed=args.seed)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m services.client", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--address", default="127.0.0.1:50050")
+    p.add_argument("--pack", default="")
+    p.add_argument("--timeout", type=float, default=30.0, help="deadline of each call, seconds")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("attributes", help="list the pack's attributes and directions")
+    for name in ("edit", "sweep"):
+        s = sub.add_parser(name)
+        src = s.add_mutually_exclusive_group(required=True)
+        src.add_argument("--image", help="a face photo (PNG/JPEG)")
+        src.add_argument("--seed", type=int)
+        src.add_argument("--latent-id")
+        s.add_argument("--keep", action="append", default=[], help="attribute to keep fixed (repeatable)")
+        s.add_argument("--out", default=f"{name}.png")
+        s.add_argument("--scale", type=int, default=4, help="nearest-neighbour upscaling of the saved picture")
+    edit = sub.choices["edit"]
+    edit.add_argument("--edit", action="append", required=True, help="attribute=strength (repeatable)")
+    edit.add_argument("--method", choices=sorted(methods.ENUMS))
+    sweep = sub.choices["sweep"]
+    sweep.add_argument("--attribute", required=True)
+    sweep.add_argument("--start", type=float, default=-3.0)
+    sweep.add_argument("--stop", type=float, default=3.0)
+    sweep.add_argument("--steps", type=int, default=7)
+    args = p.parse_args(argv)
+
+    client = FaceditClient(args.address, args.timeout)
+    try:
+        if args.command == "attributes":
+            resp = client.attributes(args.pack)
+            print(f"pack {resp.pack.name} {resp.pack.version}, latent {resp.latent_dim}")
+            for d in resp.directions:
+                acc = d.metrics.get("validation_accuracy", float("nan"))
+                print(f"  {d.id:28s} recommended {d.strength_min:+.2f}..{d.strength_max:+.2f}  "
+                      f"limit {d.strength_limit:g}  val.acc {acc:.3f}")
+        elif args.command == "edit":
+            edits = []
+            for e in args.edit:
+                target, _, strength = e.partition("=")
+                edits.append((target, float(strength or 1.0)))
+            resp = client.edit(_face_from_args(args), edits, args.keep, args.pack, args.method, return_original=True)
+            hstack_png([resp.original, resp.image], args.scale).save(args.out)
+            for q in resp.quality:
+                print(f"{q.direction_id}: strength {q.strength:+.2f}, score {q.score_before:.3f} -> "
+                      f"{q.score_after:.3f}")
+            print(f"latent_id {resp.latent_id}; wrote {args.out} (original | edited)")
+        elif args.command == "sweep":
+            frames = client.sweep(_face_from_args(args), args.attribute, args.start, args.stop, args.steps,
+                                  args.keep, args.pack)
+            hstack_png([f.image for f in frames], args.scale).save(args.out)
+            print(f"{len(frames)} frames, strengths {[round(f.strength, 2) for f in frames]}; wrote {args.out}")
+    except grpc.RpcError as err:
+        print(f"error: {err.code().name}: {err.details()}", file=sys.stderr)
+        raise SystemExit(1)
+    finally:
+        client.close()
+
+
+if __name__ == "__main__":
+    main()

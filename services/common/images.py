@@ -1,0 +1,71 @@
+"""Image codec at the edge: file bytes <-> (H, W, 3) uint8 RGB, with limits."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from facedit.v1 import common_pb2
+from services.common.errors import InvalidArgument
+
+MAX_IMAGE_BYTES = 10 * 1024 * 1024   # 10 MiB per image file
+MAX_IMAGE_PIXELS = 4096 * 4096       # width * height after decoding
+
+
+def decode(data: bytes, what: str = "image") -> np.ndarray:
+    """Image file bytes (PNG, JPEG, WebP, BMP, ...) -> (H, W, 3) uint8 RGB.
+
+    EXIF orientation is applied. Raises InvalidArgument with a readable reason
+    for empty, oversized, truncated or non-image data.
+    """
+    if not data:
+        raise InvalidArgument(f"{what}: empty; send the bytes of a PNG or JPEG file")
+    if len(data) > MAX_IMAGE_BYTES:
+        raise InvalidArgument(f"{what}: {len(data)} bytes is over the limit of {MAX_IMAGE_BYTES}")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            if img.width * img.height > MAX_IMAGE_PIXELS:
+                raise InvalidArgument(f"{what}: {img.width}x{img.height} is over the limit of "
+                                      f"{MAX_IMAGE_PIXELS} pixels")
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            return np.asarray(img.convert("RGB"), dtype=np.uint8)
+    except InvalidArgument:
+        raise
+    except UnidentifiedImageError:
+        raise InvalidArgument(f"{what}: not an image file this service can read (PNG, JPEG, WebP, BMP, GIF, TIFF)")
+    except (OSError, ValueError, SyntaxError) as err:  # truncated or corrupt data
+        raise InvalidArgument(f"{what}: cannot decode the image ({err}); is the file complete?")
+    except Image.DecompressionBombError as err:
+        raise InvalidArgument(f"{what}: {err}")
+
+
+def resize(pixels: np.ndarray, size: int) -> np.ndarray:
+    """(H, W, 3) uint8 -> (size, size, 3) uint8: centre square crop, then area resampling."""
+    h, w = pixels.shape[:2]
+    if (h, w) == (size, size):
+        return pixels
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    img = Image.fromarray(pixels[top:top + side, left:left + side])
+    return np.asarray(img.resize((size, size), Image.Resampling.BOX if side >= size else Image.Resampling.BICUBIC))
+
+
+def encode(pixels: np.ndarray, fmt: int = common_pb2.IMAGE_FORMAT_PNG) -> bytes:
+    """(H, W, 3) uint8 -> PNG (default) or JPEG (quality 92) bytes."""
+    buf = io.BytesIO()
+    if fmt == common_pb2.IMAGE_FORMAT_JPEG:
+        Image.fromarray(pixels).save(buf, format="JPEG", quality=92)
+    else:
+        Image.fromarray(pixels).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def output_format(fmt: int) -> int:
+    """Resolve IMAGE_FORMAT_UNSPECIFIED to PNG and reject unknown values."""
+    if fmt == common_pb2.IMAGE_FORMAT_UNSPECIFIED:
+        return common_pb2.IMAGE_FORMAT_PNG
+    if fmt not in (common_pb2.IMAGE_FORMAT_PNG, common_pb2.IMAGE_FORMAT_JPEG):
+        raise InvalidArgument(f"format: unknown image format {fmt}; use IMAGE_FORMAT_PNG or IMAGE_FORMAT_JPEG")
+    return fmt

@@ -1,0 +1,149 @@
+"""Directions service: the Redis registry, edit composition, pack publishing.
+
+    python -m services.directions.server --port 50052 --redis-url redis://... --packs synth
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from facedit.v1 import common_pb2, directions_pb2, directions_pb2_grpc
+from services.common import config, logs, methods
+from services.common.errors import InvalidArgument
+from services.common.pack import PackError, load_pack
+from services.common.redis_server import connect
+from services.common.server import serve
+from services.common.tensors import to_tensor
+from services.directions.compose import compose
+from services.directions.registry import DirectionRecord, PackInfo, Registry
+
+MAX_EDITS = 16
+MAX_KEEP = 16
+
+
+def direction_message(rec: DirectionRecord, info: PackInfo, vector: np.ndarray | None = None) -> common_pb2.Direction:
+    msg = common_pb2.Direction(
+        id=rec.id, attribute=rec.attribute, method=methods.ENUMS.get(rec.method, common_pb2.METHOD_UNSPECIFIED),
+        pack=common_pb2.PackRef(name=info.name, version=info.version),
+        strength_min=rec.strength_min, strength_max=rec.strength_max, strength_limit=rec.strength_limit,
+        strength_meaning=rec.strength_meaning, metrics={k: float(v) for k, v in rec.metrics.items()},
+        provenance=json.dumps(rec.provenance))
+    if vector is not None:
+        msg.vector.CopyFrom(to_tensor(vector))
+    return msg
+
+
+class DirectionsServicer(directions_pb2_grpc.DirectionsServicer):
+    def __init__(self, registry: Registry, model_store, default_pack: str):
+        self.registry, self.model_store, self.default_pack = registry, model_store, default_pack
+
+    def _info(self, pack: str) -> PackInfo:
+        return self.registry.pack_info(pack or self.default_pack)
+
+    def ListDirections(self, request, context):
+        info = self._info(request.pack)
+        return directions_pb2.ListDirectionsResponse(
+            pack=common_pb2.PackRef(name=info.name, version=info.version),
+            directions=[direction_message(r, info) for r in self.registry.list(info)],
+            attributes=list(info.attributes), default_method=methods.ENUMS.get(info.default_method, 0),
+            latent_dim=info.latent_dim)
+
+    def GetDirection(self, request, context):
+        info = self._info(request.pack)
+        (rec, vec), = self.registry.get(info, [request.direction_id])
+        return direction_message(rec, info, vec)
+
+    def _resolve(self, op: common_pb2.EditOp, info: PackInfo, known: set[str]) -> str:
+        """An edit's target -> a direction id of the registry."""
+        target = op.WhichOneof("target")
+        if target is None:
+            raise InvalidArgument("edit: set one of attribute, direction_id or text")
+        if target == "text":
+            raise InvalidArgument(f"edit {op.text!r}: text edits need the words method, "
+                                  f"which pack {info.name} does not provide")
+        if target == "direction_id":
+            if op.direction_id not in known:
+                raise InvalidArgument(f"unknown direction {op.direction_id!r} in pack {info.name}; "
+                                      f"ListAttributes lists them")
+            return op.direction_id
+        return self._attribute_id(op.attribute, op.method, info, known)
+
+    def _attribute_id(self, attribute: str, method: int, info: PackInfo, known: set[str]) -> str:
+        if attribute not in info.attributes:
+            raise InvalidArgument(f"unknown attribute {attribute!r}; pack {info.name} has "
+                                  f"{', '.join(info.attributes)}")
+        method_name = methods.name_of(method) or info.default_method
+        direction_id = f"{method_name}/{attribute}"
+        if direction_id not in known:
+            have = sorted({d.split('/')[0] for d in known if d.endswith('/' + attribute)})
+            raise InvalidArgument(f"pack {info.name} has no {method_name} direction for {attribute!r} "
+                                  f"(methods available for it: {have})")
+        return direction_id
+
+    def Compose(self, request, context):
+        info = self._info(request.pack)
+        if not request.edits:
+            raise InvalidArgument("no edits given")
+        if len(request.edits) > MAX_EDITS or len(request.keep) > MAX_KEEP:
+            raise InvalidArgument(f"at most {MAX_EDITS} edits and {MAX_KEEP} kept attributes per request")
+        known = self.registry.ids(info)
+        ids = [self._resolve(op, info, known) for op in request.edits]
+        edited = [self.registry.get(info, [i])[0] for i in ids]
+        edited_attrs = {rec.attribute for rec, _ in edited}
+        clash = sorted(edited_attrs & set(request.keep))
+        if clash:
+            raise InvalidArgument(f"cannot both edit and keep {clash}")
+        # kept directions: the same method as the first edit, else the pack default
+        method = edited[0][0].method if edited[0][0].method in methods.ENUMS else info.default_method
+        keep_ids = [self._attribute_id(a, methods.ENUMS.get(method, 0), info, known) for a in request.keep]
+        kept = np.stack([v for _, v in self.registry.get(info, keep_ids)]) if keep_ids else \
+            np.zeros((0, info.latent_dim), np.float32)
+        strengths = []
+        for op, (rec, _) in zip(request.edits, edited):
+            s = op.strength
+            if not math.isfinite(s) or abs(s) > rec.strength_limit:
+                raise InvalidArgument(f"strength {s} for {rec.id} is outside the allowed range "
+                                      f"[-{rec.strength_limit}, {rec.strength_limit}] "
+                                      f"(recommended {rec.strength_min:.2f}..{rec.strength_max:.2f})")
+            strengths.append(s)
+        delta, norms = compose([v for _, v in edited], strengths, kept)
+        return directions_pb2.ComposeResponse(
+            pack=common_pb2.PackRef(name=info.name, version=info.version), delta=to_tensor(delta),
+            edits=[directions_pb2.ComposedEdit(direction=direction_message(rec, info), strength=s, projected_norm=n)
+                   for (rec, _), s, n in zip(edited, strengths, norms)])
+
+    def LoadPack(self, request, context):
+        try:
+            pack = load_pack(request.pack, self.model_store)
+        except PackError as err:
+            raise InvalidArgument(str(err))
+        count = self.registry.publish(pack)
+        return directions_pb2.LoadPackResponse(pack=common_pb2.PackRef(name=pack.name, version=pack.version),
+                                               directions=count)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = config.parser("directions", 50052)
+    p.add_argument("--redis-url", default=config.env("redis_url", "redis://127.0.0.1:6379/0"))
+    p.add_argument("--packs", default=config.env("packs", "synth"),
+                   help="comma-separated packs to publish at start-up (first = default)")
+    args = p.parse_args(argv)
+    logger = logs.setup("directions", args.log_level)
+    store = Path(args.model_store)
+    registry = Registry(connect(args.redis_url))
+    packs = [name for name in args.packs.split(",") if name]
+    for name in packs:
+        pack = load_pack(name, store)
+        count = registry.publish(pack)
+        logs.log(logger, "published pack", pack=pack.name, version=pack.version, directions=count)
+    servicer = DirectionsServicer(registry, store, packs[0] if packs else "")
+    serve("directions", args.host, args.port,
+          [lambda s: directions_pb2_grpc.add_DirectionsServicer_to_server(servicer, s)],
+          ["facedit.v1.Directions"], logger, max_workers=args.workers)
+
+
+if __name__ == "__main__":
+    main()

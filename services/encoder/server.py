@@ -1,0 +1,95 @@
+"""Encoder service: images -> latents (CRG encoder) and attribute scores (classifier).
+
+    python -m services.encoder.server --port 50051 --packs synth
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from facedit.v1 import common_pb2, encoder_pb2, encoder_pb2_grpc
+from services.common import config, images, logs, onnx
+from services.common.errors import InvalidArgument
+from services.common.pack import Pack, load_pack
+from services.common.server import serve
+from services.common.tensors import from_tensor, to_tensor
+
+MAX_IMAGES = 64  # per request
+
+
+class PackModels:
+    """One pack's encoder.onnx and classifier.onnx. pixels (N, R, R, 3) uint8 in."""
+
+    def __init__(self, pack: Pack, threads: int):
+        self.pack = pack
+        self.encoder = onnx.session(pack.artefact("encoder"), threads)
+        self.classifier = onnx.session(pack.artefact("classifier"), threads)
+
+    def encode(self, pixels: np.ndarray) -> np.ndarray:
+        return self.encoder.run(None, {"pixels": pixels})[0]
+
+    def score(self, pixels: np.ndarray) -> np.ndarray:
+        return self.classifier.run(None, {"pixels": pixels})[0]
+
+
+def request_pixels(request, resolution: int) -> np.ndarray:
+    """The request's images as (N, R, R, 3) uint8 at the pack's resolution."""
+    has_pixels = bool(request.pixels.shape)
+    if has_pixels == bool(request.images):
+        raise InvalidArgument("send exactly one of `pixels` or `images`")
+    if has_pixels:
+        pixels = from_tensor(request.pixels, "pixels")
+        if pixels.dtype != np.uint8 or pixels.ndim != 4 or pixels.shape[3] != 3:
+            raise InvalidArgument(f"pixels: expected (N, H, W, 3) uint8, got {list(pixels.shape)} {pixels.dtype}")
+        if not 1 <= len(pixels) <= MAX_IMAGES:
+            raise InvalidArgument(f"pixels: 1 to {MAX_IMAGES} images per request, got {len(pixels)}")
+        if pixels.shape[1:3] == (resolution, resolution):
+            return np.ascontiguousarray(pixels)
+        return np.stack([images.resize(p, resolution) for p in pixels])
+    if len(request.images) > MAX_IMAGES:
+        raise InvalidArgument(f"images: at most {MAX_IMAGES} per request, got {len(request.images)}")
+    return np.stack([images.resize(images.decode(b, f"images[{i}]"), resolution)
+                     for i, b in enumerate(request.images)])
+
+
+class EncoderServicer(encoder_pb2_grpc.EncoderServicer):
+    def __init__(self, models: dict[str, PackModels], default_pack: str):
+        self.models, self.default_pack = models, default_pack
+
+    def _models(self, pack: str) -> PackModels:
+        m = self.models.get(pack or self.default_pack)
+        if m is None:
+            raise InvalidArgument(f"unknown pack {pack!r}; this encoder serves {sorted(self.models)}")
+        return m
+
+    def EncodeImages(self, request, context):
+        m = self._models(request.pack)
+        z = m.encode(request_pixels(request, m.pack.resolution))
+        return encoder_pb2.EncodeImagesResponse(pack=common_pb2.PackRef(name=m.pack.name, version=m.pack.version),
+                                                latents=to_tensor(z))
+
+    def ScoreImages(self, request, context):
+        m = self._models(request.pack)
+        scores = m.score(request_pixels(request, m.pack.resolution))
+        return encoder_pb2.ScoreImagesResponse(pack=common_pb2.PackRef(name=m.pack.name, version=m.pack.version),
+                                               attributes=list(m.pack.attributes), scores=to_tensor(scores))
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = config.parser("encoder", 50051)
+    p.add_argument("--packs", default=config.env("packs", "synth"), help="comma-separated packs (first = default)")
+    p.add_argument("--threads", type=int, default=int(config.env("threads", "0")),
+                   help="ONNX Runtime intra-op threads (0 = one per core)")
+    args = p.parse_args(argv)
+    logger = logs.setup("encoder", args.log_level)
+    packs = [n for n in args.packs.split(",") if n]
+    models = {n: PackModels(load_pack(n, Path(args.model_store)), args.threads) for n in packs}
+    logs.log(logger, "loaded", packs=packs, providers=onnx.providers())
+    servicer = EncoderServicer(models, packs[0])
+    serve("encoder", args.host, args.port, [lambda s: encoder_pb2_grpc.add_EncoderServicer_to_server(servicer, s)],
+          ["facedit.v1.Encoder"], logger, max_workers=args.workers)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""The gateway's latent cache in Redis: a client sends a photo once, then edits by id.
+
+Key facedit:latent:<id> (hash: pack, data = float32 little-endian bytes) with a TTL
+that each use renews.
+"""
+from __future__ import annotations
+
+import secrets
+
+import numpy as np
+import redis
+
+from services.common.errors import InvalidArgument, NotFound
+
+PREFIX = "facedit:latent:"
+
+
+class LatentCache:
+    def __init__(self, client: redis.Redis, ttl_s: int):
+        self.r, self.ttl_s = client, ttl_s
+
+    def put(self, pack: str, z: np.ndarray) -> str:
+        latent_id = secrets.token_hex(12)
+        key = PREFIX + latent_id
+        pipe = self.r.pipeline(transaction=True)
+        pipe.hset(key, mapping={"pack": pack, "data": np.asarray(z, dtype="<f4").tobytes()})
+        pipe.expire(key, self.ttl_s)
+        pipe.execute()
+        return latent_id
+
+    def get(self, latent_id: str, pack: str) -> np.ndarray:
+        if not latent_id or len(latent_id) > 64 or not latent_id.isalnum():
+            raise InvalidArgument(f"latent_id {latent_id[:64]!r} is not an id this gateway issues")
+        key = PREFIX + latent_id
+        pipe = self.r.pipeline(transaction=True)
+        pipe.hgetall(key)
+        pipe.expire(key, self.ttl_s)
+        entry, _ = pipe.execute()
+        if not entry:
+            raise NotFound(f"latent {latent_id} is unknown or expired (kept {self.ttl_s}s after last use); "
+                           f"send the image again")
+        if entry[b"pack"].decode() != pack:
+            raise InvalidArgument(f"latent {latent_id} belongs to pack {entry[b'pack'].decode()!r}, "
+                                  f"not {pack!r}")
+        return np.frombuffer(entry[b"data"], dtype="<f4").copy()

@@ -1,0 +1,242 @@
+"""Gateway: the public facedit.v1.Gateway API.
+
+Orchestrates encoder -> directions -> generator (-> encoder for scores), caches
+latents in Redis, validates input, and gives every downstream call a deadline:
+min(the hop timeout, what is left of the caller's deadline, or of
+--default-deadline-s when the caller set none).
+
+    python -m services.gateway.server --port 50050 --encoder 127.0.0.1:50051 \
+        --directions 127.0.0.1:50052 --generator 127.0.0.1:50053 --redis-url redis://...
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+import grpc
+import numpy as np
+
+from facedit.v1 import (common_pb2, directions_pb2, directions_pb2_grpc, encoder_pb2, encoder_pb2_grpc,
+                        gateway_pb2, gateway_pb2_grpc, generator_pb2, generator_pb2_grpc)
+from services.common import config, images, latents, logs
+from services.common.errors import InvalidArgument, ServiceError, reraise_downstream
+from services.common.redis_server import connect
+from services.common.server import MAX_MESSAGE_BYTES, serve
+from services.common.tensors import check_latents, from_tensor, to_tensor
+from services.gateway.cache import LatentCache
+
+MAX_GENERATE = 64
+MAX_SWEEP_STEPS = 64
+PACK_INFO_TTL_S = 10.0
+
+
+class Downstream:
+    """Stubs of the three internal services, each call with a deadline."""
+
+    def __init__(self, encoder: str, directions: str, generator: str, hop_timeout_s: float):
+        opts = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
+        self.encoder = encoder_pb2_grpc.EncoderStub(grpc.insecure_channel(encoder, opts))
+        self.directions = directions_pb2_grpc.DirectionsStub(grpc.insecure_channel(directions, opts))
+        self.generator = generator_pb2_grpc.GeneratorStub(grpc.insecure_channel(generator, opts))
+        self.hop_timeout_s = hop_timeout_s
+
+    def call(self, hop: str, method, request, budget: "Budget"):
+        try:
+            return method(request, timeout=budget.timeout(self.hop_timeout_s))
+        except grpc.RpcError as err:
+            raise reraise_downstream(err, hop) from None
+
+
+class Budget:
+    """What is left of a request's deadline."""
+
+    def __init__(self, context, default_s: float):
+        remaining = context.time_remaining()
+        self.deadline = time.monotonic() + (remaining if remaining is not None else default_s)
+
+    def timeout(self, hop_s: float) -> float:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise ServiceError("deadline exceeded before the next step", grpc.StatusCode.DEADLINE_EXCEEDED)
+        return min(hop_s, left)
+
+
+class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
+    def __init__(self, down: Downstream, cache: LatentCache, default_pack: str, default_deadline_s: float):
+        self.down, self.cache = down, cache
+        self.default_pack, self.default_deadline_s = default_pack, default_deadline_s
+        self._pack_info: dict[str, tuple[float, directions_pb2.ListDirectionsResponse]] = {}
+        self._lock = threading.Lock()
+
+    # -- helpers ---------------------------------------------------------------
+    def _pack(self, name: str, budget: Budget) -> directions_pb2.ListDirectionsResponse:
+        """The pack's attributes, version and latent size (cached for a few seconds)."""
+        name = name or self.default_pack
+        with self._lock:
+            hit = self._pack_info.get(name)
+        if hit and time.monotonic() - hit[0] < PACK_INFO_TTL_S:
+            return hit[1]
+        info = self.down.call("directions", self.down.directions.ListDirections,
+                              directions_pb2.ListDirectionsRequest(pack=name), budget)
+        with self._lock:
+            self._pack_info[name] = (time.monotonic(), info)
+        return info
+
+    def _face(self, face: gateway_pb2.FaceSource, info, budget: Budget) -> tuple[np.ndarray, str]:
+        """The face source -> (z (D,), latent id in the cache)."""
+        kind = face.WhichOneof("source")
+        pack, dim = info.pack.name, info.latent_dim
+        if kind is None:
+            raise InvalidArgument("face: set one of image, latent_id, latent or seed")
+        if kind == "latent_id":
+            z = self.cache.get(face.latent_id, pack)
+            return check_latents(z, dim, "cached latent")[0], face.latent_id
+        if kind == "image":
+            z = self._encode([face.image], pack, budget)[0]
+        elif kind == "latent":
+            z = check_latents(from_tensor(face.latent, "latent"), dim)[0]
+        else:
+            z = latents.from_seed(face.seed, dim)
+        return z, self.cache.put(pack, z)
+
+    def _encode(self, image_files: list[bytes], pack: str, budget: Budget) -> np.ndarray:
+        if not image_files[0]:
+            raise InvalidArgument("image: empty; send the bytes of a PNG or JPEG file")
+        resp = self.down.call("encoder", self.down.encoder.EncodeImages,
+                              encoder_pb2.EncodeImagesRequest(pack=pack, images=image_files), budget)
+        return from_tensor(resp.latents, "latents")
+
+    def _generate(self, z: np.ndarray, pack: str, budget: Budget) -> np.ndarray:
+        resp = self.down.call("generator", self.down.generator.GenerateImages,
+                              generator_pb2.GenerateImagesRequest(pack=pack, latents=to_tensor(z)), budget)
+        return from_tensor(resp.pixels, "pixels")
+
+    def _score(self, pixels: np.ndarray, pack: str, budget: Budget) -> tuple[list[str], np.ndarray]:
+        resp = self.down.call("encoder", self.down.encoder.ScoreImages,
+                              encoder_pb2.ScoreImagesRequest(pack=pack, pixels=to_tensor(pixels)), budget)
+        return list(resp.attributes), from_tensor(resp.scores, "scores")
+
+    def _compose(self, pack: str, edits, keep, budget: Budget) -> directions_pb2.ComposeResponse:
+        return self.down.call("directions", self.down.directions.Compose,
+                              directions_pb2.ComposeRequest(pack=pack, edits=edits, keep=keep), budget)
+
+    # -- RPCs ----------------------------------------------------------------
+    def Edit(self, request, context):
+        budget = Budget(context, self.default_deadline_s)
+        fmt = images.output_format(request.format)
+        if not request.edits:
+            raise InvalidArgument("no edits given; to render a face unchanged call Generate or Encode")
+        info = self._pack(request.pack, budget)
+        pack = info.pack.name
+        z, latent_id = self._face(request.face, info, budget)
+        composed = self._compose(pack, request.edits, request.keep, budget)
+        delta = from_tensor(composed.delta, "delta")
+        edited = (z + delta).astype(np.float32)
+        pixels = self._generate(np.stack([z, edited]), pack, budget)
+        names, scores = self._score(pixels, pack, budget)
+        index = {a: i for i, a in enumerate(names)}
+        quality = []
+        for e in composed.edits:
+            d, i = e.direction, index.get(e.direction.attribute)
+            quality.append(gateway_pb2.EditQuality(
+                direction_id=d.id, attribute=d.attribute, method=d.method, strength=e.strength,
+                score_before=float(scores[0, i]) if i is not None else float("nan"),
+                score_after=float(scores[1, i]) if i is not None else float("nan"),
+                projected_norm=e.projected_norm, strength_min=d.strength_min, strength_max=d.strength_max))
+        return gateway_pb2.EditResponse(
+            pack=composed.pack, image=images.encode(pixels[1], fmt), format=fmt, latent_id=latent_id,
+            latent=to_tensor(edited), quality=quality,
+            scores_before={a: float(scores[0, i]) for a, i in index.items()},
+            scores_after={a: float(scores[1, i]) for a, i in index.items()},
+            original=images.encode(pixels[0], fmt) if request.return_original else b"",
+            latent_shift=float(np.linalg.norm(delta)))
+
+    def EditSweep(self, request, context):
+        budget = Budget(context, self.default_deadline_s)
+        fmt = images.output_format(request.format)
+        if not request.HasField("edit"):
+            raise InvalidArgument("edit: give the attribute or direction to sweep")
+        if not 2 <= request.steps <= MAX_SWEEP_STEPS:
+            raise InvalidArgument(f"steps must be 2..{MAX_SWEEP_STEPS}, got {request.steps}")
+        if not (np.isfinite(request.start) and np.isfinite(request.stop)):
+            raise InvalidArgument("start and stop must be finite numbers")
+        info = self._pack(request.pack, budget)
+        pack = info.pack.name
+        z, latent_id = self._face(request.face, info, budget)
+        # compose at the largest |strength| asked, so the directions service checks the limit
+        peak = max(abs(request.start), abs(request.stop)) or 1.0
+        op = common_pb2.EditOp()
+        op.CopyFrom(request.edit)
+        op.strength = peak
+        unit = from_tensor(self._compose(pack, [op], request.keep, budget).delta, "delta") / peak
+        strengths = np.linspace(request.start, request.stop, request.steps, dtype=np.float32)
+        frames = (z[None] + strengths[:, None] * unit[None]).astype(np.float32)
+        pixels = self._generate(frames, pack, budget)
+        for i, (s, p) in enumerate(zip(strengths, pixels)):
+            if not context.is_active():
+                return
+            yield gateway_pb2.SweepFrame(index=i, strength=float(s), image=images.encode(p, fmt), format=fmt,
+                                         latent_id=latent_id if i == 0 else "")
+
+    def Encode(self, request, context):
+        budget = Budget(context, self.default_deadline_s)
+        fmt = images.output_format(request.format)
+        info = self._pack(request.pack, budget)
+        z = self._encode([request.image], info.pack.name, budget)[0]
+        latent_id = self.cache.put(info.pack.name, z)
+        recon = b""
+        if request.return_reconstruction:
+            recon = images.encode(self._generate(z[None], info.pack.name, budget)[0], fmt)
+        return gateway_pb2.EncodeResponse(pack=info.pack, latent_id=latent_id, latent=to_tensor(z),
+                                          expires_in_s=self.cache.ttl_s, reconstruction=recon)
+
+    def Generate(self, request, context):
+        budget = Budget(context, self.default_deadline_s)
+        fmt = images.output_format(request.format)
+        info = self._pack(request.pack, budget)
+        if request.seeds:
+            if len(request.seeds) > MAX_GENERATE:
+                raise InvalidArgument(f"at most {MAX_GENERATE} seeds per request, got {len(request.seeds)}")
+            z = np.stack([latents.from_seed(s, info.latent_dim) for s in request.seeds])
+        elif request.latents.shape:
+            z = check_latents(from_tensor(request.latents, "latents"), info.latent_dim, "latents")
+            if len(z) > MAX_GENERATE:
+                raise InvalidArgument(f"at most {MAX_GENERATE} latents per request, got {len(z)}")
+        else:
+            raise InvalidArgument("give seeds or latents")
+        pixels = self._generate(z, info.pack.name, budget)
+        return gateway_pb2.GenerateResponse(pack=info.pack, images=[images.encode(p, fmt) for p in pixels],
+                                            latents=to_tensor(z), format=fmt)
+
+    def ListAttributes(self, request, context):
+        budget = Budget(context, self.default_deadline_s)
+        info = self._pack(request.pack, budget)
+        return gateway_pb2.ListAttributesResponse(pack=info.pack, attributes=info.attributes,
+                                                  directions=info.directions, default_method=info.default_method,
+                                                  latent_dim=info.latent_dim)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = config.parser("gateway", 50050)
+    p.add_argument("--encoder", default=config.env("encoder_addr", "127.0.0.1:50051"))
+    p.add_argument("--directions", default=config.env("directions_addr", "127.0.0.1:50052"))
+    p.add_argument("--generator", default=config.env("generator_addr", "127.0.0.1:50053"))
+    p.add_argument("--redis-url", default=config.env("redis_url", "redis://127.0.0.1:6379/0"))
+    p.add_argument("--default-pack", default=config.env("default_pack", "synth"))
+    p.add_argument("--latent-ttl-s", type=int, default=int(config.env("latent_ttl_s", "3600")))
+    p.add_argument("--hop-timeout-s", type=float, default=float(config.env("hop_timeout_s", "10")),
+                   help="deadline of each downstream call")
+    p.add_argument("--default-deadline-s", type=float, default=float(config.env("default_deadline_s", "30")),
+                   help="budget of a request whose caller set no deadline")
+    args = p.parse_args(argv)
+    logger = logs.setup("gateway", args.log_level)
+    servicer = GatewayServicer(Downstream(args.encoder, args.directions, args.generator, args.hop_timeout_s),
+                               LatentCache(connect(args.redis_url), args.latent_ttl_s),
+                               args.default_pack, args.default_deadline_s)
+    serve("gateway", args.host, args.port, [lambda s: gateway_pb2_grpc.add_GatewayServicer_to_server(servicer, s)],
+          ["facedit.v1.Gateway"], logger, max_workers=args.workers)
+
+
+if __name__ == "__main__":
+    main()

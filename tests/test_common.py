@@ -1,0 +1,87 @@
+"""Tensor and image codecs, latents from seeds (services.common)."""
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from facedit.v1 import common_pb2
+from services.common import images, latents
+from services.common.errors import InvalidArgument
+from services.common.tensors import check_latents, from_tensor, to_tensor
+
+
+def png(pixels):
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_tensor_round_trip_float32_and_uint8():
+    for arr in (np.arange(12, dtype=np.float32).reshape(3, 4), np.arange(24, dtype=np.uint8).reshape(2, 2, 2, 3)):
+        back = from_tensor(to_tensor(arr))
+        assert back.dtype == arr.dtype and np.array_equal(back, arr)
+
+
+def test_tensor_with_wrong_byte_length_is_invalid():
+    t = to_tensor(np.zeros((2, 3), np.float32))
+    t.data = t.data[:-1]
+    with pytest.raises(InvalidArgument, match="needs 24 bytes, got 23"):
+        from_tensor(t)
+    with pytest.raises(InvalidArgument, match="dtype"):
+        from_tensor(common_pb2.Tensor(shape=[1], data=b"\0"))
+
+
+def test_check_latents_rejects_wrong_length_nan_and_empty():
+    assert check_latents(np.zeros(8, np.float32), 8).shape == (1, 8)
+    with pytest.raises(InvalidArgument, match="expected length 8"):
+        check_latents(np.zeros(7, np.float32), 8)
+    z = np.zeros(8, np.float32)
+    z[3] = np.nan
+    with pytest.raises(InvalidArgument, match="NaN"):
+        check_latents(z, 8)
+    with pytest.raises(InvalidArgument, match="no latents"):
+        check_latents(np.zeros((0, 8), np.float32), 8)
+
+
+def test_decode_png_and_jpeg_and_reject_garbage():
+    pixels = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    assert np.array_equal(images.decode(png(pixels)), pixels)
+    jpeg = images.encode(pixels, common_pb2.IMAGE_FORMAT_JPEG)
+    assert images.decode(jpeg).shape == (20, 30, 3)
+    with pytest.raises(InvalidArgument, match="not an image"):
+        images.decode(b"hello, this is text")
+    with pytest.raises(InvalidArgument, match="empty"):
+        images.decode(b"")
+    with pytest.raises(InvalidArgument, match="cannot decode"):
+        images.decode(png(pixels)[:60])
+
+
+def test_decode_applies_exif_orientation():
+    pixels = np.zeros((10, 20, 3), np.uint8)
+    pixels[:, :10] = 255  # left half white
+    img = Image.fromarray(pixels)
+    exif = img.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", exif=exif)
+    out = images.decode(buf.getvalue())
+    assert out.shape == (20, 10, 3)
+    assert out[:10].mean() > 200 and out[10:].mean() < 50  # white half now on top
+
+
+def test_resize_centre_crops_to_a_square():
+    pixels = np.zeros((40, 80, 3), np.uint8)
+    pixels[:, 20:60] = 255  # the centre square is white
+    out = images.resize(pixels, 16)
+    assert out.shape == (16, 16, 3) and out.min() == 255
+
+
+def test_seed_latents_are_deterministic_standard_normal():
+    a, b = latents.from_seed(5, 64), latents.from_seed(5, 64)
+    assert a.dtype == np.float32 and np.array_equal(a, b)
+    assert not np.array_equal(a, latents.from_seed(6, 64))
+    many = np.stack([latents.from_seed(s, 64) for s in range(300)])
+    assert abs(many.mean()) < 0.05 and abs(many.std() - 1) < 0.05
+    with pytest.raises(InvalidArgument):
+        latents.from_seed(-1, 64)

@@ -1,0 +1,70 @@
+"""Every training option of a pack in one place, with defaults.
+
+A pack's config file (``training/configs/<pack>.json``) overrides any of these
+fields; unknown keys are an error so that a typo cannot silently fall back to a
+default.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+
+@dataclasses.dataclass(frozen=True)
+class PackConfig:
+    """Options of every training step of a renderer-based pack."""
+
+    pack: str = "synth"
+    seed: int = 0
+    resolution: int = 32          # pixels, square
+    latent_dim: int = 64          # z: (N, latent_dim) float32 ~ N(0, I)
+    correlated_attributes: bool = True  # renderer: age correlates with beard and glasses
+    threads: int = 2              # torch intra-op threads
+
+    # DCGAN (generator and discriminator widths, Adam as in Radford et al.)
+    gan_steps: int = 6000
+    gan_batch: int = 64
+    gan_lr: float = 2e-4
+    gan_beta1: float = 0.5
+    g_width: int = 48             # channels of the last hidden generator layer
+    d_width: int = 48
+
+    # CRG encoder against the frozen generator
+    encoder_steps: int = 4000
+    encoder_batch: int = 64
+    encoder_lr: float = 1e-3
+    encoder_width: int = 48
+    encoder_latent_weight: float = 1.0   # eq. (1): MSE(z, E(G(z)))
+    encoder_image_weight: float = 1.0    # eq. (2): MAE(x, G(E(x)))
+
+    # attribute oracle on rendered ground truth
+    oracle_steps: int = 2000
+    oracle_batch: int = 128
+    oracle_lr: float = 1e-3
+    oracle_width: int = 32
+
+    # InterFaceGAN directions
+    svm_samples: int = 50000      # latents sampled and scored
+    svm_share: float = 0.1        # top and bottom share kept per attribute
+    svm_train_split: float = 0.7
+    svm_c: float = 1.0
+    strength_limit: float = 10.0  # hard limit on |strength|
+
+    # evaluation
+    eval_samples: int = 2000      # held-out rendered faces
+
+    @classmethod
+    def load(cls, path: str | Path) -> "PackConfig":
+        raw = json.loads(Path(path).read_text())
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(raw) - names)
+        if unknown:
+            raise ValueError(f"{path}: unknown option(s) {unknown}; valid: {sorted(names)}")
+        return cls(**raw)
+
+    def replace(self, **changes) -> "PackConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)

@@ -1,0 +1,114 @@
+"""Step 6: export a pack into the model store.
+
+Writes <out>/generator.onnx, encoder.onnx, classifier.onnx (uint8 NHWC pixels
+at the edges), directions.json + directions.npy, manifest.json (every artefact
+with its sha256) and model_card.md. The format is documented in
+model_store/README.md; it is all that services read.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from training import checkpoints, crg_encoder, gan, interfacegan, oracle, renderer
+from training.config import PackConfig
+from training.model_card import write_model_card
+from training.models import GeneratorExport, PixelsIn
+
+FORMAT = "facedit-pack/1"
+STRENGTH_MEANING = ("offset along the unit direction in latent units: z' = z + strength * n "
+                    "(n . z ~ N(0, 1) under the prior, so 3 is about three standard deviations)")
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, input_name: str, output_name: str) -> None:
+    """One model with a dynamic batch axis, weights inside the file (opset 17)."""
+    torch.onnx.export(model.eval(), (example,), str(path), dynamo=False, opset_version=17,
+                      input_names=[input_name], output_names=[output_name],
+                      dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}})
+
+
+def _direction_records(cfg: PackConfig, report: dict) -> list[dict]:
+    fits = report["interfacegan"]["attributes"]
+    records = []
+    for i, a in enumerate(renderer.ATTRIBUTES):
+        f = fits[a]
+        span = f["recommended_strength"]
+        records.append({
+            "id": f"interfacegan/{a}", "attribute": a, "method": "interfacegan", "row": i,
+            "strength_min": -round(span, 3), "strength_max": round(span, 3),
+            "strength_limit": cfg.strength_limit, "strength_meaning": STRENGTH_MEANING,
+            "offset": f["offset"],
+            "metrics": {"validation_accuracy": f["validation_accuracy"],
+                        "all_samples_accuracy": f["all_samples_accuracy"]},
+            "provenance": {"method": "InterFaceGAN linear SVM", "samples": cfg.svm_samples,
+                           "share": cfg.svm_share, "train_split": cfg.svm_train_split,
+                           "svm_c": cfg.svm_c, "scorer": "classifier.onnx (oracle)"},
+        })
+    return records
+
+
+def export(cfg: PackConfig, work: Path, out: Path) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    g, e, o = gan.load_generator(cfg, work), crg_encoder.load(cfg, work), oracle.load(cfg, work)
+    r, d = cfg.resolution, cfg.latent_dim
+    export_onnx(GeneratorExport(g), torch.zeros(2, d), out / "generator.onnx", "z", "pixels")
+    pixels = torch.zeros(2, r, r, 3, dtype=torch.uint8)
+    export_onnx(PixelsIn(e), pixels, out / "encoder.onnx", "pixels", "z")
+    export_onnx(PixelsIn(o, sigmoid=True), pixels, out / "classifier.onnx", "pixels", "probabilities")
+
+    report = checkpoints.read_report(work)
+    dirs = np.load(work / interfacegan.OUT)
+    np.save(out / "directions.npy", dirs["normals"].astype(np.float32))
+    (out / "directions.json").write_text(json.dumps(_direction_records(cfg, report), indent=2))
+
+    shapes = {
+        "generator": ({"z": f"(N, {d}) float32"}, {"pixels": f"(N, {r}, {r}, 3) uint8"}),
+        "encoder": ({"pixels": f"(N, {r}, {r}, 3) uint8"}, {"z": f"(N, {d}) float32"}),
+        "classifier": ({"pixels": f"(N, {r}, {r}, 3) uint8"},
+                       {"probabilities": f"(N, {len(renderer.ATTRIBUTES)}) float32"}),
+    }
+    artefacts = {name: {"path": f"{name}.onnx", "inputs": i, "outputs": o_} for name, (i, o_) in shapes.items()}
+    artefacts["directions"] = {"path": "directions.json"}
+    artefacts["direction_vectors"] = {"path": "directions.npy", "shape": [len(renderer.ATTRIBUTES), d]}
+    for a in artefacts.values():
+        p = out / a["path"]
+        a["sha256"], a["bytes"] = sha256(p), p.stat().st_size
+    digest = hashlib.sha256("".join(a["sha256"] for a in artefacts.values()).encode()).hexdigest()[:10]
+    manifest = {
+        "format": FORMAT,
+        "pack": cfg.pack,
+        "version": f"{dt.date.today().isoformat()}-{digest}",
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "resolution": r,
+        "latent_dim": d,
+        "latent_space": "z",
+        "latent_prior": "standard normal N(0, I)",
+        "attributes": list(renderer.ATTRIBUTES),
+        "default_method": "interfacegan",
+        "artefacts": artefacts,
+        "metrics": {k: report[k] for k in ("oracle", "interfacegan", "evaluation") if k in report},
+        "training": {"config": cfg.to_dict(), "timings_s": {k: report[k]["seconds"] for k in
+                                                           ("gan", "encoder", "oracle") if k in report}},
+        "source": {"generator": "DCGAN trained by this project on training/renderer.py faces",
+                   "licence": "same as this repository"},
+    }
+    tmp = out / "manifest.json.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2))
+    os.replace(tmp, out / "manifest.json")
+    write_model_card(manifest, out / "model_card.md")
+    print(f"[export] wrote {out} version {manifest['version']}")
+    return {"version": manifest["version"]}

@@ -1,0 +1,66 @@
+"""model_card.md of a pack, written from its manifest's figures."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_model_card(manifest: dict, path: Path) -> None:
+    m = manifest["metrics"]
+    cfg = manifest["training"]["config"]
+    t = manifest["training"]["timings_s"]
+    attrs = manifest["attributes"]
+    parts = [
+        f"# Pack `{manifest['pack']}` — version {manifest['version']}",
+        "",
+        f"Generator: {manifest['source']['generator']}. Resolution {manifest['resolution']}x"
+        f"{manifest['resolution']}, latent z of {manifest['latent_dim']} ~ {manifest['latent_prior']}.",
+        f"Attributes: {', '.join(attrs)}. Default edit method: {manifest['default_method']}.",
+        "",
+        "All figures below were measured by `python -m training pack` (see the README) and are",
+        "copied from `manifest.json`; nothing here is typed by hand.",
+        "",
+        "## Training",
+        _table(["step", "steps", "batch", "seconds (2 cores)"],
+               [["DCGAN", cfg["gan_steps"], cfg["gan_batch"], t.get("gan")],
+                ["CRG encoder", cfg["encoder_steps"], cfg["encoder_batch"], t.get("encoder")],
+                ["oracle", cfg["oracle_steps"], cfg["oracle_batch"], t.get("oracle")]]),
+    ]
+    if "evaluation" in m:
+        ev = m["evaluation"]
+        rec = ev["reconstruction"]
+        parts += [
+            "", f"Renderer speed: {ev['renderer_images_per_s']} images/s at {manifest['resolution']}px (one process).",
+            "", f"## Encoder reconstruction (held-out rendered faces, n={ev['held_out_samples']}; hashes on 500)",
+            _table(["dhash", "phash", "whash", "MAE", "MSE"],
+                   [[rec["dhash"], rec["phash"], rec["whash"], rec["mae"], rec["mse"]]]),
+            "", "Pixel values in [0, 1]; hash similarity = 1 - Hamming distance / 64.",
+            f"Latent cycle MSE(z, E(G(z))): {ev['latent_cycle_mse']}.",
+        ]
+    if "oracle" in m:
+        o = m["oracle"]
+        parts += ["", f"## Attribute oracle (held-out rendered faces, n={o['held_out_samples']})",
+                  _table(["attribute", "accuracy", "MAE of value"],
+                         [[a, o["accuracy"][a], o["mae"][a]] for a in attrs]),
+                  "", "Continuous attributes (smile, blond_hair, yaw, age) are uniform in [0, 1], so some faces",
+                  "lie close to the 0.5 threshold where the label is ambiguous."]
+    if "interfacegan" in m:
+        ig = m["interfacegan"]
+        ev = m.get("evaluation", {}).get("edit_success", {})
+        rows = []
+        for a in attrs:
+            f = ig["attributes"][a]
+            e = ev.get(a, {})
+            rows.append([a, f["validation_accuracy"], f["all_samples_accuracy"], round(f["recommended_strength"], 2),
+                         e.get("positive_after_plus", "-"), e.get("negative_after_minus", "-")])
+        parts += ["", f"## InterFaceGAN directions ({ig['samples']} latents, top/bottom {ig['share']:.0%}, 70/30 split)",
+                  _table(["attribute", "SVM val. acc.", "all-samples acc.", "recommended strength",
+                          "positive after +s", "negative after -s"], rows),
+                  "", "Cosine between boundaries (rows/columns in attribute order):",
+                  _table([""] + attrs, [[a] + row for a, row in zip(attrs, ig["boundary_cosine"])])]
+    path.write_text("\n".join(parts) + "\n")

@@ -1,0 +1,83 @@
+"""Step 3: the attribute oracle, a CNN trained on rendered ground truth.
+
+Targets are the renderer's attribute values in [0, 1] (binary cross-entropy
+with soft targets), so the oracle's probability estimates the attribute's
+value and "present" means probability > 0.5, as in the renderer.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from training import checkpoints, renderer
+from training.config import PackConfig
+from training.data import held_out, rendered_batch
+from training.models import Oracle, pixels_to_images
+from training.progress import Progress
+
+CHECKPOINT = "oracle.pt"
+_STREAM = 2
+
+
+def build(cfg: PackConfig) -> Oracle:
+    return Oracle(len(renderer.ATTRIBUTES), cfg.resolution, cfg.oracle_width)
+
+
+def load(cfg: PackConfig, work: Path) -> Oracle:
+    o = build(cfg)
+    o.load_state_dict(checkpoints.load(work / CHECKPOINT)["oracle"])
+    return o.eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def predict(oracle: Oracle, pixels: np.ndarray, batch: int = 512) -> np.ndarray:
+    """pixels (N, R, R, 3) uint8 -> probabilities (N, A) float32."""
+    out = [torch.sigmoid(oracle(pixels_to_images(torch.from_numpy(pixels[i:i + batch]))))
+           for i in range(0, len(pixels), batch)]
+    return torch.cat(out).numpy()
+
+
+def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Mild noise and blur so that the oracle also reads a GAN's softer faces."""
+    x = x + 0.04 * torch.randn(x.shape, generator=gen)
+    blur = torch.rand(x.shape[0], 1, 1, 1, generator=gen) < 0.5
+    smooth = F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    return torch.where(blur, 0.5 * x + 0.5 * smooth, x)
+
+
+def train(cfg: PackConfig, work: Path) -> dict:
+    torch.manual_seed(cfg.seed + 2)
+    gen = torch.Generator().manual_seed(cfg.seed + 2)
+    o = build(cfg)
+    opt = torch.optim.Adam(o.parameters(), lr=cfg.oracle_lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, cfg.oracle_steps))
+    progress = Progress("oracle", cfg.oracle_steps, every=100)
+    o.train()
+    for step in range(cfg.oracle_steps):
+        pixels, attrs, _ = rendered_batch(cfg.seed + _STREAM, step, cfg.oracle_batch, cfg.resolution,
+                                          cfg.correlated_attributes)
+        loss = F.binary_cross_entropy_with_logits(o(_augment(pixels_to_images(pixels), gen)), attrs)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step(), sched.step()
+        progress.update(step, bce=loss.item())
+    o.eval()
+    checkpoints.save(work / CHECKPOINT, {"oracle": o.state_dict()})
+    figures = {"steps": cfg.oracle_steps, "seconds": round(progress.seconds(), 1), **evaluate(cfg, o)}
+    checkpoints.record(work, "oracle", figures)
+    return figures
+
+
+def evaluate(cfg: PackConfig, o: Oracle) -> dict:
+    """Accuracy (prediction > 0.5 vs truth > 0.5) and MAE per attribute on held-out faces."""
+    pixels, faces = held_out(cfg.eval_samples, cfg.resolution, cfg.correlated_attributes)
+    probs = predict(o, pixels)
+    truth = faces.attributes
+    acc = ((probs > 0.5) == (truth > 0.5)).mean(0)
+    mae = np.abs(probs - truth).mean(0)
+    return {"held_out_samples": len(pixels),
+            "accuracy": {a: round(float(v), 4) for a, v in zip(renderer.ATTRIBUTES, acc)},
+            "mae": {a: round(float(v), 4) for a, v in zip(renderer.ATTRIBUTES, mae)}}
