@@ -44,6 +44,7 @@ class Stack:
     extra_env: dict[str, str] = dataclasses.field(default_factory=dict)
     procs: dict[str, subprocess.Popen] = dataclasses.field(default_factory=dict)
     redis: EmbeddedRedis | None = None
+    exit_codes: dict[str, int] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def on_free_ports(cls, model_store: Path, packs: list[str], log_dir: Path, **kw) -> "Stack":
@@ -110,12 +111,13 @@ class Stack:
         for proc in self.procs.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
-        for proc in self.procs.values():
+        for service, proc in self.procs.items():
             try:
                 proc.wait(10)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+            self.exit_codes[service] = proc.returncode
         self.procs.clear()
         if self.redis:
             self.redis.stop()

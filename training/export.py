@@ -35,10 +35,11 @@ def sha256(path: Path) -> str:
 
 
 def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, input_name: str, output_name: str) -> None:
-    """One model with a dynamic batch axis, weights inside the file (opset 17)."""
-    torch.onnx.export(model.eval(), (example,), str(path), dynamo=False, opset_version=17,
+    """One model with a dynamic batch axis, weights inside the file (torch.export based exporter)."""
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    torch.onnx.export(model.eval(), (example,), str(path), dynamo=True, opset_version=18, verbose=False,
                       input_names=[input_name], output_names=[output_name],
-                      dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}})
+                      dynamic_shapes={input_name: {0: batch}}, external_data=False)
 
 
 def _direction_records(cfg: PackConfig, report: dict) -> list[dict]:

@@ -92,14 +92,9 @@ def _is_abort(err: Exception, context) -> bool:
     return type(err) is Exception and context.code() is not None
 
 
-def serve(name: str, host: str, port: int, register: Iterable[Callable[[grpc.Server], None]],
-          service_names: Iterable[str], logger: logging.Logger, max_workers: int = 16,
-          grace_s: float = 5.0, ready: Callable[[], None] | None = None) -> None:
-    """Start the server, mark it SERVING, block until SIGTERM/SIGINT, then stop gracefully.
-
-    register: functions that add servicers to the server.
-    service_names: full names (e.g. "facedit.v1.Gateway") for health and reflection.
-    """
+def create_server(name: str, register: Iterable[Callable[[grpc.Server], None]], service_names: Iterable[str],
+                  logger: logging.Logger, max_workers: int = 16) -> tuple[grpc.Server, health.HealthServicer]:
+    """A server with the interceptor, health and reflection; not yet bound or started."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=name),
         interceptors=[ErrorAndLogInterceptor(logger)],
@@ -114,15 +109,26 @@ def serve(name: str, host: str, port: int, register: Iterable[Callable[[grpc.Ser
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = list(service_names)
     reflection.enable_server_reflection(names + [health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    for service in ["", *names]:
+        health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+    return server, health_servicer
+
+
+def serve(name: str, host: str, port: int, register: Iterable[Callable[[grpc.Server], None]],
+          service_names: Iterable[str], logger: logging.Logger, max_workers: int = 16,
+          grace_s: float = 5.0) -> None:
+    """Start the server, block until SIGTERM/SIGINT, then stop gracefully.
+
+    register: functions that add servicers to the server.
+    service_names: full names (e.g. "facedit.v1.Gateway") for health and reflection.
+    """
+    names = list(service_names)
+    server, health_servicer = create_server(name, register, names, logger, max_workers)
     address = f"{host}:{port}"
     if server.add_insecure_port(address) == 0:
         raise SystemExit(f"{name}: cannot listen on {address} (port in use?)")
     server.start()
-    for service in ["", *names]:
-        health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     log(logger, "serving", address=address, services=names)
-    if ready:
-        ready()
 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

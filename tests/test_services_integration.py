@@ -1,0 +1,129 @@
+"""The services over real gRPC on loopback with a real Redis, on the tiny pack:
+the happy paths and the bad input that must come back as INVALID_ARGUMENT."""
+import io
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from PIL import Image
+
+from facedit.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, generator_pb2, generator_pb2_grpc
+from services.client import FaceditClient
+from services.common.tensors import from_tensor, to_tensor
+from training import renderer
+
+BAD = grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.fixture(scope="module")
+def client(tiny_servers):
+    c = FaceditClient(tiny_servers.addresses["gateway"], timeout_s=20)
+    yield c
+    c.close()
+
+
+def png_of(pixels):
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def rendered_png(seed=0):
+    return png_of(renderer.render(renderer.sample_faces(seed, 1), size=32)[0])
+
+
+def expect(code, fn, match):
+    with pytest.raises(grpc.RpcError) as info:
+        fn()
+    assert info.value.code() == code, info.value.details()
+    assert match in info.value.details(), info.value.details()
+
+
+def test_every_service_reports_serving(tiny_servers):
+    for address in tiny_servers.addresses.values():
+        with grpc.insecure_channel(address) as ch:
+            status = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=5).status
+            assert status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_edit_from_seed_returns_png_latent_id_and_quality(client):
+    resp = client.edit(client.face(seed=3), [("smile", 2.0)], keep=["age"], return_original=True)
+    img = Image.open(io.BytesIO(resp.image))
+    assert img.format == "PNG" and img.size == (32, 32)
+    assert resp.latent_id and len(resp.quality) == 1
+    q = resp.quality[0]
+    assert q.direction_id == "interfacegan/smile" and q.strength == 2.0
+    assert 0 <= q.score_before <= 1 and 0 <= q.score_after <= 1
+    assert set(resp.scores_before) == set(renderer.ATTRIBUTES)
+    assert resp.latent_shift == pytest.approx(2.0, rel=1e-4)  # unit direction, renormalised after projection
+    # the cached latent id gives back the same source face
+    again = client.edit(client.face(latent_id=resp.latent_id), [("smile", 2.0)], keep=["age"])
+    assert again.image == resp.image
+
+
+def test_encode_caches_a_latent_and_edits_by_id(client):
+    enc = client.encode(rendered_png(1), reconstruction=True)
+    z = from_tensor(enc.latent)
+    assert z.shape == (16,) and np.isfinite(z).all() and enc.expires_in_s == 60
+    assert Image.open(io.BytesIO(enc.reconstruction)).size == (32, 32)
+    resp = client.edit(client.face(latent_id=enc.latent_id), [("eyeglasses", 1.0)])
+    assert resp.latent_id == enc.latent_id
+
+
+def test_sweep_streams_one_frame_per_strength(client):
+    frames = client.sweep(client.face(seed=4), "yaw", -2, 2, 5)
+    assert [round(f.strength, 3) for f in frames] == [-2, -1, 0, 1, 2]
+    assert frames[0].latent_id and len({f.image for f in frames}) > 1
+
+
+def test_generate_is_deterministic_for_a_seed(client):
+    a, b = client.generate([1, 2]), client.generate([2])
+    assert a.images[1] == b.images[0] and a.images[0] != a.images[1]
+
+
+def test_generator_batches_concurrent_requests(tiny_servers):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with grpc.insecure_channel(tiny_servers.addresses["generator"]) as ch:
+        stub = generator_pb2_grpc.GeneratorStub(ch)
+        z = np.zeros((1, 16), np.float32)
+        call = lambda _: stub.GenerateImages(generator_pb2.GenerateImagesRequest(latents=to_tensor(z)), timeout=20)
+        with ThreadPoolExecutor(16) as pool:
+            responses = list(pool.map(call, range(64)))
+    assert all(from_tensor(r.pixels).shape == (1, 32, 32, 3) for r in responses)
+    assert max(r.batch_size for r in responses) > 1  # some requests shared a model call
+
+
+def test_bad_input_is_invalid_argument_and_the_stack_keeps_serving(client):
+    stub = client.stub
+    face = client.face(seed=1)
+    cases = [
+        (lambda: client.edit(client.face(image=b"this is not an image"), [("smile", 1)]), "not an image"),
+        (lambda: client.edit(client.face(image=rendered_png()[:80]), [("smile", 1)]), "cannot decode"),
+        (lambda: stub.Edit(gateway_pb2.EditRequest(), timeout=10), "no edits"),
+        (lambda: stub.Edit(gateway_pb2.EditRequest(edits=[common_pb2.EditOp(attribute="smile", strength=1)]),
+                           timeout=10), "face: set one of"),
+        (lambda: client.edit(face, [("moustache", 1)]), "unknown attribute 'moustache'"),
+        (lambda: client.edit(client.face(latent=np.zeros(7, np.float32)), [("smile", 1)]), "expected length 16"),
+        (lambda: client.edit(client.face(latent=np.full(16, np.nan, np.float32)), [("smile", 1)]), "NaN"),
+        (lambda: client.edit(face, [("smile", 1e6)]), "outside the allowed range"),
+        (lambda: client.edit(face, [("smile", float("nan"))]), "outside the allowed range"),
+        (lambda: client.edit(face, [("smile", 1)], keep=["smile"]), "cannot both edit and keep"),
+        (lambda: client.edit(face, [("smile", 1)], keep=["wings"]), "unknown attribute 'wings'"),
+        (lambda: client.edit(face, [("interfacegan/nothing", 1)]), "unknown direction"),
+        (lambda: client.edit(client.face(seed=-5), [("smile", 1)]), "seed must be >= 0"),
+        (lambda: client.sweep(face, "smile", -1, 1, 1000), "steps must be"),
+        (lambda: client.generate(list(range(65))), "at most 64 seeds"),
+        (lambda: client.encode(b""), "empty"),
+        (lambda: client.edit(face, [("smile", 1)], pack="nope"), "unknown pack 'nope'"),
+    ]
+    for call, match in cases:
+        expect(BAD, call, match)
+    # still serving, and nothing was lost
+    assert client.edit(face, [("smile", 1.0)]).image
+
+
+def test_unknown_latent_id_is_not_found(client):
+    expect(grpc.StatusCode.NOT_FOUND, lambda: client.edit(client.face(latent_id="abc123"), [("smile", 1)]),
+           "unknown or expired")

@@ -1,0 +1,71 @@
+"""Every training step on a tiny configuration, so the training code cannot rot,
+and the exported ONNX models match PyTorch."""
+import json
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from services.common.pack import load_pack
+from training import crg_encoder, gan, oracle, renderer
+from training.config import PackConfig
+from training.models import GeneratorExport, PixelsIn
+
+from .conftest import ROOT
+
+TINY = PackConfig.load(ROOT / "training/configs/tiny.json")
+
+
+def test_pack_has_every_artefact_with_matching_sha256(tiny_pack):
+    _, store = tiny_pack
+    pack = load_pack("tiny", store)
+    assert pack.latent_dim == TINY.latent_dim and pack.resolution == TINY.resolution
+    assert pack.attributes == renderer.ATTRIBUTES
+    for name in ("generator", "encoder", "classifier", "directions", "direction_vectors"):
+        assert pack.artefact(name).exists()  # also checks the sha256
+    records = json.loads(pack.artefact("directions").read_text())
+    vectors = np.load(pack.artefact("direction_vectors"))
+    assert [r["attribute"] for r in records] == list(renderer.ATTRIBUTES)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+    for r in records:
+        assert 0 <= r["metrics"]["validation_accuracy"] <= 1
+        assert r["strength_min"] < 0 < r["strength_max"] <= r["strength_limit"]
+    card = (store / "tiny" / "model_card.md").read_text()
+    assert "SVM val. acc." in card and "Encoder reconstruction" in card
+
+
+def test_onnx_generator_matches_pytorch(tiny_pack):
+    work, store = tiny_pack
+    g = GeneratorExport(gan.load_generator(TINY, work))
+    z = np.random.default_rng(1).standard_normal((5, TINY.latent_dim), dtype=np.float32)
+    sess = ort.InferenceSession(str(store / "tiny" / "generator.onnx"), providers=["CPUExecutionProvider"])
+    onnx_px = sess.run(None, {"z": z})[0]
+    torch_px = g(torch.from_numpy(z)).numpy()
+    assert onnx_px.dtype == np.uint8 and onnx_px.shape == (5, TINY.resolution, TINY.resolution, 3)
+    # uint8 rounding may differ by one level where a float lands on .5
+    assert np.abs(onnx_px.astype(int) - torch_px.astype(int)).max() <= 1
+    assert (onnx_px != torch_px).mean() < 0.01
+
+
+def test_onnx_encoder_and_classifier_match_pytorch(tiny_pack):
+    work, store = tiny_pack
+    pixels = renderer.render(renderer.sample_faces(3, 4), size=TINY.resolution)
+    for name, model, out in (("encoder", PixelsIn(crg_encoder.load(TINY, work)), "z"),
+                             ("classifier", PixelsIn(oracle.load(TINY, work), sigmoid=True), "probabilities")):
+        sess = ort.InferenceSession(str(store / "tiny" / f"{name}.onnx"), providers=["CPUExecutionProvider"])
+        got = sess.run([out], {"pixels": pixels})[0]
+        want = model(torch.from_numpy(pixels)).detach().numpy()
+        assert np.allclose(got, want, atol=1e-4), (name, np.abs(got - want).max())
+
+
+def test_training_resumes_from_its_checkpoint(tiny_pack, tmp_path):
+    work, _ = tiny_pack
+    state = torch.load(work / gan.CHECKPOINT, weights_only=True)
+    assert state["step"] == TINY.gan_steps
+    # a finished run, run again, does not train further: same weights
+    before = {k: v.clone() for k, v in state["generator"].items()}
+    gan.train(TINY, work)
+    after = torch.load(work / gan.CHECKPOINT, weights_only=True)["generator"]
+    for k in before:
+        if "running" not in k and "num_batches" not in k:
+            assert torch.equal(before[k], after[k]), k
