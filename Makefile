@@ -15,9 +15,9 @@ export ORT_DISABLE_TELEMETRY := 1
 setup: $(INSTALLED) $(STUBS)
 
 $(INSTALLED): pyproject.toml
+	@echo "setting up $(VENV) (first time: about 2 minutes, torch is large) ..."
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[cpu,train,test]'
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[cpu,train,test]'
 	@touch $@
 
 stubs: $(STUBS)
@@ -42,7 +42,7 @@ test-fast: setup
 
 # Rebuild the committed synth pack from scratch (see README for the run time).
 pack-synth: setup
-	$(PY) -m training pack --config training/configs/synth.json --out model_store/synth
+	$(PY) -m training pack --config training/configs/synth.json --out model_store/synth --fresh
 
 clean:
 	rm -rf $(VENV) $(STUBS) protos/facedit/v1/*_pb2*.py* out

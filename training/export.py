@@ -15,9 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from training import checkpoints, crg_encoder, gan, interfacegan, oracle, renderer
 from training.config import PackConfig
+from training.data import held_out
 from training.model_card import write_model_card
 from training.models import GeneratorExport, PixelsIn
 
@@ -70,6 +72,12 @@ def export(cfg: PackConfig, work: Path, out: Path) -> dict:
     pixels = torch.zeros(2, r, r, 3, dtype=torch.uint8)
     export_onnx(PixelsIn(e), pixels, out / "encoder.onnx", "pixels", "z")
     export_onnx(PixelsIn(o, sigmoid=True), pixels, out / "classifier.onnx", "pixels", "probabilities")
+
+    examples = out / "examples"
+    examples.mkdir(exist_ok=True)
+    pixels, _ = held_out(4, r, cfg.correlated_attributes)
+    for i, p in enumerate(pixels):
+        Image.fromarray(p).save(examples / f"face_{i}.png")
 
     report = checkpoints.read_report(work)
     dirs = np.load(work / interfacegan.OUT)
