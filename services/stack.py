@@ -25,6 +25,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image, ImageDraw
 
 from services.common import config
+from services.common.processes import terminate
 from services.common.redis_server import EmbeddedRedis, free_port, redis_url_from_env
 
 SERVICES = ("directions", "encoder", "generator", "gateway")
@@ -111,13 +112,8 @@ class Stack:
         for proc in self.procs.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
-        for service, proc in self.procs.items():
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            self.exit_codes[service] = proc.returncode
+        for service, proc in self.procs.items():  # all got SIGTERM above: they stop in parallel
+            self.exit_codes[service] = terminate(proc, 10, send=False)
         self.procs.clear()
         if self.redis:
             self.redis.stop()

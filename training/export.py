@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from services.common.pack import load_pack, sha256
 from training import checkpoints, crg_encoder, gan, interfacegan, oracle, renderer
 from training.config import PackConfig
 from training.data import held_out
@@ -26,14 +27,6 @@ from training.models import GeneratorExport, PixelsIn
 FORMAT = "facedit-pack/1"
 STRENGTH_MEANING = ("offset along the unit direction in latent units: z' = z + strength * n "
                     "(n . z ~ N(0, 1) under the prior, so 3 is about three standard deviations)")
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, input_name: str, output_name: str) -> None:
@@ -119,5 +112,8 @@ def export(cfg: PackConfig, work: Path, out: Path) -> dict:
     tmp.write_text(json.dumps(manifest, indent=2))
     os.replace(tmp, out / "manifest.json")
     write_model_card(manifest, out / "model_card.md")
+    pack = load_pack(out.name, out.parent)  # what services will read: every sha256 checked
+    for name in artefacts:
+        pack.artefact(name)
     print(f"[export] wrote {out} version {manifest['version']}")
     return {"version": manifest["version"]}

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import redis
 
+from services.common.processes import terminate
+
 
 def connect(url: str) -> redis.Redis:
     """A client for `url` (redis://host:port/db) with explicit timeouts."""
@@ -76,13 +78,8 @@ class EmbeddedRedis:
                 time.sleep(0.05)
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc:
+            terminate(self.proc, 5)
         self.proc = None
 
     def __enter__(self) -> "EmbeddedRedis":
