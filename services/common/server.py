@@ -21,6 +21,7 @@ from concurrent import futures
 from typing import Callable, Iterable
 
 import grpc
+import redis
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -58,6 +59,9 @@ class ErrorAndLogInterceptor(grpc.ServerInterceptor):
         if isinstance(err, ServiceError):
             log(self.logger, "call failed", logging.INFO, method=method, code=err.code.name, ms=ms, error=str(err))
             context.abort(err.code, str(err))
+        if isinstance(err, (redis.ConnectionError, redis.TimeoutError)):
+            log(self.logger, "redis unavailable", logging.WARNING, method=method, ms=ms, error=str(err))
+            context.abort(grpc.StatusCode.UNAVAILABLE, f"Redis is unavailable ({err}); retry later")
         self.logger.exception("call crashed", extra={"fields": {"method": method, "ms": ms}})
         context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}: {type(err).__name__}: {err}")
 
