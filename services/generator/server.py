@@ -1,6 +1,8 @@
-"""Generator service: latents -> pixels with ONNX Runtime and a dynamic batcher.
+"""Generator service: latents -> pixels with ONNX Runtime and a dynamic batcher,
+or (--backend torchserve) forwarded to TorchServe, which batches (torchserve_backend.py).
 
     python -m services.generator.server --port 50053 --packs synth --max-batch 64 --max-delay-ms 2
+    python -m services.generator.server --packs synth --backend torchserve --torchserve-address 127.0.0.1:7070
 """
 from __future__ import annotations
 
@@ -34,7 +36,8 @@ class OnnxGenerator:
 
 
 class GeneratorServicer(generator_pb2_grpc.GeneratorServicer):
-    def __init__(self, generators: dict[str, OnnxGenerator], default_pack: str):
+    def __init__(self, generators: dict, default_pack: str):
+        # name -> OnnxGenerator or TorchServeGenerator: anything with .pack and .generate(z, timeout_s)
         self.generators, self.default_pack = generators, default_pack
 
     def GenerateImages(self, request, context):
@@ -59,12 +62,24 @@ def main(argv: list[str] | None = None) -> None:
                    help="queued requests before RESOURCE_EXHAUSTED")
     p.add_argument("--threads", type=int, default=int(config.env("threads", "0")),
                    help="ONNX Runtime intra-op threads (0 = one per core)")
+    p.add_argument("--backend", choices=["onnx", "torchserve"], default=config.env("backend", "onnx"),
+                   help="onnx: ONNX Runtime in this process; torchserve: forward to TorchServe "
+                        "(model <pack>-generator, see training/torchserve_export.py)")
+    p.add_argument("--torchserve-address", default=config.env("torchserve_address", "127.0.0.1:7070"),
+                   help="TorchServe's gRPC inference address (--backend torchserve)")
     args = p.parse_args(argv)
     logger = logs.setup("generator", args.log_level)
     packs = [n for n in args.packs.split(",") if n]
-    generators = {n: OnnxGenerator(load_pack(n, Path(args.model_store)), args.threads, args.max_batch,
-                                   args.max_delay_ms / 1e3, args.max_queue) for n in packs}
-    logs.log(logger, "loaded", packs=packs, providers=onnx.providers())
+    if args.backend == "torchserve":
+        from services.generator.torchserve_backend import TorchServeGenerator
+
+        generators = {n: TorchServeGenerator(load_pack(n, Path(args.model_store)), args.torchserve_address)
+                      for n in packs}
+        logs.log(logger, "loaded", packs=packs, backend="torchserve", address=args.torchserve_address)
+    else:
+        generators = {n: OnnxGenerator(load_pack(n, Path(args.model_store)), args.threads, args.max_batch,
+                                       args.max_delay_ms / 1e3, args.max_queue) for n in packs}
+        logs.log(logger, "loaded", packs=packs, backend="onnx", providers=onnx.providers())
     servicer = GeneratorServicer(generators, packs[0])
     serve("generator", args.host, args.port,
           [lambda s: generator_pb2_grpc.add_GeneratorServicer_to_server(servicer, s)],

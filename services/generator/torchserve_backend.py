@@ -1,0 +1,112 @@
+"""The generator's second backend: forward latents to a real TorchServe over its gRPC API.
+
+TorchServe does the batching (batchSize / maxBatchDelay from the .mar's
+model-config.yaml, see training/torchserve_export.py); the handler and its wire format
+are in services/generator/ts_handler.py. `TorchServeGenerator.generate` has the same
+contract as `OnnxGenerator.generate`, so the servicer does not know which one it has.
+
+Errors, as gRPC statuses of the generator service:
+  the handler rejected the latents (status 400 in its reply)  -> INVALID_ARGUMENT
+  TorchServe unreachable or without a worker (UNAVAILABLE)     -> UNAVAILABLE
+  the caller's deadline ran out                                -> DEADLINE_EXCEEDED
+  TorchServe does not serve this pack's model/version          -> FAILED_PRECONDITION
+  anything else                                                -> INTERNAL
+"""
+from __future__ import annotations
+
+import dataclasses
+import struct
+
+import grpc
+import numpy as np
+
+from facedit.torchserve import inference_pb2, inference_pb2_grpc
+from services.common.errors import FailedPrecondition, InvalidArgument, ServiceError
+from services.common.pack import Pack
+
+# The handler's reply header (services/generator/ts_handler.py): magic, status, rows, size, batch, requests.
+_HEADER = struct.Struct("<6I")
+_MAGIC = 0x31474446
+_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class Prediction:
+    pixels: np.ndarray  # (n, R, R, 3) uint8
+    batch_rows: int  # latents in the model call that served this request
+    batch_requests: int  # requests in that TorchServe batch
+
+
+class TorchServeGenerator:
+    """One pack's generator served by TorchServe as model `<pack>-generator` (version = pack version)."""
+
+    def __init__(self, pack: Pack, address: str, model_name: str | None = None, pin_version: bool = True,
+                 default_timeout_s: float = 30.0):
+        self.pack = pack
+        self.address = address
+        self.model_name = model_name or f"{pack.name}-generator"
+        self.model_version = pack.version if pin_version else ""
+        self.default_timeout_s = default_timeout_s
+        self.channel = grpc.insecure_channel(address, options=[
+            ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES)])
+        self.stub = inference_pb2_grpc.InferenceAPIsServiceStub(self.channel)
+
+    def generate(self, z: np.ndarray, timeout_s: float | None) -> tuple[np.ndarray, int]:
+        """z (N, D) float32 -> ((N, R, R, 3) uint8, latents in the model batch)."""
+        z = np.asarray(z)
+        p = self.predict(np.ascontiguousarray(z, dtype="<f4").tobytes(), timeout_s)
+        if p.pixels.shape[0] != z.shape[0]:
+            raise ServiceError(f"TorchServe returned {p.pixels.shape[0]} images for {z.shape[0]} latents")
+        return p.pixels, p.batch_rows
+
+    def predict(self, body: bytes, timeout_s: float | None) -> Prediction:
+        """One raw request (the handler's wire format) -> its prediction; ServiceError on failure."""
+        request = inference_pb2.PredictionsRequest(model_name=self.model_name, model_version=self.model_version,
+                                                   input={"data": body})
+        timeout = self.default_timeout_s if timeout_s is None else max(timeout_s, 0.001)
+        try:
+            reply = self.stub.Predictions(request, timeout=timeout)
+        except grpc.RpcError as err:
+            raise self._error(err) from None
+        return self._parse(reply.prediction)
+
+    def _error(self, err: grpc.RpcError) -> ServiceError:
+        code, details = err.code(), (err.details() or "").split("\n")[0]
+        where = f"TorchServe at {self.address}"
+        if code == grpc.StatusCode.UNAVAILABLE:
+            return ServiceError(f"{where} is unavailable: {details}", grpc.StatusCode.UNAVAILABLE)
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            return ServiceError(f"{where} did not answer within the deadline", grpc.StatusCode.DEADLINE_EXCEEDED)
+        if code == grpc.StatusCode.INVALID_ARGUMENT:
+            return InvalidArgument(f"{where} rejected the request: {details}")
+        if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            return ServiceError(f"{where} is overloaded: {details}", grpc.StatusCode.RESOURCE_EXHAUSTED)
+        # TorchServe 0.12 answers INTERNAL for an unknown model or version.
+        if code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.NOT_FOUND) and (
+                "not found" in details.lower() or "does not exist" in details.lower()):
+            return FailedPrecondition(
+                f"{where} does not serve model {self.model_name!r} version {self.model_version or '(default)'} "
+                f"({details}); build it with `python -m training.torchserve_export` and load it")
+        return ServiceError(f"{where} failed ({code.name}): {details}", grpc.StatusCode.INTERNAL)
+
+    def _parse(self, body: bytes) -> Prediction:
+        if len(body) < _HEADER.size:
+            raise ServiceError(f"TorchServe reply of {len(body)} bytes is not from ts_handler "
+                               f"({body[:80]!r})")
+        magic, status, rows, size, batch_rows, batch_requests = _HEADER.unpack_from(body)
+        if magic != _MAGIC:
+            raise ServiceError(f"TorchServe reply is not from ts_handler ({body[:80]!r})")
+        payload = body[_HEADER.size:]
+        if status != 0:
+            message = payload.decode("utf-8", errors="replace")
+            if status == 400:
+                raise InvalidArgument(message)
+            raise ServiceError(f"TorchServe handler failed ({status}): {message}")
+        if len(payload) != rows * size * size * 3:
+            raise ServiceError(f"TorchServe reply: {len(payload)} pixel bytes for {rows} images of {size}x{size}")
+        pixels = np.frombuffer(payload, dtype=np.uint8).reshape(rows, size, size, 3)
+        return Prediction(pixels, batch_rows, batch_requests)
+
+    def close(self) -> None:
+        self.channel.close()
