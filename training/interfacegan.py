@@ -69,7 +69,7 @@ def train(cfg: PackConfig, work: Path) -> dict:
              offsets=np.array([fits[a]["offset"] for a in renderer.ATTRIBUTES], dtype=np.float32))
     figures = {"samples": cfg.svm_samples, "share": cfg.svm_share,
                "score_mean": {a: round(float(scores[:, i].mean()), 4) for i, a in enumerate(renderer.ATTRIBUTES)},
-               "boundary_cosine": np.round(normals @ normals.T, 3).tolist(),
+               "boundary_cosine": [[round(float(v), 3) for v in row] for row in normals @ normals.T],
                "attributes": {a: {k: (round(v, 4) if isinstance(v, float) else v)
                                   for k, v in f.items() if k != "normal"} for a, f in fits.items()}}
     checkpoints.record(work, "interfacegan", figures)

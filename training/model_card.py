@@ -62,5 +62,5 @@ def write_model_card(manifest: dict, path: Path) -> None:
                   _table(["attribute", "SVM val. acc.", "all-samples acc.", "recommended strength",
                           "positive after +s", "negative after -s"], rows),
                   "", "Cosine between boundaries (rows/columns in attribute order):",
-                  _table([""] + attrs, [[a] + row for a, row in zip(attrs, ig["boundary_cosine"])])]
+                  _table([""] + attrs, [[a] + [f"{v:+.2f}" for v in row] for a, row in zip(attrs, ig["boundary_cosine"])])]
     path.write_text("\n".join(parts) + "\n")
