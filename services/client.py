@@ -1,9 +1,9 @@
 """Python client and command line for the facedit gateway.
 
     python -m services.client --address 127.0.0.1:50050 attributes
-    python -m services.client edit --seed 7 --edit smile=2.5 --edit age=-2 --keep beard --out edited.png
+    python -m services.client edit --seed 7 --edit beard=3 --edit age=-2 --keep eyeglasses --out edited.png
     python -m services.client edit --image face.png --edit eyeglasses=3 --out edited.png
-    python -m services.client sweep --seed 7 --attribute smile --start -3 --stop 3 --steps 7 --out sweep.png
+    python -m services.client sweep --seed 7 --attribute yaw --start -3 --stop 3 --steps 7 --out sweep.png
 """
 from __future__ import annotations
 

@@ -135,7 +135,7 @@ def demo(stack: Stack, out: Path) -> Path:
         strengths = [-3.0, -1.5, 0.0, 1.5, 3.0]
         rows = []
         for seed in (3, 11):
-            for attribute, keep in (("smile", []), ("age", ["beard", "eyeglasses"])):
+            for attribute, keep in (("beard", ["age"]), ("age", ["beard", "eyeglasses"])):
                 frames = client.sweep(client.face(seed=seed), attribute, strengths[0], strengths[-1],
                                       len(strengths), keep)
                 rows.append((f"seed {seed}: {attribute}" + (f" (keep {', '.join(keep)})" if keep else ""),
@@ -143,9 +143,9 @@ def demo(stack: Stack, out: Path) -> Path:
         example = stack.model_store / stack.packs[0] / "examples" / "face_0.png"
         if example.exists():
             encoded = client.encode(example.read_bytes(), reconstruction=True)
-            frames = client.sweep(client.face(latent_id=encoded.latent_id), "eyeglasses", strengths[0],
-                                  strengths[-1], len(strengths))
-            rows.append(("photo: eyeglasses", [f.image for f in frames]))
+            frames = client.sweep(client.face(latent_id=encoded.latent_id), "yaw", strengths[0],
+                                  strengths[-1], len(strengths), ["eyeglasses"])
+            rows.append(("photo: yaw (keep eyeglasses)", [f.image for f in frames]))
             rows.append(("photo | encoded", [example.read_bytes(), encoded.reconstruction]))
     finally:
         client.close()
@@ -194,7 +194,7 @@ def run(args) -> None:
               f"directions {stack.address('directions')}, generator {stack.address('generator')}")
         print("try, in another terminal:")
         print(f"  .venv/bin/python -m services.client --address {gw} attributes")
-        print(f"  .venv/bin/python -m services.client --address {gw} edit --seed 7 --edit smile=2.5 "
+        print(f"  .venv/bin/python -m services.client --address {gw} edit --seed 7 --edit beard=3 "
               f"--keep age --out out/edited.png")
         print("serving; Ctrl-C (or `make stop`) stops everything", flush=True)
         if not args.demo_only:
