@@ -69,3 +69,14 @@ def test_training_resumes_from_its_checkpoint(tiny_pack, tmp_path):
     for k in before:
         if "running" not in k and "num_batches" not in k:
             assert torch.equal(before[k], after[k]), k
+
+
+def test_leakage_check_runs_on_the_exported_pack(tiny_pack):
+    from training.leakage import measure
+
+    _, store = tiny_pack
+    result = measure(store / "tiny", "beard", ["age"], 3.0, n=8, seed=0)
+    assert set(result) == {"+3 with_keep", "+3 without_keep", "-3 with_keep", "-3 without_keep"}
+    for entry in result.values():
+        assert 0 <= entry["edited_on_asked_side"] <= 1
+        assert 0 <= entry["age"]["label_unchanged"] <= 1 and entry["age"]["mean_abs_change"] >= 0
