@@ -4,7 +4,7 @@ Steps, in order (each reads what the previous ones wrote to the work folder):
   gan         DCGAN on rendered faces                       -> <work>/gan.pt
   encoder     CRG encoder against the frozen generator      -> <work>/encoder.pt
   oracle      attribute classifier on rendered ground truth -> <work>/oracle.pt
-  directions  InterFaceGAN SVM direction per attribute      -> <work>/interfacegan.npz
+  directions  InterFaceGAN SVM direction per attribute      -> <work>/directions/interfacegan.*
   evaluate    figures on held-out faces                     -> <work>/report.json
   export      ONNX + directions + manifest + model card     -> <out>/
   pack        all of the above

@@ -83,7 +83,7 @@ def evaluate(cfg: PackConfig, work: Path) -> dict:
 
 def _edit_success(cfg: PackConfig, work: Path, g, o, z: np.ndarray) -> dict:
     report = checkpoints.read_report(work)["interfacegan"]["attributes"]
-    normals = np.load(work / interfacegan.OUT)["normals"]
+    normals = np.load(work / "directions" / "interfacegan.npy")
     result = {}
     for i, a in enumerate(renderer.ATTRIBUTES):
         s = report[a]["recommended_strength"]

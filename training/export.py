@@ -18,15 +18,13 @@ import torch
 from PIL import Image
 
 from services.common.pack import load_pack, sha256
-from training import checkpoints, crg_encoder, gan, interfacegan, oracle, renderer
+from training import checkpoints, crg_encoder, direction_sets, gan, oracle, renderer
 from training.config import PackConfig
 from training.data import held_out
 from training.model_card import write_model_card
 from training.models import GeneratorExport, PixelsIn
 
 FORMAT = "facedit-pack/1"
-STRENGTH_MEANING = ("offset along the unit direction in latent units: z' = z + strength * n "
-                    "(n . z ~ N(0, 1) under the prior, so 3 is about three standard deviations)")
 
 
 def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, input_name: str, output_name: str) -> None:
@@ -35,26 +33,6 @@ def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, input
     torch.onnx.export(model.eval(), (example,), str(path), dynamo=True, opset_version=18, verbose=False,
                       input_names=[input_name], output_names=[output_name],
                       dynamic_shapes={input_name: {0: batch}}, external_data=False)
-
-
-def _direction_records(cfg: PackConfig, report: dict) -> list[dict]:
-    fits = report["interfacegan"]["attributes"]
-    records = []
-    for i, a in enumerate(renderer.ATTRIBUTES):
-        f = fits[a]
-        span = f["recommended_strength"]
-        records.append({
-            "id": f"interfacegan/{a}", "attribute": a, "method": "interfacegan", "row": i,
-            "strength_min": -round(span, 3), "strength_max": round(span, 3),
-            "strength_limit": cfg.strength_limit, "strength_meaning": STRENGTH_MEANING,
-            "offset": f["offset"],
-            "metrics": {"validation_accuracy": f["validation_accuracy"],
-                        "all_samples_accuracy": f["all_samples_accuracy"]},
-            "provenance": {"method": "InterFaceGAN linear SVM", "samples": cfg.svm_samples,
-                           "share": cfg.svm_share, "train_split": cfg.svm_train_split,
-                           "svm_c": cfg.svm_c, "scorer": "classifier.onnx (oracle)"},
-        })
-    return records
 
 
 def export(cfg: PackConfig, work: Path, out: Path) -> dict:
@@ -73,9 +51,9 @@ def export(cfg: PackConfig, work: Path, out: Path) -> dict:
         Image.fromarray(p).save(examples / f"face_{i}.png")
 
     report = checkpoints.read_report(work)
-    dirs = np.load(work / interfacegan.OUT)
-    np.save(out / "directions.npy", dirs["normals"].astype(np.float32))
-    (out / "directions.json").write_text(json.dumps(_direction_records(cfg, report), indent=2))
+    records, vectors = direction_sets.collect(work)
+    np.save(out / "directions.npy", vectors)
+    (out / "directions.json").write_text(json.dumps(records, indent=2))
 
     shapes = {
         "generator": ({"z": f"(N, {d}) float32"}, {"pixels": f"(N, {r}, {r}, 3) uint8"}),
@@ -85,7 +63,7 @@ def export(cfg: PackConfig, work: Path, out: Path) -> dict:
     }
     artefacts = {name: {"path": f"{name}.onnx", "inputs": i, "outputs": o_} for name, (i, o_) in shapes.items()}
     artefacts["directions"] = {"path": "directions.json"}
-    artefacts["direction_vectors"] = {"path": "directions.npy", "shape": [len(renderer.ATTRIBUTES), d]}
+    artefacts["direction_vectors"] = {"path": "directions.npy", "shape": list(vectors.shape)}
     for a in artefacts.values():
         p = out / a["path"]
         a["sha256"], a["bytes"] = sha256(p), p.stat().st_size
@@ -101,6 +79,7 @@ def export(cfg: PackConfig, work: Path, out: Path) -> dict:
         "latent_prior": "standard normal N(0, I)",
         "attributes": list(renderer.ATTRIBUTES),
         "default_method": "interfacegan",
+        "methods": sorted({r["method"] for r in records}),
         "artefacts": artefacts,
         "metrics": {k: report[k] for k in ("oracle", "interfacegan", "evaluation") if k in report},
         "training": {"config": cfg.to_dict(), "timings_s": {k: report[k]["seconds"] for k in

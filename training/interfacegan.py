@@ -15,12 +15,11 @@ import numpy as np
 import torch
 from sklearn.svm import LinearSVC
 
-from training import checkpoints, gan, oracle, renderer
+from training import checkpoints, direction_sets, gan, oracle, renderer
 from training.config import PackConfig
 from training.data import latents
 from training.models import images_to_pixels
 
-OUT = "interfacegan.npz"
 _LATENT_SEED = 4
 
 
@@ -58,6 +57,18 @@ def fit_direction(z: np.ndarray, score: np.ndarray, cfg: PackConfig, rng: np.ran
             "recommended_strength": float(hi - lo)}
 
 
+def _record(cfg: PackConfig, attribute: str, fit: dict) -> dict:
+    span = round(fit["recommended_strength"], 3)
+    return {"id": f"interfacegan/{attribute}", "attribute": attribute, "method": "interfacegan",
+            "strength_min": -span, "strength_max": span, "strength_limit": cfg.strength_limit,
+            "strength_meaning": direction_sets.OFFSET_MEANING, "offset": fit["offset"],
+            "metrics": {"validation_accuracy": fit["validation_accuracy"],
+                        "all_samples_accuracy": fit["all_samples_accuracy"]},
+            "provenance": {"method": "InterFaceGAN linear SVM", "samples": cfg.svm_samples, "share": cfg.svm_share,
+                           "train_split": cfg.svm_train_split, "svm_c": cfg.svm_c,
+                           "scorer": "classifier.onnx (oracle)"}}
+
+
 def train(cfg: PackConfig, work: Path) -> dict:
     g, o = gan.load_generator(cfg, work), oracle.load(cfg, work)
     z = latents(cfg.seed + _LATENT_SEED, cfg.svm_samples, cfg.latent_dim)
@@ -65,8 +76,7 @@ def train(cfg: PackConfig, work: Path) -> dict:
     rng = np.random.default_rng(cfg.seed)
     fits = {a: fit_direction(z, scores[:, i], cfg, rng) for i, a in enumerate(renderer.ATTRIBUTES)}
     normals = np.stack([fits[a]["normal"] for a in renderer.ATTRIBUTES])
-    np.savez(work / OUT, attributes=np.array(renderer.ATTRIBUTES), normals=normals,
-             offsets=np.array([fits[a]["offset"] for a in renderer.ATTRIBUTES], dtype=np.float32))
+    direction_sets.save(work, "interfacegan", [_record(cfg, a, fits[a]) for a in renderer.ATTRIBUTES], normals)
     figures = {"samples": cfg.svm_samples, "share": cfg.svm_share,
                "score_mean": {a: round(float(scores[:, i].mean()), 4) for i, a in enumerate(renderer.ATTRIBUTES)},
                "boundary_cosine": [[round(float(v), 3) for v in row] for row in normals @ normals.T],
