@@ -4,6 +4,8 @@
     python -m services.client edit --seed 7 --edit beard=3 --edit age=-2 --keep eyeglasses --out edited.png
     python -m services.client edit --image face.png --edit eyeglasses=3 --out edited.png
     python -m services.client sweep --seed 7 --attribute yaw --start -3 --stop 3 --steps 7 --out sweep.png
+    python -m services.client create-direction --positive a.png --positive b.png --negative c.png --name my_smile
+    python -m services.client edit --seed 7 --edit custom/my_smile=2 --out smiled.png
 """
 from __future__ import annotations
 
@@ -78,6 +80,15 @@ class FaceditClient:
     def attributes(self, pack: str = "") -> gateway_pb2.ListAttributesResponse:
         return self.stub.ListAttributes(gateway_pb2.ListAttributesRequest(pack=pack), timeout=self.timeout_s)
 
+    def create_direction(self, name: str, positive_images: list[bytes], negative_images: list[bytes],
+                         attribute: str = "", pack: str = "", replace: bool = False
+                         ) -> gateway_pb2.CreateDirectionResponse:
+        """Reference images with / without an attribute -> direction `custom/<name>`, usable at once
+        in `edit` (target "custom/<name>")."""
+        return self.stub.CreateDirection(gateway_pb2.CreateDirectionRequest(
+            pack=pack, name=name, positive_images=list(positive_images), negative_images=list(negative_images),
+            attribute=attribute, replace=replace), timeout=self.timeout_s)
+
 
 def hstack_png(pngs: list[bytes], scale: int = 1) -> Image.Image:
     frames = [Image.open(io.BytesIO(p)).convert("RGB") for p in pngs]
@@ -121,6 +132,14 @@ def main(argv: list[str] | None = None) -> None:
     sweep.add_argument("--start", type=float, default=-3.0)
     sweep.add_argument("--stop", type=float, default=3.0)
     sweep.add_argument("--steps", type=int, default=7)
+    create = sub.add_parser("create-direction", help="a custom direction from your own reference images")
+    create.add_argument("--name", required=True, help="the direction becomes custom/<name> ([a-z0-9_-], 1-40)")
+    create.add_argument("--positive", action="append", required=True,
+                        help="an image with the attribute (repeatable, 1-32)")
+    create.add_argument("--negative", action="append", required=True,
+                        help="an image without the attribute (repeatable, 1-32)")
+    create.add_argument("--attribute", default="", help="optional label of what it edits (default: the name)")
+    create.add_argument("--replace", action="store_true", help="overwrite an existing custom/<name>")
     args = p.parse_args(argv)
 
     client = FaceditClient(args.address, args.timeout)
@@ -148,6 +167,16 @@ def main(argv: list[str] | None = None) -> None:
                                   args.keep, args.pack)
             hstack_png([f.image for f in frames], args.scale).save(args.out)
             print(f"{len(frames)} frames, strengths {[round(f.strength, 2) for f in frames]}; wrote {args.out}")
+        elif args.command == "create-direction":
+            resp = client.create_direction(args.name, [Path(f).read_bytes() for f in args.positive],
+                                           [Path(f).read_bytes() for f in args.negative],
+                                           args.attribute, args.pack, args.replace)
+            d, pos, neg = resp.direction, resp.positive, resp.negative
+            print(f"{d.id} in pack {d.pack.name} {d.pack.version}: recommended {d.strength_min:+.2f}.."
+                  f"{d.strength_max:+.2f}, limit {d.strength_limit:g}")
+            print(f"  projections: positive {pos.mean:+.3f} ± {pos.std:.3f} (n={pos.count}), "
+                  f"negative {neg.mean:+.3f} ± {neg.std:.3f} (n={neg.count})")
+            print(f"  use it: edit --seed 7 --edit {d.id}=<strength>")
     except grpc.RpcError as err:
         print(f"error: {err.code().name}: {err.details()}", file=sys.stderr)
         raise SystemExit(1)

@@ -96,9 +96,12 @@ class _Servers:
 
 
 @pytest.fixture(scope="session")
-def tiny_servers(tiny_pack, redis_server):
-    """Real gRPC servers on loopback serving the tiny pack, with a real Redis."""
+def tiny_servers(tiny_pack, tmp_path_factory):
+    """Real gRPC servers on loopback serving the tiny pack, with a real Redis of their own
+    (tests that flush the shared `redis_server` cannot pull the pack from under them)."""
     _, store = tiny_pack
-    servers = _Servers(store, "tiny", redis_server.url)
+    redis = EmbeddedRedis(workdir=str(tmp_path_factory.mktemp("redis-servers"))).start()
+    servers = _Servers(store, "tiny", redis.url)
     yield servers
     servers.stop()
+    redis.stop()

@@ -127,3 +127,16 @@ def test_bad_input_is_invalid_argument_and_the_stack_keeps_serving(client):
 def test_unknown_latent_id_is_not_found(client):
     expect(grpc.StatusCode.NOT_FOUND, lambda: client.edit(client.face(latent_id="abc123"), [("smile", 1)]),
            "unknown or expired")
+
+
+def test_method_is_chosen_per_edit_and_a_missing_one_is_a_clear_error(client):
+    face = client.face(seed=2)
+    tl = client.edit(face, [("smile", 2.0)], method="tlgan")
+    assert tl.quality[0].direction_id == "tlgan/smile" and tl.quality[0].method == common_pb2.METHOD_TLGAN
+    ig = client.edit(face, [("smile", 2.0)])  # the pack's default method
+    assert ig.quality[0].direction_id == "interfacegan/smile" and ig.image != tl.image
+    sefa = client.edit(face, [("sefa/component_0", 2.0)])
+    assert sefa.quality[0].method == common_pb2.METHOD_SEFA
+    listed = {d.id for d in client.attributes().directions}
+    assert {"interfacegan/smile", "tlgan/smile", "sefa/component_0"} <= listed
+    expect(BAD, lambda: client.edit(face, [("smile", 1.0)], method="words"), "has no words direction for 'smile'")

@@ -25,11 +25,18 @@ def test_pack_has_every_artefact_with_matching_sha256(tiny_pack):
         assert pack.artefact(name).exists()  # also checks the sha256
     records = json.loads(pack.artefact("directions").read_text())
     vectors = np.load(pack.artefact("direction_vectors"))
-    assert [r["attribute"] for r in records] == list(renderer.ATTRIBUTES)
+    by_method = {}
+    for r in records:
+        by_method.setdefault(r["method"], []).append(r)
+    for method in ("interfacegan", "tlgan"):
+        assert [r["attribute"] for r in by_method[method]] == list(renderer.ATTRIBUTES), method
+    assert len([r for r in by_method["sefa"] if r["id"].startswith("sefa/component_")]) == TINY.sefa_components
+    assert [r["row"] for r in records] == list(range(len(vectors)))
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
     for r in records:
-        assert 0 <= r["metrics"]["validation_accuracy"] <= 1
-        assert r["strength_min"] < 0 < r["strength_max"] <= r["strength_limit"]
+        if r["method"] == "interfacegan":
+            assert 0 <= r["metrics"]["validation_accuracy"] <= 1
+        assert r["strength_min"] < 0 < r["strength_max"] <= r["strength_limit"], r["id"]
     card = (store / "tiny" / "model_card.md").read_text()
     assert "SVM val. acc." in card and "Encoder reconstruction" in card
 

@@ -5,6 +5,9 @@ Steps, in order (each reads what the previous ones wrote to the work folder):
   encoder     CRG encoder against the frozen generator      -> <work>/encoder.pt
   oracle      attribute classifier on rendered ground truth -> <work>/oracle.pt
   directions  InterFaceGAN SVM direction per attribute      -> <work>/directions/interfacegan.*
+  crg         CRG direction per attribute from ref. pairs   -> <work>/directions/crg.*
+  tlgan       TL-GAN regression axis per attribute          -> <work>/directions/tlgan.*
+  sefa        SeFa components, labelled by the oracle       -> <work>/directions/sefa.*
   evaluate    figures on held-out faces                     -> <work>/report.json
   export      ONNX + directions + manifest + model card     -> <out>/
   pack        all of the above
@@ -21,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from training import crg_encoder, evaluate, export, gan, interfacegan, oracle
+from training import crg_directions, crg_encoder, evaluate, export, gan, interfacegan, oracle, sefa, tlgan
 from training.config import PackConfig
 
 STEPS = {
@@ -29,6 +32,9 @@ STEPS = {
     "encoder": crg_encoder.train,
     "oracle": oracle.train,
     "directions": interfacegan.train,
+    "crg": crg_directions.train,
+    "tlgan": tlgan.train,
+    "sefa": sefa.train,
     "evaluate": evaluate.evaluate,
 }
 

@@ -51,8 +51,21 @@ class PackConfig:
     svm_c: float = 1.0
     strength_limit: float = 10.0  # hard limit on |strength|
 
+    # TL-GAN feature axes
+    tlgan_samples: int = 20000
+    tlgan_model: str = "linear"       # "linear" (least squares on probabilities) or "logistic" (GLM on labels)
+    tlgan_order: tuple = ()           # Gram-Schmidt priority for the report; () = attribute order
+
+    # SeFa closed-form directions
+    sefa_components: int = 10
+    sefa_probe_strength: float = 3.0
+
     # evaluation
     eval_samples: int = 2000      # held-out rendered faces
+
+    # CRG directions from rendered reference pairs (training/crg_directions.py)
+    crg_pairs: int = 200          # (attribute absent, present) pairs of the same identity, averaged
+    crg_eval_samples: int = 2000  # held-out labelled faces projected on each direction
 
     @classmethod
     def load(cls, path: str | Path) -> "PackConfig":

@@ -81,7 +81,8 @@ def export(cfg: PackConfig, work: Path, out: Path) -> dict:
         "default_method": "interfacegan",
         "methods": sorted({r["method"] for r in records}),
         "artefacts": artefacts,
-        "metrics": {k: report[k] for k in ("oracle", "interfacegan", "evaluation") if k in report},
+        "metrics": {k: report[k] for k in ("oracle", "interfacegan", "tlgan", "sefa", "crg", "evaluation")
+                    if k in report},
         "training": {"config": cfg.to_dict(), "timings_s": {k: report[k]["seconds"] for k in
                                                            ("gan", "encoder", "oracle") if k in report}},
         "source": {"generator": "DCGAN trained by this project on training/renderer.py faces",

@@ -63,4 +63,21 @@ def write_model_card(manifest: dict, path: Path) -> None:
                           "positive after +s", "negative after -s"], rows),
                   "", "Cosine between boundaries (rows/columns in attribute order):",
                   _table([""] + attrs, [[a] + [f"{v:+.2f}" for v in row] for a, row in zip(attrs, ig["boundary_cosine"])])]
+    if "tlgan" in m:
+        t = m["tlgan"]
+        along = t["probability_along_axis"]
+        parts += ["", f"## TL-GAN feature axes ({t['samples']} latents, {t['model']} regression)",
+                  _table(["attribute", "validation", *[f"p at {s:+g}" for s in along["strengths"]]],
+                         [[a, ", ".join(f"{k} {v:.3f}" for k, v in t["validation"][a].items()), *along[a]]
+                          for a in attrs]),
+                  "", "Lock attributes with `keep` (Gram-Schmidt of the edited axis against the kept axes, at request",
+                  "time). Cosine between the raw axes:",
+                  _table([""] + attrs, [[a] + [f"{v:+.2f}" for v in row] for a, row in zip(attrs, t["cosine_before"])])]
+    if "sefa" in m:
+        sf = m["sefa"]
+        rows = [[c, sf["top_eigenvalues"][int(c)], max(e, key=lambda a: abs(e[a])),
+                 " ".join(f"{a} {v:+.2f}" for a, v in e.items())] for c, e in sf["effects"].items()]
+        parts += ["", f"## SeFa components (first generator layer, top {sf['components']})",
+                  _table(["component", "eigenvalue", "label", "mean probability change at +strength (raw eigenvector; exported rows are sign-corrected)"], rows),
+                  "", f"Aliases `sefa/<attribute>` (effect >= 0.2): {sf['attribute_aliases']}"]
     path.write_text("\n".join(parts) + "\n")

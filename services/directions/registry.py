@@ -8,6 +8,14 @@ Schema (documented in model_store/README.md, shared with training's publisher):
 
 A pack version is written in one MULTI/EXEC transaction and then made active
 with one SET, so readers see either the old or the new version, never a mix.
+
+Custom directions (`put`, from the gateway's CreateDirection): id
+`custom/<name>`, method `custom`, written into the dir/vec hashes of the version
+that is active when they are created - they are made with that version's
+encoder, so they belong to it. Re-publishing the same version (a restart of the
+directions service) keeps them; switching to another version hides them (the
+new version's hashes do not have them) and switching back shows them again, as
+old versions stay in Redis. At most MAX_CUSTOM_PER_VERSION per pack version.
 """
 from __future__ import annotations
 
@@ -15,13 +23,19 @@ import dataclasses
 import json
 import time
 
+import grpc
 import numpy as np
 import redis
 
-from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.common.errors import (FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted,
+                                    ServiceError)
 from services.common.pack import Pack
 
 PREFIX = "facedit:pack"
+CUSTOM_PREFIX = "custom/"
+MAX_CUSTOM_PER_VERSION = 1000
+UNIT_TOLERANCE = 1e-4
+PUT_ATTEMPTS = 20
 
 
 def _key(pack: str, *parts: str) -> str:
@@ -71,8 +85,14 @@ class Registry:
             raise FailedPrecondition(f"{pack.name}: directions.npy has shape {vectors.shape}, "
                                      f"expected (K, {pack.latent_dim})")
         v = pack.version
+        # re-publishing a version replaces its pack directions but keeps its custom ones
+        ids = {rec["id"] for rec in records}
+        stale = [i for i in self.r.hkeys(_key(pack.name, v, "dir"))
+                 if not i.decode().startswith(CUSTOM_PREFIX) and i.decode() not in ids]
         pipe = self.r.pipeline(transaction=True)
-        pipe.delete(_key(pack.name, v, "dir"), _key(pack.name, v, "vec"))
+        if stale:
+            pipe.hdel(_key(pack.name, v, "dir"), *stale)
+            pipe.hdel(_key(pack.name, v, "vec"), *stale)
         pipe.hset(_key(pack.name, v, "meta"), mapping={
             "latent_dim": pack.latent_dim, "default_method": pack.default_method,
             "attributes": json.dumps(list(pack.attributes)), "loaded_at": time.time()})
@@ -83,6 +103,60 @@ class Registry:
         pipe.execute()
         self.r.set(_key(pack.name, "active"), v)
         return len(records)
+
+    def put(self, info: PackInfo, record: DirectionRecord, vector: np.ndarray, replace: bool = False) -> np.ndarray:
+        """Write one direction into `info`'s version (the active one when `info` was read).
+
+        The vector must be finite, of length latent_dim and non-zero; it is stored
+        normalised (returned). An existing id is overwritten only with `replace`.
+        Custom directions are limited to MAX_CUSTOM_PER_VERSION per version
+        (ResourceExhausted). Check and write are one optimistic transaction
+        (WATCH on the version's directions and the active key), so concurrent puts
+        cannot exceed the limit or overwrite each other silently, and a put that
+        races a version switch fails instead of landing in the old version.
+        """
+        unit = self._unit(vector, info.latent_dim, record.id)
+        _check_record(record)
+        dir_key, vec_key, active_key = (_key(info.name, info.version, "dir"), _key(info.name, info.version, "vec"),
+                                        _key(info.name, "active"))
+        with self.r.pipeline(transaction=True) as pipe:
+            for _ in range(PUT_ATTEMPTS):
+                try:
+                    pipe.watch(dir_key, active_key)
+                    active = pipe.get(active_key)
+                    if active is None or active.decode() != info.version:
+                        raise FailedPrecondition(f"pack {info.name} switched from version {info.version} to "
+                                                 f"{active.decode() if active else 'none'} meanwhile; retry")
+                    if pipe.hexists(dir_key, record.id) and not replace:
+                        raise InvalidArgument(f"direction {record.id} already exists in pack {info.name} "
+                                              f"{info.version}; choose another name or set replace")
+                    if record.id.startswith(CUSTOM_PREFIX) and not pipe.hexists(dir_key, record.id):
+                        count = sum(1 for k in pipe.hkeys(dir_key) if k.decode().startswith(CUSTOM_PREFIX))
+                        if count >= MAX_CUSTOM_PER_VERSION:
+                            raise ResourceExhausted(f"pack {info.name} {info.version} already has {count} custom "
+                                                    f"directions (the limit); replace an existing one")
+                    pipe.multi()
+                    pipe.hset(dir_key, record.id, record.to_json())
+                    pipe.hset(vec_key, record.id, unit.astype("<f4").tobytes())
+                    pipe.execute()
+                    return unit
+                except redis.WatchError:  # another writer touched the version meanwhile: check again
+                    continue
+        raise ServiceError(f"{record.id}: the registry kept changing under {PUT_ATTEMPTS} attempts; retry",
+                           grpc.StatusCode.ABORTED)
+
+    @staticmethod
+    def _unit(vector: np.ndarray, latent_dim: int, what: str) -> np.ndarray:
+        v = np.asarray(vector, dtype=np.float64)
+        if v.shape != (latent_dim,):
+            raise InvalidArgument(f"{what}: vector of shape {list(v.shape)}, expected ({latent_dim},)")
+        if not np.isfinite(v).all():
+            raise InvalidArgument(f"{what}: vector contains NaN or infinity")
+        norm = float(np.linalg.norm(v))
+        unit = (v / norm).astype(np.float32) if norm > 0 else v.astype(np.float32)
+        if not (np.isfinite(unit).all() and abs(float(np.linalg.norm(unit)) - 1.0) <= UNIT_TOLERANCE):
+            raise InvalidArgument(f"{what}: vector of norm {norm:.3g} cannot be normalised to unit length")
+        return unit
 
     # -- reading -------------------------------------------------------------
     def pack_info(self, pack: str) -> PackInfo:
@@ -117,3 +191,20 @@ class Registry:
 
     def ids(self, info: PackInfo) -> set[str]:
         return {k.decode() for k in self.r.hkeys(_key(info.name, info.version, "dir"))}
+
+
+def _check_record(rec: DirectionRecord) -> None:
+    """The metadata of a direction to store: id = <method>/<name>, a sane strength range, finite metrics."""
+    method, _, name = rec.id.partition("/")
+    if not name or method != rec.method:
+        raise InvalidArgument(f"direction id {rec.id!r} must be '{rec.method}/<name>'")
+    numbers = (rec.strength_min, rec.strength_max, rec.strength_limit)
+    if not all(isinstance(x, (int, float)) and np.isfinite(x) for x in numbers) or rec.strength_limit <= 0:
+        raise InvalidArgument(f"{rec.id}: strength range and limit must be finite, limit > 0")
+    if not -rec.strength_limit <= rec.strength_min <= rec.strength_max <= rec.strength_limit:
+        raise InvalidArgument(f"{rec.id}: need -limit <= strength_min <= strength_max <= limit, got "
+                              f"{rec.strength_min}, {rec.strength_max}, limit {rec.strength_limit}")
+    if not all(isinstance(v, (int, float)) and np.isfinite(v) for v in rec.metrics.values()):
+        raise InvalidArgument(f"{rec.id}: metrics must be finite numbers")
+    if not isinstance(rec.provenance, dict):
+        raise InvalidArgument(f"{rec.id}: provenance must be a JSON object")

@@ -12,12 +12,13 @@ import numpy as np
 
 from facedit.v1 import common_pb2, directions_pb2, directions_pb2_grpc
 from services.common import config, logs, methods
-from services.common.errors import InvalidArgument
+from services.common.errors import FailedPrecondition, InvalidArgument
 from services.common.pack import PackError, load_pack
 from services.common.redis_server import connect
 from services.common.server import serve
-from services.common.tensors import to_tensor
+from services.common.tensors import from_tensor, to_tensor
 from services.directions.compose import compose
+from services.directions.reference import CUSTOM_PREFIX, NAME_PATTERN
 from services.directions.registry import DirectionRecord, PackInfo, Registry
 
 MAX_EDITS = 16
@@ -96,8 +97,10 @@ class DirectionsServicer(directions_pb2_grpc.DirectionsServicer):
         clash = sorted(edited_attrs & set(request.keep))
         if clash:
             raise InvalidArgument(f"cannot both edit and keep {clash}")
-        # kept directions: the same method as the first edit, else the pack default
-        method = edited[0][0].method if edited[0][0].method in methods.ENUMS else info.default_method
+        # kept directions: the same method as the first edit, else (unknown or custom) the pack default
+        method = edited[0][0].method
+        if method not in methods.ENUMS or method == "custom":
+            method = info.default_method
         keep_ids = [self._attribute_id(a, methods.ENUMS.get(method, 0), info, known) for a in request.keep]
         kept = np.stack([v for _, v in self.registry.get(info, keep_ids)]) if keep_ids else \
             np.zeros((0, info.latent_dim), np.float32)
@@ -114,6 +117,36 @@ class DirectionsServicer(directions_pb2_grpc.DirectionsServicer):
             pack=common_pb2.PackRef(name=info.name, version=info.version), delta=to_tensor(delta),
             edits=[directions_pb2.ComposedEdit(direction=direction_message(rec, info), strength=s, projected_norm=n)
                    for (rec, _), s, n in zip(edited, strengths, norms)])
+
+    def PutDirection(self, request, context):
+        """Store one custom direction (from the gateway's CreateDirection) in the active version."""
+        info = self._info(request.pack)
+        d = request.direction
+        name = d.id[len(CUSTOM_PREFIX):] if d.id.startswith(CUSTOM_PREFIX) else None
+        if name is None or not NAME_PATTERN.fullmatch(name):
+            raise InvalidArgument(f"direction id {d.id[:60]!r}: custom directions are 'custom/<name>', "
+                                  f"name 1-40 characters of [a-z0-9_-]")
+        if d.method not in (common_pb2.METHOD_UNSPECIFIED, common_pb2.METHOD_CUSTOM):
+            raise InvalidArgument("PutDirection stores custom directions only (method METHOD_CUSTOM)")
+        if not d.HasField("vector"):
+            raise InvalidArgument(f"{d.id}: no vector given")
+        if d.pack.version and d.pack.version != info.version:
+            raise FailedPrecondition(f"{d.id} was made with pack {info.name} version {d.pack.version}, but the "
+                                     f"active version is {info.version}; custom directions join the version whose "
+                                     f"encoder made them - encode with the active version and retry")
+        try:
+            provenance = json.loads(d.provenance) if d.provenance else {}
+        except json.JSONDecodeError as err:
+            raise InvalidArgument(f"{d.id}: provenance is not JSON ({err})")
+        record = DirectionRecord(id=d.id, attribute=d.attribute or name, method="custom",
+                                 strength_min=d.strength_min, strength_max=d.strength_max,
+                                 strength_limit=d.strength_limit, strength_meaning=d.strength_meaning,
+                                 metrics=dict(d.metrics), provenance=provenance)
+        vector = from_tensor(d.vector, "vector")
+        if vector.dtype != np.float32:
+            raise InvalidArgument(f"{d.id}: vector must be float32")
+        self.registry.put(info, record, vector, replace=request.replace)
+        return direction_message(record, info)
 
     def LoadPack(self, request, context):
         try:

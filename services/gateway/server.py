@@ -10,6 +10,9 @@ min(the hop timeout, what is left of the caller's deadline, or of
 """
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
+import json
 import threading
 import time
 
@@ -19,13 +22,16 @@ import numpy as np
 from facedit.v1 import (common_pb2, directions_pb2, directions_pb2_grpc, encoder_pb2, encoder_pb2_grpc,
                         gateway_pb2, gateway_pb2_grpc, generator_pb2, generator_pb2_grpc)
 from services.common import config, images, latents, logs
-from services.common.errors import InvalidArgument, ServiceError, reraise_downstream
+from services.common.errors import FailedPrecondition, InvalidArgument, ServiceError, reraise_downstream
 from services.common.redis_server import connect
 from services.common.server import MAX_MESSAGE_BYTES, serve
 from services.common.tensors import check_latents, from_tensor, to_tensor
+from services.directions import reference
 from services.gateway.cache import LatentCache
 
 MAX_GENERATE = 64
+MAX_REFERENCE_IMAGES = 32  # per set (positive, negative) of CreateDirection
+DEFAULT_STRENGTH_LIMIT = 10.0  # for custom directions of a pack that lists no limit
 MAX_SWEEP_STEPS = 64
 PACK_INFO_TTL_S = 10.0
 
@@ -215,6 +221,72 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         return gateway_pb2.ListAttributesResponse(pack=info.pack, attributes=info.attributes,
                                                   directions=info.directions, default_method=info.default_method,
                                                   latent_dim=info.latent_dim)
+
+    def CreateDirection(self, request, context):
+        """Positive and negative reference images -> a custom direction in the registry (CRG)."""
+        budget = Budget(context, self.default_deadline_s)
+        direction_id = reference.custom_id(request.name)
+        if request.attribute and not reference.NAME_PATTERN.fullmatch(request.attribute):
+            raise InvalidArgument(f"attribute {request.attribute[:60]!r}: use 1 to 40 characters of a-z, 0-9, "
+                                  f"'_' and '-', or leave it empty")
+        sets = (("positive_images", request.positive_images), ("negative_images", request.negative_images))
+        for field, files in sets:
+            if not 1 <= len(files) <= MAX_REFERENCE_IMAGES:
+                raise InvalidArgument(f"{field}: give 1 to {MAX_REFERENCE_IMAGES} image files, got {len(files)}")
+            empty = [i for i, f in enumerate(files) if not f]
+            if empty:
+                raise InvalidArgument(f"{field}[{empty[0]}]: empty; send the bytes of a PNG or JPEG file")
+        info = self._pack(request.pack, budget)
+        pack = info.pack.name
+        z_pos, version = self._encode_set(list(request.positive_images), "positive_images", info, budget)
+        z_neg, other = self._encode_set(list(request.negative_images), "negative_images", info, budget)
+        if version != other:
+            raise FailedPrecondition(f"the encoder changed from pack version {version} to {other} during the "
+                                     f"request; retry")
+        unit, norm = reference.direction(z_pos, z_neg)
+        limit = max((d.strength_limit for d in info.directions if d.strength_limit > 0),
+                    default=DEFAULT_STRENGTH_LIMIT)
+        found = reference.describe(z_pos, z_neg, unit, limit)
+        pos, neg = found["positive"], found["negative"]
+        provenance = {
+            "method": "CRG: normalised mean of the encoded positive images minus that of the negative images "
+                      "(eq. 3; one of each = the paper's single reference pair)",
+            "positive_images": len(z_pos), "negative_images": len(z_neg),
+            "image_sha256": {field: [hashlib.sha256(f).hexdigest()[:16] for f in files] for field, files in sets},
+            "encoder": f"encoder.onnx of pack {pack} {version}",
+            "projections": "the given images themselves (in-sample)",
+            "range_rule": reference.RANGE_RULE,
+            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+        direction = common_pb2.Direction(
+            id=direction_id, attribute=request.attribute or request.name, method=common_pb2.METHOD_CUSTOM,
+            pack=common_pb2.PackRef(name=pack, version=version),  # the registry checks it is the active one
+            vector=to_tensor(unit), strength_min=found["strength_min"], strength_max=found["strength_max"],
+            strength_limit=limit, strength_meaning=reference.STRENGTH_MEANING,
+            metrics={**found["metrics"], "mean_difference_norm": norm}, provenance=json.dumps(provenance))
+        stored = self.down.call("directions", self.down.directions.PutDirection,
+                                directions_pb2.PutDirectionRequest(pack=pack, direction=direction,
+                                                                   replace=request.replace), budget)
+        with self._lock:
+            self._pack_info.pop(pack, None)  # ListAttributes shows it at once (on this gateway)
+        return gateway_pb2.CreateDirectionResponse(
+            direction=stored,
+            positive=gateway_pb2.ProjectionGaussian(mean=pos.mean, std=pos.std, count=pos.count),
+            negative=gateway_pb2.ProjectionGaussian(mean=neg.mean, std=neg.std, count=neg.count))
+
+    def _encode_set(self, files: list[bytes], field: str, info, budget: Budget) -> tuple[np.ndarray, str]:
+        """One EncodeImages call for a set of reference images -> (latents (N, D), the encoder's pack
+        version); errors name the request's field."""
+        try:
+            resp = self.down.call("encoder", self.down.encoder.EncodeImages,
+                                  encoder_pb2.EncodeImagesRequest(pack=info.pack.name, images=files), budget)
+        except ServiceError as err:
+            message = str(err)
+            if err.code == grpc.StatusCode.INVALID_ARGUMENT and message.startswith("images["):
+                message = field + message[len("images"):]
+            raise ServiceError(message, err.code) from None
+        return check_latents(from_tensor(resp.latents, "latents"), info.latent_dim, "encoded latents"), \
+            resp.pack.version
 
 
 def main(argv: list[str] | None = None) -> None:

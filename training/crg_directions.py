@@ -1,0 +1,186 @@
+"""CRG directions (Dogan et al., "Cyclic Reverse Generator", sec. 3.3-3.4, 4.4) from rendered reference pairs.
+
+For every attribute of the renderer:
+
+1. Reference pairs: `crg_pairs` rendered identities, each drawn twice with the
+   renderer's true counterfactual - the attribute absent (value 0.0) and present
+   (1.0), everything else identical - and encoded with the CRG encoder.
+2. Directions: the single-pair direction of the first pair, (z_with - z_without)
+   normalised (eq. 3), and the averaged direction, the normalised mean of all
+   per-pair differences (sec. 3.4). The averaged one is saved.
+3. Projections: `crg_eval_samples` held-out rendered faces, encoded and labelled
+   positive / negative by ground truth (attribute value > 0.5), projected on the
+   averaged direction: two Gaussians (mean, sd), stored in the record's metrics.
+4. Conservative strength range, from the two Gaussians
+   (services.directions.reference.strength_range, shared with the gateway's
+   CreateDirection): with gap = mu_pos - mu_neg > 0,
+       strength_max =  clip(min(gap, gap + 2 (sd_pos - sd_neg)), gap / 2, strength_limit)
+       strength_min = -clip(min(gap, gap + 2 (sd_neg - sd_pos)), gap / 2, strength_limit)
+   - adding the attribute moves the mean negative face at most to the mean
+   positive face, less when that would push the top of the negatives' mean +/- 2 sd
+   bulk past the top of the positives' bulk (the paper's "stay within 2 sd"), but
+   at least to the midpoint between the means; removing is the mirror image.
+   Strength is an offset along the unit direction (z' = z + s n, eq. 4), so it
+   moves a face's projection by exactly s. If the held-out Gaussians are not in
+   order (gap <= 0: the direction does not separate labelled faces, seen only
+   with an untrained encoder), the same rule is applied to the projections of the
+   reference pairs themselves (always in order) and the provenance says so.
+
+Figures (per attribute, in report.json under "crg" and in each record's metrics):
+the two Gaussians, the recommended range, the separability of the held-out faces
+(accuracy of the midpoint threshold between the two means, and d'), the cosine
+between the single-pair and the averaged direction (and the mean / min cosine of
+every single-pair direction to the average), the Gaussians on the single-pair
+direction, the cosine to the InterFaceGAN direction when that step ran, and the
+edit success at the recommended range (held-out negatives whose oracle label
+turns positive at +strength_max, positives that turn negative at strength_min).
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from services.directions import reference
+from training import checkpoints, crg_encoder, direction_sets, gan, oracle, renderer
+from training.config import PackConfig
+from training.data import held_out
+from training.interfacegan import score_latents
+from training.models import pixels_to_images
+
+METHOD = "crg"
+_STREAM = 3  # reference pairs: identities of data stream 3 (gan 0, encoder 1, oracle 2)
+
+
+@torch.no_grad()
+def encode(e, pixels: np.ndarray, batch: int = 500) -> np.ndarray:
+    """(N, R, R, 3) uint8 -> (N, D) float32 latents."""
+    return np.concatenate([e(pixels_to_images(torch.from_numpy(pixels[i:i + batch]))).numpy()
+                           for i in range(0, len(pixels), batch)])
+
+
+def reference_pairs(cfg: PackConfig, attribute: str) -> tuple[np.ndarray, np.ndarray]:
+    """`crg_pairs` identities rendered with `attribute` = 1.0 and = 0.0: (with, without) pixels."""
+    faces = renderer.sample_faces((cfg.seed + _STREAM) * 1_000_003, cfg.crg_pairs, cfg.correlated_attributes)
+    present = renderer.render(renderer.with_attribute(faces, attribute, 1.0), size=cfg.resolution)
+    absent = renderer.render(renderer.with_attribute(faces, attribute, 0.0), size=cfg.resolution)
+    return present, absent
+
+
+def _sig(x: float, digits: int = 5) -> float:
+    """Rounded to `digits` significant digits (a tiny range of an untrained encoder stays non-zero)."""
+    return float(f"{float(x):.{digits}g}")
+
+
+def _round(d: dict) -> dict:
+    return {k: (_sig(v, 4) if isinstance(v, float) else v) for k, v in d.items()}
+
+
+def fit_attribute(cfg: PackConfig, e, attribute: str, z_eval: np.ndarray, labels: np.ndarray) -> dict:
+    """One attribute: the averaged direction (D,), the single-pair one, and their figures."""
+    if cfg.crg_pairs < 1:
+        raise ValueError(f"crg_pairs must be >= 1, got {cfg.crg_pairs}")
+    if labels.sum() < 2 or (~labels).sum() < 2:
+        raise ValueError(f"{attribute}: {int(labels.sum())} positive and {int((~labels).sum())} negative held-out "
+                         f"faces; raise crg_eval_samples (now {cfg.crg_eval_samples})")
+    with_attr, without_attr = reference_pairs(cfg, attribute)
+    z_with, z_without = encode(e, with_attr), encode(e, without_attr)
+    averaged, diff_norm = reference.direction(z_with, z_without)
+    singles = reference.pair_directions(z_with, z_without)
+    cosines = singles @ averaged
+    single = singles[0]
+    held = reference.describe(z_eval[labels], z_eval[~labels], averaged, cfg.strength_limit)
+    held_single = reference.describe(z_eval[labels], z_eval[~labels], single, cfg.strength_limit)
+    pairs = reference.describe(z_with, z_without, averaged, cfg.strength_limit)
+    ranged = held if held["metrics"]["gap"] > 0 else pairs
+    metrics = {**held["metrics"], "validation_accuracy": held["metrics"]["midpoint_accuracy"],
+               "single_pair_cosine": float(cosines[0]), "pair_cosine_mean": float(cosines.mean()),
+               "pair_cosine_min": float(cosines.min()), "mean_pair_difference_norm": diff_norm,
+               "pairs_positive_mean": pairs["metrics"]["positive_mean"],
+               "pairs_positive_std": pairs["metrics"]["positive_std"],
+               "pairs_negative_mean": pairs["metrics"]["negative_mean"],
+               "pairs_negative_std": pairs["metrics"]["negative_std"]}
+    return {"direction": averaged, "single": single, "strength_min": ranged["strength_min"],
+            "strength_max": ranged["strength_max"], "metrics": metrics,
+            "range_from": "held-out faces" if ranged is held else
+                          "reference pairs (the held-out Gaussians are not in order: gap <= 0)",
+            "single_pair": {k: held_single["metrics"][k] for k in
+                            ("positive_mean", "positive_std", "negative_mean", "negative_std",
+                             "midpoint_accuracy", "d_prime")}
+                           | {"strength_min": held_single["strength_min"],
+                              "strength_max": held_single["strength_max"]}}
+
+
+def _record(cfg: PackConfig, attribute: str, fit: dict, eval_count: int) -> dict:
+    return {"id": f"{METHOD}/{attribute}", "attribute": attribute, "method": METHOD,
+            "strength_min": _sig(fit["strength_min"]), "strength_max": _sig(fit["strength_max"]),
+            "strength_limit": cfg.strength_limit, "strength_meaning": direction_sets.OFFSET_MEANING,
+            "metrics": {k: _sig(v) for k, v in fit["metrics"].items()},
+            "provenance": {"method": "CRG: normalised mean of the encoded reference-pair differences (eq. 3, sec. 3.4)",
+                           "pairs": cfg.crg_pairs,
+                           "pair_source": "training/renderer.py counterfactuals: the same identity with the "
+                                          "attribute = 0.0 and = 1.0 (data stream 3)",
+                           "encoder": "encoder.pt (CRG encoder of this pack)",
+                           "projections": f"{eval_count} held-out rendered faces, labelled positive when the "
+                                          f"ground-truth value > 0.5",
+                           "range_rule": reference.RANGE_RULE, "range_from": fit["range_from"],
+                           "validation_accuracy": "accuracy of the midpoint threshold between the two "
+                                                  "Gaussian means on the held-out faces"}}
+
+
+def _edit_success(cfg: PackConfig, work: Path, fits: dict, z_eval: np.ndarray, faces) -> dict:
+    """Held-out faces moved by the recommended range, generated and scored by the oracle."""
+    g, o = gan.load_generator(cfg, work), oracle.load(cfg, work)
+    out = {}
+    for i, a in enumerate(renderer.ATTRIBUTES):
+        labels = faces.attribute(a) > 0.5
+        n, f = fits[a]["direction"], fits[a]
+        up = score_latents(g, o, (z_eval[~labels] + f["strength_max"] * n).astype(np.float32))[:, i]
+        down = score_latents(g, o, (z_eval[labels] + f["strength_min"] * n).astype(np.float32))[:, i]
+        out[a] = {"positive_after_plus": round(float((up > 0.5).mean()), 4),
+                  "negative_after_minus": round(float((down < 0.5).mean()), 4)}
+    return out
+
+
+def train(cfg: PackConfig, work: Path) -> dict:
+    t0 = time.perf_counter()
+    e = crg_encoder.load(cfg, work)
+    pixels, faces = held_out(cfg.crg_eval_samples, cfg.resolution, cfg.correlated_attributes)
+    z_eval = encode(e, pixels)
+    fits = {a: fit_attribute(cfg, e, a, z_eval, faces.attribute(a) > 0.5) for a in renderer.ATTRIBUTES}
+    vectors = np.stack([fits[a]["direction"] for a in renderer.ATTRIBUTES])
+    records = [_record(cfg, a, fits[a], len(pixels)) for a in renderer.ATTRIBUTES]
+    direction_sets.save(work, METHOD, records, vectors)
+
+    figures = {"pairs": cfg.crg_pairs, "eval_samples": len(pixels),
+               "direction_cosine": [[round(float(v), 3) for v in row] for row in vectors @ vectors.T],
+               "attributes": {a: {**_round({k: float(v) for k, v in fits[a]["metrics"].items()}),
+                                  "strength_min": _sig(fits[a]["strength_min"], 4),
+                                  "strength_max": _sig(fits[a]["strength_max"], 4),
+                                  "range_from": fits[a]["range_from"],
+                                  "single_pair_direction": _round(fits[a]["single_pair"])}
+                              for a in renderer.ATTRIBUTES}}
+    ig = work / "directions" / "interfacegan.npy"
+    if ig.exists():
+        normals = np.load(ig, allow_pickle=False)
+        if normals.shape == vectors.shape:
+            for i, a in enumerate(renderer.ATTRIBUTES):
+                figures["attributes"][a]["cosine_to_interfacegan"] = round(float(vectors[i] @ normals[i]), 4)
+    try:
+        success = _edit_success(cfg, work, fits, z_eval, faces)
+    except FileNotFoundError:  # no generator / oracle checkpoint: the directions stand without this figure
+        success = None
+    for a in renderer.ATTRIBUTES:
+        if success:
+            figures["attributes"][a]["edit_success"] = success[a]
+    figures["seconds"] = round(time.perf_counter() - t0, 1)
+    checkpoints.record(work, METHOD, figures)
+    for a in renderer.ATTRIBUTES:
+        f = figures["attributes"][a]
+        print(f"[crg] {a:12s} pos {f['positive_mean']:+.2f}±{f['positive_std']:.2f} "
+              f"neg {f['negative_mean']:+.2f}±{f['negative_std']:.2f} range {f['strength_min']:+.2f}.."
+              f"{f['strength_max']:+.2f} midpoint acc {f['midpoint_accuracy']:.3f} "
+              f"single/avg cos {f['single_pair_cosine']:.3f}", flush=True)
+    return figures
