@@ -80,4 +80,17 @@ def write_model_card(manifest: dict, path: Path) -> None:
         parts += ["", f"## SeFa components (first generator layer, top {sf['components']})",
                   _table(["component", "eigenvalue", "label", "mean probability change at +strength (raw eigenvector; exported rows are sign-corrected)"], rows),
                   "", f"Aliases `sefa/<attribute>` (effect >= 0.2): {sf['attribute_aliases']}"]
+    if "crg" in m:
+        c = m["crg"]
+        rows = []
+        for a in attrs:
+            f = c["attributes"][a]
+            e = f.get("edit_success", {})
+            rows.append([a, f"{f['positive_mean']:+.2f} ± {f['positive_std']:.2f}",
+                         f"{f['negative_mean']:+.2f} ± {f['negative_std']:.2f}",
+                         f"{f['strength_min']:+.2f}..{f['strength_max']:+.2f}", f["midpoint_accuracy"],
+                         f["single_pair_cosine"], e.get("positive_after_plus", "-"), e.get("negative_after_minus", "-")])
+        parts += ["", f"## CRG directions ({c['pairs']} rendered reference pairs, {c['eval_samples']} labelled faces projected)",
+                  _table(["attribute", "positive projection", "negative projection", "range", "midpoint acc.",
+                          "single-pair vs averaged cosine", "positive after +max", "negative after min"], rows)]
     path.write_text("\n".join(parts) + "\n")
