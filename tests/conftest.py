@@ -54,7 +54,6 @@ class _Servers:
         from facedit.v1 import (directions_pb2_grpc, encoder_pb2_grpc, gateway_pb2_grpc,
                                 generator_pb2_grpc)
         from services.common.pack import load_pack
-        from services.common.server import create_server
         from services.directions.registry import Registry
         from services.directions.server import DirectionsServicer
         from services.encoder.server import EncoderServicer, PackModels
@@ -93,6 +92,17 @@ class _Servers:
         for s in self.servers:
             s.stop(0).wait()
         self.generator.batcher.close()
+
+
+@pytest.fixture(scope="module")
+def client(tiny_servers):
+    """A gateway client of the tiny stack (module-scoped)."""
+    from services.client import FaceditClient
+
+
+    c = FaceditClient(tiny_servers.addresses["gateway"], timeout_s=20)
+    yield c
+    c.close()
 
 
 @pytest.fixture(scope="session")

@@ -1,17 +1,15 @@
 """CRG directions: the shared maths (services.directions.reference) on synthetic latents
 with known answers, the offline step on the tiny pack, the registry's custom directions
 against a real Redis, and CreateDirection -> Edit over real gRPC on loopback."""
-import io
 import json
 import shutil
 
 import grpc
 import numpy as np
 import pytest
-from PIL import Image
 
 from facedit.v1 import common_pb2, directions_pb2, directions_pb2_grpc
-from services.client import FaceditClient
+from services.common import images
 from services.common.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from services.common.pack import load_pack
 from services.common.redis_server import connect
@@ -250,20 +248,8 @@ def test_custom_directions_belong_to_the_version_active_when_created(tiny_pack, 
 
 # --------------------------------------------------------------------------- over gRPC
 
-@pytest.fixture(scope="module")
-def client(tiny_servers):
-    c = FaceditClient(tiny_servers.addresses["gateway"], timeout_s=20)
-    yield c
-    c.close()
-
-
 def pngs(pixels):
-    out = []
-    for p in pixels:
-        buf = io.BytesIO()
-        Image.fromarray(p).save(buf, format="PNG")
-        out.append(buf.getvalue())
-    return out
+    return [images.encode(p) for p in pixels]
 
 
 def glasses_pngs(seed=11, n=4):

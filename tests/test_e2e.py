@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from services.client import FaceditClient
+from services.common import images
 from services.common.pack import load_pack
 from services.stack import Stack
 from training import renderer
@@ -37,9 +38,7 @@ def oracle():
 
 
 def png_of(pixels):
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, format="PNG")
-    return buf.getvalue()
+    return images.encode(pixels)
 
 
 def _edits(client, oracle, pixels, edit, keep):

@@ -8,25 +8,16 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
 
-from facedit.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, generator_pb2, generator_pb2_grpc
-from services.client import FaceditClient
+from facedit.v1 import common_pb2, gateway_pb2, generator_pb2, generator_pb2_grpc
+from services.common import images
 from services.common.tensors import from_tensor, to_tensor
 from training import renderer
 
 BAD = grpc.StatusCode.INVALID_ARGUMENT
 
 
-@pytest.fixture(scope="module")
-def client(tiny_servers):
-    c = FaceditClient(tiny_servers.addresses["gateway"], timeout_s=20)
-    yield c
-    c.close()
-
-
 def png_of(pixels):
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, format="PNG")
-    return buf.getvalue()
+    return images.encode(pixels)
 
 
 def rendered_png(seed=0):
