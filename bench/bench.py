@@ -1,0 +1,948 @@
+"""`make bench`: the serving path against its ceiling and its alternatives, in one run, on one pack.
+
+    python -m bench.bench [--pack synth] [--model-store model_store] [--seconds 3]
+
+Parts, in this order (the in-process ones first, with no service running):
+  flops          FLOPs per image of generator/encoder/classifier (bench/flops.py)
+  matmul         reference: 2048x2048 float32 torch matmul, GFLOP/s (the machine's practical peak)
+  raw_ort        generator.onnx in ONNX Runtime at batch 1, 8, 32, 64 (the ceiling)
+  inprocess      full edits without RPC, batched: decode PNG, encoder, compose, generator (edited +
+                 original), classifier (scores), encode PNG; batch 1 and 32
+  peer           eager PyTorch, one face at a time (bench/peer.py): decode, encoder, z + delta,
+                 generator, encode
+  service        the generator service (ONNX backend) of a real stack (services.stack.Stack:
+                 Redis + the four services as processes), concurrency 1, 8, 32, 64
+  gateway        Edit through the gateway of that stack: a PNG of a rendered face in, the
+                 edited PNG out (one edit + one kept attribute), concurrency 1, 8, 32, 64
+  torchserve     a real TorchServe serving the pack's .mar and a generator service process with
+                 --backend torchserve, under the same load as `service`
+
+Load: each client is a thread with its own channel; every thread makes a few warm-up
+calls, then all start together and call back to back for --seconds (or until
+--max-requests). Requests are synchronous, so when the last thread returns nothing is
+in flight; throughput = completed requests / (last completion - start).
+
+Writes --out (bench/results.json) and --plot (bench/results.png, needs matplotlib: the
+`bench` extra) and prints a table. The issue-4 targets are reported as ratios, never
+asserted. Everything started is stopped by pid at the end, also on error or Ctrl-C.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import datetime as dt
+import gc
+import itertools
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
+import numpy as np  # noqa: E402
+
+from bench.flops import count_flops  # noqa: E402
+from services.common import images, onnx  # noqa: E402
+from services.common.pack import Pack, load_pack  # noqa: E402
+from services.directions.compose import compose  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+BATCHES = (1, 8, 32, 64)
+CONCURRENCY = (1, 8, 32, 64)
+INPROCESS_BATCHES = (1, 32)
+EDIT_ATTRIBUTE, EDIT_STRENGTH, KEEP_ATTRIBUTE = "smile", 1.5, "age"
+# RPCs of one gateway Edit with an image: client->gateway, encoder.EncodeImages, directions.Compose,
+# generator.GenerateImages, encoder.ScoreImages (ListDirections is cached by the gateway)
+EDIT_HOPS = 5
+TARGETS = {
+    "service_c64_over_raw_b64": (">=", 0.8),
+    "gateway_c32_over_inprocess_b32": (">=", 0.5),
+    "gateway_c32_over_peer": (">=", 2.0),
+    "service_p99_over_p50_c8": ("<=", 3.0),
+    "gateway_p99_over_p50_c8": ("<=", 3.0),
+    "service_c1_excess_ms": ("<=", 2.0),
+    "gateway_c1_excess_ms": ("<=", 2.0),
+}
+
+
+# --------------------------------------------------------------------------- helpers
+
+def _percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if values else float("nan")
+
+
+def _timed_loop(step: Callable[[], object], seconds: float, min_iters: int = 3, max_iters: int = 100_000,
+                warmup: int = 3) -> tuple[int, float, list[float]]:
+    """Warm up, then call `step` until `seconds` (at least min_iters, at most max_iters times).
+
+    Returns (iterations, elapsed seconds, per-call seconds). `step` must be synchronous.
+    """
+    for _ in range(warmup):
+        step()
+    per_call = []
+    t0 = time.perf_counter()
+    end = t0 + seconds
+    n = 0
+    while n < max_iters and (n < min_iters or time.perf_counter() < end):
+        t = time.perf_counter()
+        step()
+        per_call.append(time.perf_counter() - t)
+        n += 1
+    return n, time.perf_counter() - t0, per_call
+
+
+def machine_info() -> dict:
+    import onnxruntime
+
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    info = {
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "cores": os.cpu_count(),
+        "cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "cpu_model": model,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "providers": onnx.providers(),
+        "load_average_at_start": list(os.getloadavg()),
+    }
+    with contextlib.suppress(ImportError):
+        import torch
+        info["torch"] = torch.__version__
+        info["torch_threads"] = torch.get_num_threads()
+    with contextlib.suppress(ImportError):
+        import grpc
+        info["grpcio"] = grpc.__version__
+    return info
+
+
+def _cpu_snapshot() -> tuple[float, float, float]:
+    """(wall, CPU seconds of the whole machine, CPU seconds of this process and its reaped children)."""
+    busy = float("nan")
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        # user + nice + system: what processes use (irq/softirq time, e.g. loopback traffic, is nobody's)
+        busy = sum(fields[:3]) / os.sysconf("SC_CLK_TCK")
+    t = os.times()
+    return time.perf_counter(), busy, t.user + t.system + t.children_user + t.children_system
+
+
+def other_load(start: tuple[float, float, float]) -> dict:
+    """CPU that other processes of the machine used since `start`, in cores: the run's noise.
+
+    Every process the benchmark starts is a (reaped) child, so its CPU time counts as ours."""
+    wall, busy, own = (b - a for a, b in zip(start, _cpu_snapshot()))
+    return {"seconds": round(wall, 1), "machine_busy_cores": round(busy / wall, 3),
+            "this_run_cores": round(own / wall, 3), "other_processes_cores": round(max(busy - own, 0.0) / wall, 3)}
+
+
+def pack_info(pack: Pack) -> dict:
+    return {"name": pack.name, "version": pack.version, "resolution": pack.resolution,
+            "latent_dim": pack.latent_dim, "root": str(pack.root)}
+
+
+def model_flops(pack: Pack) -> dict:
+    """FLOPs per image of each model, and per edit of the two edit pipelines."""
+    per = {name: count_flops(pack.artefact(name)) for name in ("generator", "encoder", "classifier")}
+    g, e, c = (per[n]["total"] for n in ("generator", "encoder", "classifier"))
+    return {
+        "generator_per_image": g, "encoder_per_image": e, "classifier_per_image": c,
+        # the gateway's Edit (and the in-process pipeline): encode 1, generate 2 (original + edited), score 2
+        "edit_per_request": e + 2 * g + 2 * c,
+        # the peer script: encode 1, generate 1
+        "peer_edit": e + g,
+        "generator_by_op": per["generator"]["by_op"],
+        "generator_layers": per["generator"]["layers"],
+        "convention": "2 FLOPs per multiply-accumulate of Conv/ConvTranspose/Gemm/MatMul; per image (batch 1)",
+    }
+
+
+def matmul_gflops(n: int = 2048, seconds: float = 2.0) -> dict:
+    """Reference peak: n x n float32 torch matmul (synchronous on the CPU; cuda is synchronised)."""
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    sync = torch.cuda.synchronize if a.is_cuda else (lambda: None)
+
+    def step():
+        torch.mm(a, b)
+        sync()
+
+    iters, elapsed, _ = _timed_loop(step, seconds, min_iters=2, warmup=2)
+    return {"n": n, "iterations": iters, "seconds": round(elapsed, 3),
+            "gflops": 2 * n ** 3 * iters / elapsed / 1e9, "threads": torch.get_num_threads()}
+
+
+def face_pngs(pack: Pack, count: int = 64, seed: int = 1234) -> list[bytes]:
+    """PNG files of rendered faces (training.renderer) at the pack's resolution."""
+    from training.renderer import render_seed
+
+    pixels, _ = render_seed(seed, count, size=pack.resolution)
+    return [images.encode(p) for p in pixels]
+
+
+def edit_delta(pack: Pack) -> np.ndarray:
+    """The edit every part applies: EDIT_ATTRIBUTE at EDIT_STRENGTH keeping KEEP_ATTRIBUTE, from
+    the pack's directions.json/.npy, composed with services.directions.compose."""
+    records = json.loads(pack.artefact("directions").read_text())
+    vectors = np.load(pack.artefact("direction_vectors"), allow_pickle=False)
+
+    def row(attribute: str) -> np.ndarray:
+        for r in records:
+            if r["attribute"] == attribute and r["method"] == pack.default_method:
+                return vectors[r["row"]].astype(np.float32)
+        raise KeyError(f"pack {pack.name!r} has no {pack.default_method} direction for {attribute!r}")
+
+    delta, _ = compose([row(EDIT_ATTRIBUTE)], [EDIT_STRENGTH], row(KEEP_ATTRIBUTE)[None])
+    return delta
+
+
+# --------------------------------------------------------------------------- in-process parts
+
+def raw_ort(pack: Pack, batches=BATCHES, seconds: float = 2.0, threads: int = 0) -> list[dict]:
+    """generator.onnx in ONNX Runtime, one session, back-to-back calls at each batch size."""
+    session = onnx.session(pack.artefact("generator"), threads)
+    name = session.get_inputs()[0].name
+    rng = np.random.default_rng(0)
+    out = []
+    for b in batches:
+        z = rng.standard_normal((b, pack.latent_dim), dtype=np.float32)
+        iters, elapsed, per_call = _timed_loop(lambda: session.run(None, {name: z}), seconds)
+        out.append({"batch": b, "iterations": iters, "seconds": round(elapsed, 3),
+                    "images_per_s": b * iters / elapsed, "latency_ms_p50": _percentile(per_call, 50) * 1e3})
+    return out
+
+
+class InProcessEditor:
+    """The gateway's Edit without RPC, batched: PNG files -> edited PNG files (+ scores)."""
+
+    def __init__(self, pack: Pack, threads: int = 0):
+        self.pack = pack
+        self.encoder = onnx.session(pack.artefact("encoder"), threads)
+        self.generator = onnx.session(pack.artefact("generator"), threads)
+        self.classifier = onnx.session(pack.artefact("classifier"), threads)
+        self.gen_input = self.generator.get_inputs()[0].name
+        records = json.loads(pack.artefact("directions").read_text())
+        vectors = np.load(pack.artefact("direction_vectors"), allow_pickle=False)
+        self.vectors = {r["attribute"]: vectors[r["row"]].astype(np.float32)
+                        for r in records if r["method"] == pack.default_method}
+
+    def edit(self, pngs: list[bytes]) -> tuple[list[bytes], np.ndarray]:
+        r = self.pack.resolution
+        pixels = np.stack([images.resize(images.decode(b), r) for b in pngs])
+        z = self.encoder.run(None, {"pixels": pixels})[0]
+        kept = self.vectors[KEEP_ATTRIBUTE][None]
+        # composed per request, as the directions service does for each Edit
+        deltas = np.stack([compose([self.vectors[EDIT_ATTRIBUTE]], [EDIT_STRENGTH], kept)[0] for _ in pngs])
+        both = np.concatenate([z, z + deltas]).astype(np.float32)
+        out = self.generator.run(None, {self.gen_input: both})[0]
+        scores = self.classifier.run(None, {"pixels": out})[0]  # (2B, attributes): before, after
+        n = len(pngs)
+        return [images.encode(p) for p in out[n:]], scores
+
+
+def inprocess_edits(pack: Pack, pngs: list[bytes], batches=INPROCESS_BATCHES, seconds: float = 2.0,
+                    threads: int = 0) -> list[dict]:
+    editor = InProcessEditor(pack, threads)
+    out = []
+    for b in batches:
+        chunks = itertools.cycle([pngs[i:i + b] for i in range(0, len(pngs) - b + 1, b)] or [pngs[:b]])
+        iters, elapsed, per_call = _timed_loop(lambda: editor.edit(next(chunks)), seconds)
+        out.append({"batch": b, "iterations": iters, "seconds": round(elapsed, 3),
+                    "edits_per_s": b * iters / elapsed, "latency_ms_p50": _percentile(per_call, 50) * 1e3})
+    return out
+
+
+def peer_baseline(pack: Pack, pngs: list[bytes], seconds: float = 2.0) -> dict:
+    """Eager PyTorch, torch.no_grad, one face at a time: decode, encoder, z + delta, generator, encode."""
+    import torch
+
+    from bench.peer import PeerEditor, torch_encoder, torch_generator
+
+    gen = torch_generator(pack.artefact("generator"), pack.latent_dim, pack.resolution)
+    enc = torch_encoder(pack.artefact("encoder"), pack.latent_dim, pack.resolution)
+    # parity with ONNX Runtime on a few faces: the baseline computes the same function
+    session = onnx.session(pack.artefact("generator"))
+    z = np.random.default_rng(1).standard_normal((8, pack.latent_dim), dtype=np.float32)
+    with torch.no_grad():
+        from training.models import images_to_pixels
+        torch_pixels = images_to_pixels(gen(torch.from_numpy(z))).numpy()
+    ort_pixels = session.run(None, {session.get_inputs()[0].name: z})[0]
+    gen_diff = int(np.abs(torch_pixels.astype(np.int16) - ort_pixels.astype(np.int16)).max())
+    enc_session = onnx.session(pack.artefact("encoder"))
+    with torch.no_grad():
+        from training.models import pixels_to_images
+        torch_z = enc(pixels_to_images(torch.from_numpy(ort_pixels))).numpy()
+    enc_diff = float(np.abs(torch_z - enc_session.run(None, {"pixels": ort_pixels})[0]).max())
+    del session, enc_session
+
+    editor = PeerEditor(gen, enc, edit_delta(pack))
+    faces = itertools.cycle(pngs)
+
+    def one():
+        pixels = images.resize(images.decode(next(faces)), pack.resolution)
+        return images.encode(editor(pixels))
+
+    iters, elapsed, per_call = _timed_loop(one, seconds)
+    # the generator alone, eager, batch 1 (for GFLOP/s next to raw ONNX Runtime)
+    z1 = torch.from_numpy(z[:1])
+
+    def gen_only():
+        with torch.no_grad():
+            gen(z1)
+
+    g_iters, g_elapsed, _ = _timed_loop(gen_only, seconds / 2)
+    return {"iterations": iters, "seconds": round(elapsed, 3), "edits_per_s": iters / elapsed,
+            "latency_ms_p50": _percentile(per_call, 50) * 1e3,
+            "generator_only_images_per_s": g_iters / g_elapsed,
+            "parity_generator_max_pixel_diff": gen_diff, "parity_encoder_max_abs_diff": enc_diff,
+            "torch_threads": torch.get_num_threads()}
+
+
+# --------------------------------------------------------------------------- load over gRPC
+
+@dataclasses.dataclass
+class Client:
+    """What one load thread needs: call(i) makes request i (synchronously) and returns an int
+    worth averaging (e.g. the batch size that served it) or None; close() ends the channel."""
+    call: Callable[[int], int | None]
+    close: Callable[[], None]
+
+
+def run_load(make_client: Callable[[int], Client], concurrency: int, seconds: float, max_requests: int,
+             warmup_calls: int = 2, stop: threading.Event | None = None) -> dict:
+    """`concurrency` threads, each with its own Client, calling back to back (see module doc)."""
+    import grpc
+
+    stop = stop or threading.Event()
+    counter = itertools.count()
+    start: dict[str, float] = {}
+
+    def mark():
+        start["t0"] = time.perf_counter()
+        start["end"] = start["t0"] + seconds
+
+    barrier = threading.Barrier(concurrency, action=mark)
+    results: list[dict] = [{} for _ in range(concurrency)]
+
+    def worker(k: int):
+        res = results[k]
+        lat, info, errors, last = [], [], {}, None
+        client = None
+        try:
+            client = make_client(k)
+            for w in range(warmup_calls):
+                client.call(-1 - w)
+        except Exception as err:  # noqa: BLE001 - reported, and the barrier must not hang
+            res["setup_error"] = f"{type(err).__name__}: {err}"
+            barrier.abort()
+            return
+        try:
+            barrier.wait()
+        except threading.BrokenBarrierError:
+            client.close()
+            return
+        end = start["end"]
+        while not stop.is_set():
+            i = next(counter)
+            if i >= max_requests or time.perf_counter() >= end:
+                break
+            t = time.perf_counter()
+            try:
+                v = client.call(i)
+            except grpc.RpcError as err:
+                errors[err.code().name] = errors.get(err.code().name, 0) + 1
+                last = time.perf_counter()
+                continue
+            last = time.perf_counter()
+            lat.append(last - t)
+            if v is not None:
+                info.append(v)
+        client.close()
+        res.update(lat=lat, info=info, errors=errors, last=last)
+
+    threads = [threading.Thread(target=worker, args=(k,), daemon=True, name=f"load-{k}")
+               for k in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        while t.is_alive():
+            t.join(0.5)
+    setup_errors = [r["setup_error"] for r in results if "setup_error" in r]
+    if setup_errors:
+        raise RuntimeError(f"load clients failed to start: {setup_errors[0]}")
+    lat = [x for r in results for x in r.get("lat", [])]
+    info = [x for r in results for x in r.get("info", [])]
+    errors: dict[str, int] = {}
+    for r in results:
+        for code, n in r.get("errors", {}).items():
+            errors[code] = errors.get(code, 0) + n
+    lasts = [r["last"] for r in results if r.get("last") is not None]
+    elapsed = (max(lasts) - start["t0"]) if lasts else float("nan")
+    return {"concurrency": concurrency, "requests": len(lat), "errors": errors, "seconds": round(elapsed, 3),
+            "throughput": len(lat) / elapsed if lat else 0.0,
+            "latency_ms_p50": _percentile(lat, 50) * 1e3, "latency_ms_p90": _percentile(lat, 90) * 1e3,
+            "latency_ms_p99": _percentile(lat, 99) * 1e3, "latency_ms_mean": float(np.mean(lat)) * 1e3 if lat else None,
+            "mean_batch": float(np.mean(info)) if info else None}
+
+
+def _channel(address: str):
+    import grpc
+
+    return grpc.insecure_channel(address, options=[("grpc.max_receive_message_length", 64 << 20),
+                                                   ("grpc.max_send_message_length", 64 << 20)])
+
+
+def generator_client(address: str, pack: Pack) -> Callable[[int], Client]:
+    """One latent per GenerateImages request; returns the batch size that served it."""
+    from facedit.v1 import generator_pb2, generator_pb2_grpc
+    from services.common.tensors import to_tensor
+
+    def make(k: int) -> Client:
+        channel = _channel(address)
+        stub = generator_pb2_grpc.GeneratorStub(channel)
+        rng = np.random.default_rng(k)
+        requests = [generator_pb2.GenerateImagesRequest(
+            pack=pack.name, latents=to_tensor(rng.standard_normal((1, pack.latent_dim), dtype=np.float32)))
+            for _ in range(16)]
+        expected = [1, pack.resolution, pack.resolution, 3]
+
+        def call(i: int) -> int:
+            resp = stub.GenerateImages(requests[i % len(requests)], timeout=30)
+            if list(resp.pixels.shape) != expected:
+                raise RuntimeError(f"generator answered shape {list(resp.pixels.shape)}, expected {expected}")
+            return resp.batch_size
+
+        return Client(call, channel.close)
+
+    return make
+
+
+def gateway_client(address: str, pngs: list[bytes]) -> Callable[[int], Client]:
+    """Edit with FaceSource.image (a PNG), one edit and one kept attribute; returns None."""
+    from facedit.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
+
+    def make(k: int) -> Client:
+        channel = _channel(address)
+        stub = gateway_pb2_grpc.GatewayStub(channel)
+        requests = [gateway_pb2.EditRequest(
+            face=gateway_pb2.FaceSource(image=png),
+            edits=[common_pb2.EditOp(attribute=EDIT_ATTRIBUTE, strength=EDIT_STRENGTH)],
+            keep=[KEEP_ATTRIBUTE]) for png in pngs]
+
+        def call(i: int) -> None:
+            resp = stub.Edit(requests[(k + i) % len(requests)], timeout=30)
+            if not resp.image.startswith(b"\x89PNG"):
+                raise RuntimeError("gateway answered an Edit without a PNG")
+            return None
+
+        return Client(call, channel.close)
+
+    return make
+
+
+def rpc_round_trip_ms(address: str, calls: int = 300) -> float:
+    """p50 of an empty unary RPC (grpc.health.v1 Check) to a service: one hop's fixed cost."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with _channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        req = health_pb2.HealthCheckRequest()
+        _, _, per_call = _timed_loop(lambda: stub.Check(req, timeout=10), 0.0, min_iters=calls, warmup=20)
+    return _percentile(per_call, 50) * 1e3
+
+
+def load_levels(make_client, levels, seconds: float, max_requests: int, stop: threading.Event,
+                label: str) -> list[dict]:
+    out = []
+    for c in levels:
+        r = run_load(make_client, c, seconds, max_requests, stop=stop)
+        print(f"  {label} c{c}: {r['throughput']:.1f}/s p50 {r['latency_ms_p50']:.2f} ms "
+              f"p99 {r['latency_ms_p99']:.2f} ms" + (f" errors {r['errors']}" if r["errors"] else ""), flush=True)
+        out.append(r)
+        if stop.is_set():
+            break
+    return out
+
+
+# --------------------------------------------------------------------------- processes
+
+def wait_healthy(address: str, proc: subprocess.Popen, timeout_s: float, log: Path) -> None:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    deadline = time.monotonic() + timeout_s
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"process exited with {proc.returncode}; see {log}")
+            with contextlib.suppress(grpc.RpcError):
+                if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == \
+                        health_pb2.HealthCheckResponse.SERVING:
+                    return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{address} not healthy after {timeout_s}s; see {log}")
+            time.sleep(0.1)
+
+
+class GeneratorProcess:
+    """`python -m services.generator.server ...` as a child process on a free port; stop() by pid."""
+
+    def __init__(self, store: Path, pack: str, log: Path, extra: list[str], env: dict[str, str]):
+        from services.common.redis_server import free_port
+
+        self.port = free_port()
+        self.log = log
+        cmd = [sys.executable, "-m", "services.generator.server", "--host", "127.0.0.1", "--port", str(self.port),
+               "--model-store", str(store), "--packs", pack, *extra]
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "ab") as out:
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                         env={**os.environ, "ORT_DISABLE_TELEMETRY": "1", **env})
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        from services.common.processes import terminate
+
+        terminate(self.proc, 10)
+
+
+def services_parts(pack: Pack, store: Path, pngs: list[bytes], args, cleanup: contextlib.ExitStack,
+                   stop: threading.Event, log_dir: Path) -> dict:
+    """The generator service and the gateway of a real stack (Redis + four processes)."""
+    from services.stack import Stack
+
+    stack = Stack.on_free_ports(store, [pack.name], log_dir / "stack", extra_env=dict(args.env))
+    t0 = time.perf_counter()
+    print(f"starting the stack (Redis + 4 services; logs in {stack.log_dir}) ...", flush=True)
+    cleanup.callback(stack.stop)
+    stack.start()
+    print(f"  up in {time.perf_counter() - t0:.1f}s: pids "
+          + ", ".join(f"{s} {p.pid}" for s, p in stack.procs.items()), flush=True)
+    out = {"stack_env": dict(args.env)}
+    out["rpc_round_trip_ms"] = {s: rpc_round_trip_ms(stack.address(s)) for s in ("generator", "gateway")}
+    out["generator_service_onnx"] = load_levels(generator_client(stack.address("generator"), pack),
+                                                args.concurrency, args.seconds, args.max_requests, stop,
+                                                "generator service (onnx)")
+    out["gateway_edits"] = load_levels(gateway_client(stack.address("gateway"), pngs), args.concurrency,
+                                       args.seconds, args.max_requests, stop, "gateway Edit")
+    stack.stop()
+    out["stack_exit_codes"] = dict(stack.exit_codes)
+    return out
+
+
+def torchserve_part(pack: Pack, store: Path, args, cleanup: contextlib.ExitStack, stop: threading.Event,
+                    work: Path) -> dict:
+    """A real TorchServe with the pack's .mar, and a generator service forwarding to it."""
+    if shutil.which("java") is None:
+        return {"skipped": "TorchServe needs Java (`java` is not on PATH)"}
+    from services.generator.torchserve_runner import TorchServe
+    from training.torchserve_export import build_mar
+
+    t0 = time.perf_counter()
+    mar = build_mar(pack.root, work / "mar", batch_size=args.ts_batch, max_batch_delay_ms=args.ts_delay_ms)
+    print(f"starting TorchServe with {mar.name} (batchSize {args.ts_batch}, maxBatchDelay "
+          f"{args.ts_delay_ms} ms; logs in {work / 'run' / 'logs'}) ...", flush=True)
+    ts = TorchServe(mar, work / "run")
+    cleanup.callback(ts.stop)
+    ts.start()
+    gen = GeneratorProcess(store, pack.name, work / "generator.log",
+                           ["--backend", "torchserve", "--torchserve-address", ts.address], dict(args.env))
+    cleanup.callback(gen.stop)
+    wait_healthy(gen.address, gen.proc, 60, gen.log)
+    print(f"  up in {time.perf_counter() - t0:.1f}s: TorchServe JVM pid {ts.pid}, generator pid {gen.proc.pid}",
+          flush=True)
+    out = {"mar": {"batch_size": args.ts_batch, "max_batch_delay_ms": args.ts_delay_ms},
+           "rpc_round_trip_ms": rpc_round_trip_ms(gen.address)}
+    out["levels"] = load_levels(generator_client(gen.address, pack), args.concurrency, args.seconds,
+                                args.max_requests, stop, "generator service (torchserve)")
+    gen.stop()
+    ts.stop()
+    return out
+
+
+# --------------------------------------------------------------------------- summary
+
+def _level(rows: list[dict] | None, key: str, value: int) -> dict | None:
+    for r in rows or []:
+        if r.get(key) == value:
+            return r
+    return None
+
+
+def add_gflops(results: dict) -> None:
+    """GFLOP/s next to every throughput (FLOPs per image or per edit x rate)."""
+    f = results.get("flops") or {}
+    g, edit, peer = f.get("generator_per_image"), f.get("edit_per_request"), f.get("peer_edit")
+
+    def put(rows, rate_key, flops):
+        for r in rows or []:
+            if flops and r.get(rate_key) is not None:
+                r["gflops"] = r[rate_key] * flops / 1e9
+
+    put(results.get("raw_ort_generator"), "images_per_s", g)
+    put(results.get("inprocess_edits"), "edits_per_s", edit)
+    put(results.get("generator_service_onnx"), "throughput", g)
+    put(results.get("gateway_edits"), "throughput", edit)
+    put((results.get("generator_service_torchserve") or {}).get("levels"), "throughput", g)
+    p = results.get("peer_baseline")
+    if p and peer:
+        p["gflops"] = p["edits_per_s"] * peer / 1e9
+        p["generator_only_gflops"] = p["generator_only_images_per_s"] * g / 1e9
+
+
+def ratios(results: dict) -> dict:
+    """The issue-4 targets, as measured: {name: {value, target, met, how}}; value None when a part is missing."""
+    raw = results.get("raw_ort_generator")
+    svc, gw = results.get("generator_service_onnx"), results.get("gateway_edits")
+    inproc, peer = results.get("inprocess_edits"), results.get("peer_baseline")
+    rtt = results.get("rpc_round_trip_ms") or {}
+
+    def get(rows, key, value, field):
+        r = _level(rows, key, value)
+        return None if r is None else r.get(field)
+
+    def div(a, b):
+        return None if a is None or b in (None, 0) else a / b
+
+    raw1_ms = get(raw, "batch", 1, "latency_ms_p50")
+    in1_ms = get(inproc, "batch", 1, "latency_ms_p50")
+    svc1, gw1 = get(svc, "concurrency", 1, "latency_ms_p50"), get(gw, "concurrency", 1, "latency_ms_p50")
+    rtt_gen, rtt_gw = rtt.get("generator"), rtt.get("gateway")
+    values = {
+        "service_c64_over_raw_b64": (div(get(svc, "concurrency", 64, "throughput"),
+                                         get(raw, "batch", 64, "images_per_s")),
+                                     "generator service images/s at c64 / raw ONNX Runtime images/s at batch 64"),
+        "gateway_c32_over_inprocess_b32": (div(get(gw, "concurrency", 32, "throughput"),
+                                               get(inproc, "batch", 32, "edits_per_s")),
+                                           "gateway edits/s at c32 / in-process batched edits/s at batch 32"),
+        "gateway_c32_over_peer": (div(get(gw, "concurrency", 32, "throughput"), (peer or {}).get("edits_per_s")),
+                                  "gateway edits/s at c32 / eager PyTorch one-at-a-time edits/s"),
+        "service_p99_over_p50_c8": (div(get(svc, "concurrency", 8, "latency_ms_p99"),
+                                        get(svc, "concurrency", 8, "latency_ms_p50")),
+                                    "generator service p99 / p50 latency at c8"),
+        "gateway_p99_over_p50_c8": (div(get(gw, "concurrency", 8, "latency_ms_p99"),
+                                        get(gw, "concurrency", 8, "latency_ms_p50")),
+                                    "gateway Edit p99 / p50 latency at c8"),
+        "service_c1_excess_ms": (None if None in (svc1, raw1_ms, rtt_gen) else svc1 - (raw1_ms + rtt_gen),
+                                 "generator service p50 at c1 - (raw ONNX Runtime batch-1 p50 + 1 empty-RPC "
+                                 "round trip)"),
+        "gateway_c1_excess_ms": (None if None in (gw1, in1_ms, rtt_gw) else gw1 - (in1_ms + EDIT_HOPS * rtt_gw),
+                                 f"gateway Edit p50 at c1 - (in-process single edit p50 + {EDIT_HOPS} empty-RPC "
+                                 f"round trips: client->gateway, encode, compose, generate, score)"),
+    }
+    best_gw = max((r["throughput"] for r in gw or []), default=None)
+    out = {}
+    for name, (value, how) in values.items():
+        op, target = TARGETS[name]
+        met = None if value is None else (value >= target if op == ">=" else value <= target)
+        out[name] = {"value": value, "target": f"{op} {target}", "met": met, "how": how}
+    out["gateway_best_over_peer"] = {"value": div(best_gw, (peer or {}).get("edits_per_s")), "target": None,
+                                     "met": None, "how": "best gateway edits/s over all concurrencies / peer"}
+    ts = (results.get("generator_service_torchserve") or {}).get("levels")
+    out["torchserve_c64_over_raw_b64"] = {
+        "value": div(get(ts, "concurrency", 64, "throughput"), get(raw, "batch", 64, "images_per_s")),
+        "target": None, "met": None, "how": "TorchServe-backed generator service images/s at c64 / raw batch 64"}
+    return out
+
+
+def _fmt(v, digits=1) -> str:
+    if v is None or (isinstance(v, float) and not np.isfinite(v)):
+        return "-"
+    return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+
+
+def table(results: dict) -> str:
+    rows = [("part", "setting", "throughput", "unit", "GFLOP/s", "p50 ms", "p99 ms", "batch", "errors")]
+    m = results.get("reference_matmul")
+    if m:
+        rows.append(("matmul (torch)", f"{m['n']}x{m['n']} f32", "-", "", _fmt(m["gflops"]), "", "", "", ""))
+    for r in results.get("raw_ort_generator") or []:
+        rows.append(("raw ORT generator", f"batch {r['batch']}", _fmt(r["images_per_s"]), "img/s",
+                     _fmt(r.get("gflops"), 2), _fmt(r["latency_ms_p50"], 2), "", str(r["batch"]), ""))
+
+    def load_rows(label, levels, unit):
+        for r in levels or []:
+            errs = sum(r["errors"].values()) if r.get("errors") else 0
+            rows.append((label, f"conc {r['concurrency']}", _fmt(r["throughput"]), unit, _fmt(r.get("gflops"), 2),
+                         _fmt(r["latency_ms_p50"], 2), _fmt(r["latency_ms_p99"], 2),
+                         _fmt(r.get("mean_batch")), str(errs)))
+
+    load_rows("generator service", results.get("generator_service_onnx"), "img/s")
+    ts = results.get("generator_service_torchserve") or {}
+    load_rows("gen. svc TorchServe", ts.get("levels"), "img/s")
+    load_rows("gateway Edit", results.get("gateway_edits"), "edit/s")
+    for r in results.get("inprocess_edits") or []:
+        rows.append(("in-process edits", f"batch {r['batch']}", _fmt(r["edits_per_s"]), "edit/s",
+                     _fmt(r.get("gflops"), 2), _fmt(r["latency_ms_p50"], 2), "", str(r["batch"]), ""))
+    p = results.get("peer_baseline")
+    if p:
+        rows.append(("peer eager PyTorch", "batch 1", _fmt(p["edits_per_s"]), "edit/s", _fmt(p.get("gflops"), 2),
+                     _fmt(p["latency_ms_p50"], 2), "", "1", ""))
+        rows.append(("peer generator only", "batch 1", _fmt(p["generator_only_images_per_s"]), "img/s",
+                     _fmt(p.get("generator_only_gflops"), 2), "", "", "1", ""))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) if i < 2 or i == 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+             for r in rows]
+    lines.insert(1, "-" * len(lines[0]))
+    f = results.get("flops")
+    if f:
+        lines.append(f"FLOPs: generator {f['generator_per_image'] / 1e6:.2f} MFLOP/image, encoder "
+                     f"{f['encoder_per_image'] / 1e6:.2f}, classifier {f['classifier_per_image'] / 1e6:.2f}; "
+                     f"one Edit {f['edit_per_request'] / 1e6:.2f} MFLOP, peer edit {f['peer_edit'] / 1e6:.2f}")
+    cpu = (results.get("machine") or {}).get("cpu_during_run")
+    if cpu:
+        lines.append(f"CPU during the run: this benchmark and its processes {cpu['this_run_cores']:.2f} cores, "
+                     f"other processes of the machine {cpu['other_processes_cores']:.2f} cores (noise)")
+    rtt = results.get("rpc_round_trip_ms")
+    if rtt:
+        lines.append("empty-RPC round trip p50: " + ", ".join(f"{k} {v:.3f} ms" for k, v in rtt.items()))
+    lines.append("")
+    lines.append("issue-4 targets (reported, not asserted):")
+    for name, r in (results.get("ratios") or {}).items():
+        mark = "" if r["met"] is None else ("  met" if r["met"] else "  MISSED")
+        lines.append(f"  {name:<34} {_fmt(r['value'], 3):>9}  {r['target'] or '':<7}{mark}")
+    return "\n".join(lines)
+
+
+def _legend(ax, size: int) -> None:
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=size)
+
+
+def plot(results: dict, path: Path) -> Path | None:
+    """Four panels: generator images/s, edits/s, latency, GFLOP/s. None when matplotlib is missing."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, axes = plt.subplots(2, 2, figsize=(12, 9))
+    ax = axes[0][0]
+    raw = results.get("raw_ort_generator") or []
+    if raw:
+        ax.plot([r["batch"] for r in raw], [r["images_per_s"] for r in raw], "o-", label="raw ORT (x = batch)")
+    for label, rows in (("generator service, ONNX (x = concurrency)", results.get("generator_service_onnx")),
+                        ("generator service, TorchServe (x = concurrency)",
+                         (results.get("generator_service_torchserve") or {}).get("levels"))):
+        if rows:
+            ax.plot([r["concurrency"] for r in rows], [r["throughput"] for r in rows], "s-", label=label)
+    p = results.get("peer_baseline")
+    if p:
+        ax.axhline(p["generator_only_images_per_s"], color="grey", ls=":", label="eager PyTorch, batch 1")
+    ax.set(xscale="log", yscale="log", xlabel="batch / concurrency", ylabel="images/s", title="generator")
+    ax.set_xticks(list(BATCHES), [str(b) for b in BATCHES])
+    _legend(ax, 8)
+    ax = axes[0][1]
+    gw = results.get("gateway_edits") or []
+    if gw:
+        ax.plot([r["concurrency"] for r in gw], [r["throughput"] for r in gw], "s-", label="gateway Edit")
+    for r in results.get("inprocess_edits") or []:
+        ax.axhline(r["edits_per_s"], ls="--", color="C1" if r["batch"] > 1 else "C2",
+                   label=f"in-process, batch {r['batch']}")
+    if p:
+        ax.axhline(p["edits_per_s"], ls=":", color="grey", label="peer: eager PyTorch, one at a time")
+    ax.set(xscale="log", yscale="log", xlabel="concurrency", ylabel="edits/s", title="full edits (PNG in -> PNG out)")
+    ax.set_xticks(list(CONCURRENCY), [str(c) for c in CONCURRENCY])
+    _legend(ax, 8)
+    ax = axes[1][0]
+    for label, rows in (("generator service (ONNX)", results.get("generator_service_onnx")),
+                        ("generator service (TorchServe)",
+                         (results.get("generator_service_torchserve") or {}).get("levels")),
+                        ("gateway Edit", gw)):
+        if rows:
+            c = [r["concurrency"] for r in rows]
+            line, = ax.plot(c, [r["latency_ms_p50"] for r in rows], "o-", label=f"{label} p50")
+            ax.plot(c, [r["latency_ms_p99"] for r in rows], "o--", color=line.get_color(), label=f"{label} p99")
+    ax.set(xscale="log", yscale="log", xlabel="concurrency", ylabel="ms", title="latency")
+    ax.set_xticks(list(CONCURRENCY), [str(c) for c in CONCURRENCY])
+    _legend(ax, 7)
+    ax = axes[1][1]
+    bars = []
+    m = results.get("reference_matmul")
+    if m:
+        bars.append(("matmul 2048", m["gflops"]))
+    for r in raw:
+        bars.append((f"raw b{r['batch']}", r.get("gflops") or 0))
+    for label, rows in (("svc", results.get("generator_service_onnx")),
+                        ("ts", (results.get("generator_service_torchserve") or {}).get("levels"))):
+        for r in rows or []:
+            if r["concurrency"] == max(CONCURRENCY):
+                bars.append((f"{label} c{r['concurrency']}", r.get("gflops") or 0))
+    if p:
+        bars.append(("eager b1", p.get("generator_only_gflops") or 0))
+    if bars:
+        ax.bar([b[0] for b in bars], [b[1] for b in bars], color=["grey"] + ["C0"] * (len(bars) - 1))
+        ax.tick_params(axis="x", rotation=45, labelsize=8)
+    ax.set(ylabel="GFLOP/s", title="achieved GFLOP/s (generator)")
+    machine = results.get("machine", {})
+    fig.suptitle(f"facedit bench, pack {results.get('pack', {}).get('name')} "
+                 f"({results.get('pack', {}).get('version')}), {machine.get('cores')} cores "
+                 f"{machine.get('cpu_model', '')}, {machine.get('date', '')}", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _json_default(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(type(o).__name__)
+
+
+def write_results(results: dict, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2, default=_json_default) + "\n")
+    return path
+
+
+def offline_parts(pack: Pack, pngs: list[bytes], seconds: float, batches=BATCHES,
+                  inprocess_batches=INPROCESS_BATCHES, matmul_n: int = 2048, threads: int = 0) -> dict:
+    """Everything that runs inside this process: FLOPs, matmul, raw ORT, in-process edits, peer."""
+    out = {"flops": model_flops(pack)}
+    print(f"FLOPs: generator {out['flops']['generator_per_image'] / 1e6:.2f} MFLOP/image", flush=True)
+    out["reference_matmul"] = matmul_gflops(matmul_n, seconds)
+    print(f"reference matmul {matmul_n}: {out['reference_matmul']['gflops']:.1f} GFLOP/s", flush=True)
+    out["raw_ort_generator"] = raw_ort(pack, batches, seconds, threads)
+    print("raw ORT: " + ", ".join(f"b{r['batch']} {r['images_per_s']:.0f} img/s"
+                                  for r in out["raw_ort_generator"]), flush=True)
+    out["inprocess_edits"] = inprocess_edits(pack, pngs, inprocess_batches, seconds, threads)
+    print("in-process edits: " + ", ".join(f"b{r['batch']} {r['edits_per_s']:.0f} edit/s"
+                                           for r in out["inprocess_edits"]), flush=True)
+    out["peer_baseline"] = peer_baseline(pack, pngs, seconds)
+    print(f"peer baseline: {out['peer_baseline']['edits_per_s']:.0f} edit/s", flush=True)
+    gc.collect()  # drop this process's ONNX Runtime sessions before the services start
+    return out
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM raises KeyboardInterrupt in the main thread, so cleanup runs as on Ctrl-C."""
+    def handler(*_):
+        raise KeyboardInterrupt("SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _env_pair(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--pack", default="synth")
+    p.add_argument("--model-store", default=str(ROOT / "model_store"))
+    p.add_argument("--seconds", type=float, default=3.0, help="measured time per batch size / concurrency level")
+    p.add_argument("--max-requests", type=int, default=50_000, help="cap of requests per load level")
+    p.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=list(CONCURRENCY))
+    p.add_argument("--batches", type=lambda s: [int(x) for x in s.split(",")], default=list(BATCHES))
+    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads in this process (0: auto)")
+    p.add_argument("--ts-batch", type=int, default=64, help="TorchServe batchSize of the .mar")
+    p.add_argument("--ts-delay-ms", type=int, default=5, help="TorchServe maxBatchDelay of the .mar")
+    p.add_argument("--env", type=_env_pair, action="append", default=[], metavar="KEY=VALUE",
+                   help="environment of the started services, e.g. FACEDIT_WORKERS=64 (repeatable)")
+    p.add_argument("--skip", default="", help="comma-separated parts to skip: services, torchserve")
+    p.add_argument("--work", default=str(ROOT / "out" / "bench"), help="logs and the .mar go here")
+    p.add_argument("--out", default=str(ROOT / "bench" / "results.json"))
+    p.add_argument("--plot", default=str(ROOT / "bench" / "results.png"))
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    t_start = time.perf_counter()
+    cpu_start = _cpu_snapshot()
+    store = Path(args.model_store).resolve()
+    pack = load_pack(args.pack, store)
+    skip = {s for s in args.skip.split(",") if s}
+    work = Path(args.work).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    results: dict = {"machine": machine_info(), "pack": pack_info(pack),
+                     "settings": {"seconds_per_level": args.seconds, "max_requests_per_level": args.max_requests,
+                                  "concurrency": args.concurrency, "batches": args.batches,
+                                  "inprocess_batches": list(INPROCESS_BATCHES), "ort_threads": args.threads,
+                                  "edit": {"attribute": EDIT_ATTRIBUTE, "strength": EDIT_STRENGTH,
+                                           "keep": KEEP_ATTRIBUTE},
+                                  "skipped": sorted(skip), "service_env": dict(args.env)}}
+    print(f"bench: pack {pack.name} {pack.version} ({pack.resolution}px, z {pack.latent_dim}), "
+          f"{results['machine']['cores']} cores, {args.seconds}s per level", flush=True)
+    stop = threading.Event()
+    errors: dict[str, str] = {}
+    pngs = face_pngs(pack)
+    try:
+        with _sigterm_as_interrupt(), contextlib.ExitStack() as cleanup:
+            cleanup.callback(stop.set)  # first thing on the way out: load threads stop calling
+            results.update(offline_parts(pack, pngs, args.seconds, args.batches, INPROCESS_BATCHES,
+                                         threads=args.threads))
+            # a part that fails is reported (results["errors"]) and the others still run
+            if "services" not in skip:
+                try:
+                    svc = services_parts(pack, store, pngs, args, cleanup, stop, work / "logs")
+                    results["rpc_round_trip_ms"] = svc.pop("rpc_round_trip_ms")
+                    results.update(svc)
+                except Exception as err:  # noqa: BLE001
+                    errors["services"] = f"{type(err).__name__}: {err}"
+                    print(f"services part failed: {err}", flush=True)
+            if "torchserve" not in skip:
+                try:
+                    results["generator_service_torchserve"] = torchserve_part(pack, store, args, cleanup, stop,
+                                                                              work / "torchserve")
+                except Exception as err:  # noqa: BLE001
+                    errors["torchserve"] = f"{type(err).__name__}: {err}"
+                    print(f"TorchServe part failed: {err}", flush=True)
+    except KeyboardInterrupt:
+        print("\ninterrupted: everything started was stopped; partial results follow", flush=True)
+        results["interrupted"] = True
+    if errors:
+        results["errors"] = errors
+    results["machine"]["load_average_at_end"] = list(os.getloadavg())
+    results["machine"]["cpu_during_run"] = other_load(cpu_start)
+    add_gflops(results)
+    results["ratios"] = ratios(results)
+    results["duration_s"] = round(time.perf_counter() - t_start, 1)
+    out = write_results(results, Path(args.out))
+    png = plot(results, Path(args.plot))
+    print()
+    print(table(results))
+    print(f"\nwrote {out}" + (f" and {png}" if png else " (no plot: matplotlib is not installed; `pip install "
+                                                        "-e '.[bench]'`)") + f" in {results['duration_s']}s")
+    if errors:
+        print("FAILED parts: " + "; ".join(f"{k}: {v}" for k, v in errors.items()), flush=True)
+    return results
+
+
+if __name__ == "__main__":
+    r = main()
+    sys.exit(1 if r.get("errors") or r.get("interrupted") else 0)
