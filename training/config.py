@@ -45,7 +45,7 @@ class PackConfig:
     oracle_width: int = 32
 
     # InterFaceGAN directions
-    svm_samples: int = 50000      # latents sampled and scored
+    svm_samples: int = 100000     # latents sampled and scored
     svm_share: float = 0.1        # top and bottom share kept per attribute
     svm_train_split: float = 0.7
     svm_c: float = 1.0

@@ -23,12 +23,20 @@ from services.directions.compose import compose
 from training import renderer
 
 
-def measure(pack_dir: Path, edit: str, keep: list[str], strength: float, n: int, seed: int) -> dict:
+def measure(pack_dir: Path, edit: str, keep: list[str], strength: float, n: int, seed: int,
+            method: str = "interfacegan") -> dict:
     manifest = json.loads((pack_dir / "manifest.json").read_text())
     attrs, res = manifest["attributes"], manifest["resolution"]
     sess = {k: ort.InferenceSession(str(pack_dir / f"{k}.onnx"), providers=["CPUExecutionProvider"])
             for k in ("encoder", "generator", "classifier")}
-    normals = np.load(pack_dir / "directions.npy", allow_pickle=False)
+    vectors = np.load(pack_dir / "directions.npy", allow_pickle=False)
+    rows = {r["id"]: r["row"] for r in json.loads((pack_dir / "directions.json").read_text())}
+
+    def direction(attribute: str) -> np.ndarray:
+        key = f"{method}/{attribute}"
+        if key not in rows:
+            raise SystemExit(f"{pack_dir} has no direction {key!r}")
+        return vectors[rows[key]]
 
     def scores(z):
         return sess["classifier"].run(None, {"pixels": sess["generator"].run(None, {"z": z})[0]})[0]
@@ -39,9 +47,9 @@ def measure(pack_dir: Path, edit: str, keep: list[str], strength: float, n: int,
         z = sess["encoder"].run(None, {"pixels": renderer.render(faces, size=res)})[0]
         before = scores(z)
         for label, kept_names in (("with_keep", keep), ("without_keep", [])):
-            kept = np.stack([normals[attrs.index(k)] for k in kept_names]) if kept_names else \
-                np.zeros((0, normals.shape[1]), np.float32)
-            delta, _ = compose([normals[attrs.index(edit)]], [sign * strength], kept)
+            kept = np.stack([direction(k) for k in kept_names]) if kept_names else \
+                np.zeros((0, vectors.shape[1]), np.float32)
+            delta, _ = compose([direction(edit)], [sign * strength], kept)
             after = scores((z + delta).astype(np.float32))
             i = attrs.index(edit)
             entry = {"edited_on_asked_side": round(float(((after[:, i] > 0.5) == (sign > 0)).mean()), 3)}
@@ -59,11 +67,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--pack-dir", default="model_store/synth", type=Path)
     p.add_argument("--edit", required=True)
     p.add_argument("--keep", action="append", default=[])
+    p.add_argument("--method", default="interfacegan", help="which method's directions (ids <method>/<attribute>)")
     p.add_argument("--strength", type=float, default=3.0)
     p.add_argument("--n", type=int, default=48)
     p.add_argument("--seed", type=int, default=2024)
     args = p.parse_args(argv)
-    print(json.dumps(measure(args.pack_dir, args.edit, args.keep, args.strength, args.n, args.seed), indent=2))
+    print(json.dumps(measure(args.pack_dir, args.edit, args.keep, args.strength, args.n, args.seed, args.method),
+                     indent=2))
 
 
 if __name__ == "__main__":
