@@ -54,16 +54,16 @@ def _edits(client, oracle, pixels, edit, keep):
 
 
 def test_edit_of_a_rendered_face_moves_the_asked_attribute_and_keeps_the_other(stack, oracle):
-    """Rendered faces without a beard get +3 beard, keeping age (correlated with beard in the
+    """48 rendered faces without a beard get +3 beard, keeping age (correlated with beard in the
     data): the beard label flips, the age label stays, and keeping age measurably lowers
     how much age moves compared with the same edit without keep."""
     beard, age = _A.index("beard"), _A.index("age")
     client = FaceditClient(stack.address("gateway"), timeout_s=30)
     try:
-        beardless = renderer.render(renderer.with_attribute(renderer.sample_faces(2024, 16), "beard", 0.0), size=32)
+        beardless = renderer.render(renderer.with_attribute(renderer.sample_faces(2024, 48), "beard", 0.0), size=32)
         b, a = _edits(client, oracle, beardless, ("beard", 3.0), ["age"])
         _, a_free = _edits(client, oracle, beardless, ("beard", 3.0), [])
-        bearded = renderer.render(renderer.with_attribute(renderer.sample_faces(2024, 16), "beard", 1.0), size=32)
+        bearded = renderer.render(renderer.with_attribute(renderer.sample_faces(2024, 48), "beard", 1.0), size=32)
         b_down, a_down = _edits(client, oracle, bearded, ("beard", -3.0), ["age"])
     finally:
         client.close()
