@@ -48,10 +48,19 @@ class Downstream:
         self.hop_timeout_s = hop_timeout_s
 
     def call(self, hop: str, method, request, budget: "Budget"):
-        try:
-            return method(request, timeout=budget.timeout(self.hop_timeout_s))
-        except grpc.RpcError as err:
-            raise reraise_downstream(err, hop) from None
+        return self.start(hop, method, request, budget)()
+
+    def start(self, hop: str, method, request, budget: "Budget"):
+        """Send the call now; the returned function waits for its answer (or raises its error)."""
+        future = method.future(request, timeout=budget.timeout(self.hop_timeout_s))
+
+        def result():
+            try:
+                return future.result()
+            except grpc.RpcError as err:
+                raise reraise_downstream(err, hop) from None
+        result.cancel = future.cancel
+        return result
 
 
 class Budget:
@@ -123,9 +132,10 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
                               encoder_pb2.ScoreImagesRequest(pack=pack, pixels=to_tensor(pixels)), budget)
         return list(resp.attributes), from_tensor(resp.scores, "scores")
 
-    def _compose(self, pack: str, edits, keep, budget: Budget) -> directions_pb2.ComposeResponse:
-        return self.down.call("directions", self.down.directions.Compose,
-                              directions_pb2.ComposeRequest(pack=pack, edits=edits, keep=keep), budget)
+    def _start_compose(self, pack: str, edits, keep, budget: Budget):
+        """Compose runs on the directions service while the face is encoded: returns a waiter."""
+        return self.down.start("directions", self.down.directions.Compose,
+                               directions_pb2.ComposeRequest(pack=pack, edits=edits, keep=keep), budget)
 
     # -- RPCs ----------------------------------------------------------------
     def Edit(self, request, context):
@@ -135,8 +145,13 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
             raise InvalidArgument("no edits given; to render a face unchanged call Generate or Encode")
         info = self._pack(request.pack, budget)
         pack = info.pack.name
-        z, latent_id = self._face(request.face, info, budget)
-        composed = self._compose(pack, request.edits, request.keep, budget)
+        compose = self._start_compose(pack, request.edits, request.keep, budget)
+        try:
+            z, latent_id = self._face(request.face, info, budget)
+        except BaseException:
+            compose.cancel()
+            raise
+        composed = compose()
         delta = from_tensor(composed.delta, "delta")
         edited = (z + delta).astype(np.float32)
         pixels = self._generate(np.stack([z, edited]), pack, budget)
@@ -175,7 +190,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         op = common_pb2.EditOp()
         op.CopyFrom(request.edit)
         op.strength = peak
-        unit = from_tensor(self._compose(pack, [op], request.keep, budget).delta, "delta") / peak
+        unit = from_tensor(self._start_compose(pack, [op], request.keep, budget)().delta, "delta") / peak
         strengths = np.linspace(request.start, request.stop, request.steps, dtype=np.float32)
         frames = (z[None] + strengths[:, None] * unit[None]).astype(np.float32)
         pixels = self._generate(frames, pack, budget)
