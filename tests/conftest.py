@@ -67,9 +67,10 @@ class _Servers:
         registry.publish(loaded)
         self.servers, self.addresses = [], {}
         self.generator = OnnxGenerator(loaded, 1, 64, 0.002, 64)
+        self.encoder_models = PackModels(loaded, 1)
         servicers = {
             "directions": (DirectionsServicer(registry, store, pack), directions_pb2_grpc.add_DirectionsServicer_to_server),
-            "encoder": (EncoderServicer({pack: PackModels(loaded, 1)}, pack), encoder_pb2_grpc.add_EncoderServicer_to_server),
+            "encoder": (EncoderServicer({pack: self.encoder_models}, pack), encoder_pb2_grpc.add_EncoderServicer_to_server),
             "generator": (GeneratorServicer({pack: self.generator}, pack), generator_pb2_grpc.add_GeneratorServicer_to_server),
         }
         for name, (servicer, add) in servicers.items():
@@ -92,6 +93,7 @@ class _Servers:
         for s in self.servers:
             s.stop(0).wait()
         self.generator.batcher.close()
+        self.encoder_models.close()
 
 
 @pytest.fixture(scope="module")

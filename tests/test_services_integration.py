@@ -131,3 +131,22 @@ def test_method_is_chosen_per_edit_and_a_missing_one_is_a_clear_error(client):
     listed = {d.id for d in client.attributes().directions}
     assert {"interfacegan/smile", "tlgan/smile", "sefa/component_0"} <= listed
     expect(BAD, lambda: client.edit(face, [("smile", 1.0)], method="words"), "has no words direction for 'smile'")
+
+
+def test_encoder_batches_concurrent_requests_and_answers_each_its_own(tiny_servers):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from facedit.v1 import encoder_pb2, encoder_pb2_grpc
+
+    pixels = renderer.render(renderer.sample_faces(9, 32), size=32)
+    models = tiny_servers.encoder_models
+    alone = models.encode(pixels)  # reference: one model call for all 32
+    before = models.encoder.batches
+    with grpc.insecure_channel(tiny_servers.addresses["encoder"]) as ch:
+        stub = encoder_pb2_grpc.EncoderStub(ch)
+        call = lambda i: from_tensor(stub.EncodeImages(encoder_pb2.EncodeImagesRequest(
+            pixels=to_tensor(pixels[i:i + 1])), timeout=20).latents)
+        with ThreadPoolExecutor(16) as pool:
+            latents = np.concatenate(list(pool.map(call, range(32))))
+    assert np.allclose(latents, alone, atol=1e-5)  # each request got its own face's latent
+    assert models.encoder.batches - before < 32  # some requests shared a model call

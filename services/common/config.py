@@ -19,3 +19,14 @@ def parser(service: str, default_port: int) -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=int(env("workers", "16")), help="RPC handler threads")
     p.add_argument("--log-level", default=env("log_level", "INFO"))
     return p
+
+
+def add_batching_flags(p: argparse.ArgumentParser) -> None:
+    """Flags of a service that runs ONNX models behind a dynamic batcher."""
+    p.add_argument("--max-batch", type=int, default=int(env("max_batch", "64")), help="rows per model call")
+    p.add_argument("--max-delay-ms", type=float, default=float(env("max_delay_ms", "2")),
+                   help="how long a batch waits for more requests under concurrency")
+    p.add_argument("--max-queue", type=int, default=int(env("max_queue", "256")),
+                   help="queued requests before RESOURCE_EXHAUSTED")
+    p.add_argument("--threads", type=int, default=int(env("threads", "0")),
+                   help="ONNX Runtime intra-op threads (0 = one per core)")

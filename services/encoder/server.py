@@ -10,6 +10,7 @@ import numpy as np
 
 from facedit.v1 import common_pb2, encoder_pb2, encoder_pb2_grpc
 from services.common import config, images, logs, onnx
+from services.common.batcher import DynamicBatcher
 from services.common.errors import InvalidArgument
 from services.common.pack import Pack, load_pack
 from services.common.server import serve
@@ -19,18 +20,30 @@ MAX_IMAGES = 64  # per request
 
 
 class PackModels:
-    """One pack's encoder.onnx and classifier.onnx. pixels (N, R, R, 3) uint8 in."""
+    """One pack's encoder.onnx and classifier.onnx, each behind a dynamic batcher that
+    merges concurrent requests. pixels (N, R, R, 3) uint8 in."""
 
-    def __init__(self, pack: Pack, threads: int):
+    def __init__(self, pack: Pack, threads: int, max_batch: int = MAX_IMAGES, max_delay_s: float = 0.002,
+                 max_queue: int = 256):
         self.pack = pack
-        self.encoder = onnx.session(pack.artefact("encoder"), threads)
-        self.classifier = onnx.session(pack.artefact("classifier"), threads)
+        encoder = onnx.session(pack.artefact("encoder"), threads)
+        classifier = onnx.session(pack.artefact("classifier"), threads)
+        self.encoder = DynamicBatcher(lambda px: encoder.run(None, {"pixels": px})[0], max_batch, max_delay_s,
+                                      max_queue, name=f"enc-{pack.name}")
+        self.classifier = DynamicBatcher(lambda px: classifier.run(None, {"pixels": px})[0], max_batch,
+                                         max_delay_s, max_queue, name=f"cls-{pack.name}")
 
-    def encode(self, pixels: np.ndarray) -> np.ndarray:
-        return self.encoder.run(None, {"pixels": pixels})[0]
+    def encode(self, pixels: np.ndarray, timeout_s: float | None = None) -> np.ndarray:
+        """(N, R, R, 3) uint8 -> z (N, latent_dim) float32."""
+        return self.encoder.submit(pixels).result(timeout=timeout_s)[0]
 
-    def score(self, pixels: np.ndarray) -> np.ndarray:
-        return self.classifier.run(None, {"pixels": pixels})[0]
+    def score(self, pixels: np.ndarray, timeout_s: float | None = None) -> np.ndarray:
+        """(N, R, R, 3) uint8 -> probabilities (N, len(attributes)) float32."""
+        return self.classifier.submit(pixels).result(timeout=timeout_s)[0]
+
+    def close(self) -> None:
+        self.encoder.close()
+        self.classifier.close()
 
 
 def request_pixels(request, resolution: int) -> np.ndarray:
@@ -65,13 +78,13 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServicer):
 
     def EncodeImages(self, request, context):
         m = self._models(request.pack)
-        z = m.encode(request_pixels(request, m.pack.resolution))
+        z = m.encode(request_pixels(request, m.pack.resolution), context.time_remaining())
         return encoder_pb2.EncodeImagesResponse(pack=common_pb2.PackRef(name=m.pack.name, version=m.pack.version),
                                                 latents=to_tensor(z))
 
     def ScoreImages(self, request, context):
         m = self._models(request.pack)
-        scores = m.score(request_pixels(request, m.pack.resolution))
+        scores = m.score(request_pixels(request, m.pack.resolution), context.time_remaining())
         return encoder_pb2.ScoreImagesResponse(pack=common_pb2.PackRef(name=m.pack.name, version=m.pack.version),
                                                attributes=list(m.pack.attributes), scores=to_tensor(scores))
 
@@ -79,12 +92,12 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServicer):
 def main(argv: list[str] | None = None) -> None:
     p = config.parser("encoder", 50051)
     p.add_argument("--packs", default=config.env("packs", "synth"), help="comma-separated packs (first = default)")
-    p.add_argument("--threads", type=int, default=int(config.env("threads", "0")),
-                   help="ONNX Runtime intra-op threads (0 = one per core)")
+    config.add_batching_flags(p)
     args = p.parse_args(argv)
     logger = logs.setup("encoder", args.log_level)
     packs = [n for n in args.packs.split(",") if n]
-    models = {n: PackModels(load_pack(n, Path(args.model_store)), args.threads) for n in packs}
+    models = {n: PackModels(load_pack(n, Path(args.model_store)), args.threads, min(args.max_batch, MAX_IMAGES),
+                            args.max_delay_ms / 1e3, args.max_queue) for n in packs}
     logs.log(logger, "loaded", packs=packs, providers=onnx.providers())
     servicer = EncoderServicer(models, packs[0])
     serve("encoder", args.host, args.port, [lambda s: encoder_pb2_grpc.add_EncoderServicer_to_server(servicer, s)],

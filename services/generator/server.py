@@ -55,13 +55,7 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServicer):
 def main(argv: list[str] | None = None) -> None:
     p = config.parser("generator", 50053)
     p.add_argument("--packs", default=config.env("packs", "synth"), help="comma-separated packs (first = default)")
-    p.add_argument("--max-batch", type=int, default=int(config.env("max_batch", "64")), help="rows per model call")
-    p.add_argument("--max-delay-ms", type=float, default=float(config.env("max_delay_ms", "2")),
-                   help="how long a batch waits for more requests under concurrency")
-    p.add_argument("--max-queue", type=int, default=int(config.env("max_queue", "256")),
-                   help="queued requests before RESOURCE_EXHAUSTED")
-    p.add_argument("--threads", type=int, default=int(config.env("threads", "0")),
-                   help="ONNX Runtime intra-op threads (0 = one per core)")
+    config.add_batching_flags(p)
     p.add_argument("--backend", choices=["onnx", "torchserve"], default=config.env("backend", "onnx"),
                    help="onnx: ONNX Runtime in this process; torchserve: forward to TorchServe "
                         "(model <pack>-generator, see training/torchserve_export.py)")
