@@ -45,6 +45,15 @@ def tiny_pack(tmp_path_factory):
     return work, store
 
 
+@pytest.fixture(scope="session")
+def pack(tiny_pack):
+    """The tiny pack as services read it (services.common.pack.Pack)."""
+    from services.common.pack import load_pack
+
+    _, store = tiny_pack
+    return load_pack("tiny", store)
+
+
 class _Servers:
     """The four servicers, each on its own real gRPC server on 127.0.0.1 (one process)."""
 

@@ -18,13 +18,6 @@ from onnx import TensorProto, helper, numpy_helper
 from bench import bench
 from bench.flops import count_flops
 from services.common import images
-from services.common.pack import load_pack
-
-
-@pytest.fixture(scope="module")
-def pack(tiny_pack):
-    _, store = tiny_pack
-    return load_pack("tiny", store)
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,6 @@ import pytest
 
 from facedit.v1 import generator_pb2, generator_pb2_grpc
 from services.common.errors import ServiceError
-from services.common.pack import load_pack
 from services.common.server import create_server
 from services.common.tensors import from_tensor, to_tensor
 from services.generator import ts_handler
@@ -27,12 +26,6 @@ from services.generator import ts_handler
 pytestmark = pytest.mark.torchserve
 
 DELAY_MS = 50  # TorchServe's maxBatchDelay here: long enough that concurrent calls share a batch
-
-
-@pytest.fixture(scope="module")
-def pack(tiny_pack):
-    _, store = tiny_pack
-    return load_pack("tiny", store)
 
 
 @pytest.fixture(scope="module")
