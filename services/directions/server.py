@@ -92,7 +92,7 @@ class DirectionsServicer(directions_pb2_grpc.DirectionsServicer):
             raise InvalidArgument(f"at most {MAX_EDITS} edits and {MAX_KEEP} kept attributes per request")
         known = self.registry.ids(info)
         ids = [self._resolve(op, info, known) for op in request.edits]
-        edited = [self.registry.get(info, [i])[0] for i in ids]
+        edited = self.registry.get(info, ids)  # one Redis round trip for every edit
         edited_attrs = {rec.attribute for rec, _ in edited}
         clash = sorted(edited_attrs & set(request.keep))
         if clash:
