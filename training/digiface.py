@@ -320,6 +320,28 @@ def _reconstruction(g, e, pixels: np.ndarray) -> tuple[dict, np.ndarray]:
             "mse": round(float(((x - y) ** 2).mean()), 5), **synth_evaluate.hash_similarity(pixels, recon)}, recon
 
 
+class Identity:
+    """FaceNet (the CASIA-WebFace port) distance between faces: L2 between unit embeddings of the
+    faces upscaled to 160 px (0 = same embedding, 2 = opposite)."""
+
+    def __init__(self):
+        from training.facenet_port import FaceNetPixels, port
+
+        self.model = FaceNetPixels(port(third_party.facenet_graph())).eval()
+
+    @torch.no_grad()
+    def embed(self, pixels: np.ndarray, batch: int = 64) -> np.ndarray:
+        out = []
+        for i in range(0, len(pixels), batch):
+            x = torch.from_numpy(pixels[i:i + batch]).permute(0, 3, 1, 2).float()
+            x = F.interpolate(x, size=(160, 160), mode="bilinear", align_corners=False)
+            out.append(self.model(x.round().clamp(0, 255).permute(0, 2, 3, 1).to(torch.uint8)).numpy())
+        return np.concatenate(out)
+
+    def distance(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.linalg.norm(self.embed(a) - self.embed(b), axis=1)
+
+
 def evaluate(cfg: PackConfig, work: Path) -> dict:
     g, e, o = gan.load_generator(cfg, work), crg_encoder.load(cfg, work), load_oracle(work)
     template = np.array(checkpoints.read_report(work)["annotate"]["template"], np.float32)
@@ -334,6 +356,11 @@ def evaluate(cfg: PackConfig, work: Path) -> dict:
     records, vectors = direction_sets.collect(work)
     n_edit = min(300, len(z))
     base = score(o, gen_pixels[:n_edit])
+    facenet, n_id = Identity(), min(64, len(z))
+    ref = facenet.embed(gen_pixels[:n_id])
+    identity = {"other_faces": round(float(np.linalg.norm(ref - np.roll(ref, 1, axis=0), axis=1).mean()), 4),
+                "encoded_generated": round(float(facenet.distance(gen_pixels[:n_id],
+                                                                  synth_evaluate.reconstruct(g, e, gen_pixels[:n_id])).mean()), 4)}
     success = {}
     for r in records:
         if r["method"] == "sefa" and r["id"].startswith("sefa/component_"):
@@ -344,10 +371,13 @@ def evaluate(cfg: PackConfig, work: Path) -> dict:
         down = score_latents(g, o, (z[:n_edit] + r["strength_min"] * v).astype(np.float32))
         others = [j for j in range(len(ATTRIBUTES)) if j != i]
         leak = float(np.mean([((up[:, j] > 0.5) != (base[:, j] > 0.5)).mean() for j in others]))
+        moved = generate(g, (z[:n_id] + r["strength_max"] * v).astype(np.float32))
         success[r["id"]] = {"strength_max": r["strength_max"], "positive_after_plus": round(float((up[:, i] > 0.5).mean()), 4),
                             "negative_after_minus": round(float((down[:, i] <= 0.5).mean()), 4),
-                            "leakage_after_plus": round(leak, 4)}
-    figures = {"reconstruction_generated": rec_gen, "latent_cycle_mse": round(cycle, 4),
+                            "leakage_after_plus": round(leak, 4),
+                            "identity_distance_after_plus": round(float(np.linalg.norm(
+                                facenet.embed(moved) - ref, axis=1).mean()), 4)}
+    figures = {"reconstruction_generated": rec_gen, "latent_cycle_mse": round(cycle, 4), "identity": identity,
                "reconstruction_real": {**rec_real, "photos": sorted(set(names))}, "edit_success": success}
     checkpoints.record(work, "evaluation", figures)
     np.save(work / "real_reconstructions.npy", np.stack([real, recon_real]))
@@ -406,6 +436,7 @@ def export(cfg: PackConfig, work: Path, out: Path, store_third_party: Path | Non
         "artefacts": artefacts,
         "metrics": {k: report[k] for k in ("annotate", "oracle", "directions", "evaluation", "encoder") if k in report},
         "training": {"config": cfg.to_dict()},
+        "notes": _observations(cfg.pack),
         "source": {"generator": "pre-trained DCGAN of the gan-face-generate wheel (DigiFace-1M), frozen",
                    "licence": "generator weights MIT (gan-face-generate); DigiFace-1M terms: non-commercial research; "
                               "encoder, classifier and directions: this repository"},
@@ -419,6 +450,12 @@ def export(cfg: PackConfig, work: Path, out: Path, store_third_party: Path | Non
         pack.artefact(name)
     print(f"[export] wrote {out} version {manifest['version']}", flush=True)
     return {"version": manifest["version"]}
+
+
+def _observations(pack: str) -> str:
+    """What people saw looking at the pack's edits (training/configs/<pack>.observations.md), if written."""
+    path = Path(__file__).parent / "configs" / f"{pack}.observations.md"
+    return path.read_text().strip() if path.exists() else ""
 
 
 def _table(header: list[str], rows: list[list]) -> str:
@@ -471,9 +508,12 @@ def model_card(manifest: dict) -> str:
                   "", f"Latent cycle MSE(z, E(G(z))): {ev['latent_cycle_mse']}.", "",
                   f"## Edit success ({min(300, manifest['training']['config']['eval_samples'])} held-out latents moved to the recommended extremes, scored by the classifier)", "",
                   _table(["direction", "strength max", "present after +max", "absent after min",
-                          "other labels changed after +max"],
-                         [[k, v["strength_max"], v["positive_after_plus"], v["negative_after_minus"], v["leakage_after_plus"]]
-                          for k, v in ev["edit_success"].items()])]
+                          "other labels changed after +max", "FaceNet distance after +max"],
+                         [[k, v["strength_max"], v["positive_after_plus"], v["negative_after_minus"], v["leakage_after_plus"],
+                           v.get("identity_distance_after_plus", "-")] for k, v in ev["edit_success"].items()]),
+                  "", f"FaceNet distance (unit embeddings, 160 px) for scale: between different generated faces "
+                      f"{ev['identity']['other_faces']}, between a generated face and its encoding "
+                      f"{ev['identity']['encoded_generated']}."]
     notes = manifest.get("notes")
     if notes:
         parts += ["", "## Looked at by eye", "", notes]
