@@ -9,6 +9,7 @@ Steps, in order (each reads what the previous ones wrote to the work folder, run
   annotate    MTCNN landmarks + measurements of `annotate_samples` generated faces -> annotations.npz
   oracle      CNN: generated face -> the annotators' probabilities                -> oracle.pt
   directions  InterFaceGAN, TL-GAN, SeFa and CRG directions for every attribute  -> directions/*
+  (crg        only the CRG directions again, after the encoder trained further; not part of `pack`)
   evaluate    reconstruction tables (generated faces, aligned real photos), edit success
   export      ONNX + directions + alignment template + manifest + model card     -> model_store/<pack>/
   pack        all of the above
@@ -39,6 +40,7 @@ from training import (annotators, checkpoints, crg_encoder, direction_sets, eval
 from training.config import PackConfig
 from training.data import latents
 from training.export import export_onnx
+from training.model_card import _table
 from training.models import Oracle, PixelsIn, images_to_pixels, pixels_to_images
 from training.progress import Progress
 
@@ -47,6 +49,7 @@ ANNOTATIONS = "annotations.npz"
 ORACLE = "oracle.pt"
 _ANNOTATE_SEED, _SCORE_SEED, _EVAL_SEED = 11, 12, 13
 FORMAT = "facedit-pack/1"
+SCORER = "classifier.onnx (CNN trained on the MTCNN-based annotators)"
 
 
 # --------------------------------------------------------------------------- helpers
@@ -196,7 +199,7 @@ def find_directions(cfg: PackConfig, work: Path) -> dict:
     z = latents(cfg.seed + _SCORE_SEED, cfg.svm_samples, cfg.latent_dim)
     y = score_latents(g, o, z)
     print(f"[directions] scored {len(z)} latents in {time.perf_counter() - t0:.0f}s", flush=True)
-    scorer = "classifier.onnx (CNN trained on the MTCNN-based annotators)"
+    scorer = SCORER
     # InterFaceGAN
     fits = {a: interfacegan.fit_direction(z, y[:, i], cfg, rng) for i, a in enumerate(ATTRIBUTES)}
     normals = np.stack([fits[a]["normal"] for a in ATTRIBUTES])
@@ -258,6 +261,15 @@ def find_directions(cfg: PackConfig, work: Path) -> dict:
         print(f"[directions] {a:10s} SVM val acc {fits[a]['validation_accuracy']:.3f} "
               f"CRG midpoint acc {crg[a]['midpoint_accuracy']:.3f}", flush=True)
     return figures
+
+
+def crg_directions(cfg: PackConfig, work: Path) -> dict:
+    """Only the CRG directions again (they depend on the encoder; the other methods do not), e.g.
+    after the encoder trained further."""
+    crg = _crg_directions(cfg, work, gan.load_generator(cfg, work), SCORER)
+    report = checkpoints.read_report(work)
+    checkpoints.record(work, "directions", {**report["directions"], "crg": crg})
+    return crg
 
 
 def _crg_directions(cfg: PackConfig, work: Path, g, scorer: str) -> dict:
@@ -458,11 +470,6 @@ def _observations(pack: str) -> str:
     return path.read_text().strip() if path.exists() else ""
 
 
-def _table(header: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
-
-
 def model_card(manifest: dict) -> str:
     m, attrs = manifest["metrics"], manifest["attributes"]
     ann, orc = m.get("annotate", {}), m.get("oracle", {})
@@ -521,12 +528,13 @@ def model_card(manifest: dict) -> str:
 
 
 STEPS = {"annotate": annotate, "oracle": train_oracle, "directions": find_directions, "evaluate": evaluate}
+EXTRA_STEPS = {"crg": crg_directions}  # not in `pack` (the directions step makes CRG directions too)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m training.digiface", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("step", choices=["encoder", *STEPS, "export", "pack"])
+    parser.add_argument("step", choices=["encoder", *STEPS, *EXTRA_STEPS, "export", "pack"])
     parser.add_argument("--config", default="training/configs/digiface64.json")
     parser.add_argument("--work", help="checkpoint folder (default runs/<pack>)")
     parser.add_argument("--out", help="model store folder (default model_store/<pack>)")
@@ -546,7 +554,7 @@ def main(argv: list[str] | None = None) -> None:
         elif step == "export":
             export(cfg, work, out, args.third_party)
         else:
-            STEPS[step](cfg, work)
+            {**STEPS, **EXTRA_STEPS}[step](cfg, work)
     print(f"done in {time.perf_counter() - t0:.1f}s", flush=True)
 
 
