@@ -13,6 +13,7 @@ from services.common.redis_server import EmbeddedRedis, connect
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_STORE = ROOT / "model_store"
+MINILM = ROOT / "build" / "minilm"  # the sentence encoder of text edits, built by `make setup`
 
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
@@ -65,6 +66,7 @@ class _Servers:
         from services.common.pack import load_pack
         from services.directions.registry import Registry
         from services.directions.server import DirectionsServicer
+        from services.directions.text import SentenceEncoder
         from services.encoder.server import EncoderServicer, PackModels
         from services.gateway.cache import LatentCache
         from services.gateway.server import Downstream, GatewayServicer
@@ -78,7 +80,8 @@ class _Servers:
         self.generator = OnnxGenerator(loaded, 1, 64, 0.002, 64)
         self.encoder_models = PackModels(loaded, 1)
         servicers = {
-            "directions": (DirectionsServicer(registry, store, pack), directions_pb2_grpc.add_DirectionsServicer_to_server),
+            "directions": (DirectionsServicer(registry, store, pack, SentenceEncoder(MINILM)),
+                           directions_pb2_grpc.add_DirectionsServicer_to_server),
             "encoder": (EncoderServicer({pack: self.encoder_models}, pack), encoder_pb2_grpc.add_EncoderServicer_to_server),
             "generator": (GeneratorServicer({pack: self.generator}, pack), generator_pb2_grpc.add_GeneratorServicer_to_server),
         }
