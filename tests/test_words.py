@@ -118,24 +118,31 @@ def test_without_the_sentence_encoder_single_words_still_map(pack):
 
 
 def test_text_edits_through_the_gateway(client):
+    from services.common import latents
+    from services.common.tensors import from_tensor
+
     face = client.face(seed=3)
     up = client.edit(face, [], texts=[("smile", 2.0)])
-    down = client.edit(face, [], texts=[("smile", -2.0)])
+    down = client.edit(face, [], texts=[("smile", -2.0)])  # theta may be negative
     (q,) = up.quality
     assert q.method == common_pb2.METHOD_WORDS and q.attribute == "smile" and q.strength == pytest.approx(2.0)
-    z = client.edit(face, [("smile", 0.5)]).latent  # any edit returns the latent; compare shifts
-    assert up.latent_shift == pytest.approx(2.0, rel=1e-4) and down.latent_shift == pytest.approx(2.0, rel=1e-4)
-    from services.common.tensors import from_tensor
-    a, b, base = from_tensor(up.latent, "a"), from_tensor(down.latent, "b"), from_tensor(z, "z")
-    assert np.allclose((a + b) / 2, np.linalg.solve(np.eye(len(a)), (a + b) / 2))  # finite
-    words_dir = client.edit(face, [("smile", 2.0)], method="words")  # METHOD_WORDS by attribute = the word "smile"
-    assert words_dir.quality[0].direction_id == "words/smile"
-    assert np.allclose(from_tensor(words_dir.latent, "l"), a, atol=1e-3)
-    phrase = client.edit(face, [], texts=[("a big grin", 1.0), ("spectacles", 1.0)])
-    assert [q.attribute for q in phrase.quality] == ["smile", "eyeglasses"]
+    assert json.loads(client.attributes().directions[0].provenance) is not None
+    a, b = from_tensor(up.latent, "a"), from_tensor(down.latent, "b")
+    z = latents.from_seed(3, len(a))
+    assert np.linalg.norm(a - z) == pytest.approx(2.0, rel=1e-4) and np.allclose((a + b) / 2, z, atol=1e-5)
+    by_attribute = client.edit(face, [("smile", 2.0)], method="words")  # METHOD_WORDS + attribute = its word
+    assert by_attribute.quality[0].direction_id == "words/smile"
+    assert np.allclose(from_tensor(by_attribute.latent, "l"), a, atol=2e-3)  # float16 GloVe in the pack
+    phrase = client.edit(face, [], texts=[("a big grin", 1.0), ("spectacles and no beard", 1.0)])
+    assert [(q.attribute, q.strength) for q in phrase.quality] == [("smile", 1.0), ("eyeglasses", 1.0),
+                                                                   ("beard", -1.0)]
     avg = client.edit(face, [], texts=[("old", 1.0)], text_mode="averaging")
-    assert avg.quality[0].attribute == "age" and avg.latent_shift > 0
-    assert base.shape == a.shape
+    assert [q.attribute for q in avg.quality] == ["age"]
+    half = client.edit(face, [], texts=[("old", 2.0)], text_mode="averaging")  # theta 2: all the way to E
+    e = from_tensor(half.latent, "e")
+    assert np.allclose((z + e) / 2, from_tensor(avg.latent, "avg"), atol=1e-4)  # theta 1 = eq. 1, (z + E) / 2
+    keep = client.edit(face, [], keep=["age"], texts=[("smile", 2.0)])
+    assert keep.quality[0].projected_norm < 1.0
 
 
 def test_text_edit_errors_are_invalid_argument_and_name_what_was_understood(client):
@@ -151,3 +158,47 @@ def test_text_edit_errors_are_invalid_argument_and_name_what_was_understood(clie
         client.edit(face, [], keep=["age"], texts=[("smile", 1.0)], text_mode="averaging")
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "addition text mode only" in err.value.details()
     assert client.edit(face, [], texts=[("smile", 1.0)]).image  # still serving
+
+
+# --- the trained synth pack: text edits move the classifier score of their attribute -------------------------
+SYNTH_STORE = Path(os.environ.get("FACEDIT_TEST_MODEL_STORE", ROOT / "model_store"))
+
+
+@pytest.fixture(scope="module")
+def synth_client(tmp_path_factory):
+    from services.client import FaceditClient
+    from services.common.pack import load_pack
+    from services.common.redis_server import EmbeddedRedis
+
+    from .conftest import _Servers
+
+    if "words_mapper" not in load_pack("synth", SYNTH_STORE).manifest["artefacts"]:
+        pytest.skip(f"{SYNTH_STORE}/synth has no words artefacts yet: run `python -m training words` and export")
+    redis = EmbeddedRedis(workdir=str(tmp_path_factory.mktemp("redis-synth-words"))).start()
+    servers = _Servers(SYNTH_STORE, "synth", redis.url)
+    client = FaceditClient(servers.addresses["gateway"], timeout_s=30)
+    yield client
+    client.close()
+    servers.stop()
+    redis.stop()
+
+
+@pytest.mark.parametrize("text, attribute, sense", [
+    ("smile", "smile", 1), ("a big grin", "smile", 1), ("spectacles", "eyeglasses", 1),
+    ("make him look older", "age", 1), ("blond", "blond_hair", 1), ("young", "age", -1)])
+def test_text_edit_moves_its_attribute_the_right_way_on_synth(synth_client, text, attribute, sense):
+    """Faces not yet in the word's state, edited at the word's documented theta: the classifier moves."""
+    before, after = [], []
+    for seed in range(60):
+        r = synth_client.edit(synth_client.face(seed=seed), [], texts=[(text, 1.0)])
+        theta = r.quality[0].strength_max  # the word's documented theta
+        if (r.scores_before[attribute] - 0.5) * sense > 0:
+            continue  # already in the word's state
+        r = synth_client.edit(synth_client.face(seed=seed), [], texts=[(text, theta)])
+        assert r.quality[0].attribute == attribute
+        before.append(r.scores_before[attribute])
+        after.append(r.scores_after[attribute])
+        if len(before) == 20:
+            break
+    moved = sense * (np.array(after) - np.array(before))
+    assert len(before) >= 10 and (moved > 0).mean() >= 0.8 and moved.mean() > 0.1, (text, moved.round(3))

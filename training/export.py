@@ -47,20 +47,15 @@ def export_words(cfg: PackConfig, work: Path, out: Path) -> dict:
                       str(out / "words.onnx"), dynamo=True, opset_version=18, verbose=False,
                       input_names=["glove"], output_names=["vector", "anchor"],
                       dynamic_shapes={"glove": {0: batch}}, external_data=False)
-    vocab = json.loads((work / words.METHOD / "vocab.json").read_text())
-    index, table = words.glove()
-    frequent = [w for w in list(index)[:words.GLOVE_TABLE_WORDS] if w.isalpha() and w.isascii()]
-    extra = [w for w in [*vocab["trained"], *words.SYNONYMS] if w not in set(frequent)]
-    listed = frequent + extra
-    np.save(out / "words_glove.npy", table[[index[w] for w in listed]].astype(np.float16))
-    vocab["glove_words"] = listed
+    vocab, table, concepts = words.serving_tables(work)
+    np.save(out / "words_glove.npy", table)
     (out / "words_vocab.json").write_text(json.dumps(vocab))
-    np.save(out / "words_concepts.npy", np.load(work / words.METHOD / "concepts.npy", allow_pickle=False))
+    np.save(out / "words_concepts.npy", concepts)
     d = cfg.latent_dim
     return {"words_mapper": {"path": "words.onnx", "inputs": {"glove": "(N, 50) float32"},
                              "outputs": {"vector": f"(N, {d}) float32", "anchor": f"(N, {d}) float32"}},
             "words_vocab": {"path": "words_vocab.json"},
-            "words_glove": {"path": "words_glove.npy", "shape": [len(listed), words.GLOVE_DIM]},
+            "words_glove": {"path": "words_glove.npy", "shape": list(table.shape)},
             "words_concepts": {"path": "words_concepts.npy", "shape": [len(vocab["concepts"]), 384]}}
 
 

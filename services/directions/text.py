@@ -113,7 +113,7 @@ class TextMapper:
         if not words:
             raise InvalidArgument(f"text {text[:60]!r} has no words (letters a-z)")
         if len(words) > MAX_TEXT_WORDS:
-            raise InvalidArgument(f"text has {len(words)} words; at most {MAX_TEXT_WORDS}")
+            raise InvalidArgument(f"text has {len(words)} words; at most {MAX_TEXT_WORDS} words")
         terms, missed = [], []
         for clause in (c.strip() for c in _CLAUSES.split(clean)):
             tokens = _WORD.findall(clause)
