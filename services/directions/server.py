@@ -174,7 +174,7 @@ class DirectionsServicer(directions_pb2_grpc.DirectionsServicer):
             if not averaging:
                 vector, norm = project_out(t.vector, kept)
                 delta += s * vector
-            recommended = mapper.theta(t)
+            recommended = 1.0 if averaging else mapper.theta(t)  # averaging: theta 1 = eq. 1, (z + E) / 2
             direction = common_pb2.Direction(
                 id=f"words/text:{t.word}", attribute=t.attribute, method=common_pb2.METHOD_WORDS,
                 pack=common_pb2.PackRef(name=info.name, version=info.version),
