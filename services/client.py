@@ -6,6 +6,8 @@
     python -m services.client sweep --seed 7 --attribute yaw --start -3 --stop 3 --steps 7 --out sweep.png
     python -m services.client create-direction --positive a.png --positive b.png --negative c.png --name my_smile
     python -m services.client edit --seed 7 --edit custom/my_smile=2 --out smiled.png
+    python -m services.client edit --seed 7 --text "a big grin"=2 --text spectacles=2.5 --out words.png
+    python -m services.client edit --seed 7 --text old=1 --text-mode averaging --out averaged.png
 """
 from __future__ import annotations
 
@@ -57,11 +59,22 @@ class FaceditClient:
             op.attribute = target
         return op
 
+    @staticmethod
+    def text_op(text: str, theta: float, mode: str = "addition") -> common_pb2.EditOp:
+        """A words edit: a word or phrase with theta (= strength, negative allowed); mode addition or averaging."""
+        modes = {"addition": common_pb2.TEXT_MODE_ADDITION, "averaging": common_pb2.TEXT_MODE_AVERAGING}
+        if mode not in modes:
+            raise ValueError(f"text mode must be one of {sorted(modes)}, got {mode!r}")
+        return common_pb2.EditOp(text=text, strength=theta, method=common_pb2.METHOD_WORDS, text_mode=modes[mode])
+
     def edit(self, face: gateway_pb2.FaceSource, edits: list[tuple[str, float]], keep: list[str] = (),
-             pack: str = "", method: str | None = None, return_original: bool = False) -> gateway_pb2.EditResponse:
+             pack: str = "", method: str | None = None, return_original: bool = False,
+             texts: list[tuple[str, float]] = (), text_mode: str = "addition") -> gateway_pb2.EditResponse:
+        """edits: (attribute or direction id, strength); texts: (word or phrase, theta)."""
+        ops = [self.edit_op(t, s, method) for t, s in edits] + [self.text_op(t, s, text_mode) for t, s in texts]
         return self.stub.Edit(gateway_pb2.EditRequest(
-            pack=pack, face=face, edits=[self.edit_op(t, s, method) for t, s in edits], keep=list(keep),
-            return_original=return_original), timeout=self.timeout_s)
+            pack=pack, face=face, edits=ops, keep=list(keep), return_original=return_original),
+            timeout=self.timeout_s)
 
     def sweep(self, face: gateway_pb2.FaceSource, attribute: str, start: float, stop: float, steps: int,
               keep: list[str] = (), pack: str = "") -> list[gateway_pb2.SweepFrame]:
@@ -103,15 +116,6 @@ class FaceditClient:
             timeout=self.timeout_s)
 
 
-def parse_edits(specs: list[str]) -> list[tuple[str, float]]:
-    """['smile=2', 'yaw=-1'] -> [('smile', 2.0), ('yaw', -1.0)] (no '=': strength 1)."""
-    edits = []
-    for e in specs:
-        target, _, strength = e.partition("=")
-        edits.append((target, float(strength or 1.0)))
-    return edits
-
-
 def hstack_png(pngs: list[bytes], scale: int = 1) -> Image.Image:
     frames = [Image.open(io.BytesIO(p)).convert("RGB") for p in pngs]
     w, h = frames[0].size
@@ -119,6 +123,15 @@ def hstack_png(pngs: list[bytes], scale: int = 1) -> Image.Image:
     for i, f in enumerate(frames):
         out.paste(f, (i * w, 0))
     return out.resize((out.width * scale, out.height * scale), Image.Resampling.NEAREST) if scale > 1 else out
+
+
+def _target_strength(arg: str) -> tuple[str, float]:
+    """'smile=1.5' or 'a big grin=-1' -> (target, strength); no '=<number>' -> strength 1."""
+    target, sep, strength = arg.rpartition("=")
+    try:
+        return (target, float(strength)) if sep else (arg, 1.0)
+    except ValueError:
+        return arg, 1.0
 
 
 def _face_from_args(args) -> gateway_pb2.FaceSource:
@@ -147,7 +160,11 @@ def main(argv: list[str] | None = None) -> None:
         s.add_argument("--out", default=f"{name}.png")
         s.add_argument("--scale", type=int, default=4, help="nearest-neighbour upscaling of the saved picture")
     edit = sub.choices["edit"]
-    edit.add_argument("--edit", action="append", required=True, help="attribute=strength (repeatable)")
+    edit.add_argument("--edit", action="append", default=[], help="attribute=strength (repeatable)")
+    edit.add_argument("--text", action="append", default=[],
+                      help='a word or phrase with theta, e.g. "a big grin"=1.5 (repeatable; words method)')
+    edit.add_argument("--text-mode", choices=["addition", "averaging"], default="addition",
+                      help="how text edits move the latent (default addition: z + theta w/|w|)")
     edit.add_argument("--method", choices=sorted(methods.ENUMS))
     sweep = sub.choices["sweep"]
     sweep.add_argument("--attribute", required=True)
@@ -182,7 +199,12 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"  {d.id:28s} recommended {d.strength_min:+.2f}..{d.strength_max:+.2f}  "
                       f"limit {d.strength_limit:g}  val.acc {acc:.3f}")
         elif args.command == "edit":
-            resp = client.edit(_face_from_args(args), parse_edits(args.edit), args.keep, args.pack, args.method, return_original=True)
+            if not args.edit and not args.text:
+                p.error("edit: give at least one --edit or --text")
+            edits = [_target_strength(e) for e in args.edit]
+            texts = [_target_strength(t) for t in args.text]
+            resp = client.edit(_face_from_args(args), edits, args.keep, args.pack, args.method, return_original=True,
+                               texts=texts, text_mode=args.text_mode)
             hstack_png([resp.original, resp.image], args.scale).save(args.out)
             for q in resp.quality:
                 print(f"{q.direction_id}: strength {q.strength:+.2f}, score {q.score_before:.3f} -> "
@@ -194,7 +216,7 @@ def main(argv: list[str] | None = None) -> None:
             hstack_png([f.image for f in frames], args.scale).save(args.out)
             print(f"{len(frames)} frames, strengths {[round(f.strength, 2) for f in frames]}; wrote {args.out}")
         elif args.command == "edit-photo":
-            resp = client.edit_photo(Path(args.image).read_bytes(), parse_edits(args.edit), args.keep, args.pack,
+            resp = client.edit_photo(Path(args.image).read_bytes(), [_target_strength(e) for e in args.edit], args.keep, args.pack,
                                      args.method, args.max_faces, args.replace)
             Path(args.out).write_bytes(resp.image)
             for f in resp.faces:

@@ -13,6 +13,7 @@ from services.common.redis_server import EmbeddedRedis, connect
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_STORE = ROOT / "model_store"
+MINILM = ROOT / "build" / "minilm"  # the sentence encoder of text edits, built by `make setup`
 
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
@@ -65,6 +66,7 @@ class _Servers:
         from services.common.pack import load_pack
         from services.directions.registry import Registry
         from services.directions.server import DirectionsServicer
+        from services.directions.text import SentenceEncoder
         from services.encoder.server import EncoderServicer, PackModels
         from services.gateway.cache import LatentCache
         from services.gateway.server import Downstream, GatewayServicer
@@ -81,7 +83,8 @@ class _Servers:
         self.encoders = {n: PackModels(p, 1) for n, p in loaded.items()}
         self.generator, self.encoder_models = self.generators[pack], self.encoders[pack]
         servicers = {
-            "directions": (DirectionsServicer(registry, store, pack), directions_pb2_grpc.add_DirectionsServicer_to_server),
+            "directions": (DirectionsServicer(registry, store, pack, SentenceEncoder(MINILM)),
+                           directions_pb2_grpc.add_DirectionsServicer_to_server),
             "encoder": (EncoderServicer(self.encoders, pack), encoder_pb2_grpc.add_EncoderServicer_to_server),
             "generator": (GeneratorServicer(self.generators, pack), generator_pb2_grpc.add_GeneratorServicer_to_server),
         }

@@ -77,6 +77,15 @@ class PackConfig:
     crg_pairs: int = 200          # (attribute absent, present) pairs of the same identity, averaged
     crg_eval_samples: int = 2000  # held-out labelled faces projected on each direction
 
+    # words -> latent (training/words.py): GloVe -> FC -> latent, trained on pairs of generated faces
+    words_samples: int = 10000     # generated, oracle-labelled faces the pairs are drawn from
+    words_steps: int = 800
+    words_batch: int = 256         # pairs per step
+    words_lr: float = 1e-3
+    words_hidden: int = 128        # width of the FC layers
+    words_sign_weight: float = 1.0  # hinge that gives theta the sign the pair implies (eq. 7 is sign-blind)
+    words_eval_samples: int = 500  # held-out latents for edit success and synonym figures
+
     @classmethod
     def load(cls, path: str | Path) -> "PackConfig":
         raw = json.loads(Path(path).read_text())

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from services.common.pack import load_pack, sha256
-from training import checkpoints, crg_encoder, direction_sets, gan, oracle, renderer
+from training import checkpoints, crg_encoder, direction_sets, gan, oracle, renderer, words
 from training.config import PackConfig
 from training.data import held_out
 from training.model_card import write_model_card
@@ -33,6 +33,30 @@ def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, input
     torch.onnx.export(model.eval(), (example,), str(path), dynamo=True, opset_version=18, verbose=False,
                       input_names=[input_name], output_names=[output_name],
                       dynamic_shapes={input_name: {0: batch}}, external_data=False)
+
+
+def export_words(cfg: PackConfig, work: Path, out: Path) -> dict:
+    """The words method's serving side (services/directions/text.py): the FC mapping as ONNX, a GloVe
+    table of the most frequent words (float16), the vocabulary and the concept phrases' MiniLM embeddings."""
+    state = checkpoints.load(work / words.METHOD / "mapper.pt")
+    add, avg = (words.WordMapper(state["latent_dim"], state["hidden"]) for _ in range(2))
+    add.load_state_dict(state["addition"])
+    avg.load_state_dict(state["averaging"])
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    torch.onnx.export(words.PackMapper(add, avg).eval(), (torch.zeros(2, words.GLOVE_DIM),),
+                      str(out / "words.onnx"), dynamo=True, opset_version=18, verbose=False,
+                      input_names=["glove"], output_names=["vector", "anchor"],
+                      dynamic_shapes={"glove": {0: batch}}, external_data=False)
+    vocab, table, concepts = words.serving_tables(work)
+    np.save(out / "words_glove.npy", table)
+    (out / "words_vocab.json").write_text(json.dumps(vocab))
+    np.save(out / "words_concepts.npy", concepts)
+    d = cfg.latent_dim
+    return {"words_mapper": {"path": "words.onnx", "inputs": {"glove": "(N, 50) float32"},
+                             "outputs": {"vector": f"(N, {d}) float32", "anchor": f"(N, {d}) float32"}},
+            "words_vocab": {"path": "words_vocab.json"},
+            "words_glove": {"path": "words_glove.npy", "shape": list(table.shape)},
+            "words_concepts": {"path": "words_concepts.npy", "shape": [len(vocab["concepts"]), 384]}}
 
 
 def export(cfg: PackConfig, work: Path, out: Path) -> dict:
@@ -64,6 +88,8 @@ def export(cfg: PackConfig, work: Path, out: Path) -> dict:
     artefacts = {name: {"path": f"{name}.onnx", "inputs": i, "outputs": o_} for name, (i, o_) in shapes.items()}
     artefacts["directions"] = {"path": "directions.json"}
     artefacts["direction_vectors"] = {"path": "directions.npy", "shape": list(vectors.shape)}
+    if (work / words.METHOD / "mapper.pt").exists():
+        artefacts.update(export_words(cfg, work, out))
     for a in artefacts.values():
         p = out / a["path"]
         a["sha256"], a["bytes"] = sha256(p), p.stat().st_size
@@ -81,7 +107,7 @@ def export(cfg: PackConfig, work: Path, out: Path) -> dict:
         "default_method": "interfacegan",
         "methods": sorted({r["method"] for r in records}),
         "artefacts": artefacts,
-        "metrics": {k: report[k] for k in ("oracle", "interfacegan", "tlgan", "sefa", "crg", "evaluation")
+        "metrics": {k: report[k] for k in ("oracle", "interfacegan", "tlgan", "sefa", "crg", "words", "evaluation")
                     if k in report},
         "training": {"config": cfg.to_dict(), "timings_s": {k: report[k]["seconds"] for k in
                                                            ("gan", "encoder", "oracle") if k in report}},

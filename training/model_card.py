@@ -93,4 +93,32 @@ def write_model_card(manifest: dict, path: Path) -> None:
         parts += ["", f"## CRG directions ({c['pairs']} rendered reference pairs, {c['eval_samples']} labelled faces projected)",
                   _table(["attribute", "positive projection", "negative projection", "range", "midpoint acc.",
                           "single-pair vs averaged cosine", "positive after +max", "negative after min"], rows)]
+    if "words" in m:
+        parts += _words_section(m["words"])
     path.write_text("\n".join(parts) + "\n")
+
+
+def _words_section(w: dict) -> list[str]:
+    """Words -> latent: per trained word (addition vs averaging) and how unseen synonyms land."""
+    rows = [[word, f["attribute"], "+" if f["sign"] > 0 else "-", f"{f['theta']:.2f}", f["theta_positive_share"],
+             f.get("addition_success", "-"), f.get("addition_leakage", "-"),
+             f.get("averaging_success", "-"), f.get("averaging_leakage", "-"), f.get("averaging_latent_shift", "-")]
+            for word, f in w["words"].items()]
+    syn = [[u, f["trained_word"], f["glove_cosine"], f["latent_cosine"], f"{f['nearest_trained_word']} "
+            f"({f['nearest_cosine']})", f["attribute"], f"{f['moves_attribute']:+.3f}",
+            f"{f['target_word_moves_attribute']:+.3f}", f["most_moved"]] for u, f in w["synonyms"].items()]
+    return ["", f"## Words -> latent (GloVe 6B-50d -> FC; {w['steps']} steps x {w['batch']} pairs of "
+                f"{w['samples']} generated faces; {w['eval_samples']} held-out latents)",
+            f"Loss (eq. 7) at the end: addition {w['final_loss_addition']}, averaging {w['final_loss_averaging']}; "
+            f"without any edit {w['loss_without_edit']} (random pairs differ mostly in identity).",
+            "theta: the documented strength, the 90th percentile of the projections of z2 - z1 on the unit word "
+            "vector over pairs that differ in the word's sense (addition: z' = z + theta w/|w|). Success: held-out "
+            "faces not in the word's state that are after the edit (oracle); leakage: share of the other five "
+            "labels that flip. Averaging edits z' = (z + E(w)) / 2 (eq. 1); its latent shift is |z' - z|.",
+            _table(["word", "attribute", "sense", "theta", "share theta > 0", "addition success", "addition leakage",
+                    "averaging success", "averaging leakage", "averaging latent shift"], rows),
+            "", "Unseen words (never in a training pair): GloVe -> the trained FC mapping. Cosines of GloVe vectors "
+                "and of the latent vectors to the trained word; mean oracle change of the attribute at the trained "
+                "word's theta (signed in the word's sense), next to the trained word's own.",
+            _table(["unseen word", "trained word", "GloVe cosine", "latent cosine", "nearest trained word",
+                    "attribute", "moves it", "trained word moves it", "most moved attribute"], syn)]

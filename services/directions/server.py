@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +18,10 @@ from services.common.pack import PackError, load_pack
 from services.common.redis_server import connect
 from services.common.server import serve
 from services.common.tensors import from_tensor, to_tensor
-from services.directions.compose import compose
+from services.directions.compose import compose, project_out
 from services.directions.reference import CUSTOM_PREFIX, NAME_PATTERN
 from services.directions.registry import DirectionRecord, PackInfo, Registry
+from services.directions.text import SentenceEncoder, TextMapper
 
 MAX_EDITS = 16
 MAX_KEEP = 16
@@ -38,8 +40,30 @@ def direction_message(rec: DirectionRecord, info: PackInfo, vector: np.ndarray |
 
 
 class DirectionsServicer(directions_pb2_grpc.DirectionsServicer):
-    def __init__(self, registry: Registry, model_store, default_pack: str):
+    def __init__(self, registry: Registry, model_store, default_pack: str,
+                 sentence_encoder: SentenceEncoder | None = None):
         self.registry, self.model_store, self.default_pack = registry, model_store, default_pack
+        self.sentence_encoder = sentence_encoder
+        self._text: dict[tuple[str, str], TextMapper] = {}
+        self._text_lock = threading.Lock()
+
+    def _text_mapper(self, info: PackInfo) -> TextMapper:
+        """The words artefacts of the active version of a pack (loaded once per version)."""
+        key = (info.name, info.version)
+        with self._text_lock:
+            if key not in self._text:
+                try:
+                    pack = load_pack(info.name, self.model_store)
+                except PackError as err:
+                    raise FailedPrecondition(f"text edits: {err}")
+                if pack.version != info.version:
+                    raise FailedPrecondition(f"text edits: the model store has pack {info.name} version "
+                                             f"{pack.version}, the registry serves {info.version}; LoadPack it")
+                if "words_mapper" not in pack.manifest["artefacts"]:
+                    raise InvalidArgument(f"text edits need the words method, which pack {info.name} does not "
+                                          f"provide (methods: {pack.manifest.get('methods')})")
+                self._text[key] = TextMapper(pack, self.sentence_encoder)
+            return self._text[key]
 
     def _info(self, pack: str) -> PackInfo:
         return self.registry.pack_info(pack or self.default_pack)
@@ -62,9 +86,6 @@ class DirectionsServicer(directions_pb2_grpc.DirectionsServicer):
         target = op.WhichOneof("target")
         if target is None:
             raise InvalidArgument("edit: set one of attribute, direction_id or text")
-        if target == "text":
-            raise InvalidArgument(f"edit {op.text!r}: text edits need the words method, "
-                                  f"which pack {info.name} does not provide")
         if target == "direction_id":
             if op.direction_id not in known:
                 raise InvalidArgument(f"unknown direction {op.direction_id!r} in pack {info.name}; "
@@ -91,21 +112,24 @@ class DirectionsServicer(directions_pb2_grpc.DirectionsServicer):
         if len(request.edits) > MAX_EDITS or len(request.keep) > MAX_KEEP:
             raise InvalidArgument(f"at most {MAX_EDITS} edits and {MAX_KEEP} kept attributes per request")
         known = self.registry.ids(info)
-        ids = [self._resolve(op, info, known) for op in request.edits]
+        text_ops = [op for op in request.edits if op.WhichOneof("target") == "text"]
+        ops = [op for op in request.edits if op.WhichOneof("target") != "text"]
+        ids = [self._resolve(op, info, known) for op in ops]
         edited = self.registry.get(info, ids)  # one Redis round trip for every edit
-        edited_attrs = {rec.attribute for rec, _ in edited}
+        texts = [(op, self._text_mapper(info).understand(op.text)) for op in text_ops]
+        edited_attrs = {rec.attribute for rec, _ in edited} | {t.attribute for _, terms in texts for t in terms}
         clash = sorted(edited_attrs & set(request.keep))
         if clash:
             raise InvalidArgument(f"cannot both edit and keep {clash}")
         # kept directions: the same method as the first edit, else (unknown or custom) the pack default
-        method = edited[0][0].method
+        method = edited[0][0].method if edited else "words"
         if method not in methods.ENUMS or method == "custom":
             method = info.default_method
         keep_ids = [self._attribute_id(a, methods.ENUMS.get(method, 0), info, known) for a in request.keep]
         kept = np.stack([v for _, v in self.registry.get(info, keep_ids)]) if keep_ids else \
             np.zeros((0, info.latent_dim), np.float32)
         strengths = []
-        for op, (rec, _) in zip(request.edits, edited):
+        for op, (rec, _) in zip(ops, edited):
             s = op.strength
             if not math.isfinite(s) or abs(s) > rec.strength_limit:
                 raise InvalidArgument(f"strength {s} for {rec.id} is outside the allowed range "
@@ -113,10 +137,63 @@ class DirectionsServicer(directions_pb2_grpc.DirectionsServicer):
                                       f"(recommended {rec.strength_min:.2f}..{rec.strength_max:.2f})")
             strengths.append(s)
         delta, norms = compose([v for _, v in edited], strengths, kept)
+        composed = [directions_pb2.ComposedEdit(direction=direction_message(rec, info), strength=s, projected_norm=n)
+                    for (rec, _), s, n in zip(edited, strengths, norms)]
+        pull, pull_weight = np.zeros(info.latent_dim, np.float32), 0.0
+        if texts:
+            limit = max((r.strength_limit for r, _ in self.registry.get(info, [f"words/{a}" for a in info.attributes
+                                                                                  if f"words/{a}" in known])),
+                        default=10.0)
+            for op, terms in texts:
+                text_delta, text_pull, weight, parts = self._compose_text(op, terms, kept, limit, info)
+                delta, pull, pull_weight = delta + text_delta, pull + text_pull, pull_weight + weight
+                composed += parts
         return directions_pb2.ComposeResponse(
-            pack=common_pb2.PackRef(name=info.name, version=info.version), delta=to_tensor(delta),
-            edits=[directions_pb2.ComposedEdit(direction=direction_message(rec, info), strength=s, projected_norm=n)
-                   for (rec, _), s, n in zip(edited, strengths, norms)])
+            pack=common_pb2.PackRef(name=info.name, version=info.version), delta=to_tensor(delta.astype(np.float32)),
+            edits=composed, pull=to_tensor(pull.astype(np.float32)), pull_weight=pull_weight)
+
+    def _compose_text(self, op: common_pb2.EditOp, terms, kept: np.ndarray, limit: float, info: PackInfo):
+        """One text edit -> (delta, pull, pull weight, ComposedEdit per understood clause).
+
+        Addition (default): delta = sum over clauses of +-theta * w (projected off kept attributes).
+        Averaging: z' = z + (theta / 2)(E - z), E the mean typical latent of the clauses' words."""
+        theta = op.strength
+        if not math.isfinite(theta) or abs(theta) > limit:
+            raise InvalidArgument(f"strength (theta) {theta} for text {op.text[:60]!r} is outside the allowed "
+                                  f"range [-{limit}, {limit}]")
+        averaging = op.text_mode == common_pb2.TEXT_MODE_AVERAGING
+        if averaging and len(kept):
+            raise InvalidArgument("keep (conditional manipulation) works with the addition text mode only; "
+                                  "averaging pulls towards a typical face and cannot hold attributes fixed")
+        mapper = self._text_mapper(info)
+        delta = np.zeros(info.latent_dim, np.float64)
+        signed = [-theta if t.negated else theta for t in terms]
+        parts = []
+        for t, s in zip(terms, signed):
+            norm = 1.0
+            if not averaging:
+                vector, norm = project_out(t.vector, kept)
+                delta += s * vector
+            recommended = 1.0 if averaging else mapper.theta(t)  # averaging: theta 1 = eq. 1, (z + E) / 2
+            direction = common_pb2.Direction(
+                id=f"words/text:{t.word}", attribute=t.attribute, method=common_pb2.METHOD_WORDS,
+                pack=common_pb2.PackRef(name=info.name, version=info.version),
+                strength_min=-recommended, strength_max=recommended, strength_limit=limit,
+                strength_meaning=("averaging: z' = z + (theta / 2)(E - z), E the typical latent of the words"
+                                  if averaging else "addition: z' = z + theta * w / |w| (latent units)"),
+                metrics={"similarity": t.similarity},
+                provenance=json.dumps({"text": op.text, "clause": t.clause, "understood_as": t.word,
+                                       "trained_word": t.trained_word, "route": t.route, "negated": t.negated,
+                                       "mode": "averaging" if averaging else "addition"}))
+            parts.append(directions_pb2.ComposedEdit(direction=direction, strength=s, projected_norm=norm))
+        if not averaging:
+            return delta.astype(np.float32), np.zeros(info.latent_dim, np.float32), 0.0, parts
+        # one pull per text edit: weight theta / 2 towards the mean typical latent of its words
+        weight = theta / 2.0
+        anchor = np.mean([t.anchor for t in terms], axis=0)
+        negated = any(t.negated for t in terms)
+        weight = -weight if negated else weight
+        return np.zeros(info.latent_dim, np.float32), (weight * anchor).astype(np.float32), weight, parts
 
     def PutDirection(self, request, context):
         """Store one custom direction (from the gateway's CreateDirection) in the active version."""
@@ -163,6 +240,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--redis-url", default=config.env("redis_url", "redis://127.0.0.1:6379/0"))
     p.add_argument("--packs", default=config.env("packs", "digiface64"),
                    help="comma-separated packs to publish at start-up (first = default)")
+    p.add_argument("--sentence-encoder", default=config.env("sentence_encoder", "build/minilm"),
+                   help="folder with the MiniLM model.onnx + tokenizer.json for text phrases (made by make setup); "
+                        "without it text edits take single words only")
     args = p.parse_args(argv)
     logger = logs.setup("directions", args.log_level)
     store = Path(args.model_store)
@@ -172,7 +252,12 @@ def main(argv: list[str] | None = None) -> None:
         pack = load_pack(name, store)
         count = registry.publish(pack)
         logs.log(logger, "published pack", pack=pack.name, version=pack.version, directions=count)
-    servicer = DirectionsServicer(registry, store, packs[0] if packs else "")
+    encoder = None
+    if args.sentence_encoder and (Path(args.sentence_encoder) / "model.onnx").exists():
+        encoder = SentenceEncoder(Path(args.sentence_encoder))
+    else:
+        logs.log(logger, "no sentence encoder: text edits take single words only", folder=args.sentence_encoder)
+    servicer = DirectionsServicer(registry, store, packs[0] if packs else "", encoder)
     serve("directions", args.host, args.port,
           [lambda s: directions_pb2_grpc.add_DirectionsServicer_to_server(servicer, s)],
           ["facedit.v1.Directions"], logger, max_workers=args.workers)

@@ -78,6 +78,16 @@ class Budget:
         return min(hop_s, left)
 
 
+def apply_composed(z: np.ndarray, composed: directions_pb2.ComposeResponse, scale) -> np.ndarray:
+    """z (N, D) -> edited (N, D): z + scale * delta, and the averaging text edits' pull
+    z' = (1 - w) z + pull with (pull, w) scaled too (everything is linear in the strength)."""
+    scale = np.asarray(scale, np.float32).reshape(-1, 1)
+    out = z + scale * from_tensor(composed.delta, "delta")[None]
+    if composed.pull_weight:
+        out = out + scale * (from_tensor(composed.pull, "pull")[None] - composed.pull_weight * z)
+    return out.astype(np.float32)
+
+
 class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
     def __init__(self, down: Downstream, cache: LatentCache, default_pack: str, default_deadline_s: float):
         self.down, self.cache = down, cache
@@ -153,8 +163,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
             compose.cancel()
             raise
         composed = compose()
-        delta = from_tensor(composed.delta, "delta")
-        edited = (z + delta).astype(np.float32)
+        edited = apply_composed(z[None], composed, 1.0)[0]
+        delta = edited - z
         pixels = self._generate(np.stack([z, edited]), pack, budget)
         names, scores = self._score(pixels, pack, budget)
         index = {a: i for i, a in enumerate(names)}
@@ -184,9 +194,9 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         op = common_pb2.EditOp()
         op.CopyFrom(request.edit)
         op.strength = peak
-        unit = from_tensor(self._start_compose(pack, [op], request.keep, budget)().delta, "delta") / peak
+        composed = self._start_compose(pack, [op], request.keep, budget)()
         strengths = np.linspace(request.start, request.stop, request.steps, dtype=np.float32)
-        frames = (z[None] + strengths[:, None] * unit[None]).astype(np.float32)
+        frames = apply_composed(np.repeat(z[None], len(strengths), 0), composed, strengths / peak)
         pixels = self._generate(frames, pack, budget)
         for i, (s, p) in enumerate(zip(strengths, pixels)):
             if not context.is_active():
