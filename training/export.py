@@ -33,6 +33,24 @@ def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, input
     torch.onnx.export(model.eval(), (example,), str(path), dynamo=True, opset_version=18, verbose=False,
                       input_names=[input_name], output_names=[output_name],
                       dynamic_shapes={input_name: {0: batch}}, external_data=False)
+    strip_metadata(path)
+
+
+def strip_metadata(path: Path) -> None:
+    """Drop the exporter's per-node metadata (Python stack traces with absolute file paths, module
+    names), so the same weights give the same bytes in any checkout: a manifest's sha256 of a
+    file that `make setup` builds must hold on every machine."""
+    import onnx
+
+    model = onnx.load(str(path))
+    for graph in [model.graph, *(f for f in model.functions)]:
+        nodes = graph.node
+        for node in nodes:
+            del node.metadata_props[:]
+            node.doc_string = ""
+    del model.metadata_props[:]
+    model.doc_string = model.graph.doc_string = ""
+    onnx.save(model, str(path))
 
 
 def export_words(cfg: PackConfig, work: Path, out: Path) -> dict:

@@ -317,6 +317,9 @@ def export_onnx(model: nn.Module, path: str | Path) -> Path:
     torch.onnx.export(wrapped, (example,), str(path), dynamo=True, opset_version=18, verbose=False,
                       input_names=["pixels"], output_names=["embedding"],
                       dynamic_shapes={"pixels": {0: batch}}, external_data=False)
+    from training.export import strip_metadata
+
+    strip_metadata(path)
     return path
 
 
