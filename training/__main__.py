@@ -8,8 +8,8 @@ Steps, in order (each reads what the previous ones wrote to the work folder):
   crg         CRG direction per attribute from ref. pairs   -> <work>/directions/crg.*
   tlgan       TL-GAN regression axis per attribute          -> <work>/directions/tlgan.*
   sefa        SeFa components, labelled by the oracle       -> <work>/directions/sefa.*
-  evaluate    figures on held-out faces                     -> <work>/report.json
-  export      ONNX + directions + manifest + model card     -> <out>/
+  evaluate    every method vs ground truth (training/evaluate.py) -> <work>/report.json
+  export      ONNX + directions + manifest + model card + evaluation.json -> <out>/
   pack        all of the above
 
 Long steps checkpoint every 500 steps and resume when run again.

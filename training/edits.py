@@ -14,7 +14,8 @@ record `<method>/<attribute>` gives a method whose edit is z + s * n', where n' 
 direction projected off the kept attributes' directions of the same method by
 services/directions/compose.py (what the directions service does at request time).
 Attributes without a `<method>/<attribute>` record (e.g. SeFa components no attribute
-moves enough) are not editable by that method.
+moves enough) are not editable by that method; records of other names (e.g. free words) are
+not evaluated, since the renderer knows no truth for them.
 
 Non-linear methods (e.g. ISTRC: latent -> FaceNet embedding -> classifier gradient steps
 -> latent) add one factory to `FACTORIES`: a function (cfg, work) -> EditMethod, or None
@@ -30,6 +31,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from services.directions.compose import compose
+from training import renderer
 from training.config import PackConfig
 
 EditFn = Callable[[np.ndarray, str, float, Sequence[str]], np.ndarray]
@@ -58,7 +60,8 @@ class EditMethod:
 
 def linear(name: str, records: list[dict], vectors: np.ndarray) -> EditMethod:
     """A method from one direction set: records with ids `<name>/<attribute>` and unit rows."""
-    by_attr = {r["attribute"]: (r, v) for r, v in zip(records, vectors) if r["id"] == f"{name}/{r['attribute']}"}
+    by_attr = {r["attribute"]: (r, v) for r, v in zip(records, vectors)
+               if r["id"] == f"{name}/{r['attribute']}" and r["attribute"] in renderer.ATTRIBUTES}
     directions = {a: v.astype(np.float32) for a, (_, v) in by_attr.items()}
 
     def edit(z: np.ndarray, attribute: str, strength: float, keep: Sequence[str]) -> np.ndarray:
