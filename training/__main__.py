@@ -9,8 +9,8 @@ Steps, in order (each reads what the previous ones wrote to the work folder):
   tlgan       TL-GAN regression axis per attribute          -> <work>/directions/tlgan.*
   sefa        SeFa components, labelled by the oracle       -> <work>/directions/sefa.*
   words       GloVe -> FC word vectors (vector addition)    -> <work>/directions/words.*, <work>/words/
-  evaluate    figures on held-out faces                     -> <work>/report.json
-  export      ONNX + directions + manifest + model card     -> <out>/
+  evaluate    every method vs ground truth (training/evaluate.py) -> <work>/report.json
+  export      ONNX + directions + manifest + model card + evaluation.json -> <out>/
   pack        all of the above
 
 Long steps checkpoint every 500 steps and resume when run again.

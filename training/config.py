@@ -70,8 +70,19 @@ class PackConfig:
     sefa_components: int = 10
     sefa_probe_strength: float = 3.0
 
-    # evaluation
-    eval_samples: int = 2000      # held-out rendered faces
+    # evaluation (training/evaluate.py; faces of a held-out stream no training step reads)
+    eval_samples: int = 2000      # held-out rendered faces: reconstruction table, oracle accuracy
+    eval_edit_samples: int = 500  # faces per method and attribute for edit success and leakage (per source)
+    eval_identity_samples: int = 100        # of those, faces also measured with FaceNet (160 px, slow on CPU)
+    eval_counterfactual_samples: int = 200  # identities per attribute rendered with it = 0 and = 1
+    eval_correlated_pairs: tuple = (("age", "beard"), ("age", "eyeglasses"), ("smile", "eyeglasses"))
+    eval_hash_samples: int = 500  # images hashed for the dhash/phash/whash columns
+
+    # identity regressor (image -> renderer identity parameters), trained by the evaluation
+    identity_steps: int = 3000
+    identity_batch: int = 128
+    identity_lr: float = 1e-3
+    identity_width: int = 32
 
     # CRG directions from rendered reference pairs (training/crg_directions.py)
     crg_pairs: int = 200          # (attribute absent, present) pairs of the same identity, averaged

@@ -136,6 +136,8 @@ def export(cfg: PackConfig, work: Path, out: Path) -> dict:
     tmp.write_text(json.dumps(manifest, indent=2))
     os.replace(tmp, out / "manifest.json")
     write_model_card(manifest, out / "model_card.md")
+    if "evaluation" in report:  # every figure of `python -m training evaluate`, beside the card
+        (out / "evaluation.json").write_text(json.dumps(report["evaluation"], indent=2, sort_keys=True) + "\n")
     pack = load_pack(out.name, out.parent)  # what services will read: every sha256 checked
     for name in artefacts:
         pack.artefact(name)

@@ -48,25 +48,38 @@ def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return torch.where(blur, 0.5 * x + 0.5 * smooth, x)
 
 
-def train(cfg: PackConfig, work: Path) -> dict:
-    torch.manual_seed(cfg.seed + 2)
-    gen = torch.Generator().manual_seed(cfg.seed + 2)
-    o = build(cfg)
-    opt = torch.optim.Adam(o.parameters(), lr=cfg.oracle_lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, cfg.oracle_steps))
-    progress = Progress("oracle", cfg.oracle_steps, every=100)
-    o.train()
-    for step in range(cfg.oracle_steps):
-        pixels, attrs, _ = rendered_batch(cfg.seed + _STREAM, step, cfg.oracle_batch, cfg.resolution,
-                                          cfg.correlated_attributes)
-        loss = F.binary_cross_entropy_with_logits(o(_augment(pixels_to_images(pixels), gen)), attrs)
+def fit(cfg: PackConfig, build_model, target, stream: int, steps: int, batch: int, lr: float,
+        name: str) -> tuple[torch.nn.Module, float]:
+    """Build (after seeding) and train a model (images -> logits (N, K)) on rendered faces
+    against soft targets in [0, 1].
+
+    target: Faces -> (N, K) float32 array (e.g. the attributes, or the identity parameters).
+    Batches come from data stream `stream`; binary cross-entropy, Adam with cosine decay,
+    the noise/blur augmentation above. Returns the model in eval mode and the seconds it took.
+    """
+    torch.manual_seed(cfg.seed + stream)
+    gen = torch.Generator().manual_seed(cfg.seed + stream)
+    model = build_model()
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps))
+    progress = Progress(name, steps, every=100)
+    model.train()
+    for step in range(steps):
+        pixels, _, faces = rendered_batch(cfg.seed + stream, step, batch, cfg.resolution, cfg.correlated_attributes)
+        loss = F.binary_cross_entropy_with_logits(model(_augment(pixels_to_images(pixels), gen)),
+                                                  torch.from_numpy(target(faces)))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step(), sched.step()
         progress.update(step, bce=loss.item())
-    o.eval()
+    return model.eval(), progress.seconds()
+
+
+def train(cfg: PackConfig, work: Path) -> dict:
+    o, seconds = fit(cfg, lambda: build(cfg), lambda faces: faces.attributes, _STREAM, cfg.oracle_steps,
+                     cfg.oracle_batch, cfg.oracle_lr, "oracle")
     checkpoints.save(work / CHECKPOINT, {"oracle": o.state_dict()})
-    figures = {"steps": cfg.oracle_steps, "seconds": round(progress.seconds(), 1), **evaluate(cfg, o)}
+    figures = {"steps": cfg.oracle_steps, "seconds": round(seconds, 1), **evaluate(cfg, o)}
     checkpoints.record(work, "oracle", figures)
     return figures
 

@@ -1,0 +1,106 @@
+"""Every edit method the evaluation measures, behind one signature (a registry).
+
+An edit method is an `EditMethod`: its name, and per attribute it can edit the documented
+strength range and its own accuracy figures, plus one function
+
+    edit(z, attribute, strength, keep) -> z'
+      z: (N, latent_dim) float32 latents; attribute: one of renderer.ATTRIBUTES;
+      strength: float in the method's own units (the documented range is what the
+      evaluation uses); keep: attributes to hold fixed (conditional manipulation), each
+      one of the method's `keepable`; returns z' (N, latent_dim) float32.
+
+Linear direction sets are found generically: every <work>/directions/<method>.json with a
+record `<method>/<attribute>` gives a method whose edit is z + s * n', where n' is that
+direction projected off the kept attributes' directions of the same method by
+services/directions/compose.py (what the directions service does at request time).
+Attributes without a `<method>/<attribute>` record (e.g. SeFa components no attribute
+moves enough) are not editable by that method; records of other names (e.g. free words) are
+not evaluated, since the renderer knows no truth for them.
+
+Non-linear methods (e.g. ISTRC: latent -> FaceNet embedding -> classifier gradient steps
+-> latent) add one factory to `FACTORIES`: a function (cfg, work) -> EditMethod, or None
+when the work folder lacks what it needs. Nothing else in the evaluation changes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from services.directions.compose import compose
+from training import renderer
+from training.config import PackConfig
+
+EditFn = Callable[[np.ndarray, str, float, Sequence[str]], np.ndarray]
+
+# a method's own accuracy figures, copied from its direction records' metrics when present
+ACCURACY_KEYS = ("validation_accuracy", "all_samples_accuracy", "validation_r2", "label_effect")
+
+
+@dataclasses.dataclass(frozen=True)
+class EditMethod:
+    """One edit method. strengths: attribute -> (strength_min < 0, strength_max > 0), the
+    documented range (removing / adding the attribute); accuracy: attribute -> {figure: value};
+    keepable: attributes `keep` may name."""
+
+    name: str
+    edit: EditFn
+    strengths: dict[str, tuple[float, float]]
+    accuracy: dict[str, dict]
+    keepable: frozenset[str]
+    description: str = ""
+
+    @property
+    def attributes(self) -> list[str]:
+        return list(self.strengths)
+
+
+def linear(name: str, records: list[dict], vectors: np.ndarray) -> EditMethod:
+    """A method from one direction set: records with ids `<name>/<attribute>` and unit rows."""
+    by_attr = {r["attribute"]: (r, v) for r, v in zip(records, vectors)
+               if r["id"] == f"{name}/{r['attribute']}" and r["attribute"] in renderer.ATTRIBUTES}
+    directions = {a: v.astype(np.float32) for a, (_, v) in by_attr.items()}
+
+    def edit(z: np.ndarray, attribute: str, strength: float, keep: Sequence[str]) -> np.ndarray:
+        kept = np.stack([directions[k] for k in keep]) if keep else np.zeros((0, z.shape[1]), np.float32)
+        delta, _ = compose([directions[attribute]], [strength], kept)
+        return (z + delta[None]).astype(np.float32)
+
+    provenance = next(iter(by_attr.values()))[0].get("provenance", {}) if by_attr else {}
+    return EditMethod(
+        name=name, edit=edit,
+        strengths={a: (float(r["strength_min"]), float(r["strength_max"])) for a, (r, _) in by_attr.items()},
+        accuracy={a: {k: r["metrics"][k] for k in ACCURACY_KEYS if k in r.get("metrics", {})}
+                  for a, (r, _) in by_attr.items()},
+        keepable=frozenset(directions),
+        description=f"linear direction set ({provenance.get('method', name)}); keep = projection "
+                    f"off the kept attributes' {name} directions")
+
+
+def linear_methods(work: Path) -> list[EditMethod]:
+    """One method per direction set saved in <work>/directions/*.json, in name order."""
+    out = []
+    for path in sorted((work / "directions").glob("*.json")):
+        records = json.loads(path.read_text())
+        vectors = np.load(path.with_suffix(".npy"), allow_pickle=False)
+        method = linear(path.stem, records, vectors)
+        if method.strengths:
+            out.append(method)
+    return out
+
+
+# Non-linear methods: factories (cfg, work) -> EditMethod | None. Add one entry per method.
+FACTORIES: tuple[Callable[[PackConfig, Path], EditMethod | None], ...] = ()
+
+
+def load_methods(cfg: PackConfig, work: Path) -> list[EditMethod]:
+    """Every linear direction set of the work folder, then every registered factory's method."""
+    methods = linear_methods(work)
+    for factory in FACTORIES:
+        method = factory(cfg, work)
+        if method is not None:
+            methods.append(method)
+    return methods
