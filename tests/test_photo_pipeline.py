@@ -35,12 +35,14 @@ def photo_client(tmp_path_factory):
     from services.client import FaceditClient
 
     redis = EmbeddedRedis(workdir=str(tmp_path_factory.mktemp("redis-photo"))).start()
-    servers = _Servers(MODEL_STORE, "digiface64", redis.url, more_packs=("synth",))
-    client = FaceditClient(servers.addresses["gateway"], timeout_s=60)
-    yield client
-    client.close()
-    servers.stop()
-    redis.stop()
+    try:
+        servers = _Servers(MODEL_STORE, "digiface64", redis.url, more_packs=("synth",))
+        client = FaceditClient(servers.addresses["gateway"], timeout_s=60)
+        yield client
+        client.close()
+        servers.stop()
+    finally:
+        redis.stop()
 
 
 @pytest.fixture(scope="module")
