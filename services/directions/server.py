@@ -19,7 +19,7 @@ from services.common.server import serve
 from services.common.tensors import from_tensor, to_tensor
 from services.directions.compose import compose
 from services.directions.reference import CUSTOM_PREFIX, NAME_PATTERN
-from services.directions.registry import DirectionRecord, PackInfo, Registry
+from services.directions.registry import DirectionRecord, PackInfo, Registry, Snapshot
 
 MAX_EDITS = 16
 MAX_KEEP = 16
@@ -44,20 +44,25 @@ class DirectionsServicer(directions_pb2_grpc.DirectionsServicer):
     def _info(self, pack: str) -> PackInfo:
         return self.registry.pack_info(pack or self.default_pack)
 
+    def _snapshot(self, pack: str) -> Snapshot:
+        """The active version's directions, cached in this process (one Redis round trip when current)."""
+        return self.registry.snapshot(pack or self.default_pack)
+
     def ListDirections(self, request, context):
-        info = self._info(request.pack)
+        snap = self._snapshot(request.pack)
+        info = snap.info
         return directions_pb2.ListDirectionsResponse(
             pack=common_pb2.PackRef(name=info.name, version=info.version),
-            directions=[direction_message(r, info) for r in self.registry.list(info)],
+            directions=[direction_message(snap.records[i], info) for i in sorted(snap.records)],
             attributes=list(info.attributes), default_method=methods.ENUMS.get(info.default_method, 0),
             latent_dim=info.latent_dim)
 
     def GetDirection(self, request, context):
-        info = self._info(request.pack)
-        (rec, vec), = self.registry.get(info, [request.direction_id])
-        return direction_message(rec, info, vec)
+        snap = self._snapshot(request.pack)
+        (rec, vec), = snap.get([request.direction_id])
+        return direction_message(rec, snap.info, vec)
 
-    def _resolve(self, op: common_pb2.EditOp, info: PackInfo, known: set[str]) -> str:
+    def _resolve(self, op: common_pb2.EditOp, info: PackInfo, known) -> str:
         """An edit's target -> a direction id of the registry."""
         target = op.WhichOneof("target")
         if target is None:
@@ -72,7 +77,7 @@ class DirectionsServicer(directions_pb2_grpc.DirectionsServicer):
             return op.direction_id
         return self._attribute_id(op.attribute, op.method, info, known)
 
-    def _attribute_id(self, attribute: str, method: int, info: PackInfo, known: set[str]) -> str:
+    def _attribute_id(self, attribute: str, method: int, info: PackInfo, known) -> str:
         if attribute not in info.attributes:
             raise InvalidArgument(f"unknown attribute {attribute!r}; pack {info.name} has "
                                   f"{', '.join(info.attributes)}")
@@ -85,14 +90,14 @@ class DirectionsServicer(directions_pb2_grpc.DirectionsServicer):
         return direction_id
 
     def Compose(self, request, context):
-        info = self._info(request.pack)
+        snap = self._snapshot(request.pack)
+        info, known = snap.info, snap.records.keys()
         if not request.edits:
             raise InvalidArgument("no edits given")
         if len(request.edits) > MAX_EDITS or len(request.keep) > MAX_KEEP:
             raise InvalidArgument(f"at most {MAX_EDITS} edits and {MAX_KEEP} kept attributes per request")
-        known = self.registry.ids(info)
         ids = [self._resolve(op, info, known) for op in request.edits]
-        edited = self.registry.get(info, ids)  # one Redis round trip for every edit
+        edited = snap.get(ids)
         edited_attrs = {rec.attribute for rec, _ in edited}
         clash = sorted(edited_attrs & set(request.keep))
         if clash:
@@ -102,7 +107,7 @@ class DirectionsServicer(directions_pb2_grpc.DirectionsServicer):
         if method not in methods.ENUMS or method == "custom":
             method = info.default_method
         keep_ids = [self._attribute_id(a, methods.ENUMS.get(method, 0), info, known) for a in request.keep]
-        kept = np.stack([v for _, v in self.registry.get(info, keep_ids)]) if keep_ids else \
+        kept = np.stack([v for _, v in snap.get(keep_ids)]) if keep_ids else \
             np.zeros((0, info.latent_dim), np.float32)
         strengths = []
         for op, (rec, _) in zip(request.edits, edited):
