@@ -59,7 +59,9 @@ ROOT = Path(__file__).resolve().parent.parent
 BATCHES = (1, 8, 32, 64)
 CONCURRENCY = (1, 8, 32, 64)
 INPROCESS_BATCHES = (1, 32)
-EDIT_ATTRIBUTE, EDIT_STRENGTH, KEEP_ATTRIBUTE = "smile", 1.5, "age"
+EDIT_STRENGTH = 1.5
+# the edited and the kept attribute: the first of these a pack has (any pack: else its first two)
+EDIT_PREFERENCE, KEEP_PREFERENCE = ("smile", "eyeglasses", "beard"), ("age", "yaw")
 # RPCs of one gateway Edit with an image: client->gateway, encoder.EncodeImages, directions.Compose,
 # generator.GenerateImages, encoder.ScoreImages (ListDirections is cached by the gateway)
 EDIT_HOPS = 5
@@ -196,19 +198,31 @@ def face_pngs(pack: Pack, count: int = 64, seed: int = 1234) -> list[bytes]:
     return [images.encode(p) for p in pixels]
 
 
-def edit_delta(pack: Pack) -> np.ndarray:
-    """The edit every part applies: EDIT_ATTRIBUTE at EDIT_STRENGTH keeping KEEP_ATTRIBUTE, from
-    the pack's directions.json/.npy, composed with services.directions.compose."""
+def default_directions(pack: Pack) -> dict[str, np.ndarray]:
+    """attribute -> unit vector of the pack's default method (directions.json/.npy)."""
     records = json.loads(pack.artefact("directions").read_text())
     vectors = np.load(pack.artefact("direction_vectors"), allow_pickle=False)
+    return {r["attribute"]: vectors[r["row"]].astype(np.float32)
+            for r in records if r["method"] == pack.default_method}
 
-    def row(attribute: str) -> np.ndarray:
-        for r in records:
-            if r["attribute"] == attribute and r["method"] == pack.default_method:
-                return vectors[r["row"]].astype(np.float32)
-        raise KeyError(f"pack {pack.name!r} has no {pack.default_method} direction for {attribute!r}")
 
-    delta, _ = compose([row(EDIT_ATTRIBUTE)], [EDIT_STRENGTH], row(KEEP_ATTRIBUTE)[None])
+def edit_choice(pack: Pack) -> tuple[str, str]:
+    """(edited attribute, kept attribute) of the benchmark's edit on this pack."""
+    have = [a for a in pack.attributes if a in default_directions(pack)]
+    if len(have) < 2:
+        raise ValueError(f"pack {pack.name!r} needs {pack.default_method} directions for two attributes, "
+                         f"has {have}")
+    edit = next((a for a in EDIT_PREFERENCE if a in have), have[0])
+    keep = next((a for a in KEEP_PREFERENCE if a in have and a != edit), next(a for a in have if a != edit))
+    return edit, keep
+
+
+def edit_delta(pack: Pack) -> np.ndarray:
+    """The edit every part applies (edit_choice, at EDIT_STRENGTH, keeping the other attribute),
+    composed with services.directions.compose."""
+    vectors = default_directions(pack)
+    edit, keep = edit_choice(pack)
+    delta, _ = compose([vectors[edit]], [EDIT_STRENGTH], vectors[keep][None])
     return delta
 
 
@@ -216,7 +230,7 @@ def edit_delta(pack: Pack) -> np.ndarray:
 
 def raw_ort(pack: Pack, batches=BATCHES, seconds: float = 2.0, threads: int = 0) -> list[dict]:
     """generator.onnx in ONNX Runtime, one session, back-to-back calls at each batch size."""
-    session = onnx.session(pack.artefact("generator"), threads)
+    session = onnx.session(pack.artefact("generator"), onnx.Threading(threads))
     name = session.get_inputs()[0].name
     rng = np.random.default_rng(0)
     out = []
@@ -233,22 +247,20 @@ class InProcessEditor:
 
     def __init__(self, pack: Pack, threads: int = 0):
         self.pack = pack
-        self.encoder = onnx.session(pack.artefact("encoder"), threads)
-        self.generator = onnx.session(pack.artefact("generator"), threads)
-        self.classifier = onnx.session(pack.artefact("classifier"), threads)
+        self.encoder = onnx.session(pack.artefact("encoder"), onnx.Threading(threads))
+        self.generator = onnx.session(pack.artefact("generator"), onnx.Threading(threads))
+        self.classifier = onnx.session(pack.artefact("classifier"), onnx.Threading(threads))
         self.gen_input = self.generator.get_inputs()[0].name
-        records = json.loads(pack.artefact("directions").read_text())
-        vectors = np.load(pack.artefact("direction_vectors"), allow_pickle=False)
-        self.vectors = {r["attribute"]: vectors[r["row"]].astype(np.float32)
-                        for r in records if r["method"] == pack.default_method}
+        self.vectors = default_directions(pack)
+        self.edited, self.kept = edit_choice(pack)
 
     def edit(self, pngs: list[bytes]) -> tuple[list[bytes], np.ndarray]:
         r = self.pack.resolution
         pixels = np.stack([images.resize(images.decode(b), r) for b in pngs])
         z = self.encoder.run(None, {"pixels": pixels})[0]
-        kept = self.vectors[KEEP_ATTRIBUTE][None]
+        kept = self.vectors[self.kept][None]
         # composed per request, as the directions service does for each Edit
-        deltas = np.stack([compose([self.vectors[EDIT_ATTRIBUTE]], [EDIT_STRENGTH], kept)[0] for _ in pngs])
+        deltas = np.stack([compose([self.vectors[self.edited]], [EDIT_STRENGTH], kept)[0] for _ in pngs])
         both = np.concatenate([z, z + deltas]).astype(np.float32)
         out = self.generator.run(None, {self.gen_input: both})[0]
         scores = self.classifier.run(None, {"pixels": out})[0]  # (2B, attributes): before, after
@@ -433,7 +445,7 @@ def generator_client(address: str, pack: Pack) -> Callable[[int], Client]:
     return make
 
 
-def gateway_client(address: str, pngs: list[bytes]) -> Callable[[int], Client]:
+def gateway_client(address: str, pngs: list[bytes], edit: str, keep: str) -> Callable[[int], Client]:
     """Edit with FaceSource.image (a PNG), one edit and one kept attribute; returns None."""
     from facedit.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 
@@ -442,8 +454,8 @@ def gateway_client(address: str, pngs: list[bytes]) -> Callable[[int], Client]:
         stub = gateway_pb2_grpc.GatewayStub(channel)
         requests = [gateway_pb2.EditRequest(
             face=gateway_pb2.FaceSource(image=png),
-            edits=[common_pb2.EditOp(attribute=EDIT_ATTRIBUTE, strength=EDIT_STRENGTH)],
-            keep=[KEEP_ATTRIBUTE]) for png in pngs]
+            edits=[common_pb2.EditOp(attribute=edit, strength=EDIT_STRENGTH)],
+            keep=[keep]) for png in pngs]
 
         def call(i: int) -> None:
             resp = stub.Edit(requests[(k + i) % len(requests)], timeout=30)
@@ -543,8 +555,8 @@ def services_parts(pack: Pack, store: Path, pngs: list[bytes], args, cleanup: co
     out["generator_service_onnx"] = load_levels(generator_client(stack.address("generator"), pack),
                                                 args.concurrency, args.seconds, args.max_requests, stop,
                                                 "generator service (onnx)")
-    out["gateway_edits"] = load_levels(gateway_client(stack.address("gateway"), pngs), args.concurrency,
-                                       args.seconds, args.max_requests, stop, "gateway Edit")
+    out["gateway_edits"] = load_levels(gateway_client(stack.address("gateway"), pngs, *edit_choice(pack)),
+                                       args.concurrency, args.seconds, args.max_requests, stop, "gateway Edit")
     stack.stop()
     out["stack_exit_codes"] = dict(stack.exit_codes)
     return out
@@ -893,8 +905,8 @@ def main(argv: list[str] | None = None) -> dict:
                      "settings": {"seconds_per_level": args.seconds, "max_requests_per_level": args.max_requests,
                                   "concurrency": args.concurrency, "batches": args.batches,
                                   "inprocess_batches": list(INPROCESS_BATCHES), "ort_threads": args.threads,
-                                  "edit": {"attribute": EDIT_ATTRIBUTE, "strength": EDIT_STRENGTH,
-                                           "keep": KEEP_ATTRIBUTE},
+                                  "edit": dict(zip(("attribute", "keep"), edit_choice(pack)),
+                                               strength=EDIT_STRENGTH),
                                   "skipped": sorted(skip), "service_env": dict(args.env)}}
     print(f"bench: pack {pack.name} {pack.version} ({pack.resolution}px, z {pack.latent_dim}), "
           f"{results['machine']['cores']} cores, {args.seconds}s per level", flush=True)

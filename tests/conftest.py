@@ -62,6 +62,7 @@ class _Servers:
 
         from facedit.v1 import (directions_pb2_grpc, encoder_pb2_grpc, gateway_pb2_grpc,
                                 generator_pb2_grpc)
+        from services.common.onnx import Threading
         from services.common.pack import load_pack
         from services.directions.registry import Registry
         from services.directions.server import DirectionsServicer
@@ -75,8 +76,8 @@ class _Servers:
         registry = Registry(connect(redis_url))
         registry.publish(loaded)
         self.servers, self.addresses = [], {}
-        self.generator = OnnxGenerator(loaded, 1, 64, 0.002, 64)
-        self.encoder_models = PackModels(loaded, 1)
+        self.generator = OnnxGenerator(loaded, Threading(1), 64, 0.002, 64)
+        self.encoder_models = PackModels(loaded, Threading(1))
         servicers = {
             "directions": (DirectionsServicer(registry, store, pack), directions_pb2_grpc.add_DirectionsServicer_to_server),
             "encoder": (EncoderServicer({pack: self.encoder_models}, pack), encoder_pb2_grpc.add_EncoderServicer_to_server),

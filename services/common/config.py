@@ -29,4 +29,11 @@ def add_batching_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-queue", type=int, default=int(env("max_queue", "256")),
                    help="queued requests before RESOURCE_EXHAUSTED")
     p.add_argument("--threads", type=int, default=int(env("threads", "0")),
-                   help="ONNX Runtime intra-op threads (0 = one per core)")
+                   help="ONNX Runtime intra-op threads per model call (0 = one per core)")
+    p.add_argument("--inter-op-threads", type=int, default=int(env("inter_op_threads", "1")),
+                   help="ONNX Runtime inter-op threads (the graphs are chains: 1)")
+    p.add_argument("--spinning", type=int, choices=(0, 1), default=int(env("spinning", "0")),
+                   help="1: idle ONNX Runtime threads busy-wait for the next call (burns CPU other "
+                        "processes need)")
+    p.add_argument("--io-binding", choices=("auto", "on", "off"), default=env("io_binding", "auto"),
+                   help="ONNX Runtime IO binding: auto = on the CUDA provider only")
