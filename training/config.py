@@ -21,6 +21,13 @@ class PackConfig:
     latent_dim: int = 64          # z: (N, latent_dim) float32 ~ N(0, I)
     correlated_attributes: bool = True  # renderer: age correlates with beard and glasses
     threads: int = 2              # torch intra-op threads
+    # "trained": the `gan` step trains a DCGAN on rendered faces; "digiface64": the pre-trained
+    # DigiFace DCGAN of the gan-face-generate wheel (training/third_party.py), frozen, no `gan` step
+    generator: str = "trained"
+    # faces of the encoder's image cycle (CRG eq. 2): "renderer" (rendered faces) or "generator"
+    # (generated faces under random flips, shifts, scale, rotation and colour jitter, for packs
+    # without a face dataset on disk)
+    image_cycle_data: str = "renderer"
 
     # DCGAN (generator and discriminator widths, Adam as in Radford et al.)
     gan_steps: int = 6000

@@ -3,6 +3,8 @@
 Each step makes the two updates of the Cyclic Reverse Generator paper:
   (1) latent cycle on generated images: z -> G -> E -> z',  loss MSE(z, z')
   (2) image cycle on rendered images:   x -> E -> G -> x',  loss MAE(x, x')
+      (packs without a renderer or dataset, cfg.image_cycle_data == "generator": generated faces
+      under random flips, shifts, scale, rotation and colour jitter, see training/augment.py)
 The generator is frozen (eval mode, no parameter updates); gradients of (2)
 flow through it into the encoder only.
 """
@@ -13,7 +15,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from training import checkpoints, gan
+from training import augment, checkpoints, gan
 from training.config import PackConfig
 from training.data import rendered_batch
 from training.models import Encoder, pixels_to_images
@@ -31,6 +33,18 @@ def load(cfg: PackConfig, work: Path) -> Encoder:
     e = build(cfg)
     e.load_state_dict(checkpoints.load(work / CHECKPOINT)["encoder"])
     return e.eval().requires_grad_(False)
+
+
+def image_cycle_batch(cfg: PackConfig, step: int, g, rng: torch.Generator) -> torch.Tensor:
+    """Faces x (N, 3, R, R) in [-1, 1] for the image cycle of `step` (see the module docstring)."""
+    if cfg.image_cycle_data == "renderer":
+        pixels, _, _ = rendered_batch(cfg.seed + _STREAM, step, cfg.encoder_batch, cfg.resolution,
+                                      cfg.correlated_attributes)
+        return pixels_to_images(pixels)
+    if cfg.image_cycle_data == "generator":
+        with torch.no_grad():
+            return augment.jitter(g(torch.randn(cfg.encoder_batch, cfg.latent_dim, generator=rng)), rng)
+    raise ValueError(f"unknown image_cycle_data {cfg.image_cycle_data!r}: use 'renderer' or 'generator'")
 
 
 def train(cfg: PackConfig, work: Path) -> dict:
@@ -61,10 +75,8 @@ def train(cfg: PackConfig, work: Path) -> dict:
         opt.zero_grad(set_to_none=True)
         (cfg.encoder_latent_weight * loss_latent).backward()
         opt.step(), sched.step()
-        # (2) image cycle on rendered images
-        pixels, _, _ = rendered_batch(cfg.seed + _STREAM, step, cfg.encoder_batch, cfg.resolution,
-                                      cfg.correlated_attributes)
-        x = pixels_to_images(pixels)
+        # (2) image cycle
+        x = image_cycle_batch(cfg, step, g, torch.Generator().manual_seed(cfg.seed * 1_000_003 + step))
         loss_image = F.l1_loss(g(e(x)), x)
         opt.zero_grad(set_to_none=True)
         (cfg.encoder_image_weight * loss_image).backward()

