@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import os
 
+DEFAULT_WORKERS = 128
+
 
 def env(name: str, default: str) -> str:
     return os.environ.get(f"FACEDIT_{name.upper().replace('-', '_')}", default)
@@ -16,7 +18,9 @@ def parser(service: str, default_port: int) -> argparse.ArgumentParser:
     p.add_argument("--host", default=env("host", "127.0.0.1"), help="address to listen on (0.0.0.0 in a pod)")
     p.add_argument("--port", type=int, default=int(env(f"{service}_port", str(default_port))))
     p.add_argument("--model-store", default=env("model_store", "model_store"), help="folder of packs")
-    p.add_argument("--workers", type=int, default=int(env("workers", "16")), help="RPC handler threads")
+    p.add_argument("--workers", type=int, default=int(env("workers", str(DEFAULT_WORKERS))),
+                   help="RPC handler threads: calls in progress at once (a batch can only merge calls that "
+                        "hold a thread, so keep it >= the concurrency to batch)")
     p.add_argument("--log-level", default=env("log_level", "INFO"))
     return p
 

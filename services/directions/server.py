@@ -40,6 +40,16 @@ def direction_message(rec: DirectionRecord, info: PackInfo, vector: np.ndarray |
 class DirectionsServicer(directions_pb2_grpc.DirectionsServicer):
     def __init__(self, registry: Registry, model_store, default_pack: str):
         self.registry, self.model_store, self.default_pack = registry, model_store, default_pack
+        # per pack: (snapshot, id -> Direction message without vector), rebuilt when the snapshot changes
+        self._messages: dict[str, tuple[Snapshot, dict[str, common_pb2.Direction]]] = {}
+
+    def _message(self, snap: Snapshot, direction_id: str) -> common_pb2.Direction:
+        """The Direction message (no vector) of a record of `snap`, built once per snapshot."""
+        held = self._messages.get(snap.info.name)
+        if held is None or held[0] is not snap:
+            held = (snap, {i: direction_message(r, snap.info) for i, r in snap.records.items()})
+            self._messages[snap.info.name] = held  # one assignment: readers see the old or the new pair
+        return held[1][direction_id]
 
     def _info(self, pack: str) -> PackInfo:
         return self.registry.pack_info(pack or self.default_pack)
@@ -53,7 +63,7 @@ class DirectionsServicer(directions_pb2_grpc.DirectionsServicer):
         info = snap.info
         return directions_pb2.ListDirectionsResponse(
             pack=common_pb2.PackRef(name=info.name, version=info.version),
-            directions=[direction_message(snap.records[i], info) for i in sorted(snap.records)],
+            directions=[self._message(snap, i) for i in sorted(snap.records)],
             attributes=list(info.attributes), default_method=methods.ENUMS.get(info.default_method, 0),
             latent_dim=info.latent_dim)
 
@@ -120,7 +130,7 @@ class DirectionsServicer(directions_pb2_grpc.DirectionsServicer):
         delta, norms = compose([v for _, v in edited], strengths, kept)
         return directions_pb2.ComposeResponse(
             pack=common_pb2.PackRef(name=info.name, version=info.version), delta=to_tensor(delta),
-            edits=[directions_pb2.ComposedEdit(direction=direction_message(rec, info), strength=s, projected_norm=n)
+            edits=[directions_pb2.ComposedEdit(direction=self._message(snap, rec.id), strength=s, projected_norm=n)
                    for (rec, _), s, n in zip(edited, strengths, norms)])
 
     def PutDirection(self, request, context):
