@@ -158,16 +158,25 @@ def pack_info(pack: Pack) -> dict:
             "latent_dim": pack.latent_dim, "root": str(pack.root)}
 
 
+EDITING_ARTEFACTS = ("encoder", "classifier", "directions", "direction_vectors")
+
+
+def missing_for_edits(pack: Pack) -> list[str]:
+    """Artefacts an edit needs that the pack's manifest does not list (empty: the pack can edit)."""
+    return [a for a in EDITING_ARTEFACTS if a not in pack.manifest["artefacts"]]
+
+
 def model_flops(pack: Pack) -> dict:
-    """FLOPs per image of each model, and per edit of the two edit pipelines."""
-    per = {name: count_flops(pack.artefact(name)) for name in ("generator", "encoder", "classifier")}
-    g, e, c = (per[n]["total"] for n in ("generator", "encoder", "classifier"))
+    """FLOPs per image of each model, and per edit of the two edit pipelines (None without an encoder)."""
+    names = ("generator",) if missing_for_edits(pack) else ("generator", "encoder", "classifier")
+    per = {name: count_flops(pack.artefact(name)) for name in names}
+    g, e, c = (per[n]["total"] if n in per else None for n in ("generator", "encoder", "classifier"))
     return {
         "generator_per_image": g, "encoder_per_image": e, "classifier_per_image": c,
         # the gateway's Edit (and the in-process pipeline): encode 1, generate 2 (original + edited), score 2
-        "edit_per_request": e + 2 * g + 2 * c,
+        "edit_per_request": None if e is None else e + 2 * g + 2 * c,
         # the peer script: encode 1, generate 1
-        "peer_edit": e + g,
+        "peer_edit": None if e is None else e + g,
         "generator_by_op": per["generator"]["by_op"],
         "generator_layers": per["generator"]["layers"],
         "convention": "2 FLOPs per multiply-accumulate of Conv/ConvTranspose/Gemm/MatMul; per image (batch 1)",
@@ -549,6 +558,19 @@ class GeneratorProcess:
         terminate(self.proc, 10)
 
 
+def generator_only_part(pack: Pack, store: Path, args, cleanup: contextlib.ExitStack, stop: threading.Event,
+                        log_dir: Path) -> dict:
+    """The generator service alone (a pack without encoder or directions): one process, default flags."""
+    gen = GeneratorProcess(store, pack.name, log_dir / "generator.log", [], dict(args.env))
+    cleanup.callback(gen.stop)
+    wait_healthy(gen.address, gen.proc, 60, gen.log)
+    out = {"stack_env": dict(args.env), "rpc_round_trip_ms": {"generator": rpc_round_trip_ms(gen.address)}}
+    out["generator_service_onnx"] = load_levels(generator_client(gen.address, pack), args.concurrency, args.seconds,
+                                                args.max_requests, stop, "generator service (onnx)")
+    gen.stop()
+    return out
+
+
 def services_parts(pack: Pack, store: Path, pngs: list[bytes], args, cleanup: contextlib.ExitStack,
                    stop: threading.Event, log_dir: Path) -> dict:
     """The generator service and the gateway of a real stack (Redis + four processes)."""
@@ -730,9 +752,11 @@ def table(results: dict) -> str:
     lines.insert(1, "-" * len(lines[0]))
     f = results.get("flops")
     if f:
-        lines.append(f"FLOPs: generator {f['generator_per_image'] / 1e6:.2f} MFLOP/image, encoder "
-                     f"{f['encoder_per_image'] / 1e6:.2f}, classifier {f['classifier_per_image'] / 1e6:.2f}; "
-                     f"one Edit {f['edit_per_request'] / 1e6:.2f} MFLOP, peer edit {f['peer_edit'] / 1e6:.2f}")
+        mflop = {k: _fmt(None if v is None else v / 1e6, 2) for k, v in f.items() if k.endswith(("_image", "edit",
+                                                                                                   "_request"))}
+        lines.append(f"FLOPs: generator {mflop['generator_per_image']} MFLOP/image, encoder "
+                     f"{mflop['encoder_per_image']}, classifier {mflop['classifier_per_image']}; "
+                     f"one Edit {mflop['edit_per_request']} MFLOP, peer edit {mflop['peer_edit']}")
     cpu = (results.get("machine") or {}).get("cpu_during_run")
     if cpu:
         lines.append(f"CPU during the run: this benchmark and its processes {cpu['this_run_cores']:.2f} cores, "
@@ -846,7 +870,8 @@ def write_results(results: dict, path: Path) -> Path:
 
 def offline_parts(pack: Pack, pngs: list[bytes], seconds: float, batches=BATCHES,
                   inprocess_batches=INPROCESS_BATCHES, matmul_n: int = 2048, threads: int = 0) -> dict:
-    """Everything that runs inside this process: FLOPs, matmul, raw ORT, in-process edits, peer."""
+    """Everything that runs inside this process: FLOPs, matmul, raw ORT, in-process edits, peer
+    (the last two only for a pack that can edit, i.e. when `pngs` are given)."""
     out = {"flops": model_flops(pack)}
     print(f"FLOPs: generator {out['flops']['generator_per_image'] / 1e6:.2f} MFLOP/image", flush=True)
     out["reference_matmul"] = matmul_gflops(matmul_n, seconds)
@@ -854,6 +879,9 @@ def offline_parts(pack: Pack, pngs: list[bytes], seconds: float, batches=BATCHES
     out["raw_ort_generator"] = raw_ort(pack, batches, seconds, threads)
     print("raw ORT: " + ", ".join(f"b{r['batch']} {r['images_per_s']:.0f} img/s"
                                   for r in out["raw_ort_generator"]), flush=True)
+    if not pngs:
+        gc.collect()
+        return out
     out["inprocess_edits"] = inprocess_edits(pack, pngs, inprocess_batches, seconds, threads)
     print("in-process edits: " + ", ".join(f"b{r['batch']} {r['edits_per_s']:.0f} edit/s"
                                            for r in out["inprocess_edits"]), flush=True)
@@ -933,15 +961,19 @@ def main(argv: list[str] | None = None) -> dict:
                      "settings": {"seconds_per_level": args.seconds, "max_requests_per_level": args.max_requests,
                                   "concurrency": args.concurrency, "batches": args.batches,
                                   "inprocess_batches": list(INPROCESS_BATCHES), "ort_threads": args.threads,
-                                  "edit": dict(zip(("attribute", "keep"), edit_choice(pack)),
-                                               strength=EDIT_STRENGTH),
+                                  "edit": None if missing_for_edits(pack) else dict(
+                                      zip(("attribute", "keep"), edit_choice(pack)), strength=EDIT_STRENGTH),
                                   "skipped": sorted(skip), "service_env": dict(args.env),
                                   "service_flags": service_flags(dict(args.env))}}
     print(f"bench: pack {pack.name} {pack.version} ({pack.resolution}px, z {pack.latent_dim}), "
           f"{results['machine']['cores']} cores, {args.seconds}s per level", flush=True)
     stop = threading.Event()
     errors: dict[str, str] = {}
-    pngs = face_pngs(pack)
+    missing = missing_for_edits(pack)
+    if missing:
+        results["generator_only"] = f"pack {pack.name} has no {', '.join(missing)}: generator parts only"
+        print(results["generator_only"], flush=True)
+    pngs = [] if missing else face_pngs(pack)
     try:
         with _sigterm_as_interrupt(), contextlib.ExitStack() as cleanup:
             cleanup.callback(stop.set)  # first thing on the way out: load threads stop calling
@@ -950,7 +982,10 @@ def main(argv: list[str] | None = None) -> dict:
             # a part that fails is reported (results["errors"]) and the others still run
             if "services" not in skip:
                 try:
-                    svc = services_parts(pack, store, pngs, args, cleanup, stop, work / "logs")
+                    if missing:
+                        svc = generator_only_part(pack, store, args, cleanup, stop, work / "logs")
+                    else:
+                        svc = services_parts(pack, store, pngs, args, cleanup, stop, work / "logs")
                     results["rpc_round_trip_ms"] = svc.pop("rpc_round_trip_ms")
                     results.update(svc)
                 except Exception as err:  # noqa: BLE001

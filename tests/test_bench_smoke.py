@@ -149,3 +149,28 @@ def test_load_harness_counts_requests_and_errors():
     assert r["requests"] == 40 and r["errors"] == {"UNAVAILABLE": 10}
     assert r["throughput"] > 0 and r["mean_batch"] == 2.0
     assert 0 < r["latency_ms_p50"] <= r["latency_ms_p99"]
+
+
+def test_a_generator_only_pack_gets_the_generator_parts(pack, tmp_path):
+    """Any pack: one with only a generator (e.g. a third-party GAN before its encoder exists) gets
+    FLOPs, raw ONNX Runtime and a real generator service process, and says what it skipped."""
+    import shutil
+
+    root = tmp_path / "store" / "genonly"
+    root.mkdir(parents=True)
+    entry = pack.manifest["artefacts"]["generator"]
+    shutil.copy(pack.artefact("generator"), root / entry["path"])
+    manifest = {**pack.manifest, "pack": "genonly", "artefacts": {"generator": entry}}
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    results = bench.main(["--model-store", str(tmp_path / "store"), "--pack", "genonly", "--seconds", "0.05",
+                          "--concurrency", "1,2", "--batches", "1,2", "--skip", "torchserve",
+                          "--work", str(tmp_path / "work"), "--out", str(tmp_path / "r.json"),
+                          "--plot", str(tmp_path / "r.png")])
+    assert "errors" not in results and "encoder" in results["generator_only"]
+    assert results["flops"]["generator_per_image"] == 737280 and results["flops"]["edit_per_request"] is None
+    assert [r["concurrency"] for r in results["generator_service_onnx"]] == [1, 2]
+    assert all(r["throughput"] > 0 and not r["errors"] for r in results["generator_service_onnx"])
+    assert "inprocess_edits" not in results and "gateway_edits" not in results
+    assert results["ratios"]["service_c1_excess_ms"]["value"] is not None
+    assert results["ratios"]["gateway_c32_over_peer"]["value"] is None
+    assert results["settings"]["service_flags"]["spinning"] == 0
