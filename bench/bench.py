@@ -558,6 +558,12 @@ class GeneratorProcess:
         terminate(self.proc, 10)
 
 
+def adjacent_raw(pack: Pack, args) -> dict:
+    """Raw ORT at the largest batch again, right after the generator service's load with the services
+    idle: the ceiling under the same load of the shared machine as the service's figures."""
+    return raw_ort(pack, [max(args.batches)], args.seconds, args.threads)[0]
+
+
 def generator_only_part(pack: Pack, store: Path, args, cleanup: contextlib.ExitStack, stop: threading.Event,
                         log_dir: Path) -> dict:
     """The generator service alone (a pack without encoder or directions): one process, default flags."""
@@ -567,6 +573,7 @@ def generator_only_part(pack: Pack, store: Path, args, cleanup: contextlib.ExitS
     out = {"stack_env": dict(args.env), "rpc_round_trip_ms": {"generator": rpc_round_trip_ms(gen.address)}}
     out["generator_service_onnx"] = load_levels(generator_client(gen.address, pack), args.concurrency, args.seconds,
                                                 args.max_requests, stop, "generator service (onnx)")
+    out["raw_ort_adjacent"] = adjacent_raw(pack, args)
     gen.stop()
     return out
 
@@ -588,6 +595,7 @@ def services_parts(pack: Pack, store: Path, pngs: list[bytes], args, cleanup: co
     out["generator_service_onnx"] = load_levels(generator_client(stack.address("generator"), pack),
                                                 args.concurrency, args.seconds, args.max_requests, stop,
                                                 "generator service (onnx)")
+    out["raw_ort_adjacent"] = adjacent_raw(pack, args)
     out["gateway_edits"] = load_levels(gateway_client(stack.address("gateway"), pngs, *edit_choice(pack)),
                                        args.concurrency, args.seconds, args.max_requests, stop, "gateway Edit")
     stack.stop()
@@ -645,6 +653,7 @@ def add_gflops(results: dict) -> None:
                 r["gflops"] = r[rate_key] * flops / 1e9
 
     put(results.get("raw_ort_generator"), "images_per_s", g)
+    put([results["raw_ort_adjacent"]] if results.get("raw_ort_adjacent") else None, "images_per_s", g)
     put(results.get("inprocess_edits"), "edits_per_s", edit)
     put(results.get("generator_service_onnx"), "throughput", g)
     put(results.get("gateway_edits"), "throughput", edit)
@@ -701,6 +710,13 @@ def ratios(results: dict) -> dict:
         op, target = TARGETS[name]
         met = None if value is None else (value >= target if op == ">=" else value <= target)
         out[name] = {"value": value, "target": f"{op} {target}", "met": met, "how": how}
+    adjacent = results.get("raw_ort_adjacent") or {}
+    out["service_c64_over_adjacent_raw_b64"] = {
+        "value": div(get(svc, "concurrency", 64, "throughput"), adjacent.get("images_per_s")
+                     if adjacent.get("batch") == 64 else None),
+        "target": None, "met": None,
+        "how": "generator service images/s at c64 / raw ORT batch 64 measured right after the service's load "
+               "(same machine load; the shared machine drifts between the parts)"}
     out["gateway_best_over_peer"] = {"value": div(best_gw, (peer or {}).get("edits_per_s")), "target": None,
                                      "met": None, "how": "best gateway edits/s over all concurrencies / peer"}
     ts = (results.get("generator_service_torchserve") or {}).get("levels")
@@ -725,6 +741,12 @@ def table(results: dict) -> str:
         spin = {True: ", spinning", False: ""}.get(r.get("spinning"), "")
         rows.append(("raw ORT generator", f"batch {r['batch']}{spin}", _fmt(r["images_per_s"]), "img/s",
                      _fmt(r.get("gflops"), 2), _fmt(r["latency_ms_p50"], 2), "", str(r["batch"]), ""))
+
+    a = results.get("raw_ort_adjacent")
+    if a:
+        rows.append(("raw ORT, after svc", f"batch {a['batch']}" + (", spinning" if a.get("spinning") else ""),
+                     _fmt(a["images_per_s"]), "img/s", _fmt(a.get("gflops"), 2), _fmt(a["latency_ms_p50"], 2), "",
+                     str(a["batch"]), ""))
 
     def load_rows(label, levels, unit):
         for r in levels or []:

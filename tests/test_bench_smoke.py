@@ -172,5 +172,7 @@ def test_a_generator_only_pack_gets_the_generator_parts(pack, tmp_path):
     assert all(r["throughput"] > 0 and not r["errors"] for r in results["generator_service_onnx"])
     assert "inprocess_edits" not in results and "gateway_edits" not in results
     assert results["ratios"]["service_c1_excess_ms"]["value"] is not None
+    # the ceiling measured again next to the service's load, under the same machine load
+    assert results["raw_ort_adjacent"]["batch"] == 2 and results["raw_ort_adjacent"]["images_per_s"] > 0
     assert results["ratios"]["gateway_c32_over_peer"]["value"] is None
     assert results["settings"]["service_flags"]["spinning"] == 0
