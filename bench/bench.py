@@ -82,15 +82,27 @@ def _percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if values else float("nan")
 
 
+def cpu_seconds(pids=()) -> float:
+    """CPU time (user + system) of this process and of `pids` (other live processes), in seconds."""
+    total = time.process_time()
+    for pid in pids:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def _timed_loop(step: Callable[[], object], seconds: float, min_iters: int = 3, max_iters: int = 100_000,
-                warmup: int = 3) -> tuple[int, float, list[float]]:
+                warmup: int = 3, cpu: list[float] | None = None) -> tuple[int, float, list[float]]:
     """Warm up, then call `step` until `seconds` (at least min_iters, at most max_iters times).
 
     Returns (iterations, elapsed seconds, per-call seconds). `step` must be synchronous.
+    `cpu`, when given, gets the CPU seconds this process spent in the measured calls appended.
     """
     for _ in range(warmup):
         step()
     per_call = []
+    c0 = time.process_time()
     t0 = time.perf_counter()
     end = t0 + seconds
     n = 0
@@ -99,6 +111,8 @@ def _timed_loop(step: Callable[[], object], seconds: float, min_iters: int = 3, 
         step()
         per_call.append(time.perf_counter() - t)
         n += 1
+    if cpu is not None:
+        cpu.append(time.process_time() - c0)
     return n, time.perf_counter() - t0, per_call
 
 
@@ -249,9 +263,11 @@ def raw_ort(pack: Pack, batches=BATCHES, seconds: float = 2.0, threads: int = 0)
         name = session.get_inputs()[0].name
         runs[spinning] = {}
         for b, z in latents.items():
-            iters, elapsed, per_call = _timed_loop(lambda: session.run(None, {name: z}), seconds)
+            cpu: list[float] = []
+            iters, elapsed, per_call = _timed_loop(lambda: session.run(None, {name: z}), seconds, cpu=cpu)
             runs[spinning][b] = {"iterations": iters, "seconds": round(elapsed, 3), "images_per_s": b * iters / elapsed,
-                                 "latency_ms_p50": _percentile(per_call, 50) * 1e3}
+                                 "latency_ms_p50": _percentile(per_call, 50) * 1e3,
+                                 "images_per_cpu_s": b * iters / cpu[0] if cpu[0] > 0 else None}
         del session
     out = []
     for b in batches:
@@ -294,9 +310,11 @@ def inprocess_edits(pack: Pack, pngs: list[bytes], batches=INPROCESS_BATCHES, se
     out = []
     for b in batches:
         chunks = itertools.cycle([pngs[i:i + b] for i in range(0, len(pngs) - b + 1, b)] or [pngs[:b]])
-        iters, elapsed, per_call = _timed_loop(lambda: editor.edit(next(chunks)), seconds)
+        cpu: list[float] = []
+        iters, elapsed, per_call = _timed_loop(lambda: editor.edit(next(chunks)), seconds, cpu=cpu)
         out.append({"batch": b, "iterations": iters, "seconds": round(elapsed, 3),
-                    "edits_per_s": b * iters / elapsed, "latency_ms_p50": _percentile(per_call, 50) * 1e3})
+                    "edits_per_s": b * iters / elapsed, "latency_ms_p50": _percentile(per_call, 50) * 1e3,
+                    "edits_per_cpu_s": b * iters / cpu[0] if cpu[0] > 0 else None})
     return out
 
 
@@ -357,8 +375,10 @@ class Client:
 
 
 def run_load(make_client: Callable[[int], Client], concurrency: int, seconds: float, max_requests: int,
-             warmup_calls: int = 2, stop: threading.Event | None = None) -> dict:
-    """`concurrency` threads, each with its own Client, calling back to back (see module doc)."""
+             warmup_calls: int = 2, stop: threading.Event | None = None, pids=()) -> dict:
+    """`concurrency` threads, each with its own Client, calling back to back (see module doc).
+    `pids`: the serving processes; their CPU time and this process's during the run give
+    `per_cpu_s` (requests per CPU second of client + servers)."""
     import grpc
 
     stop = stop or threading.Event()
@@ -366,6 +386,7 @@ def run_load(make_client: Callable[[int], Client], concurrency: int, seconds: fl
     start: dict[str, float] = {}
 
     def mark():
+        start["cpu0"] = cpu_seconds(pids)
         start["t0"] = time.perf_counter()
         start["end"] = start["t0"] + seconds
 
@@ -415,6 +436,7 @@ def run_load(make_client: Callable[[int], Client], concurrency: int, seconds: fl
     for t in threads:
         while t.is_alive():
             t.join(0.5)
+    cpu_s = cpu_seconds(pids) - start["cpu0"] if "cpu0" in start else float("nan")
     setup_errors = [r["setup_error"] for r in results if "setup_error" in r]
     if setup_errors:
         raise RuntimeError(f"load clients failed to start: {setup_errors[0]}")
@@ -430,7 +452,8 @@ def run_load(make_client: Callable[[int], Client], concurrency: int, seconds: fl
             "throughput": len(lat) / elapsed if lat else 0.0,
             "latency_ms_p50": _percentile(lat, 50) * 1e3, "latency_ms_p90": _percentile(lat, 90) * 1e3,
             "latency_ms_p99": _percentile(lat, 99) * 1e3, "latency_ms_mean": float(np.mean(lat)) * 1e3 if lat else None,
-            "mean_batch": float(np.mean(info)) if info else None}
+            "mean_batch": float(np.mean(info)) if info else None,
+            "cpu_s": round(cpu_s, 3), "per_cpu_s": len(lat) / cpu_s if lat and cpu_s > 0 else None}
 
 
 def _channel(address: str):
@@ -500,10 +523,10 @@ def rpc_round_trip_ms(address: str, calls: int = 300) -> float:
 
 
 def load_levels(make_client, levels, seconds: float, max_requests: int, stop: threading.Event,
-                label: str) -> list[dict]:
+                label: str, pids=()) -> list[dict]:
     out = []
     for c in levels:
-        r = run_load(make_client, c, seconds, max_requests, stop=stop)
+        r = run_load(make_client, c, seconds, max_requests, stop=stop, pids=pids)
         print(f"  {label} c{c}: {r['throughput']:.1f}/s p50 {r['latency_ms_p50']:.2f} ms "
               f"p99 {r['latency_ms_p99']:.2f} ms" + (f" errors {r['errors']}" if r["errors"] else ""), flush=True)
         out.append(r)
@@ -572,7 +595,8 @@ def generator_only_part(pack: Pack, store: Path, args, cleanup: contextlib.ExitS
     wait_healthy(gen.address, gen.proc, 60, gen.log)
     out = {"stack_env": dict(args.env), "rpc_round_trip_ms": {"generator": rpc_round_trip_ms(gen.address)}}
     out["generator_service_onnx"] = load_levels(generator_client(gen.address, pack), args.concurrency, args.seconds,
-                                                args.max_requests, stop, "generator service (onnx)")
+                                                args.max_requests, stop, "generator service (onnx)",
+                                                pids=[gen.proc.pid])
     out["raw_ort_adjacent"] = adjacent_raw(pack, args)
     gen.stop()
     return out
@@ -592,12 +616,13 @@ def services_parts(pack: Pack, store: Path, pngs: list[bytes], args, cleanup: co
           + ", ".join(f"{s} {p.pid}" for s, p in stack.procs.items()), flush=True)
     out = {"stack_env": dict(args.env)}
     out["rpc_round_trip_ms"] = {s: rpc_round_trip_ms(stack.address(s)) for s in ("generator", "gateway")}
+    pids = [p.pid for p in stack.procs.values()] + ([stack.redis.proc.pid] if stack.redis else [])
     out["generator_service_onnx"] = load_levels(generator_client(stack.address("generator"), pack),
                                                 args.concurrency, args.seconds, args.max_requests, stop,
-                                                "generator service (onnx)")
+                                                "generator service (onnx)", pids)
     out["raw_ort_adjacent"] = adjacent_raw(pack, args)
     out["gateway_edits"] = load_levels(gateway_client(stack.address("gateway"), pngs, *edit_choice(pack)),
-                                       args.concurrency, args.seconds, args.max_requests, stop, "gateway Edit")
+                                       args.concurrency, args.seconds, args.max_requests, stop, "gateway Edit", pids)
     stack.stop()
     out["stack_exit_codes"] = dict(stack.exit_codes)
     return out
@@ -717,6 +742,17 @@ def ratios(results: dict) -> dict:
         "target": None, "met": None,
         "how": "generator service images/s at c64 / raw ORT batch 64 measured right after the service's load "
                "(same machine load; the shared machine drifts between the parts)"}
+    raw_cpu = (_level(raw, "batch", 64) or {}).get("images_per_cpu_s")
+    out["service_c64_over_raw_b64_per_cpu"] = {
+        "value": div(get(svc, "concurrency", 64, "per_cpu_s"), raw_cpu), "target": None, "met": None,
+        "how": "images per CPU second at c64 (generator service + Redis + services + load client) / images per "
+               "CPU second of raw ORT at batch 64: what the throughput ratio would be on two idle cores, "
+               "robust to other processes taking CPU"}
+    out["gateway_c32_over_inprocess_b32_per_cpu"] = {
+        "value": div(get(gw, "concurrency", 32, "per_cpu_s"), get(inproc, "batch", 32, "edits_per_cpu_s")),
+        "target": None, "met": None,
+        "how": "edits per CPU second at c32 (gateway, encoder, directions, generator, Redis, load client) / "
+               "edits per CPU second of the in-process pipeline at batch 32"}
     out["gateway_best_over_peer"] = {"value": div(best_gw, (peer or {}).get("edits_per_s")), "target": None,
                                      "met": None, "how": "best gateway edits/s over all concurrencies / peer"}
     ts = (results.get("generator_service_torchserve") or {}).get("levels")

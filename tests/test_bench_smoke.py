@@ -94,7 +94,7 @@ def test_offline_parts_and_results_file(pack, pngs, tmp_path):
     assert [r["batch"] for r in raw] == [1, 8]
     assert all(r["images_per_s"] > 0 and r["iterations"] >= 3 for r in raw)
     assert [r["batch"] for r in results["inprocess_edits"]] == [1, 4]
-    assert all(r["edits_per_s"] > 0 for r in results["inprocess_edits"])
+    assert all(r["edits_per_s"] > 0 and r["edits_per_cpu_s"] > 0 for r in results["inprocess_edits"])
     peer = results["peer_baseline"]
     assert peer["edits_per_s"] > 0 and peer["generator_only_images_per_s"] > 0
     # the eager PyTorch rebuild computes what generator.onnx / encoder.onnx compute
@@ -169,7 +169,8 @@ def test_a_generator_only_pack_gets_the_generator_parts(pack, tmp_path):
     assert "errors" not in results and "encoder" in results["generator_only"]
     assert results["flops"]["generator_per_image"] == 737280 and results["flops"]["edit_per_request"] is None
     assert [r["concurrency"] for r in results["generator_service_onnx"]] == [1, 2]
-    assert all(r["throughput"] > 0 and not r["errors"] for r in results["generator_service_onnx"])
+    assert all(r["throughput"] > 0 and not r["errors"] and r["per_cpu_s"] > 0 for r in results["generator_service_onnx"])
+    assert all(r["images_per_cpu_s"] > 0 for r in results["raw_ort_generator"])
     assert "inprocess_edits" not in results and "gateway_edits" not in results
     assert results["ratios"]["service_c1_excess_ms"]["value"] is not None
     # the ceiling measured again next to the service's load, under the same machine load
