@@ -13,7 +13,7 @@ PACK ?= synth
 
 export ORT_DISABLE_TELEMETRY := 1
 
-.PHONY: setup stubs run stop test test-fast bench pack-synth clean
+.PHONY: setup stubs run stop test test-fast bench pack-synth pack-digiface64 clean
 
 setup: $(INSTALLED) $(STUBS) $(TS_STUBS) $(THIRD_PARTY)
 
@@ -66,6 +66,11 @@ bench: setup
 # Rebuild the committed synth pack from scratch (see README for the run time).
 pack-synth: setup
 	$(PY) -m training pack --config training/configs/synth.json --out model_store/synth --fresh
+
+# Rebuild the committed digiface64 pack: encoder, annotation, classifier, directions, evaluation
+# against the frozen DigiFace DCGAN (see README for the run time). Resumes from runs/digiface64/.
+pack-digiface64: setup
+	$(PY) -m training.digiface pack --config training/configs/digiface64.json --out model_store/digiface64
 
 clean:
 	rm -rf $(VENV) $(STUBS) protos/facedit/v1/*_pb2*.py* out model_store/third_party

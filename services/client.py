@@ -90,6 +90,28 @@ class FaceditClient:
             attribute=attribute, replace=replace), timeout=self.timeout_s)
 
 
+    def edit_photo(self, image: bytes, edits: list[tuple[str, float]], keep: list[str] = (), pack: str = "",
+                   method: str | None = None, max_faces: int = 0, replace: bool = False,
+                   return_crops: bool = False, fmt: int = common_pb2.IMAGE_FORMAT_PNG
+                   ) -> gateway_pb2.EditPhotoResponse:
+        """Every face of a photo edited and blended back; `replace` pastes the rendered face instead
+        of adding the edit's change to the photo."""
+        return self.stub.EditPhoto(gateway_pb2.EditPhotoRequest(
+            pack=pack, image=image, edits=[self.edit_op(t, s, method) for t, s in edits], keep=list(keep),
+            format=fmt, max_faces=max_faces, return_crops=return_crops,
+            paste=gateway_pb2.PASTE_MODE_REPLACE if replace else gateway_pb2.PASTE_MODE_DELTA),
+            timeout=self.timeout_s)
+
+
+def parse_edits(specs: list[str]) -> list[tuple[str, float]]:
+    """['smile=2', 'yaw=-1'] -> [('smile', 2.0), ('yaw', -1.0)] (no '=': strength 1)."""
+    edits = []
+    for e in specs:
+        target, _, strength = e.partition("=")
+        edits.append((target, float(strength or 1.0)))
+    return edits
+
+
 def hstack_png(pngs: list[bytes], scale: int = 1) -> Image.Image:
     frames = [Image.open(io.BytesIO(p)).convert("RGB") for p in pngs]
     w, h = frames[0].size
@@ -140,6 +162,14 @@ def main(argv: list[str] | None = None) -> None:
                         help="an image without the attribute (repeatable, 1-32)")
     create.add_argument("--attribute", default="", help="optional label of what it edits (default: the name)")
     create.add_argument("--replace", action="store_true", help="overwrite an existing custom/<name>")
+    photo = sub.add_parser("edit-photo", help="edit every face of a photo of any size and blend it back")
+    photo.add_argument("--image", required=True, help="a photo (PNG/JPEG), any size up to 4096x4096")
+    photo.add_argument("--edit", action="append", required=True, help="attribute=strength (repeatable)")
+    photo.add_argument("--keep", action="append", default=[], help="attribute to keep fixed (repeatable)")
+    photo.add_argument("--method", choices=sorted(methods.ENUMS))
+    photo.add_argument("--max-faces", type=int, default=0, help="0: the service's limit (16)")
+    photo.add_argument("--replace", action="store_true", help="paste the rendered face instead of the change")
+    photo.add_argument("--out", default="edited_photo.png")
     args = p.parse_args(argv)
 
     client = FaceditClient(args.address, args.timeout)
@@ -152,11 +182,7 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"  {d.id:28s} recommended {d.strength_min:+.2f}..{d.strength_max:+.2f}  "
                       f"limit {d.strength_limit:g}  val.acc {acc:.3f}")
         elif args.command == "edit":
-            edits = []
-            for e in args.edit:
-                target, _, strength = e.partition("=")
-                edits.append((target, float(strength or 1.0)))
-            resp = client.edit(_face_from_args(args), edits, args.keep, args.pack, args.method, return_original=True)
+            resp = client.edit(_face_from_args(args), parse_edits(args.edit), args.keep, args.pack, args.method, return_original=True)
             hstack_png([resp.original, resp.image], args.scale).save(args.out)
             for q in resp.quality:
                 print(f"{q.direction_id}: strength {q.strength:+.2f}, score {q.score_before:.3f} -> "
@@ -167,6 +193,16 @@ def main(argv: list[str] | None = None) -> None:
                                   args.keep, args.pack)
             hstack_png([f.image for f in frames], args.scale).save(args.out)
             print(f"{len(frames)} frames, strengths {[round(f.strength, 2) for f in frames]}; wrote {args.out}")
+        elif args.command == "edit-photo":
+            resp = client.edit_photo(Path(args.image).read_bytes(), parse_edits(args.edit), args.keep, args.pack,
+                                     args.method, args.max_faces, args.replace)
+            Path(args.out).write_bytes(resp.image)
+            for f in resp.faces:
+                print(f"face at {[round(v) for v in f.box]} (score {f.score:.3f}) latent_id {f.latent_id}")
+            for q in resp.quality:
+                print(f"{q.direction_id}: strength {q.strength:+.2f}, mean score {q.score_before:.3f} -> "
+                      f"{q.score_after:.3f}")
+            print(f"wrote {args.out}")
         elif args.command == "create-direction":
             resp = client.create_direction(args.name, [Path(f).read_bytes() for f in args.positive],
                                            [Path(f).read_bytes() for f in args.negative],

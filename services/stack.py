@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import io
+import json
 import os
 import signal
 import subprocess
@@ -126,44 +127,102 @@ class Stack:
         self.stop()
 
 
-def demo(stack: Stack, out: Path) -> Path:
-    """Edit synth faces over the gateway: rows = face x attribute, columns = strengths."""
-    from services.client import FaceditClient  # the public client, as a user would call it
+# Demo edits per pack: (attribute, attributes kept fixed); other packs: their first two attributes.
+DEMO_EDITS = {
+    "synth": [("beard", ["age"]), ("age", ["beard", "eyeglasses"])],
+    "digiface64": [("smile", []), ("yaw", []), ("mouth_open", [])],
+}
+DEMO_FRACTIONS = [-1.0, -0.5, 0.0, 0.5, 1.0]  # of each direction's recommended range
 
-    client = FaceditClient(stack.address("gateway"), timeout_s=30)
+
+def demo_photo() -> tuple[str, bytes]:
+    """A real portrait that ships offline: skimage's astronaut (Eileen Collins, NASA, public domain)."""
+    from skimage import data
+
+    buf = io.BytesIO()
+    Image.fromarray(data.astronaut()).save(buf, format="PNG")
+    return "astronaut", buf.getvalue()
+
+
+def demo(stack: Stack, out: Path) -> Path:
+    """Edits over the gateway, as a user would call it, in one picture: rows = (face, attribute),
+    columns = strengths from the recommended minimum to the maximum. For packs that take photos
+    also the astronaut portrait, edited in place (and out/demo_photo.png: before | after)."""
+    from services.client import FaceditClient
+
+    pack = stack.packs[0]
+    client = FaceditClient(stack.address("gateway"), timeout_s=60)
     try:
-        strengths = [-3.0, -1.5, 0.0, 1.5, 3.0]
+        info = client.attributes()
+        spans = {d.attribute: max(abs(d.strength_min), abs(d.strength_max)) or 1.0
+                 for d in info.directions if d.method == info.default_method}
+        edits = DEMO_EDITS.get(pack) or [(a, []) for a in list(info.attributes)[:2]]
         rows = []
         for seed in (3, 11):
-            for attribute, keep in (("beard", ["age"]), ("age", ["beard", "eyeglasses"])):
-                frames = client.sweep(client.face(seed=seed), attribute, strengths[0], strengths[-1],
-                                      len(strengths), keep)
-                rows.append((f"seed {seed}: {attribute}" + (f" (keep {', '.join(keep)})" if keep else ""),
+            for attribute, keep in edits:
+                span = spans[attribute]
+                frames = client.sweep(client.face(seed=seed), attribute, -span, span, len(DEMO_FRACTIONS), keep)
+                rows.append((f"seed {seed}: {attribute} ±{span:.1f}" + (f" (keep {', '.join(keep)})" if keep else ""),
                              [f.image for f in frames]))
-        example = stack.model_store / stack.packs[0] / "examples" / "face_0.png"
-        if example.exists():
-            encoded = client.encode(example.read_bytes(), reconstruction=True)
-            frames = client.sweep(client.face(latent_id=encoded.latent_id), "yaw", strengths[0],
-                                  strengths[-1], len(strengths), ["eyeglasses"])
-            rows.append(("photo: yaw (keep eyeglasses)", [f.image for f in frames]))
-            rows.append(("photo | encoded", [example.read_bytes(), encoded.reconstruction]))
+        manifest = json.loads((stack.model_store / pack / "manifest.json").read_text())
+        if "alignment" in manifest:
+            name, photo = demo_photo()
+            for attribute, keep in edits:
+                span = spans[attribute]
+                edited = {f: client.edit_photo(photo, [(attribute, f * span)], keep)
+                          for f in DEMO_FRACTIONS if f != 0.0}
+                box = list(edited[DEMO_FRACTIONS[-1]].faces[0].box)
+                rows.append((f"{name} photo: {attribute} ±{span:.1f}",
+                             [_face_region(edited[f].image if f in edited else photo, box) for f in DEMO_FRACTIONS]))
+                if attribute == edits[0][0]:
+                    _side_by_side(photo, edited[DEMO_FRACTIONS[-1]].image, out.with_name("demo_photo.png"))
+        else:
+            example = stack.model_store / pack / "examples" / "face_0.png"
+            if example.exists():
+                encoded = client.encode(example.read_bytes(), reconstruction=True)
+                attribute, keep = edits[0]
+                frames = client.sweep(client.face(latent_id=encoded.latent_id), attribute, -spans[attribute],
+                                      spans[attribute], len(DEMO_FRACTIONS), keep)
+                rows.append((f"photo: {attribute}", [f.image for f in frames]))
+                rows.append(("photo | encoded", [example.read_bytes(), encoded.reconstruction]))
     finally:
         client.close()
-    return _grid(rows, strengths, out)
+    return _grid(rows, DEMO_FRACTIONS, out)
 
 
-def _grid(rows: list[tuple[str, list[bytes]]], strengths: list[float], out: Path, cell: int = 96) -> Path:
-    label_w, head_h = 230, 20
+def _face_region(image: bytes, box: list[float], margin: float = 0.35) -> bytes:
+    """The face's box (x0, y0, x1, y1, grown by `margin`) cut out of a photo, as PNG."""
+    x0, y0, x1, y1 = box
+    img = Image.open(io.BytesIO(image)).convert("RGB")
+    side = max(x1 - x0, y1 - y0) * (1 + margin)
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    region = img.crop((round(cx - side / 2), round(cy - side / 2), round(cx + side / 2), round(cy + side / 2)))
+    buf = io.BytesIO()
+    region.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _side_by_side(before: bytes, after: bytes, out: Path) -> None:
+    a, b = (Image.open(io.BytesIO(x)).convert("RGB") for x in (before, after))
+    img = Image.new("RGB", (a.width + b.width, max(a.height, b.height)), "white")
+    img.paste(a, (0, 0))
+    img.paste(b, (a.width, 0))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    img.save(out)
+
+
+def _grid(rows: list[tuple[str, list[bytes]]], fractions: list[float], out: Path, cell: int = 96) -> Path:
+    label_w, head_h = 260, 20
     width = label_w + cell * max(len(r[1]) for r in rows)
     img = Image.new("RGB", (width, head_h + cell * len(rows)), "white")
     draw = ImageDraw.Draw(img)
-    for j, s in enumerate(strengths):
-        draw.text((label_w + j * cell + cell // 3, 4), f"{s:+.1f}", fill="black")
+    for j, f in enumerate(fractions):
+        draw.text((label_w + j * cell + cell // 4, 4), f"{f:+.1f} x range", fill="black")
     for i, (label, pngs) in enumerate(rows):
         y = head_h + i * cell
         draw.text((6, y + cell // 2 - 6), label, fill="black")
         for j, png in enumerate(pngs):
-            face = Image.open(io.BytesIO(png)).convert("RGB").resize((cell, cell), Image.Resampling.NEAREST)
+            face = Image.open(io.BytesIO(png)).convert("RGB").resize((cell, cell), Image.Resampling.LANCZOS)
             img.paste(face, (label_w + j * cell, y))
     out.parent.mkdir(parents=True, exist_ok=True)
     img.save(out)

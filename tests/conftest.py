@@ -57,7 +57,7 @@ def pack(tiny_pack):
 class _Servers:
     """The four servicers, each on its own real gRPC server on 127.0.0.1 (one process)."""
 
-    def __init__(self, store: Path, pack: str, redis_url: str):
+    def __init__(self, store: Path, pack: str, redis_url: str, more_packs: tuple[str, ...] = ()):
         import logging
 
         from facedit.v1 import (directions_pb2_grpc, encoder_pb2_grpc, gateway_pb2_grpc,
@@ -72,16 +72,19 @@ class _Servers:
         from services.generator.server import GeneratorServicer, OnnxGenerator
 
         logger = logging.getLogger("test")
-        loaded = load_pack(pack, store)
+        names = (pack, *more_packs)
+        loaded = {n: load_pack(n, store) for n in names}
         registry = Registry(connect(redis_url))
-        registry.publish(loaded)
+        for p in loaded.values():
+            registry.publish(p)
         self.servers, self.addresses = [], {}
-        self.generator = OnnxGenerator(loaded, Threading(1), 64, 0.002, 64)
-        self.encoder_models = PackModels(loaded, Threading(1))
+        self.generators = {n: OnnxGenerator(p, Threading(1), 64, 0.002, 64) for n, p in loaded.items()}
+        self.encoders = {n: PackModels(p, Threading(1)) for n, p in loaded.items()}
+        self.generator, self.encoder_models = self.generators[pack], self.encoders[pack]
         servicers = {
             "directions": (DirectionsServicer(registry, store, pack), directions_pb2_grpc.add_DirectionsServicer_to_server),
-            "encoder": (EncoderServicer({pack: self.encoder_models}, pack), encoder_pb2_grpc.add_EncoderServicer_to_server),
-            "generator": (GeneratorServicer({pack: self.generator}, pack), generator_pb2_grpc.add_GeneratorServicer_to_server),
+            "encoder": (EncoderServicer(self.encoders, pack), encoder_pb2_grpc.add_EncoderServicer_to_server),
+            "generator": (GeneratorServicer(self.generators, pack), generator_pb2_grpc.add_GeneratorServicer_to_server),
         }
         for name, (servicer, add) in servicers.items():
             self._start(name, lambda s, a=add, v=servicer: a(v, s), logger)
@@ -102,8 +105,10 @@ class _Servers:
     def stop(self):
         for s in self.servers:
             s.stop(0).wait()
-        self.generator.batcher.close()
-        self.encoder_models.close()
+        for g in self.generators.values():
+            g.batcher.close()
+        for e in self.encoders.values():
+            e.close()
 
 
 @pytest.fixture(scope="module")

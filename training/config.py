@@ -51,6 +51,9 @@ class PackConfig:
     oracle_lr: float = 1e-3
     oracle_width: int = 32
 
+    # measured annotation of generated faces (packs without ground truth: training/digiface.py)
+    annotate_samples: int = 5000
+
     # InterFaceGAN directions
     svm_samples: int = 100000     # latents sampled and scored
     svm_share: float = 0.1        # top and bottom share kept per attribute

@@ -110,9 +110,8 @@ def paste(photo: np.ndarray, a: np.ndarray, face: np.ndarray, mask: np.ndarray,
     x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
     if x0 >= x1 or y0 >= y1:
         return photo.copy()
-    # region coordinates = photo coordinates - (x0, y0); crop -> region transform
-    to_region = np.array([[1.0, 0, -x0], [0, 1.0, -y0], [0, 0, 1.0]]) @ np.vstack([inv, [0, 0, 1]])
-    a_region = invert(to_region[:2])  # region -> crop
+    # region coordinates = photo coordinates - (x0, y0); the crop -> region transform
+    a_region = (np.array([[1.0, 0, -x0], [0, 1.0, -y0], [0, 0, 1.0]]) @ np.vstack([inv, [0, 0, 1]]))[:2]
     size = (x1 - x0, y1 - y0)
     warp = lambda img, mode: np.asarray(_warp(img, a_region, size, mode))  # noqa: E731
     m = warp(Image.fromarray((mask * 255).astype(np.uint8)), Image.Resampling.BILINEAR).astype(np.float32)[..., None] / 255

@@ -1,15 +1,17 @@
-"""Encoder service: images -> latents (CRG encoder) and attribute scores (classifier).
+"""Encoder service: images -> latents (CRG encoder) and attribute scores (classifier), and for
+packs with an alignment template, photos -> every face found (MTCNN), aligned and encoded.
 
     python -m services.encoder.server --port 50051 --packs synth
 """
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
 
 from facedit.v1 import common_pb2, encoder_pb2, encoder_pb2_grpc
-from services.common import config, images, logs, onnx
+from services.common import align, config, images, logs, onnx
 from services.common.batcher import DynamicBatcher
 from services.common.errors import InvalidArgument
 from services.common.pack import Pack, load_pack
@@ -17,6 +19,7 @@ from services.common.server import serve
 from services.common.tensors import from_tensor, to_tensor
 
 MAX_IMAGES = 64  # per request
+MAX_FACES = 16   # per photo (DetectFaces)
 
 
 class PackModels:
@@ -26,6 +29,8 @@ class PackModels:
     def __init__(self, pack: Pack, threading: onnx.Threading, max_batch: int = MAX_IMAGES,
                  max_delay_s: float = 0.002, max_queue: int = 256, io_binding: str = "auto"):
         self.pack = pack
+        template = pack.manifest.get("alignment", {}).get("template")
+        self.template = np.asarray(template, np.float64) if template else None  # (5, 2) crop pixels
         encoder = onnx.Model(pack.artefact("encoder"), threading, io_binding)
         classifier = onnx.Model(pack.artefact("classifier"), threading, io_binding)
         self.encoder = DynamicBatcher(encoder.run, max_batch, max_delay_s, max_queue, name=f"enc-{pack.name}")
@@ -65,8 +70,12 @@ def request_pixels(request, resolution: int) -> np.ndarray:
 
 
 class EncoderServicer(encoder_pb2_grpc.EncoderServicer):
-    def __init__(self, models: dict[str, PackModels], default_pack: str):
+    def __init__(self, models: dict[str, PackModels], default_pack: str, detector=None):
+        """detector: a services.encoder.detect.FaceDetector, needed by DetectFaces (created on first
+        use when None and a pack has an alignment template)."""
         self.models, self.default_pack = models, default_pack
+        self._detector = detector
+        self._lock = threading.Lock()
 
     def _models(self, pack: str) -> PackModels:
         m = self.models.get(pack or self.default_pack)
@@ -87,6 +96,39 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServicer):
                                                attributes=list(m.pack.attributes), scores=to_tensor(scores))
 
 
+    def detector(self):
+        with self._lock:
+            if self._detector is None:
+                from services.encoder.detect import FaceDetector
+
+                self._detector = FaceDetector()
+            return self._detector
+
+    def DetectFaces(self, request, context):
+        m = self._models(request.pack)
+        if m.template is None:
+            with_template = sorted(n for n, x in self.models.items() if x.template is not None)
+            raise InvalidArgument(f"pack {m.pack.name!r} has no face alignment template, so it edits only "
+                                  f"aligned face crops (use Edit/Encode); packs that take photos: {with_template}")
+        if not request.image:
+            raise InvalidArgument("image: empty; send the bytes of a PNG or JPEG photo")
+        if not 0 <= request.max_faces <= MAX_FACES:
+            raise InvalidArgument(f"max_faces must be 0 (= {MAX_FACES}) to {MAX_FACES}, got {request.max_faces}")
+        photo = images.decode(request.image, "image")
+        found = self.detector().detect(photo)[:request.max_faces or MAX_FACES]
+        ref = common_pb2.PackRef(name=m.pack.name, version=m.pack.version)
+        response = encoder_pb2.DetectFacesResponse(pack=ref, width=photo.shape[1], height=photo.shape[0])
+        if not found:
+            return response
+        affines = [align.similarity(d.landmarks, m.template) for d in found]
+        crops = np.stack([align.crop(photo, a, m.pack.resolution) for a in affines])
+        z = m.encode(crops, context.time_remaining())
+        for d, a, c, zi in zip(found, affines, crops, z):
+            response.faces.add(box=d.box.tolist(), score=d.score, landmarks=d.landmarks.ravel().tolist(),
+                               affine=a.ravel().tolist(), crop=to_tensor(c), latent=to_tensor(zi))
+        return response
+
+
 def main(argv: list[str] | None = None) -> None:
     p = config.parser("encoder", 50051)
     p.add_argument("--packs", default=config.env("packs", "synth"), help="comma-separated packs (first = default)")
@@ -98,7 +140,12 @@ def main(argv: list[str] | None = None) -> None:
                             min(args.max_batch, MAX_IMAGES), args.max_delay_ms / 1e3, args.max_queue, args.io_binding)
               for n in packs}
     logs.log(logger, "loaded", packs=packs, providers=onnx.providers())
-    servicer = EncoderServicer(models, packs[0])
+    detector = None
+    if any(m.template is not None for m in models.values()):  # load MTCNN now, not on the first photo
+        from services.encoder.detect import FaceDetector
+
+        detector = FaceDetector(threads=args.threads)
+    servicer = EncoderServicer(models, packs[0], detector)
     serve("encoder", args.host, args.port, [lambda s: encoder_pb2_grpc.add_EncoderServicer_to_server(servicer, s)],
           ["facedit.v1.Encoder"], logger, max_workers=args.workers)
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from facedit.v1 import (common_pb2, directions_pb2, directions_pb2_grpc, encoder_pb2, encoder_pb2_grpc,
                         gateway_pb2, gateway_pb2_grpc, generator_pb2, generator_pb2_grpc)
-from services.common import config, images, latents, logs
+from services.common import align, config, images, latents, logs
 from services.common.errors import FailedPrecondition, InvalidArgument, ServiceError, reraise_downstream
 from services.common.redis_server import connect
 from services.common.server import MAX_MESSAGE_BYTES, serve
@@ -33,6 +33,7 @@ MAX_GENERATE = 64
 MAX_REFERENCE_IMAGES = 32  # per set (positive, negative) of CreateDirection
 DEFAULT_STRENGTH_LIMIT = 10.0  # for custom directions of a pack that lists no limit
 MAX_SWEEP_STEPS = 64
+MAX_PHOTO_FACES = 16  # faces edited per EditPhoto (the encoder's limit too)
 PACK_INFO_TTL_S = 10.0
 
 
@@ -161,14 +162,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         pixels = self._generate(np.stack([z, edited]), pack, budget)
         names, scores = self._score(pixels, pack, budget)
         index = {a: i for i, a in enumerate(names)}
-        quality = []
-        for e in composed.edits:
-            d, i = e.direction, index.get(e.direction.attribute)
-            quality.append(gateway_pb2.EditQuality(
-                direction_id=d.id, attribute=d.attribute, method=d.method, strength=e.strength,
-                score_before=float(scores[0, i]) if i is not None else float("nan"),
-                score_after=float(scores[1, i]) if i is not None else float("nan"),
-                projected_norm=e.projected_norm, strength_min=d.strength_min, strength_max=d.strength_max))
+        quality = _quality(composed, index, scores[:1], scores[1:])
         return gateway_pb2.EditResponse(
             pack=composed.pack, image=images.encode(pixels[1], fmt), format=fmt, latent_id=latent_id,
             latent=to_tensor(edited), quality=quality,
@@ -306,6 +300,71 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
             raise ServiceError(message, err.code) from None
         return check_latents(from_tensor(resp.latents, "latents"), info.latent_dim, "encoded latents"), \
             resp.pack.version
+
+
+    def EditPhoto(self, request, context):
+        """Every face of a photo: detect + align + encode (encoder), edit, render, blend back."""
+        budget = Budget(context, self.default_deadline_s)
+        fmt = images.output_format(request.format)
+        if not request.edits:
+            raise InvalidArgument("no edits given; add at least one edit (e.g. smile +2)")
+        if not request.image:
+            raise InvalidArgument("image: empty; send the bytes of a PNG or JPEG photo")
+        if not 0 <= request.max_faces <= MAX_PHOTO_FACES:
+            raise InvalidArgument(f"max_faces must be 0 (= {MAX_PHOTO_FACES}) to {MAX_PHOTO_FACES}, "
+                                  f"got {request.max_faces}")
+        photo = images.decode(request.image, "image")  # for the paste-back; checks size limits first
+        info = self._pack(request.pack, budget)
+        pack = info.pack.name
+        compose = self._start_compose(pack, request.edits, request.keep, budget)
+        try:
+            found = self.down.call("encoder", self.down.encoder.DetectFaces,
+                                   encoder_pb2.DetectFacesRequest(pack=pack, image=request.image,
+                                                                  max_faces=request.max_faces), budget)
+        except BaseException:
+            compose.cancel()
+            raise
+        if not found.faces:
+            compose.cancel()
+            raise InvalidArgument(f"no face found in the {found.width}x{found.height} photo: faces must be at "
+                                  f"least about 20 pixels wide, seen from the front or side, and not cut off")
+        composed = compose()
+        delta = from_tensor(composed.delta, "delta")
+        z = np.stack([check_latents(from_tensor(f.latent, "latent"), info.latent_dim, "encoded latent")[0]
+                      for f in found.faces])
+        n = len(z)
+        pixels = self._generate(np.concatenate([z, z + delta]).astype(np.float32), pack, budget)
+        names, scores = self._score(pixels, pack, budget)
+        index = {a: i for i, a in enumerate(names)}
+        out, res = photo, pixels.shape[1]
+        faces = []
+        for k, f in enumerate(found.faces):
+            affine = np.asarray(f.affine, np.float64).reshape(2, 3)
+            crop_landmarks = align.apply(affine, np.asarray(f.landmarks, np.float64).reshape(5, 2))
+            mask = align.blend_mask(crop_landmarks, res)
+            original = pixels[k] if request.paste == gateway_pb2.PASTE_MODE_DELTA else None
+            out = align.paste(out, affine, pixels[n + k], mask, original_face=original)
+            faces.append(gateway_pb2.PhotoFace(
+                box=list(f.box), score=f.score, latent_id=self.cache.put(pack, z[k]),
+                scores_before={a: float(scores[k, i]) for a, i in index.items()},
+                scores_after={a: float(scores[n + k, i]) for a, i in index.items()},
+                crop_before=images.encode(pixels[k], fmt) if request.return_crops else b"",
+                crop_after=images.encode(pixels[n + k], fmt) if request.return_crops else b""))
+        return gateway_pb2.EditPhotoResponse(pack=composed.pack, image=images.encode(out, fmt), format=fmt,
+                                             faces=faces, quality=_quality(composed, index, scores[:n], scores[n:]))
+
+
+def _quality(composed, index: dict[str, int], before: np.ndarray, after: np.ndarray) -> list:
+    """EditQuality per composed direction; scores (N, A) before/after, averaged over the N faces."""
+    quality = []
+    for e in composed.edits:
+        d, i = e.direction, index.get(e.direction.attribute)
+        quality.append(gateway_pb2.EditQuality(
+            direction_id=d.id, attribute=d.attribute, method=d.method, strength=e.strength,
+            score_before=float(before[:, i].mean()) if i is not None else float("nan"),
+            score_after=float(after[:, i].mean()) if i is not None else float("nan"),
+            projected_norm=e.projected_norm, strength_min=d.strength_min, strength_max=d.strength_max))
+    return quality
 
 
 def main(argv: list[str] | None = None) -> None:

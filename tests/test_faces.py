@@ -1,0 +1,142 @@
+"""The real-photo pipeline's parts: the imported DigiFace generator, alignment geometry,
+MTCNN detection on a real portrait, paste-back, and the measured annotators."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from services.common import align
+from tests.conftest import MODEL_STORE
+
+THIRD_PARTY = MODEL_STORE / "third_party"
+
+
+@pytest.fixture(scope="module")
+def detector():
+    from services.encoder.detect import FaceDetector
+
+    return FaceDetector(threads=1)
+
+
+@pytest.fixture(scope="module")
+def astronaut():
+    from skimage import data
+
+    return data.astronaut()
+
+
+@pytest.fixture(scope="module")
+def generated_faces():
+    """Eight DigiFace DCGAN faces, (8, 64, 64, 3) uint8, from the ONNX file `make setup` built."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(THIRD_PARTY / "digiface64_generator.onnx"), providers=["CPUExecutionProvider"])
+    z = np.random.default_rng(5).standard_normal((8, 100)).astype(np.float32)
+    return sess.run(None, {"z": z})[0]
+
+
+def test_digiface_generator_onnx_matches_the_wheels_pytorch_weights():
+    from training.third_party import check_generator
+
+    assert check_generator(THIRD_PARTY / "digiface64_generator.onnx") <= 1.0  # pixel levels of 255
+
+
+def test_digiface_import_is_byte_reproducible_and_listed_with_its_sha256():
+    from services.common.pack import load_pack, sha256
+
+    pack = load_pack("digiface64", MODEL_STORE)
+    entry = pack.manifest["artefacts"]["generator"]
+    assert entry["source"]["licence"].startswith("MIT")
+    assert pack.artefact("generator") == MODEL_STORE / "digiface64" / entry["path"]
+    assert sha256(THIRD_PARTY / "digiface64_generator.onnx") == entry["sha256"]
+
+
+def test_similarity_recovers_a_known_transform():
+    rng = np.random.default_rng(0)
+    src = rng.uniform(0, 100, (5, 2))
+    angle, scale, shift = 0.3, 0.7, np.array([12.0, -4.0])
+    rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    dst = src @ (scale * rot).T + shift
+    a = align.similarity(src, dst)
+    np.testing.assert_allclose(align.apply(a, src), dst, atol=1e-9)
+    np.testing.assert_allclose(align.apply(align.invert(a), dst), src, atol=1e-9)
+    assert align.scale_of(a) == pytest.approx(scale)
+    with pytest.raises(ValueError):
+        align.similarity(np.zeros((5, 2)), dst)
+
+
+def test_crop_samples_the_photo_where_the_transform_says():
+    photo = np.zeros((200, 300, 3), np.uint8)
+    photo[100:110, 150:160] = 255  # a white square centred at (154.5, 104.5)
+    a = align.similarity(np.array([[154.5, 104.5], [164.5, 104.5]]), np.array([[32.0, 32.0], [42.0, 32.0]]))
+    crop = align.crop(photo, a, 64)
+    ys, xs = np.nonzero(crop[..., 0] > 128)
+    assert abs(xs.mean() - 32.0) < 1.0 and abs(ys.mean() - 32.0) < 1.0
+
+
+def test_paste_changes_only_the_masked_face_region():
+    rng = np.random.default_rng(1)
+    photo = rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)
+    template = np.array([[22.4, 30.9], [42.6, 30.4], [32.3, 43.8], [23.9, 54.9], [41.0, 54.6]])
+    landmarks = template * 2.0 + np.array([100.0, 60.0])  # a face twice the crop size
+    a = align.similarity(landmarks, template)
+    face = align.crop(photo, a, 64)
+    mask = align.blend_mask(template, 64)
+    assert mask.max() == pytest.approx(1.0) and mask[0, 0] == 0.0
+    # pasting the photo's own crop back in "delta" mode changes nothing
+    same = align.paste(photo, a, face, mask, original_face=face)
+    np.testing.assert_array_equal(same, photo)
+    # a white face: the centre turns white, far away nothing changes
+    white = np.full_like(face, 255)
+    out = align.paste(photo, a, white, mask)
+    centre = align.apply(align.invert(a), template.mean(0, keepdims=True))[0].round().astype(int)
+    assert (out[centre[1], centre[0]] == 255).all()
+    np.testing.assert_array_equal(out[:50], photo[:50])
+    np.testing.assert_array_equal(out[:, 250:], photo[:, 250:])
+
+
+def test_mtcnn_finds_the_astronauts_face_with_plausible_landmarks(detector, astronaut):
+    found = detector.detect(astronaut)
+    assert len(found) == 1
+    d = found[0]
+    x0, y0, x1, y1 = d.box
+    assert d.score > 0.99 and 60 < x1 - x0 < 160 and 60 < y1 - y0 < 160
+    eye_l, eye_r, nose, mouth_l, mouth_r = d.landmarks
+    assert eye_l[0] < nose[0] < eye_r[0] and mouth_l[0] < mouth_r[0]
+    assert max(eye_l[1], eye_r[1]) < nose[1] < min(mouth_l[1], mouth_r[1])
+    assert all(x0 <= p[0] <= x1 and y0 <= p[1] <= y1 for p in d.landmarks)
+
+
+def test_mtcnn_finds_nothing_in_a_blank_photo(detector):
+    assert detector.detect(np.full((300, 400, 3), 128, np.uint8)) == []
+
+
+def test_yaw_annotator_changes_sign_under_a_mirror_flip(detector, generated_faces):
+    from training import annotators
+
+    i = annotators.ATTRIBUTES.index("yaw")
+    pairs = []
+    for face in generated_faces:
+        a, b = detector.detect(face), detector.detect(face[:, ::-1].copy())
+        if a and b:
+            pairs.append((annotators.measure(face, a[0].landmarks)[i],
+                          annotators.measure(face[:, ::-1], b[0].landmarks)[i]))
+    assert len(pairs) >= 5
+    yaw, flipped = np.array(pairs).T
+    assert np.abs(yaw + flipped).mean() < 0.35 * np.abs(yaw).mean() + 0.03
+
+
+def test_roll_annotator_follows_a_known_rotation(detector, generated_faces):
+    from training import annotators
+
+    i = annotators.ATTRIBUTES.index("roll")
+    shifts = []
+    for face in generated_faces:
+        a, b = detector.detect(face), detector.detect(annotators.rotate(face, -10.0))  # PIL: + = counter-clockwise
+        if a and b:
+            shifts.append(annotators.measure(face, b[0].landmarks)[i] - annotators.measure(face, a[0].landmarks)[i])
+    assert len(shifts) >= 5
+    assert abs(np.median(shifts) - 10.0) < 3.0, shifts
