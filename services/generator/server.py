@@ -51,7 +51,7 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServicer):
 
 def main(argv: list[str] | None = None) -> None:
     p = config.parser("generator", 50053)
-    p.add_argument("--packs", default=config.env("packs", "synth"), help="comma-separated packs (first = default)")
+    p.add_argument("--packs", default=config.env("packs", "digiface64"), help="comma-separated packs (first = default)")
     config.add_batching_flags(p)
     p.add_argument("--backend", choices=["onnx", "torchserve"], default=config.env("backend", "onnx"),
                    help="onnx: ONNX Runtime in this process; torchserve: forward to TorchServe "
