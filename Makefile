@@ -66,8 +66,9 @@ test: setup
 test-fast: setup
 	$(PY) -m pytest -q -ra -m "not e2e" tests
 
+# make bench PACK=digiface64 BENCH_ARGS="--seconds 5 --env FACEDIT_WORKERS=64" (bench/README.md)
 bench: setup
-	$(PY) -m bench.bench --pack $(PACK)
+	$(PY) -m bench.bench --pack $(PACK) $(BENCH_ARGS)
 
 # Rebuild the committed synth pack from scratch (see README for the run time).
 pack-synth: setup

@@ -59,7 +59,9 @@ ROOT = Path(__file__).resolve().parent.parent
 BATCHES = (1, 8, 32, 64)
 CONCURRENCY = (1, 8, 32, 64)
 INPROCESS_BATCHES = (1, 32)
-EDIT_ATTRIBUTE, EDIT_STRENGTH, KEEP_ATTRIBUTE = "smile", 1.5, "age"
+EDIT_STRENGTH = 1.5
+# the edited and the kept attribute: the first of these a pack has (any pack: else its first two)
+EDIT_PREFERENCE, KEEP_PREFERENCE = ("smile", "eyeglasses", "beard"), ("age", "yaw")
 # RPCs of one gateway Edit with an image: client->gateway, encoder.EncodeImages, directions.Compose,
 # generator.GenerateImages, encoder.ScoreImages (ListDirections is cached by the gateway)
 EDIT_HOPS = 5
@@ -80,15 +82,27 @@ def _percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if values else float("nan")
 
 
+def cpu_seconds(pids=()) -> float:
+    """CPU time (user + system) of this process and of `pids` (other live processes), in seconds."""
+    total = time.process_time()
+    for pid in pids:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def _timed_loop(step: Callable[[], object], seconds: float, min_iters: int = 3, max_iters: int = 100_000,
-                warmup: int = 3) -> tuple[int, float, list[float]]:
+                warmup: int = 3, cpu: list[float] | None = None) -> tuple[int, float, list[float]]:
     """Warm up, then call `step` until `seconds` (at least min_iters, at most max_iters times).
 
     Returns (iterations, elapsed seconds, per-call seconds). `step` must be synchronous.
+    `cpu`, when given, gets the CPU seconds this process spent in the measured calls appended.
     """
     for _ in range(warmup):
         step()
     per_call = []
+    c0 = time.process_time()
     t0 = time.perf_counter()
     end = t0 + seconds
     n = 0
@@ -97,6 +111,8 @@ def _timed_loop(step: Callable[[], object], seconds: float, min_iters: int = 3, 
         step()
         per_call.append(time.perf_counter() - t)
         n += 1
+    if cpu is not None:
+        cpu.append(time.process_time() - c0)
     return n, time.perf_counter() - t0, per_call
 
 
@@ -156,16 +172,25 @@ def pack_info(pack: Pack) -> dict:
             "latent_dim": pack.latent_dim, "root": str(pack.root)}
 
 
+EDITING_ARTEFACTS = ("encoder", "classifier", "directions", "direction_vectors")
+
+
+def missing_for_edits(pack: Pack) -> list[str]:
+    """Artefacts an edit needs that the pack's manifest does not list (empty: the pack can edit)."""
+    return [a for a in EDITING_ARTEFACTS if a not in pack.manifest["artefacts"]]
+
+
 def model_flops(pack: Pack) -> dict:
-    """FLOPs per image of each model, and per edit of the two edit pipelines."""
-    per = {name: count_flops(pack.artefact(name)) for name in ("generator", "encoder", "classifier")}
-    g, e, c = (per[n]["total"] for n in ("generator", "encoder", "classifier"))
+    """FLOPs per image of each model, and per edit of the two edit pipelines (None without an encoder)."""
+    names = ("generator",) if missing_for_edits(pack) else ("generator", "encoder", "classifier")
+    per = {name: count_flops(pack.artefact(name)) for name in names}
+    g, e, c = (per[n]["total"] if n in per else None for n in ("generator", "encoder", "classifier"))
     return {
         "generator_per_image": g, "encoder_per_image": e, "classifier_per_image": c,
         # the gateway's Edit (and the in-process pipeline): encode 1, generate 2 (original + edited), score 2
-        "edit_per_request": e + 2 * g + 2 * c,
+        "edit_per_request": None if e is None else e + 2 * g + 2 * c,
         # the peer script: encode 1, generate 1
-        "peer_edit": e + g,
+        "peer_edit": None if e is None else e + g,
         "generator_by_op": per["generator"]["by_op"],
         "generator_layers": per["generator"]["layers"],
         "convention": "2 FLOPs per multiply-accumulate of Conv/ConvTranspose/Gemm/MatMul; per image (batch 1)",
@@ -196,35 +221,64 @@ def face_pngs(pack: Pack, count: int = 64, seed: int = 1234) -> list[bytes]:
     return [images.encode(p) for p in pixels]
 
 
-def edit_delta(pack: Pack) -> np.ndarray:
-    """The edit every part applies: EDIT_ATTRIBUTE at EDIT_STRENGTH keeping KEEP_ATTRIBUTE, from
-    the pack's directions.json/.npy, composed with services.directions.compose."""
+def default_directions(pack: Pack) -> dict[str, np.ndarray]:
+    """attribute -> unit vector of the pack's default method (directions.json/.npy)."""
     records = json.loads(pack.artefact("directions").read_text())
     vectors = np.load(pack.artefact("direction_vectors"), allow_pickle=False)
+    return {r["attribute"]: vectors[r["row"]].astype(np.float32)
+            for r in records if r["method"] == pack.default_method}
 
-    def row(attribute: str) -> np.ndarray:
-        for r in records:
-            if r["attribute"] == attribute and r["method"] == pack.default_method:
-                return vectors[r["row"]].astype(np.float32)
-        raise KeyError(f"pack {pack.name!r} has no {pack.default_method} direction for {attribute!r}")
 
-    delta, _ = compose([row(EDIT_ATTRIBUTE)], [EDIT_STRENGTH], row(KEEP_ATTRIBUTE)[None])
+def edit_choice(pack: Pack) -> tuple[str, str]:
+    """(edited attribute, kept attribute) of the benchmark's edit on this pack."""
+    have = [a for a in pack.attributes if a in default_directions(pack)]
+    if len(have) < 2:
+        raise ValueError(f"pack {pack.name!r} needs {pack.default_method} directions for two attributes, "
+                         f"has {have}")
+    edit = next((a for a in EDIT_PREFERENCE if a in have), have[0])
+    keep = next((a for a in KEEP_PREFERENCE if a in have and a != edit), next(a for a in have if a != edit))
+    return edit, keep
+
+
+def edit_delta(pack: Pack) -> np.ndarray:
+    """The edit every part applies (edit_choice, at EDIT_STRENGTH, keeping the other attribute),
+    composed with services.directions.compose."""
+    vectors = default_directions(pack)
+    edit, keep = edit_choice(pack)
+    delta, _ = compose([vectors[edit]], [EDIT_STRENGTH], vectors[keep][None])
     return delta
 
 
 # --------------------------------------------------------------------------- in-process parts
 
 def raw_ort(pack: Pack, batches=BATCHES, seconds: float = 2.0, threads: int = 0) -> list[dict]:
-    """generator.onnx in ONNX Runtime, one session, back-to-back calls at each batch size."""
-    session = onnx.session(pack.artefact("generator"), threads)
-    name = session.get_inputs()[0].name
+    """generator.onnx in ONNX Runtime, back-to-back calls at each batch size, once with a session
+    whose idle threads sleep (the services' default) and once with spinning threads; the faster
+    of the two is the ceiling (`images_per_s`, `spinning` says which), both are kept;
+    `images_per_cpu_s` is the better of the two."""
     rng = np.random.default_rng(0)
+    latents = {b: rng.standard_normal((b, pack.latent_dim), dtype=np.float32) for b in batches}
+    runs: dict[bool, dict[int, dict]] = {}
+    for spinning in (False, True):
+        session = onnx.session(pack.artefact("generator"), onnx.Threading(threads, spinning=spinning))
+        name = session.get_inputs()[0].name
+        runs[spinning] = {}
+        for b, z in latents.items():
+            cpu: list[float] = []
+            iters, elapsed, per_call = _timed_loop(lambda: session.run(None, {name: z}), seconds, cpu=cpu)
+            runs[spinning][b] = {"iterations": iters, "seconds": round(elapsed, 3), "images_per_s": b * iters / elapsed,
+                                 "latency_ms_p50": _percentile(per_call, 50) * 1e3,
+                                 "images_per_cpu_s": b * iters / cpu[0] if cpu[0] > 0 else None}
+        del session
     out = []
     for b in batches:
-        z = rng.standard_normal((b, pack.latent_dim), dtype=np.float32)
-        iters, elapsed, per_call = _timed_loop(lambda: session.run(None, {name: z}), seconds)
-        out.append({"batch": b, "iterations": iters, "seconds": round(elapsed, 3),
-                    "images_per_s": b * iters / elapsed, "latency_ms_p50": _percentile(per_call, 50) * 1e3})
+        best = max((False, True), key=lambda sp: runs[sp][b]["images_per_s"])
+        per_cpu = [runs[sp][b]["images_per_cpu_s"] for sp in (False, True) if runs[sp][b]["images_per_cpu_s"]]
+        out.append({"batch": b, **runs[best][b], "spinning": best,
+                    "images_per_s_spinning_off": runs[False][b]["images_per_s"],
+                    "images_per_s_spinning_on": runs[True][b]["images_per_s"],
+                    # the most CPU-efficient of the two (spinning burns CPU without making images)
+                    "images_per_cpu_s": max(per_cpu, default=None)})
     return out
 
 
@@ -233,22 +287,20 @@ class InProcessEditor:
 
     def __init__(self, pack: Pack, threads: int = 0):
         self.pack = pack
-        self.encoder = onnx.session(pack.artefact("encoder"), threads)
-        self.generator = onnx.session(pack.artefact("generator"), threads)
-        self.classifier = onnx.session(pack.artefact("classifier"), threads)
+        self.encoder = onnx.session(pack.artefact("encoder"), onnx.Threading(threads))
+        self.generator = onnx.session(pack.artefact("generator"), onnx.Threading(threads))
+        self.classifier = onnx.session(pack.artefact("classifier"), onnx.Threading(threads))
         self.gen_input = self.generator.get_inputs()[0].name
-        records = json.loads(pack.artefact("directions").read_text())
-        vectors = np.load(pack.artefact("direction_vectors"), allow_pickle=False)
-        self.vectors = {r["attribute"]: vectors[r["row"]].astype(np.float32)
-                        for r in records if r["method"] == pack.default_method}
+        self.vectors = default_directions(pack)
+        self.edited, self.kept = edit_choice(pack)
 
     def edit(self, pngs: list[bytes]) -> tuple[list[bytes], np.ndarray]:
         r = self.pack.resolution
         pixels = np.stack([images.resize(images.decode(b), r) for b in pngs])
         z = self.encoder.run(None, {"pixels": pixels})[0]
-        kept = self.vectors[KEEP_ATTRIBUTE][None]
+        kept = self.vectors[self.kept][None]
         # composed per request, as the directions service does for each Edit
-        deltas = np.stack([compose([self.vectors[EDIT_ATTRIBUTE]], [EDIT_STRENGTH], kept)[0] for _ in pngs])
+        deltas = np.stack([compose([self.vectors[self.edited]], [EDIT_STRENGTH], kept)[0] for _ in pngs])
         both = np.concatenate([z, z + deltas]).astype(np.float32)
         out = self.generator.run(None, {self.gen_input: both})[0]
         scores = self.classifier.run(None, {"pixels": out})[0]  # (2B, attributes): before, after
@@ -262,9 +314,11 @@ def inprocess_edits(pack: Pack, pngs: list[bytes], batches=INPROCESS_BATCHES, se
     out = []
     for b in batches:
         chunks = itertools.cycle([pngs[i:i + b] for i in range(0, len(pngs) - b + 1, b)] or [pngs[:b]])
-        iters, elapsed, per_call = _timed_loop(lambda: editor.edit(next(chunks)), seconds)
+        cpu: list[float] = []
+        iters, elapsed, per_call = _timed_loop(lambda: editor.edit(next(chunks)), seconds, cpu=cpu)
         out.append({"batch": b, "iterations": iters, "seconds": round(elapsed, 3),
-                    "edits_per_s": b * iters / elapsed, "latency_ms_p50": _percentile(per_call, 50) * 1e3})
+                    "edits_per_s": b * iters / elapsed, "latency_ms_p50": _percentile(per_call, 50) * 1e3,
+                    "edits_per_cpu_s": b * iters / cpu[0] if cpu[0] > 0 else None})
     return out
 
 
@@ -325,8 +379,10 @@ class Client:
 
 
 def run_load(make_client: Callable[[int], Client], concurrency: int, seconds: float, max_requests: int,
-             warmup_calls: int = 2, stop: threading.Event | None = None) -> dict:
-    """`concurrency` threads, each with its own Client, calling back to back (see module doc)."""
+             warmup_calls: int = 2, stop: threading.Event | None = None, pids=()) -> dict:
+    """`concurrency` threads, each with its own Client, calling back to back (see module doc).
+    `pids`: the serving processes; their CPU time and this process's during the run give
+    `per_cpu_s` (requests per CPU second of client + servers)."""
     import grpc
 
     stop = stop or threading.Event()
@@ -334,6 +390,7 @@ def run_load(make_client: Callable[[int], Client], concurrency: int, seconds: fl
     start: dict[str, float] = {}
 
     def mark():
+        start["cpu0"] = cpu_seconds(pids)
         start["t0"] = time.perf_counter()
         start["end"] = start["t0"] + seconds
 
@@ -383,6 +440,7 @@ def run_load(make_client: Callable[[int], Client], concurrency: int, seconds: fl
     for t in threads:
         while t.is_alive():
             t.join(0.5)
+    cpu_s = cpu_seconds(pids) - start["cpu0"] if "cpu0" in start else float("nan")
     setup_errors = [r["setup_error"] for r in results if "setup_error" in r]
     if setup_errors:
         raise RuntimeError(f"load clients failed to start: {setup_errors[0]}")
@@ -398,7 +456,8 @@ def run_load(make_client: Callable[[int], Client], concurrency: int, seconds: fl
             "throughput": len(lat) / elapsed if lat else 0.0,
             "latency_ms_p50": _percentile(lat, 50) * 1e3, "latency_ms_p90": _percentile(lat, 90) * 1e3,
             "latency_ms_p99": _percentile(lat, 99) * 1e3, "latency_ms_mean": float(np.mean(lat)) * 1e3 if lat else None,
-            "mean_batch": float(np.mean(info)) if info else None}
+            "mean_batch": float(np.mean(info)) if info else None,
+            "cpu_s": round(cpu_s, 3), "per_cpu_s": len(lat) / cpu_s if lat and cpu_s > 0 else None}
 
 
 def _channel(address: str):
@@ -433,7 +492,7 @@ def generator_client(address: str, pack: Pack) -> Callable[[int], Client]:
     return make
 
 
-def gateway_client(address: str, pngs: list[bytes]) -> Callable[[int], Client]:
+def gateway_client(address: str, pngs: list[bytes], edit: str, keep: str) -> Callable[[int], Client]:
     """Edit with FaceSource.image (a PNG), one edit and one kept attribute; returns None."""
     from facedit.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 
@@ -442,8 +501,8 @@ def gateway_client(address: str, pngs: list[bytes]) -> Callable[[int], Client]:
         stub = gateway_pb2_grpc.GatewayStub(channel)
         requests = [gateway_pb2.EditRequest(
             face=gateway_pb2.FaceSource(image=png),
-            edits=[common_pb2.EditOp(attribute=EDIT_ATTRIBUTE, strength=EDIT_STRENGTH)],
-            keep=[KEEP_ATTRIBUTE]) for png in pngs]
+            edits=[common_pb2.EditOp(attribute=edit, strength=EDIT_STRENGTH)],
+            keep=[keep]) for png in pngs]
 
         def call(i: int) -> None:
             resp = stub.Edit(requests[(k + i) % len(requests)], timeout=30)
@@ -468,10 +527,10 @@ def rpc_round_trip_ms(address: str, calls: int = 300) -> float:
 
 
 def load_levels(make_client, levels, seconds: float, max_requests: int, stop: threading.Event,
-                label: str) -> list[dict]:
+                label: str, pids=()) -> list[dict]:
     out = []
     for c in levels:
-        r = run_load(make_client, c, seconds, max_requests, stop=stop)
+        r = run_load(make_client, c, seconds, max_requests, stop=stop, pids=pids)
         print(f"  {label} c{c}: {r['throughput']:.1f}/s p50 {r['latency_ms_p50']:.2f} ms "
               f"p99 {r['latency_ms_p99']:.2f} ms" + (f" errors {r['errors']}" if r["errors"] else ""), flush=True)
         out.append(r)
@@ -526,6 +585,27 @@ class GeneratorProcess:
         terminate(self.proc, 10)
 
 
+def adjacent_raw(pack: Pack, args) -> dict:
+    """Raw ORT at the largest batch again, right after the generator service's load with the services
+    idle: the ceiling under the same load of the shared machine as the service's figures."""
+    return raw_ort(pack, [max(args.batches)], args.seconds, args.threads)[0]
+
+
+def generator_only_part(pack: Pack, store: Path, args, cleanup: contextlib.ExitStack, stop: threading.Event,
+                        log_dir: Path) -> dict:
+    """The generator service alone (a pack without encoder or directions): one process, default flags."""
+    gen = GeneratorProcess(store, pack.name, log_dir / "generator.log", [], dict(args.env))
+    cleanup.callback(gen.stop)
+    wait_healthy(gen.address, gen.proc, 60, gen.log)
+    out = {"stack_env": dict(args.env), "rpc_round_trip_ms": {"generator": rpc_round_trip_ms(gen.address)}}
+    out["generator_service_onnx"] = load_levels(generator_client(gen.address, pack), args.concurrency, args.seconds,
+                                                args.max_requests, stop, "generator service (onnx)",
+                                                pids=[gen.proc.pid])
+    out["raw_ort_adjacent"] = adjacent_raw(pack, args)
+    gen.stop()
+    return out
+
+
 def services_parts(pack: Pack, store: Path, pngs: list[bytes], args, cleanup: contextlib.ExitStack,
                    stop: threading.Event, log_dir: Path) -> dict:
     """The generator service and the gateway of a real stack (Redis + four processes)."""
@@ -540,11 +620,13 @@ def services_parts(pack: Pack, store: Path, pngs: list[bytes], args, cleanup: co
           + ", ".join(f"{s} {p.pid}" for s, p in stack.procs.items()), flush=True)
     out = {"stack_env": dict(args.env)}
     out["rpc_round_trip_ms"] = {s: rpc_round_trip_ms(stack.address(s)) for s in ("generator", "gateway")}
+    pids = [p.pid for p in stack.procs.values()] + ([stack.redis.proc.pid] if stack.redis else [])
     out["generator_service_onnx"] = load_levels(generator_client(stack.address("generator"), pack),
                                                 args.concurrency, args.seconds, args.max_requests, stop,
-                                                "generator service (onnx)")
-    out["gateway_edits"] = load_levels(gateway_client(stack.address("gateway"), pngs), args.concurrency,
-                                       args.seconds, args.max_requests, stop, "gateway Edit")
+                                                "generator service (onnx)", pids)
+    out["raw_ort_adjacent"] = adjacent_raw(pack, args)
+    out["gateway_edits"] = load_levels(gateway_client(stack.address("gateway"), pngs, *edit_choice(pack)),
+                                       args.concurrency, args.seconds, args.max_requests, stop, "gateway Edit", pids)
     stack.stop()
     out["stack_exit_codes"] = dict(stack.exit_codes)
     return out
@@ -600,6 +682,7 @@ def add_gflops(results: dict) -> None:
                 r["gflops"] = r[rate_key] * flops / 1e9
 
     put(results.get("raw_ort_generator"), "images_per_s", g)
+    put([results["raw_ort_adjacent"]] if results.get("raw_ort_adjacent") else None, "images_per_s", g)
     put(results.get("inprocess_edits"), "edits_per_s", edit)
     put(results.get("generator_service_onnx"), "throughput", g)
     put(results.get("gateway_edits"), "throughput", edit)
@@ -656,6 +739,24 @@ def ratios(results: dict) -> dict:
         op, target = TARGETS[name]
         met = None if value is None else (value >= target if op == ">=" else value <= target)
         out[name] = {"value": value, "target": f"{op} {target}", "met": met, "how": how}
+    adjacent = results.get("raw_ort_adjacent") or {}
+    out["service_c64_over_adjacent_raw_b64"] = {
+        "value": div(get(svc, "concurrency", 64, "throughput"), adjacent.get("images_per_s")
+                     if adjacent.get("batch") == 64 else None),
+        "target": None, "met": None,
+        "how": "generator service images/s at c64 / raw ORT batch 64 measured right after the service's load "
+               "(same machine load; the shared machine drifts between the parts)"}
+    raw_cpu = (_level(raw, "batch", 64) or {}).get("images_per_cpu_s")
+    out["service_c64_over_raw_b64_per_cpu"] = {
+        "value": div(get(svc, "concurrency", 64, "per_cpu_s"), raw_cpu), "target": None, "met": None,
+        "how": "images per CPU second at c64 (generator service + Redis + services + load client) / images per "
+               "CPU second of raw ORT at batch 64: what the throughput ratio would be on two idle cores, "
+               "robust to other processes taking CPU"}
+    out["gateway_c32_over_inprocess_b32_per_cpu"] = {
+        "value": div(get(gw, "concurrency", 32, "per_cpu_s"), get(inproc, "batch", 32, "edits_per_cpu_s")),
+        "target": None, "met": None,
+        "how": "edits per CPU second at c32 (gateway, encoder, directions, generator, Redis, load client) / "
+               "edits per CPU second of the in-process pipeline at batch 32"}
     out["gateway_best_over_peer"] = {"value": div(best_gw, (peer or {}).get("edits_per_s")), "target": None,
                                      "met": None, "how": "best gateway edits/s over all concurrencies / peer"}
     ts = (results.get("generator_service_torchserve") or {}).get("levels")
@@ -677,8 +778,15 @@ def table(results: dict) -> str:
     if m:
         rows.append(("matmul (torch)", f"{m['n']}x{m['n']} f32", "-", "", _fmt(m["gflops"]), "", "", "", ""))
     for r in results.get("raw_ort_generator") or []:
-        rows.append(("raw ORT generator", f"batch {r['batch']}", _fmt(r["images_per_s"]), "img/s",
+        spin = {True: ", spinning", False: ""}.get(r.get("spinning"), "")
+        rows.append(("raw ORT generator", f"batch {r['batch']}{spin}", _fmt(r["images_per_s"]), "img/s",
                      _fmt(r.get("gflops"), 2), _fmt(r["latency_ms_p50"], 2), "", str(r["batch"]), ""))
+
+    a = results.get("raw_ort_adjacent")
+    if a:
+        rows.append(("raw ORT, after svc", f"batch {a['batch']}" + (", spinning" if a.get("spinning") else ""),
+                     _fmt(a["images_per_s"]), "img/s", _fmt(a.get("gflops"), 2), _fmt(a["latency_ms_p50"], 2), "",
+                     str(a["batch"]), ""))
 
     def load_rows(label, levels, unit):
         for r in levels or []:
@@ -706,9 +814,11 @@ def table(results: dict) -> str:
     lines.insert(1, "-" * len(lines[0]))
     f = results.get("flops")
     if f:
-        lines.append(f"FLOPs: generator {f['generator_per_image'] / 1e6:.2f} MFLOP/image, encoder "
-                     f"{f['encoder_per_image'] / 1e6:.2f}, classifier {f['classifier_per_image'] / 1e6:.2f}; "
-                     f"one Edit {f['edit_per_request'] / 1e6:.2f} MFLOP, peer edit {f['peer_edit'] / 1e6:.2f}")
+        mflop = {k: _fmt(None if v is None else v / 1e6, 2) for k, v in f.items() if k.endswith(("_image", "edit",
+                                                                                                   "_request"))}
+        lines.append(f"FLOPs: generator {mflop['generator_per_image']} MFLOP/image, encoder "
+                     f"{mflop['encoder_per_image']}, classifier {mflop['classifier_per_image']}; "
+                     f"one Edit {mflop['edit_per_request']} MFLOP, peer edit {mflop['peer_edit']}")
     cpu = (results.get("machine") or {}).get("cpu_during_run")
     if cpu:
         lines.append(f"CPU during the run: this benchmark and its processes {cpu['this_run_cores']:.2f} cores, "
@@ -822,7 +932,8 @@ def write_results(results: dict, path: Path) -> Path:
 
 def offline_parts(pack: Pack, pngs: list[bytes], seconds: float, batches=BATCHES,
                   inprocess_batches=INPROCESS_BATCHES, matmul_n: int = 2048, threads: int = 0) -> dict:
-    """Everything that runs inside this process: FLOPs, matmul, raw ORT, in-process edits, peer."""
+    """Everything that runs inside this process: FLOPs, matmul, raw ORT, in-process edits, peer
+    (the last two only for a pack that can edit, i.e. when `pngs` are given)."""
     out = {"flops": model_flops(pack)}
     print(f"FLOPs: generator {out['flops']['generator_per_image'] / 1e6:.2f} MFLOP/image", flush=True)
     out["reference_matmul"] = matmul_gflops(matmul_n, seconds)
@@ -830,6 +941,9 @@ def offline_parts(pack: Pack, pngs: list[bytes], seconds: float, batches=BATCHES
     out["raw_ort_generator"] = raw_ort(pack, batches, seconds, threads)
     print("raw ORT: " + ", ".join(f"b{r['batch']} {r['images_per_s']:.0f} img/s"
                                   for r in out["raw_ort_generator"]), flush=True)
+    if not pngs:
+        gc.collect()
+        return out
     out["inprocess_edits"] = inprocess_edits(pack, pngs, inprocess_batches, seconds, threads)
     print("in-process edits: " + ", ".join(f"b{r['batch']} {r['edits_per_s']:.0f} edit/s"
                                            for r in out["inprocess_edits"]), flush=True)
@@ -850,6 +964,22 @@ def _sigterm_as_interrupt():
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def service_flags(env: dict[str, str]) -> dict:
+    """The flags the started ONNX services run with: their defaults under this process's environment
+    (which they inherit), with `env` (--env FACEDIT_...=) on top."""
+    from services.common import config
+
+    p = config.parser("generator", 0)
+    config.add_batching_flags(p)
+    flags = vars(p.parse_args([]))
+    out = {}
+    for k in ("workers", "max_batch", "max_delay_ms", "max_queue", "threads", "inter_op_threads", "spinning",
+              "io_binding"):
+        given = env.get(f"FACEDIT_{k.upper()}")
+        out[k] = flags[k] if given is None else type(flags[k])(given)
+    return out
 
 
 def _env_pair(text: str) -> tuple[str, str]:
@@ -893,14 +1023,19 @@ def main(argv: list[str] | None = None) -> dict:
                      "settings": {"seconds_per_level": args.seconds, "max_requests_per_level": args.max_requests,
                                   "concurrency": args.concurrency, "batches": args.batches,
                                   "inprocess_batches": list(INPROCESS_BATCHES), "ort_threads": args.threads,
-                                  "edit": {"attribute": EDIT_ATTRIBUTE, "strength": EDIT_STRENGTH,
-                                           "keep": KEEP_ATTRIBUTE},
-                                  "skipped": sorted(skip), "service_env": dict(args.env)}}
+                                  "edit": None if missing_for_edits(pack) else dict(
+                                      zip(("attribute", "keep"), edit_choice(pack)), strength=EDIT_STRENGTH),
+                                  "skipped": sorted(skip), "service_env": dict(args.env),
+                                  "service_flags": service_flags(dict(args.env))}}
     print(f"bench: pack {pack.name} {pack.version} ({pack.resolution}px, z {pack.latent_dim}), "
           f"{results['machine']['cores']} cores, {args.seconds}s per level", flush=True)
     stop = threading.Event()
     errors: dict[str, str] = {}
-    pngs = face_pngs(pack)
+    missing = missing_for_edits(pack)
+    if missing:
+        results["generator_only"] = f"pack {pack.name} has no {', '.join(missing)}: generator parts only"
+        print(results["generator_only"], flush=True)
+    pngs = [] if missing else face_pngs(pack)
     try:
         with _sigterm_as_interrupt(), contextlib.ExitStack() as cleanup:
             cleanup.callback(stop.set)  # first thing on the way out: load threads stop calling
@@ -909,7 +1044,10 @@ def main(argv: list[str] | None = None) -> dict:
             # a part that fails is reported (results["errors"]) and the others still run
             if "services" not in skip:
                 try:
-                    svc = services_parts(pack, store, pngs, args, cleanup, stop, work / "logs")
+                    if missing:
+                        svc = generator_only_part(pack, store, args, cleanup, stop, work / "logs")
+                    else:
+                        svc = services_parts(pack, store, pngs, args, cleanup, stop, work / "logs")
                     results["rpc_round_trip_ms"] = svc.pop("rpc_round_trip_ms")
                     results.update(svc)
                 except Exception as err:  # noqa: BLE001

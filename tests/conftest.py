@@ -63,6 +63,7 @@ class _Servers:
 
         from facedit.v1 import (directions_pb2_grpc, encoder_pb2_grpc, gateway_pb2_grpc,
                                 generator_pb2_grpc)
+        from services.common.onnx import Threading
         from services.common.pack import load_pack
         from services.directions.registry import Registry
         from services.directions.server import DirectionsServicer
@@ -79,8 +80,8 @@ class _Servers:
         for p in loaded.values():
             registry.publish(p)
         self.servers, self.addresses = [], {}
-        self.generators = {n: OnnxGenerator(p, 1, 64, 0.002, 64) for n, p in loaded.items()}
-        self.encoders = {n: PackModels(p, 1) for n, p in loaded.items()}
+        self.generators = {n: OnnxGenerator(p, Threading(1), 64, 0.002, 64) for n, p in loaded.items()}
+        self.encoders = {n: PackModels(p, Threading(1)) for n, p in loaded.items()}
         self.generator, self.encoder_models = self.generators[pack], self.encoders[pack]
         servicers = {
             "directions": (DirectionsServicer(registry, store, pack, SentenceEncoder(MINILM)),

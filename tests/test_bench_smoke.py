@@ -94,7 +94,7 @@ def test_offline_parts_and_results_file(pack, pngs, tmp_path):
     assert [r["batch"] for r in raw] == [1, 8]
     assert all(r["images_per_s"] > 0 and r["iterations"] >= 3 for r in raw)
     assert [r["batch"] for r in results["inprocess_edits"]] == [1, 4]
-    assert all(r["edits_per_s"] > 0 for r in results["inprocess_edits"])
+    assert all(r["edits_per_s"] > 0 and r["edits_per_cpu_s"] > 0 for r in results["inprocess_edits"])
     peer = results["peer_baseline"]
     assert peer["edits_per_s"] > 0 and peer["generator_only_images_per_s"] > 0
     # the eager PyTorch rebuild computes what generator.onnx / encoder.onnx compute
@@ -149,3 +149,31 @@ def test_load_harness_counts_requests_and_errors():
     assert r["requests"] == 40 and r["errors"] == {"UNAVAILABLE": 10}
     assert r["throughput"] > 0 and r["mean_batch"] == 2.0
     assert 0 < r["latency_ms_p50"] <= r["latency_ms_p99"]
+
+
+def test_a_generator_only_pack_gets_the_generator_parts(pack, tmp_path):
+    """Any pack: one with only a generator (e.g. a third-party GAN before its encoder exists) gets
+    FLOPs, raw ONNX Runtime and a real generator service process, and says what it skipped."""
+    import shutil
+
+    root = tmp_path / "store" / "genonly"
+    root.mkdir(parents=True)
+    entry = pack.manifest["artefacts"]["generator"]
+    shutil.copy(pack.artefact("generator"), root / entry["path"])
+    manifest = {**pack.manifest, "pack": "genonly", "artefacts": {"generator": entry}}
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    results = bench.main(["--model-store", str(tmp_path / "store"), "--pack", "genonly", "--seconds", "0.05",
+                          "--concurrency", "1,2", "--batches", "1,2", "--skip", "torchserve",
+                          "--work", str(tmp_path / "work"), "--out", str(tmp_path / "r.json"),
+                          "--plot", str(tmp_path / "r.png")])
+    assert "errors" not in results and "encoder" in results["generator_only"]
+    assert results["flops"]["generator_per_image"] == 737280 and results["flops"]["edit_per_request"] is None
+    assert [r["concurrency"] for r in results["generator_service_onnx"]] == [1, 2]
+    assert all(r["throughput"] > 0 and not r["errors"] and r["per_cpu_s"] > 0 for r in results["generator_service_onnx"])
+    assert all(r["images_per_cpu_s"] > 0 for r in results["raw_ort_generator"])
+    assert "inprocess_edits" not in results and "gateway_edits" not in results
+    assert results["ratios"]["service_c1_excess_ms"]["value"] is not None
+    # the ceiling measured again next to the service's load, under the same machine load
+    assert results["raw_ort_adjacent"]["batch"] == 2 and results["raw_ort_adjacent"]["images_per_s"] > 0
+    assert results["ratios"]["gateway_c32_over_peer"]["value"] is None
+    assert results["settings"]["service_flags"]["spinning"] == 0

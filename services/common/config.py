@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import os
 
+DEFAULT_WORKERS = 128
+
 
 def env(name: str, default: str) -> str:
     return os.environ.get(f"FACEDIT_{name.upper().replace('-', '_')}", default)
@@ -16,7 +18,9 @@ def parser(service: str, default_port: int) -> argparse.ArgumentParser:
     p.add_argument("--host", default=env("host", "127.0.0.1"), help="address to listen on (0.0.0.0 in a pod)")
     p.add_argument("--port", type=int, default=int(env(f"{service}_port", str(default_port))))
     p.add_argument("--model-store", default=env("model_store", "model_store"), help="folder of packs")
-    p.add_argument("--workers", type=int, default=int(env("workers", "16")), help="RPC handler threads")
+    p.add_argument("--workers", type=int, default=int(env("workers", str(DEFAULT_WORKERS))),
+                   help="RPC handler threads: calls in progress at once (a batch can only merge calls that "
+                        "hold a thread, so keep it >= the concurrency to batch)")
     p.add_argument("--log-level", default=env("log_level", "INFO"))
     return p
 
@@ -29,4 +33,11 @@ def add_batching_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-queue", type=int, default=int(env("max_queue", "256")),
                    help="queued requests before RESOURCE_EXHAUSTED")
     p.add_argument("--threads", type=int, default=int(env("threads", "0")),
-                   help="ONNX Runtime intra-op threads (0 = one per core)")
+                   help="ONNX Runtime intra-op threads per model call (0 = one per core)")
+    p.add_argument("--inter-op-threads", type=int, default=int(env("inter_op_threads", "1")),
+                   help="ONNX Runtime inter-op threads (the graphs are chains: 1)")
+    p.add_argument("--spinning", type=int, choices=(0, 1), default=int(env("spinning", "0")),
+                   help="1: idle ONNX Runtime threads busy-wait for the next call (burns CPU other "
+                        "processes need)")
+    p.add_argument("--io-binding", choices=("auto", "on", "off"), default=env("io_binding", "auto"),
+                   help="ONNX Runtime IO binding: auto = on the CUDA provider only")

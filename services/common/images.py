@@ -52,13 +52,16 @@ def resize(pixels: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(img.resize((size, size), Image.Resampling.BOX if side >= size else Image.Resampling.BICUBIC))
 
 
+PNG_COMPRESS_LEVEL = 1  # zlib level: at 64x64 a third faster to write than the default 6, ~6 % larger
+
+
 def encode(pixels: np.ndarray, fmt: int = common_pb2.IMAGE_FORMAT_PNG) -> bytes:
-    """(H, W, 3) uint8 -> PNG (default) or JPEG (quality 92) bytes."""
+    """(H, W, 3) uint8 -> PNG (default; lossless at any level) or JPEG (quality 92) bytes."""
     buf = io.BytesIO()
     if fmt == common_pb2.IMAGE_FORMAT_JPEG:
         Image.fromarray(pixels).save(buf, format="JPEG", quality=92)
     else:
-        Image.fromarray(pixels).save(buf, format="PNG")
+        Image.fromarray(pixels).save(buf, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     return buf.getvalue()
 
 

@@ -25,6 +25,7 @@ import redis
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from services.common import config
 from services.common.errors import ServiceError
 from services.common.logs import log
 
@@ -36,23 +37,30 @@ class ErrorAndLogInterceptor(grpc.ServerInterceptor):
 
     def __init__(self, logger: logging.Logger):
         self.logger = logger
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}  # a server's handlers never change
 
     def intercept_service(self, continuation, handler_call_details):
+        method = handler_call_details.method
+        wrapped = self._wrapped.get(method)
+        if wrapped is not None:
+            return wrapped
         handler = continuation(handler_call_details)
         if handler is None:
             return None
-        method = handler_call_details.method
         if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(
+            wrapped = grpc.unary_unary_rpc_method_handler(
                 self._wrap_unary(handler.unary_unary, method),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer)
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(
+        elif handler.unary_stream:
+            wrapped = grpc.unary_stream_rpc_method_handler(
                 self._wrap_stream(handler.unary_stream, method),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer)
-        return handler
+        else:
+            wrapped = handler
+        self._wrapped[method] = wrapped
+        return wrapped
 
     def _fail(self, context, method: str, err: Exception, t0: float):
         ms = round((time.perf_counter() - t0) * 1e3, 2)
@@ -74,8 +82,9 @@ class ErrorAndLogInterceptor(grpc.ServerInterceptor):
                 if _is_abort(err, context):
                     raise
                 self._fail(context, method, err, t0)
-            log(self.logger, "call", logging.DEBUG, method=method, code="OK",
-                ms=round((time.perf_counter() - t0) * 1e3, 2))
+            if self.logger.isEnabledFor(logging.DEBUG):
+                log(self.logger, "call", logging.DEBUG, method=method, code="OK",
+                    ms=round((time.perf_counter() - t0) * 1e3, 2))
             return response
         return wrapped
 
@@ -97,7 +106,8 @@ def _is_abort(err: Exception, context) -> bool:
 
 
 def create_server(name: str, register: Iterable[Callable[[grpc.Server], None]], service_names: Iterable[str],
-                  logger: logging.Logger, max_workers: int = 16) -> tuple[grpc.Server, health.HealthServicer]:
+                  logger: logging.Logger,
+                  max_workers: int = config.DEFAULT_WORKERS) -> tuple[grpc.Server, health.HealthServicer]:
     """A server with the interceptor, health and reflection; not yet bound or started."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=name),
@@ -119,7 +129,7 @@ def create_server(name: str, register: Iterable[Callable[[grpc.Server], None]], 
 
 
 def serve(name: str, host: str, port: int, register: Iterable[Callable[[grpc.Server], None]],
-          service_names: Iterable[str], logger: logging.Logger, max_workers: int = 16,
+          service_names: Iterable[str], logger: logging.Logger, max_workers: int = config.DEFAULT_WORKERS,
           grace_s: float = 5.0) -> None:
     """Start the server, block until SIGTERM/SIGINT, then stop gracefully.
 

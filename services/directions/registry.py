@@ -5,9 +5,17 @@ Schema (documented in model_store/README.md, shared with training's publisher):
   facedit:pack:<pack>:<version>:meta           hash    latent_dim, default_method, attributes (JSON), loaded_at
   facedit:pack:<pack>:<version>:dir            hash    <direction id> -> JSON metadata
   facedit:pack:<pack>:<version>:vec            hash    <direction id> -> float32 little-endian bytes (latent_dim,)
+  facedit:pack:<pack>:stamp                    string  random token, replaced by every write (publish, put)
 
 A pack version is written in one MULTI/EXEC transaction and then made active
-with one SET, so readers see either the old or the new version, never a mix.
+(with a new stamp) in one more, so readers see either the old or the new
+version, never a mix.
+
+Readers (`snapshot`) keep the active version's directions in process memory and
+check them with one MGET of `active` and `stamp` per call: the hashes are read
+again only when either changed. The stamp is a random token rather than a
+counter, so a Redis that restarted empty and was published again cannot repeat
+a stamp that a cache still holds.
 
 Custom directions (`put`, from the gateway's CreateDirection): id
 `custom/<name>`, method `custom`, written into the dir/vec hashes of the version
@@ -21,7 +29,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
 import time
+import uuid
 
 import grpc
 import numpy as np
@@ -72,9 +82,31 @@ class PackInfo:
     attributes: tuple[str, ...]
 
 
+@dataclasses.dataclass(frozen=True)
+class Snapshot:
+    """Every direction of a pack's active version as read at one stamp; never modified.
+
+    vectors: id -> (latent_dim,) float32, read-only."""
+    info: PackInfo
+    stamp: str
+    records: dict[str, DirectionRecord]
+    vectors: dict[str, np.ndarray]
+
+    def get(self, ids: list[str]) -> list[tuple[DirectionRecord, np.ndarray]]:
+        """Records and vectors for `ids`; NotFound names unknown ids."""
+        missing = [i for i in ids if i not in self.records]
+        if missing:
+            raise NotFound(f"no direction {missing} in pack {self.info.name} {self.info.version}")
+        return [(self.records[i], self.vectors[i]) for i in ids]
+
+
 class Registry:
+    """Reads and writes the schema above; thread-safe (one instance serves every RPC thread)."""
+
     def __init__(self, client: redis.Redis):
         self.r = client
+        self._snapshots: dict[str, Snapshot] = {}
+        self._lock = threading.Lock()
 
     # -- writing -------------------------------------------------------------
     def publish(self, pack: Pack) -> int:
@@ -101,7 +133,10 @@ class Registry:
             pipe.hset(_key(pack.name, v, "dir"), record.id, record.to_json())
             pipe.hset(_key(pack.name, v, "vec"), record.id, vectors[rec["row"]].tobytes())
         pipe.execute()
-        self.r.set(_key(pack.name, "active"), v)
+        activate = self.r.pipeline(transaction=True)
+        activate.set(_key(pack.name, "active"), v)
+        activate.set(_key(pack.name, "stamp"), _new_stamp())
+        activate.execute()
         return len(records)
 
     def put(self, info: PackInfo, record: DirectionRecord, vector: np.ndarray, replace: bool = False) -> np.ndarray:
@@ -138,6 +173,7 @@ class Registry:
                     pipe.multi()
                     pipe.hset(dir_key, record.id, record.to_json())
                     pipe.hset(vec_key, record.id, unit.astype("<f4").tobytes())
+                    pipe.set(_key(info.name, "stamp"), _new_stamp())
                     pipe.execute()
                     return unit
                 except redis.WatchError:  # another writer touched the version meanwhile: check again
@@ -159,12 +195,55 @@ class Registry:
         return unit
 
     # -- reading -------------------------------------------------------------
+    def snapshot(self, pack: str) -> Snapshot:
+        """The active version's directions: one Redis round trip (MGET active, stamp) when the
+        cached snapshot is current, else a consistent re-read of the version (one MULTI/EXEC)."""
+        version, stamp = self.r.mget(_key(pack, "active"), _key(pack, "stamp"))
+        if version is None:
+            raise InvalidArgument(f"unknown pack {pack!r}: no directions published for it")
+        with self._lock:
+            cached = self._snapshots.get(pack)
+        if cached is not None and cached.info.version == version.decode() and cached.stamp == _text(stamp):
+            return cached
+        fresh = self._read_snapshot(pack, version.decode())
+        with self._lock:
+            self._snapshots[pack] = fresh
+        return fresh
+
+    def _read_snapshot(self, pack: str, version: str, attempts: int = 5) -> Snapshot:
+        """Meta, records and vectors of `version` with the stamp and active version of the same
+        instant (a transaction); read again if `version` stopped being the active one meanwhile."""
+        for _ in range(attempts):
+            pipe = self.r.pipeline(transaction=True)
+            pipe.get(_key(pack, "active"))
+            pipe.get(_key(pack, "stamp"))
+            for part in ("meta", "dir", "vec"):
+                pipe.hgetall(_key(pack, version, part))
+            active, stamp, meta, dirs, vecs = pipe.execute()
+            if active is None:
+                raise InvalidArgument(f"unknown pack {pack!r}: no directions published for it")
+            if active.decode() == version:
+                info = self._info_from_meta(pack, version, meta)
+                records = {k.decode(): DirectionRecord.from_json(v) for k, v in dirs.items()}
+                vectors = {}
+                for k in records:
+                    vec = np.frombuffer(vecs[k.encode()], dtype="<f4").astype(np.float32)
+                    vec.flags.writeable = False
+                    vectors[k] = vec
+                return Snapshot(info, _text(stamp), records, vectors)
+            version = active.decode()
+        raise ServiceError(f"pack {pack}: the active version kept changing while being read; retry",
+                           grpc.StatusCode.ABORTED)
+
     def pack_info(self, pack: str) -> PackInfo:
         version = self.r.get(_key(pack, "active"))
         if version is None:
             raise InvalidArgument(f"unknown pack {pack!r}: no directions published for it")
         version = version.decode()
-        meta = self.r.hgetall(_key(pack, version, "meta"))
+        return self._info_from_meta(pack, version, self.r.hgetall(_key(pack, version, "meta")))
+
+    @staticmethod
+    def _info_from_meta(pack: str, version: str, meta: dict) -> PackInfo:
         if not meta:
             raise FailedPrecondition(f"pack {pack!r} version {version} is active but has no metadata; "
                                      f"re-run LoadPack")
@@ -191,6 +270,14 @@ class Registry:
 
     def ids(self, info: PackInfo) -> set[str]:
         return {k.decode() for k in self.r.hkeys(_key(info.name, info.version, "dir"))}
+
+
+def _new_stamp() -> str:
+    return uuid.uuid4().hex
+
+
+def _text(raw: bytes | None) -> str:
+    return raw.decode() if raw is not None else ""
 
 
 def _check_record(rec: DirectionRecord) -> None:

@@ -20,7 +20,7 @@ from services.common.server import serve
 from services.common.tensors import from_tensor, to_tensor
 from services.directions.compose import compose, project_out
 from services.directions.reference import CUSTOM_PREFIX, NAME_PATTERN
-from services.directions.registry import DirectionRecord, PackInfo, Registry
+from services.directions.registry import DirectionRecord, PackInfo, Registry, Snapshot
 from services.directions.text import SentenceEncoder, TextMapper
 
 MAX_EDITS = 16
@@ -65,23 +65,39 @@ class DirectionsServicer(directions_pb2_grpc.DirectionsServicer):
                 self._text[key] = TextMapper(pack, self.sentence_encoder)
             return self._text[key]
 
+        # per pack: (snapshot, id -> Direction message without vector), rebuilt when the snapshot changes
+        self._messages: dict[str, tuple[Snapshot, dict[str, common_pb2.Direction]]] = {}
+
+    def _message(self, snap: Snapshot, direction_id: str) -> common_pb2.Direction:
+        """The Direction message (no vector) of a record of `snap`, built once per snapshot."""
+        held = self._messages.get(snap.info.name)
+        if held is None or held[0] is not snap:
+            held = (snap, {i: direction_message(r, snap.info) for i, r in snap.records.items()})
+            self._messages[snap.info.name] = held  # one assignment: readers see the old or the new pair
+        return held[1][direction_id]
+
     def _info(self, pack: str) -> PackInfo:
         return self.registry.pack_info(pack or self.default_pack)
 
+    def _snapshot(self, pack: str) -> Snapshot:
+        """The active version's directions, cached in this process (one Redis round trip when current)."""
+        return self.registry.snapshot(pack or self.default_pack)
+
     def ListDirections(self, request, context):
-        info = self._info(request.pack)
+        snap = self._snapshot(request.pack)
+        info = snap.info
         return directions_pb2.ListDirectionsResponse(
             pack=common_pb2.PackRef(name=info.name, version=info.version),
-            directions=[direction_message(r, info) for r in self.registry.list(info)],
+            directions=[self._message(snap, i) for i in sorted(snap.records)],
             attributes=list(info.attributes), default_method=methods.ENUMS.get(info.default_method, 0),
             latent_dim=info.latent_dim)
 
     def GetDirection(self, request, context):
-        info = self._info(request.pack)
-        (rec, vec), = self.registry.get(info, [request.direction_id])
-        return direction_message(rec, info, vec)
+        snap = self._snapshot(request.pack)
+        (rec, vec), = snap.get([request.direction_id])
+        return direction_message(rec, snap.info, vec)
 
-    def _resolve(self, op: common_pb2.EditOp, info: PackInfo, known: set[str]) -> str:
+    def _resolve(self, op: common_pb2.EditOp, info: PackInfo, known) -> str:
         """An edit's target -> a direction id of the registry."""
         target = op.WhichOneof("target")
         if target is None:
@@ -93,7 +109,7 @@ class DirectionsServicer(directions_pb2_grpc.DirectionsServicer):
             return op.direction_id
         return self._attribute_id(op.attribute, op.method, info, known)
 
-    def _attribute_id(self, attribute: str, method: int, info: PackInfo, known: set[str]) -> str:
+    def _attribute_id(self, attribute: str, method: int, info: PackInfo, known) -> str:
         if attribute not in info.attributes:
             raise InvalidArgument(f"unknown attribute {attribute!r}; pack {info.name} has "
                                   f"{', '.join(info.attributes)}")
@@ -106,16 +122,16 @@ class DirectionsServicer(directions_pb2_grpc.DirectionsServicer):
         return direction_id
 
     def Compose(self, request, context):
-        info = self._info(request.pack)
+        snap = self._snapshot(request.pack)
+        info, known = snap.info, snap.records.keys()
         if not request.edits:
             raise InvalidArgument("no edits given")
         if len(request.edits) > MAX_EDITS or len(request.keep) > MAX_KEEP:
             raise InvalidArgument(f"at most {MAX_EDITS} edits and {MAX_KEEP} kept attributes per request")
-        known = self.registry.ids(info)
         text_ops = [op for op in request.edits if op.WhichOneof("target") == "text"]
         ops = [op for op in request.edits if op.WhichOneof("target") != "text"]
         ids = [self._resolve(op, info, known) for op in ops]
-        edited = self.registry.get(info, ids)  # one Redis round trip for every edit
+        edited = snap.get(ids)
         texts = [(op, self._text_mapper(info).understand(op.text)) for op in text_ops]
         edited_attrs = {rec.attribute for rec, _ in edited} | {t.attribute for _, terms in texts for t in terms}
         clash = sorted(edited_attrs & set(request.keep))
@@ -126,7 +142,7 @@ class DirectionsServicer(directions_pb2_grpc.DirectionsServicer):
         if method not in methods.ENUMS or method == "custom":
             method = info.default_method
         keep_ids = [self._attribute_id(a, methods.ENUMS.get(method, 0), info, known) for a in request.keep]
-        kept = np.stack([v for _, v in self.registry.get(info, keep_ids)]) if keep_ids else \
+        kept = np.stack([v for _, v in snap.get(keep_ids)]) if keep_ids else \
             np.zeros((0, info.latent_dim), np.float32)
         strengths = []
         for op, (rec, _) in zip(ops, edited):
@@ -137,12 +153,12 @@ class DirectionsServicer(directions_pb2_grpc.DirectionsServicer):
                                       f"(recommended {rec.strength_min:.2f}..{rec.strength_max:.2f})")
             strengths.append(s)
         delta, norms = compose([v for _, v in edited], strengths, kept)
-        composed = [directions_pb2.ComposedEdit(direction=direction_message(rec, info), strength=s, projected_norm=n)
+        composed = [directions_pb2.ComposedEdit(direction=self._message(snap, rec.id), strength=s, projected_norm=n)
                     for (rec, _), s, n in zip(edited, strengths, norms)]
         pull, pull_weight = np.zeros(info.latent_dim, np.float32), 0.0
         if texts:
-            limit = max((r.strength_limit for r, _ in self.registry.get(info, [f"words/{a}" for a in info.attributes
-                                                                                  if f"words/{a}" in known])),
+            limit = max((r.strength_limit for r, _ in snap.get([f"words/{a}" for a in info.attributes
+                                                                 if f"words/{a}" in known])),
                         default=10.0)
             for op, terms in texts:
                 text_delta, text_pull, weight, parts = self._compose_text(op, terms, kept, limit, info)

@@ -25,17 +25,15 @@ class PackModels:
     """One pack's encoder.onnx and classifier.onnx, each behind a dynamic batcher that
     merges concurrent requests. pixels (N, R, R, 3) uint8 in."""
 
-    def __init__(self, pack: Pack, threads: int, max_batch: int = MAX_IMAGES, max_delay_s: float = 0.002,
-                 max_queue: int = 256):
+    def __init__(self, pack: Pack, threading: onnx.Threading, max_batch: int = MAX_IMAGES,
+                 max_delay_s: float = 0.002, max_queue: int = 256, io_binding: str = "auto"):
         self.pack = pack
         template = pack.manifest.get("alignment", {}).get("template")
         self.template = np.asarray(template, np.float64) if template else None  # (5, 2) crop pixels
-        encoder = onnx.session(pack.artefact("encoder"), threads)
-        classifier = onnx.session(pack.artefact("classifier"), threads)
-        self.encoder = DynamicBatcher(lambda px: encoder.run(None, {"pixels": px})[0], max_batch, max_delay_s,
-                                      max_queue, name=f"enc-{pack.name}")
-        self.classifier = DynamicBatcher(lambda px: classifier.run(None, {"pixels": px})[0], max_batch,
-                                         max_delay_s, max_queue, name=f"cls-{pack.name}")
+        encoder = onnx.Model(pack.artefact("encoder"), threading, io_binding)
+        classifier = onnx.Model(pack.artefact("classifier"), threading, io_binding)
+        self.encoder = DynamicBatcher(encoder.run, max_batch, max_delay_s, max_queue, name=f"enc-{pack.name}")
+        self.classifier = DynamicBatcher(classifier.run, max_batch, max_delay_s, max_queue, name=f"cls-{pack.name}")
 
     def encode(self, pixels: np.ndarray, timeout_s: float | None = None) -> np.ndarray:
         """(N, R, R, 3) uint8 -> z (N, latent_dim) float32."""
@@ -132,8 +130,9 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     logger = logs.setup("encoder", args.log_level)
     packs = [n for n in args.packs.split(",") if n]
-    models = {n: PackModels(load_pack(n, Path(args.model_store)), args.threads, min(args.max_batch, MAX_IMAGES),
-                            args.max_delay_ms / 1e3, args.max_queue) for n in packs}
+    models = {n: PackModels(load_pack(n, Path(args.model_store)), onnx.Threading.from_flags(args),
+                            min(args.max_batch, MAX_IMAGES), args.max_delay_ms / 1e3, args.max_queue, args.io_binding)
+              for n in packs}
     logs.log(logger, "loaded", packs=packs, providers=onnx.providers())
     detector = None
     if any(m.template is not None for m in models.values()):

@@ -49,7 +49,11 @@ class Downstream:
         self.hop_timeout_s = hop_timeout_s
 
     def call(self, hop: str, method, request, budget: "Budget"):
-        return self.start(hop, method, request, budget)()
+        """A blocking call: cheaper than a future (no hand-off to the channel's spin thread)."""
+        try:
+            return method(request, timeout=budget.timeout(self.hop_timeout_s))
+        except grpc.RpcError as err:
+            raise reraise_downstream(err, hop) from None
 
     def start(self, hop: str, method, request, budget: "Budget"):
         """Send the call now; the returned function waits for its answer (or raises its error)."""

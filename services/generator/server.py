@@ -22,14 +22,11 @@ from services.common.tensors import check_latents, from_tensor, to_tensor
 class OnnxGenerator:
     """One pack's generator.onnx behind a dynamic batcher. z (N, D) float32 -> (N, R, R, 3) uint8."""
 
-    def __init__(self, pack: Pack, threads: int, max_batch: int, max_delay_s: float, max_queue: int):
+    def __init__(self, pack: Pack, threading: onnx.Threading, max_batch: int, max_delay_s: float, max_queue: int,
+                 io_binding: str = "auto"):
         self.pack = pack
-        self.session = onnx.session(pack.artefact("generator"), threads)
-        self.input = self.session.get_inputs()[0].name
-        self.batcher = DynamicBatcher(self._run, max_batch, max_delay_s, max_queue, name=f"gen-{pack.name}")
-
-    def _run(self, z: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input: z})[0]
+        self.model = onnx.Model(pack.artefact("generator"), threading, io_binding)
+        self.batcher = DynamicBatcher(self.model.run, max_batch, max_delay_s, max_queue, name=f"gen-{pack.name}")
 
     def generate(self, z: np.ndarray, timeout_s: float | None) -> tuple[np.ndarray, int]:
         return self.batcher.submit(z).result(timeout=timeout_s)
@@ -71,8 +68,9 @@ def main(argv: list[str] | None = None) -> None:
                       for n in packs}
         logs.log(logger, "loaded", packs=packs, backend="torchserve", address=args.torchserve_address)
     else:
-        generators = {n: OnnxGenerator(load_pack(n, Path(args.model_store)), args.threads, args.max_batch,
-                                       args.max_delay_ms / 1e3, args.max_queue) for n in packs}
+        generators = {n: OnnxGenerator(load_pack(n, Path(args.model_store)), onnx.Threading.from_flags(args),
+                                       args.max_batch, args.max_delay_ms / 1e3, args.max_queue, args.io_binding)
+                      for n in packs}
         logs.log(logger, "loaded", packs=packs, backend="onnx", providers=onnx.providers())
     servicer = GeneratorServicer(generators, packs[0])
     serve("generator", args.host, args.port,
