@@ -325,8 +325,15 @@ def aligned_real_faces(template: np.ndarray, size: int) -> tuple[np.ndarray, lis
     return np.stack(crops), names
 
 
+@torch.no_grad()
+def reconstruct(g, e, pixels: np.ndarray, batch: int = 200) -> np.ndarray:
+    """x -> E -> G -> x': pixels (N, R, R, 3) uint8 in and out."""
+    return np.concatenate([images_to_pixels(g(e(pixels_to_images(torch.from_numpy(pixels[i:i + batch]))))).numpy()
+                           for i in range(0, len(pixels), batch)])
+
+
 def _reconstruction(g, e, pixels: np.ndarray) -> tuple[dict, np.ndarray]:
-    recon = synth_evaluate.reconstruct(g, e, pixels)
+    recon = reconstruct(g, e, pixels)
     x, y = pixels.astype(np.float32) / 255, recon.astype(np.float32) / 255
     return {"samples": len(pixels), "mae": round(float(np.abs(x - y).mean()), 4),
             "mse": round(float(((x - y) ** 2).mean()), 5), **synth_evaluate.hash_similarity(pixels, recon)}, recon
@@ -372,7 +379,7 @@ def evaluate(cfg: PackConfig, work: Path) -> dict:
     ref = facenet.embed(gen_pixels[:n_id])
     identity = {"other_faces": round(float(np.linalg.norm(ref - np.roll(ref, 1, axis=0), axis=1).mean()), 4),
                 "encoded_generated": round(float(facenet.distance(gen_pixels[:n_id],
-                                                                  synth_evaluate.reconstruct(g, e, gen_pixels[:n_id])).mean()), 4)}
+                                                                  reconstruct(g, e, gen_pixels[:n_id])).mean()), 4)}
     success = {}
     for r in records:
         if r["method"] == "sefa" and r["id"].startswith("sefa/component_"):

@@ -65,7 +65,7 @@ class SentenceEncoder:
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self.tokenizer.enable_truncation(MAX_TOKENS)
         self.tokenizer.enable_padding()
-        self.session = onnx.session(folder / "model.onnx", threads)
+        self.session = onnx.session(folder / "model.onnx", onnx.Threading(threads))
 
     def __call__(self, texts: list[str]) -> np.ndarray:
         enc = self.tokenizer.encode_batch(texts)
@@ -82,7 +82,7 @@ class TextMapper:
         glove = np.load(pack.artefact("words_glove"), allow_pickle=False).astype(np.float32)
         self.glove_index = {w: i for i, w in enumerate(self.vocab["glove_words"])}
         self.glove = glove
-        self.mapper = onnx.session(pack.artefact("words_mapper"), 1)
+        self.mapper = onnx.session(pack.artefact("words_mapper"), onnx.Threading(1))
         self.concepts = np.load(pack.artefact("words_concepts"), allow_pickle=False)
         self.concept_words = [c["word"] for c in self.vocab["concepts"]]
         self.trained = list(self.vocab["trained"])
