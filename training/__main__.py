@@ -8,6 +8,7 @@ Steps, in order (each reads what the previous ones wrote to the work folder):
   crg         CRG direction per attribute from ref. pairs   -> <work>/directions/crg.*
   tlgan       TL-GAN regression axis per attribute          -> <work>/directions/tlgan.*
   sefa        SeFa components, labelled by the oracle       -> <work>/directions/sefa.*
+  istrc       FaceNet -> latent mapping + embedding classifiers -> <work>/istrc.pt
   evaluate    figures on held-out faces                     -> <work>/report.json
   export      ONNX + directions + manifest + model card     -> <out>/
   pack        all of the above
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from training import crg_directions, crg_encoder, evaluate, export, gan, interfacegan, oracle, sefa, tlgan
+from training import crg_directions, crg_encoder, evaluate, export, gan, interfacegan, istrc, oracle, sefa, tlgan
 from training.config import PackConfig
 
 STEPS = {
@@ -35,6 +36,7 @@ STEPS = {
     "crg": crg_directions.train,
     "tlgan": tlgan.train,
     "sefa": sefa.train,
+    "istrc": istrc.train,
     "evaluate": evaluate.evaluate,
 }
 
