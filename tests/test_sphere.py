@@ -78,6 +78,10 @@ def test_walk_takes_constant_steps_and_renormalises():
     _, info_odd = sphere.walk(e, lambda _: w, strength=0.12, step=0.05)
     assert info_odd["steps"] == 3
     assert info_odd["arc"] == pytest.approx(2 * np.arctan(0.05) + np.arctan(0.02), rel=1e-6)
+    # multiples of the step that floating point does not divide exactly (0.6 / 0.05 = 11.999...,
+    # a float32 0.6 from a request is 0.6000000238) take exactly that many steps
+    for strength in (0.6, float(np.float32(0.6)), 0.3):
+        assert sphere.walk(e, lambda _: w, strength=strength, step=0.05)[1]["steps"] == round(strength / 0.05)
 
 
 def test_walk_stops_at_the_classifiers_optimum_and_keeps_attributes():

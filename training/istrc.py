@@ -179,10 +179,11 @@ def train_mapping(cfg: PackConfig, g, z: np.ndarray, e: np.ndarray) -> tuple[Map
         z_hat = m(et[idx])
         loss = F.mse_loss(z_hat, zt[idx])
         values = {"latent_mse": loss.item()}
-        if cfg.istrc_image_weight > 0:
+        if cfg.istrc_image_weight > 0:  # through the frozen generator, on the first istrc_image_batch rows
+            k = min(cfg.istrc_image_batch, len(idx))
             with torch.no_grad():
-                target = g(zt[idx])
-            image = F.l1_loss(g(z_hat), target)
+                target = g(zt[idx[:k]])
+            image = F.l1_loss(g(z_hat[:k]), target)
             loss = loss + cfg.istrc_image_weight * image
             values["image_mae"] = image.item()
         opt.zero_grad(set_to_none=True)

@@ -120,8 +120,10 @@ def walk(e: np.ndarray, gradient, strength: float, step: float, keep: np.ndarray
     x = e0.copy()
     if not np.isfinite(strength) or step <= 0:
         raise ValueError("strength must be finite and step > 0")
-    n_full, rest = divmod(abs(float(strength)), step)
-    lengths = [step] * int(n_full) + ([rest] if rest > 1e-9 * step else [])
+    total = abs(float(strength))
+    n_full = int(np.floor(total / step + 1e-6))  # 0.6 / 0.05 is 11.999...; a float32 0.6 is 0.6000000238
+    rest = total - n_full * step
+    lengths = [step] * n_full + ([rest] if rest > 1e-6 * step else [])
     if len(lengths) > max_steps:
         raise ValueError(f"{len(lengths)} steps is over the limit of {max_steps}")
     sign = 1.0 if strength >= 0 else -1.0
