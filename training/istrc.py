@@ -14,8 +14,9 @@ on the sphere -> mapping M: e -> z (N(0, I) latent of our generator) -> G(z) -> 
   Linear layers, each hidden one followed by BatchNorm1d and tanh, and a plain Linear output. The
   output has no tanh because our latent is z ~ N(0, I): a tanh would cap every coordinate at
   +-1, yet a third of a standard normal's mass lies beyond it. Trained on (FaceNet(G(z)), z)
-  pairs with MSE(M(e), z) (the paper's loss) plus `istrc_image_weight` x MAE(G(M(e)), G(z))
-  through the frozen generator.
+  pairs with MSE(M(e), z) (the paper's loss), optionally plus `istrc_image_weight` x
+  MAE(G(M(e)), G(z)) through the frozen generator (default 0: the generator's backward pass made
+  the step ~30x slower on this shared machine).
 - Classifiers: one logistic regression per attribute on e, labels = the pack's oracle on G(z)
   (probability > 0.5), 70/30 split. Linear, so the logit's gradient is the constant w (stored
   as istrc_classifiers.npy: serving needs no torch). The paper uses 4-7 FC layers on CelebA;
@@ -239,7 +240,7 @@ class Istrc:
     @torch.no_grad()
     def to_latent(self, e: np.ndarray) -> np.ndarray:
         """Embeddings (N, 512) -> z (N, D) float32."""
-        return self.mapping(torch.from_numpy(np.asarray(e, np.float32))).numpy()
+        return self.mapping(torch.from_numpy(np.array(e, np.float32))).numpy()
 
     def logits(self, e: np.ndarray) -> np.ndarray:
         """(N, 512) -> classifier logits (N, A)."""
@@ -342,7 +343,8 @@ def train(cfg: PackConfig, work: Path) -> dict:
     figures = evaluate(cfg, work, model, o)
     figures.update({
         "samples": cfg.istrc_samples, "steps": cfg.istrc_steps, "layers": cfg.istrc_layers,
-        "hidden": cfg.istrc_hidden, "image_weight": cfg.istrc_image_weight, "step_length": cfg.istrc_step,
+        "hidden": cfg.istrc_hidden, "image_weight": cfg.istrc_image_weight,
+        "image_batch": cfg.istrc_image_batch, "step_length": cfg.istrc_step,
         "upsampling": UPSAMPLING, "classifiers": cls_figures,
         "seconds": {"pairs": round(t_pairs, 1), "mapping": round(t_map, 1),
                     "evaluation": round(time.perf_counter() - t1, 1)},
