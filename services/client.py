@@ -8,6 +8,12 @@
     python -m services.client edit --seed 7 --edit custom/my_smile=2 --out smiled.png
     python -m services.client edit --seed 7 --text "a big grin"=2 --text spectacles=2.5 --out words.png
     python -m services.client edit --seed 7 --text old=1 --text-mode averaging --out averaged.png
+    python -m services.client edit --seed 7 --edit smile=1 --method istrc --out istrc.png
+    python -m services.client blend --face seed:1 --face face.png --t 0.3 --out blend.png
+    python -m services.client blend --face seed:1 --face seed:2 --face seed:3 --out mean.png
+    python -m services.client arithmetic --a seed:1 --b seed:2 --c seed:3 --out sum.png
+
+Faces of blend / arithmetic: `seed:<n>`, `id:<latent id>` or an image file path.
 """
 from __future__ import annotations
 
@@ -115,6 +121,35 @@ class FaceditClient:
             paste=gateway_pb2.PASTE_MODE_REPLACE if replace else gateway_pb2.PASTE_MODE_DELTA),
             timeout=self.timeout_s)
 
+    def blend(self, faces: list[gateway_pb2.FaceSource], t: float | None = None, weights: list[float] = (),
+              pack: str = "", return_inputs: bool = False) -> gateway_pb2.IstrcFaceResponse:
+        """ISTRC: slerp of two faces at t in [0, 1], or the spherical (weighted) mean of 2..16 faces."""
+        request = gateway_pb2.BlendRequest(pack=pack, faces=list(faces), weights=list(weights),
+                                           return_inputs=return_inputs)
+        if t is not None:
+            request.t = t
+        return self.stub.Blend(request, timeout=self.timeout_s)
+
+    def arithmetic(self, a: gateway_pb2.FaceSource, b: gateway_pb2.FaceSource, c: gateway_pb2.FaceSource,
+                   linear: bool = False, pack: str = "", return_inputs: bool = False) -> gateway_pb2.IstrcFaceResponse:
+        """ISTRC: a - b + c in FaceNet embedding space."""
+        return self.stub.Arithmetic(gateway_pb2.ArithmeticRequest(pack=pack, a=a, b=b, c=c, linear=linear,
+                                                                  return_inputs=return_inputs),
+                                    timeout=self.timeout_s)
+
+
+def parse_face(spec: str) -> gateway_pb2.FaceSource:
+    """'seed:7', 'id:<latent id>' or an image file path -> FaceSource."""
+    kind, _, value = spec.partition(":")
+    if kind == "seed" and value.isdigit():
+        return FaceditClient.face(seed=int(value))
+    if kind == "id" and value:
+        return FaceditClient.face(latent_id=value)
+    path = Path(spec)
+    if not path.is_file():
+        raise SystemExit(f"face {spec!r}: not seed:<n>, id:<latent id> or an image file")
+    return FaceditClient.face(image=path.read_bytes())
+
 
 def hstack_png(pngs: list[bytes], scale: int = 1) -> Image.Image:
     frames = [Image.open(io.BytesIO(p)).convert("RGB") for p in pngs]
@@ -187,6 +222,17 @@ def main(argv: list[str] | None = None) -> None:
     photo.add_argument("--max-faces", type=int, default=0, help="0: the service's limit (16)")
     photo.add_argument("--replace", action="store_true", help="paste the rendered face instead of the change")
     photo.add_argument("--out", default="edited_photo.png")
+    blend = sub.add_parser("blend", help="ISTRC: slerp two faces, or average several, in FaceNet space")
+    blend.add_argument("--face", action="append", required=True, help="seed:<n>, id:<latent id> or a file (2-16)")
+    blend.add_argument("--t", type=float, help="two faces: position 0..1 (default 0.5)")
+    blend.add_argument("--weight", type=float, action="append", default=[], help="one per face (weighted mean)")
+    arith = sub.add_parser("arithmetic", help="ISTRC: a - b + c in FaceNet space")
+    for name in ("a", "b", "c"):
+        arith.add_argument(f"--{name}", required=True, help="seed:<n>, id:<latent id> or a file")
+    arith.add_argument("--linear", action="store_true", help="renormalised linear a - b + c (default: spherical)")
+    for s in (blend, arith):
+        s.add_argument("--out", default=f"{s.prog.split()[-1]}.png")
+        s.add_argument("--scale", type=int, default=4, help="nearest-neighbour upscaling of the saved picture")
     args = p.parse_args(argv)
 
     client = FaceditClient(args.address, args.timeout)
@@ -235,6 +281,15 @@ def main(argv: list[str] | None = None) -> None:
             print(f"  projections: positive {pos.mean:+.3f} ± {pos.std:.3f} (n={pos.count}), "
                   f"negative {neg.mean:+.3f} ± {neg.std:.3f} (n={neg.count})")
             print(f"  use it: edit --seed 7 --edit {d.id}=<strength>")
+        elif args.command in ("blend", "arithmetic"):
+            if args.command == "blend":
+                resp = client.blend([parse_face(f) for f in args.face], args.t, args.weight, args.pack, True)
+            else:
+                resp = client.arithmetic(parse_face(args.a), parse_face(args.b), parse_face(args.c), args.linear,
+                                         args.pack, True)
+            hstack_png([*resp.inputs, resp.image], args.scale).save(args.out)
+            print(f"angles to the inputs (radians): {[round(a, 3) for a in resp.angles]}; latent_id {resp.latent_id}")
+            print(f"wrote {args.out} (inputs through the ISTRC circle | result)")
     except grpc.RpcError as err:
         print(f"error: {err.code().name}: {err.details()}", file=sys.stderr)
         raise SystemExit(1)

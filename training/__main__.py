@@ -9,6 +9,7 @@ Steps, in order (each reads what the previous ones wrote to the work folder):
   tlgan       TL-GAN regression axis per attribute          -> <work>/directions/tlgan.*
   sefa        SeFa components, labelled by the oracle       -> <work>/directions/sefa.*
   words       GloVe -> FC word vectors (vector addition)    -> <work>/directions/words.*, <work>/words/
+  istrc       FaceNet -> latent mapping + embedding classifiers -> <work>/istrc.pt
   evaluate    every method vs ground truth (training/evaluate.py) -> <work>/report.json
   export      ONNX + directions + manifest + model card + evaluation.json -> <out>/
   pack        all of the above
@@ -25,7 +26,8 @@ from pathlib import Path
 
 import torch
 
-from training import crg_directions, crg_encoder, evaluate, export, gan, interfacegan, oracle, sefa, tlgan, words
+from training import (crg_directions, crg_encoder, evaluate, export, gan, interfacegan, istrc, oracle, sefa,
+                      tlgan, words)
 from training.config import PackConfig
 
 STEPS = {
@@ -37,6 +39,7 @@ STEPS = {
     "tlgan": tlgan.train,
     "sefa": sefa.train,
     "words": words.train,
+    "istrc": istrc.train,
     "evaluate": evaluate.evaluate,
 }
 

@@ -96,6 +96,22 @@ class PackConfig:
     words_hidden: int = 128        # width of the FC layers
     words_sign_weight: float = 1.0  # hinge that gives theta the sign the pair implies (eq. 7 is sign-blind)
     words_eval_samples: int = 500  # held-out latents for edit success and synonym figures
+    # ISTRC: FaceNet embeddings -> mapping MLP -> z; classifiers on embeddings (training/istrc.py)
+    istrc_samples: int = 4000     # (FaceNet(G(z)), z) training pairs; FaceNet (~5-15 faces/s here) is the slow part
+    istrc_facenet_runtime: str = "torch"  # "torch" (the PyTorch port) or "onnx" (the same port exported by make setup, ~3x faster here)
+    istrc_layers: int = 5         # Linear layers of the mapping (the paper's five), BatchNorm + tanh between
+    istrc_hidden: int = 512       # width of the hidden layers
+    istrc_steps: int = 2000       # Adam steps of the mapping
+    istrc_batch: int = 128
+    istrc_lr: float = 1e-3
+    istrc_image_weight: float = 0.0   # weight of MAE(G(M(e)), G(z)) beside MSE(M(e), z); 0 = the paper's MSE only
+    istrc_image_batch: int = 32   # rows of each batch that also get the image loss (the generator's backward is the cost)
+    istrc_classifier_c: float = 1.0   # inverse L2 strength of the logistic classifiers
+    istrc_step: float = 0.05      # constant step length of an edit on the unit sphere (radians, approx.)
+    istrc_strength: float = 0.25  # documented strength (radians walked) for edit success and the recommended range
+    istrc_strength_limit: float = 3.0  # hard limit on |strength| (pi reaches the opposite point of the sphere)
+    istrc_strength_sweep: tuple = (0.1, 0.25, 0.5, 1.0)  # strengths of the evaluation
+    istrc_eval_samples: int = 150  # held-out latents of the evaluation
 
     @classmethod
     def load(cls, path: str | Path) -> "PackConfig":

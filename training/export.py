@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from services.common.pack import load_pack, sha256
-from training import checkpoints, crg_encoder, direction_sets, gan, oracle, renderer, words
+from training import checkpoints, crg_encoder, direction_sets, gan, istrc, oracle, renderer, third_party, words
 from training.config import PackConfig
 from training.data import held_out
 from training.model_card import write_model_card
@@ -77,6 +77,35 @@ def export_words(cfg: PackConfig, work: Path, out: Path) -> dict:
             "words_concepts": {"path": "words_concepts.npy", "shape": [len(vocab["concepts"]), 384]}}
 
 
+def _istrc_artefacts(cfg: PackConfig, work: Path, out: Path, figures: dict) -> dict:
+    """ISTRC: istrc_mapping.onnx (embedding -> z), istrc_classifiers.npy (A, 512) logistic weights,
+    istrc.json (biases, step, strength range, preprocessing) and the reference to FaceNet."""
+    model = istrc.Istrc.load(cfg, work)
+    e = istrc.EMBEDDING
+    export_onnx(model.mapping, torch.zeros(2, e), out / "istrc_mapping.onnx", "embedding", "z")
+    np.save(out / "istrc_classifiers.npy", model.weights.astype(np.float32))
+    s = cfg.istrc_strength
+    (out / "istrc.json").write_text(json.dumps({
+        "attributes": model.attributes, "biases": [float(b) for b in model.biases],
+        "classifier": "logistic regression on the FaceNet embedding: logit = w . e + b, w = the rows of "
+                      "istrc_classifiers.npy in attribute order",
+        "step": cfg.istrc_step, "strength_min": -s, "strength_max": s, "strength_limit": cfg.istrc_strength_limit,
+        "strength_meaning": istrc.STRENGTH_MEANING, "facenet_input": istrc.SIZE, "embedding_dim": e,
+        "upsampling": istrc.UPSAMPLING,
+        "metrics": {a: f for a, f in figures.get("classifiers", {}).items()},
+    }, indent=2))
+    facenet_path, _ = third_party.pack_reference(out, third_party.FACENET)
+    return {
+        "facenet": {"path": facenet_path, "source": third_party.FACENET_SOURCE,
+                    "inputs": {"pixels": f"(N, {istrc.SIZE}, {istrc.SIZE}, 3) uint8 RGB"},
+                    "outputs": {"embedding": f"(N, {e}) float32, unit rows"}},
+        "istrc_mapping": {"path": "istrc_mapping.onnx", "inputs": {"embedding": f"(N, {e}) float32"},
+                          "outputs": {"z": f"(N, {cfg.latent_dim}) float32"}},
+        "istrc_classifiers": {"path": "istrc_classifiers.npy", "shape": [len(model.attributes), e]},
+        "istrc": {"path": "istrc.json"},
+    }
+
+
 def export(cfg: PackConfig, work: Path, out: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     g, e, o = gan.load_generator(cfg, work), crg_encoder.load(cfg, work), oracle.load(cfg, work)
@@ -108,6 +137,10 @@ def export(cfg: PackConfig, work: Path, out: Path) -> dict:
     artefacts["direction_vectors"] = {"path": "directions.npy", "shape": list(vectors.shape)}
     if (work / words.METHOD / "mapper.pt").exists():
         artefacts.update(export_words(cfg, work, out))
+    methods = {r["method"] for r in records}
+    if (work / istrc.CHECKPOINT).exists():
+        artefacts.update(_istrc_artefacts(cfg, work, out, report.get("istrc", {})))
+        methods.add("istrc")
     for a in artefacts.values():
         p = out / a["path"]
         a["sha256"], a["bytes"] = sha256(p), p.stat().st_size
@@ -123,9 +156,10 @@ def export(cfg: PackConfig, work: Path, out: Path) -> dict:
         "latent_prior": "standard normal N(0, I)",
         "attributes": list(renderer.ATTRIBUTES),
         "default_method": "interfacegan",
-        "methods": sorted({r["method"] for r in records}),
+        "methods": sorted(methods),
         "artefacts": artefacts,
-        "metrics": {k: report[k] for k in ("oracle", "interfacegan", "tlgan", "sefa", "crg", "words", "evaluation")
+        "metrics": {k: report[k] for k in ("oracle", "interfacegan", "tlgan", "sefa", "crg", "words", "istrc",
+                                           "evaluation")
                     if k in report},
         "training": {"config": cfg.to_dict(), "timings_s": {k: report[k]["seconds"] for k in
                                                            ("gan", "encoder", "oracle") if k in report}},

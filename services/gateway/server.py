@@ -28,6 +28,7 @@ from services.common.server import MAX_MESSAGE_BYTES, serve
 from services.common.tensors import check_latents, from_tensor, to_tensor
 from services.directions import reference
 from services.gateway.cache import LatentCache
+from services.gateway.istrc import IstrcRpcs, is_istrc
 
 MAX_GENERATE = 64
 MAX_REFERENCE_IMAGES = 32  # per set (positive, negative) of CreateDirection
@@ -92,7 +93,7 @@ def apply_composed(z: np.ndarray, composed: directions_pb2.ComposeResponse, scal
     return out.astype(np.float32)
 
 
-class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
+class GatewayServicer(IstrcRpcs, gateway_pb2_grpc.GatewayServicer):
     def __init__(self, down: Downstream, cache: LatentCache, default_pack: str, default_deadline_s: float):
         self.down, self.cache = down, cache
         self.default_pack, self.default_deadline_s = default_pack, default_deadline_s
@@ -100,6 +101,9 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         self._lock = threading.Lock()
 
     # -- helpers ---------------------------------------------------------------
+    def _budget(self, context) -> Budget:
+        return Budget(context, self.default_deadline_s)
+
     def _pack(self, name: str, budget: Budget) -> directions_pb2.ListDirectionsResponse:
         """The pack's attributes, version and latent size (cached for a few seconds)."""
         name = name or self.default_pack
@@ -158,6 +162,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         fmt = images.output_format(request.format)
         if not request.edits:
             raise InvalidArgument("no edits given; to render a face unchanged call Generate or Encode")
+        if any(is_istrc(op) for op in request.edits):
+            return self._edit_istrc(request, budget, fmt)
         info = self._pack(request.pack, budget)
         pack = info.pack.name
         compose = self._start_compose(pack, request.edits, request.keep, budget)

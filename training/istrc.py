@@ -1,0 +1,362 @@
+"""ISTRC (Li & Wang, "Image Semantic Transformation: Faster, Lighter and Stronger"): edit faces
+in FaceNet's embedding space (the unit sphere) and map the result back into the generator.
+
+The circle: face pixels -> FaceNet embedding e (512,) with |e| = 1 -> edit / blend / arithmetic
+on the sphere -> mapping M: e -> z (N(0, I) latent of our generator) -> G(z) -> face.
+
+- FaceNet: the real CASIA-WebFace Inception-ResNet-v1 ported to PyTorch (training/facenet_port.py);
+  it takes 160x160 faces. The synth generator makes 32x32 faces, so every face is first brought
+  to the pack resolution and then upsampled to 160 px with `services.common.images.resize`
+  (PIL bicubic) - the same function the encoder service uses, so training and serving see the
+  same pixels. The 32 px faces are far below what FaceNet was trained on (aligned real faces);
+  how much identity its embedding still carries is what the figures below measure.
+- Mapping M (paper section 5.2: five fully connected layers with BatchNorm and tanh): `istrc_layers`
+  Linear layers, each hidden one followed by BatchNorm1d and tanh, and a plain Linear output. The
+  output has no tanh because our latent is z ~ N(0, I): a tanh would cap every coordinate at
+  +-1, yet a third of a standard normal's mass lies beyond it. Trained on (FaceNet(G(z)), z)
+  pairs with MSE(M(e), z) (the paper's loss), optionally plus `istrc_image_weight` x
+  MAE(G(M(e)), G(z)) through the frozen generator (default 0: the generator's backward pass made
+  the step ~30x slower on this shared machine).
+- Classifiers: one logistic regression per attribute on e, labels = the pack's oracle on G(z)
+  (probability > 0.5), 70/30 split. Linear, so the logit's gradient is the constant w (stored
+  as istrc_classifiers.npy: serving needs no torch). The paper uses 4-7 FC layers on CelebA;
+  the synth attributes are separated well enough by a linear model (see validation accuracy).
+- Edit (paper section 3.4): `services.common.sphere.walk`: steps of constant length
+  `istrc_step` along the classifier gradient projected on the sphere's tangent plane,
+  renormalised after each step. **Strength** = signed path length on the sphere, in radians:
+  |s| / istrc_step steps, s > 0 raises the attribute's logit, s < 0 lowers it; each step turns e
+  by atan(step) ~ step, so a strength of 1 walks about one radian (57 degrees; two random synth
+  faces are about `pair_angle_mean` apart). `keep`: the kept attributes' gradients are projected
+  off the step (conditional manipulation on the sphere).
+- Blend / average / arithmetic: `services.common.sphere` (slerp, Karcher mean, a - b + c with
+  parallel transport).
+
+Outputs: <work>/istrc.pt (mapping + classifiers), <work>/istrc_pairs.npz (the embeddings, kept so
+that a rerun does not recompute FaceNet), report.json "istrc". CLI: `python -m training istrc`.
+"""
+from __future__ import annotations
+
+import functools
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.linear_model import LogisticRegression
+from torch import nn
+
+from services.common import images, sphere
+from training import checkpoints, gan, oracle, renderer
+from training.config import PackConfig
+from training.data import held_out, latents
+from training.facenet_port import EMBEDDING, SIZE, FaceNetPixels, port
+from training.models import images_to_pixels, pixels_to_images
+from training.progress import Progress
+
+CHECKPOINT = "istrc.pt"
+PAIRS = "istrc_pairs.npz"
+_LATENT_SEED = 8        # training pairs
+_EVAL_SEED = 9          # held-out latents of the evaluation
+STRENGTH_MEANING = ("signed path length on the unit sphere of FaceNet embeddings, in radians: |s| / step "
+                    "constant-length steps along the attribute classifier's gradient (tangent to the sphere), "
+                    "renormalised after each; s > 0 adds the attribute, s < 0 removes it")
+UPSAMPLING = "pack resolution -> 160x160 with services.common.images.resize (PIL bicubic)"
+
+
+# --------------------------------------------------------------------------- FaceNet on generated faces
+
+@functools.lru_cache(maxsize=1)
+def facenet() -> FaceNetPixels:
+    """The ported FaceNet (frozen, eval): (N, 160, 160, 3) uint8 -> (N, 512) unit embeddings."""
+    return FaceNetPixels(port()).eval().requires_grad_(False)
+
+
+def to_facenet_pixels(pixels: np.ndarray) -> np.ndarray:
+    """(N, R, R, 3) uint8 -> (N, 160, 160, 3) uint8, as the encoder service does it."""
+    return np.stack([images.resize(np.ascontiguousarray(p), SIZE) for p in pixels])
+
+
+@functools.lru_cache(maxsize=1)
+def _facenet_onnx():
+    import onnxruntime as ort
+
+    from training.third_party import DEFAULT_DIR, FACENET
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = torch.get_num_threads()
+    return ort.InferenceSession(str(DEFAULT_DIR / FACENET), opts, providers=["CPUExecutionProvider"])
+
+
+@torch.no_grad()
+def embed(pixels: np.ndarray, runtime: str = "torch", batch: int = 32, progress: str | None = None) -> np.ndarray:
+    """Faces (N, R, R, 3) uint8 -> FaceNet embeddings (N, 512) float32, unit rows.
+
+    runtime "torch": the PyTorch port; "onnx": model_store/third_party/facenet.onnx, the same port
+    exported by `make setup` (equal to 1e-6, tests/test_facenet_port.py), about 3x faster on CPU."""
+    if runtime == "torch":
+        net = facenet()
+        run = lambda px: net(torch.from_numpy(px)).numpy()  # noqa: E731
+    elif runtime == "onnx":
+        sess = _facenet_onnx()
+        run = lambda px: sess.run(None, {"pixels": px})[0]  # noqa: E731
+    else:
+        raise ValueError(f"istrc_facenet_runtime must be 'torch' or 'onnx', got {runtime!r}")
+    out = []
+    bar = Progress(progress, len(pixels), every=batch * max(1, len(pixels) // (10 * batch))) if progress else None
+    for i in range(0, len(pixels), batch):
+        out.append(run(to_facenet_pixels(pixels[i:i + batch])))
+        if bar:
+            bar.update(min(i + batch, len(pixels)) - 1)
+    return np.concatenate(out).astype(np.float32)
+
+
+@torch.no_grad()
+def generate(g, z: np.ndarray, batch: int = 500) -> np.ndarray:
+    """z (N, D) -> faces (N, R, R, 3) uint8."""
+    return np.concatenate([images_to_pixels(g(torch.from_numpy(np.ascontiguousarray(z[i:i + batch],
+                                                                                    np.float32)))).numpy()
+                           for i in range(0, len(z), batch)])
+
+
+# --------------------------------------------------------------------------- the mapping
+
+class Mapping(nn.Module):
+    """e (N, 512) -> z (N, latent_dim): `layers` Linear layers, BatchNorm1d + tanh after each
+    hidden one, linear output (z is N(0, I), unbounded)."""
+
+    def __init__(self, latent_dim: int, hidden: int, layers: int, embedding: int = EMBEDDING):
+        super().__init__()
+        if layers < 1:
+            raise ValueError("istrc_layers must be >= 1")
+        blocks: list[nn.Module] = []
+        width = embedding
+        for _ in range(layers - 1):
+            blocks += [nn.Linear(width, hidden), nn.BatchNorm1d(hidden), nn.Tanh()]
+            width = hidden
+        blocks.append(nn.Linear(width, latent_dim))
+        self.net = nn.Sequential(*blocks)
+
+    def forward(self, embedding: torch.Tensor) -> torch.Tensor:
+        return self.net(embedding)
+
+
+def build(cfg: PackConfig) -> Mapping:
+    return Mapping(cfg.latent_dim, cfg.istrc_hidden, cfg.istrc_layers)
+
+
+# --------------------------------------------------------------------------- data, training
+
+def pairs(cfg: PackConfig, work: Path, g, o) -> dict[str, np.ndarray]:
+    """(z, e = FaceNet(G(z)), oracle probabilities of G(z)) for `istrc_samples` latents; cached in
+    <work>/istrc_pairs.npz (recomputed when the config's count or seed changes)."""
+    path = work / PAIRS
+    z = latents(cfg.seed + _LATENT_SEED, cfg.istrc_samples, cfg.latent_dim)
+    if path.exists():
+        with np.load(path, allow_pickle=False) as cached:
+            if cached["z"].shape == z.shape and np.array_equal(cached["z"], z):
+                return {k: cached[k] for k in ("z", "e", "y")}
+    pixels = generate(g, z)
+    y = oracle.predict(o, pixels)
+    e = embed(pixels, cfg.istrc_facenet_runtime, progress="istrc facenet")
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, z=z, e=e, y=y)
+    tmp.replace(path)
+    return {"z": z, "e": e, "y": y}
+
+
+def train_mapping(cfg: PackConfig, g, z: np.ndarray, e: np.ndarray) -> tuple[Mapping, float]:
+    """Fit M on (e, z) pairs; returns (M in eval mode, seconds)."""
+    torch.manual_seed(cfg.seed + _LATENT_SEED)
+    m = build(cfg)
+    opt = torch.optim.Adam(m.parameters(), lr=cfg.istrc_lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, cfg.istrc_steps))
+    zt, et = torch.from_numpy(z), torch.from_numpy(e)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    progress = Progress("istrc mapping", cfg.istrc_steps, every=max(1, cfg.istrc_steps // 10))
+    m.train()
+    for step in range(cfg.istrc_steps):
+        idx = torch.randint(0, len(zt), (min(cfg.istrc_batch, len(zt)),), generator=gen)
+        z_hat = m(et[idx])
+        loss = F.mse_loss(z_hat, zt[idx])
+        values = {"latent_mse": loss.item()}
+        if cfg.istrc_image_weight > 0:  # through the frozen generator, on the first istrc_image_batch rows
+            k = min(cfg.istrc_image_batch, len(idx))
+            with torch.no_grad():
+                target = g(zt[idx[:k]])
+            image = F.l1_loss(g(z_hat[:k]), target)
+            loss = loss + cfg.istrc_image_weight * image
+            values["image_mae"] = image.item()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step(), sched.step()
+        progress.update(step, **values)
+    return m.eval(), progress.seconds()
+
+
+def fit_classifiers(cfg: PackConfig, e: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Logistic regression per attribute: e (N, 512), y (N, A) probabilities ->
+    weights (A, 512), biases (A,), figures (validation accuracy, class shares)."""
+    n_train = int(len(e) * cfg.svm_train_split)
+    weights, biases, figures = [], [], {}
+    for i, a in enumerate(renderer.ATTRIBUTES):
+        labels, rule = y[:, i] > 0.5, "oracle probability > 0.5"
+        if labels[:n_train].all() or not labels[:n_train].any():
+            # every face on one side (e.g. the barely trained oracle of a smoke-test config):
+            # the top and bottom halves of the oracle's probabilities, as InterFaceGAN's top/bottom share
+            labels, rule = y[:, i] > np.median(y[:n_train, i]), "oracle probability > its median (one class at 0.5)"
+            if labels[:n_train].all() or not labels[:n_train].any():
+                raise ValueError(f"istrc: the oracle gives every one of {n_train} faces the same {a!r} score")
+        clf = LogisticRegression(C=cfg.istrc_classifier_c, max_iter=5000).fit(e[:n_train], labels[:n_train])
+        weights.append(clf.coef_[0])
+        biases.append(clf.intercept_[0])
+        figures[a] = {"validation_accuracy": round(float(clf.score(e[n_train:], labels[n_train:])), 4),
+                      "train_accuracy": round(float(clf.score(e[:n_train], labels[:n_train])), 4),
+                      "positive_share": round(float(labels.mean()), 4), "labels": rule,
+                      "weight_norm": round(float(np.linalg.norm(clf.coef_[0])), 3)}
+    return np.stack(weights).astype(np.float32), np.asarray(biases, np.float32), figures
+
+
+# --------------------------------------------------------------------------- the trained circle
+
+class Istrc:
+    """A trained ISTRC circle for a work folder: generator, FaceNet, mapping, classifiers."""
+
+    def __init__(self, cfg: PackConfig, g, mapping: Mapping, weights: np.ndarray, biases: np.ndarray):
+        self.cfg, self.g, self.mapping = cfg, g, mapping.eval()
+        self.weights, self.biases = weights.astype(np.float64), biases.astype(np.float64)
+        self.attributes = list(renderer.ATTRIBUTES)
+
+    @classmethod
+    def load(cls, cfg: PackConfig, work: Path) -> "Istrc":
+        state = checkpoints.load(work / CHECKPOINT)
+        m = build(cfg)
+        m.load_state_dict(state["mapping"])
+        return cls(cfg, gan.load_generator(cfg, work), m, state["weights"].numpy(), state["biases"].numpy())
+
+    def embed(self, pixels: np.ndarray) -> np.ndarray:
+        return embed(pixels, self.cfg.istrc_facenet_runtime)
+
+    @torch.no_grad()
+    def to_latent(self, e: np.ndarray) -> np.ndarray:
+        """Embeddings (N, 512) -> z (N, D) float32."""
+        return self.mapping(torch.from_numpy(np.array(e, np.float32))).numpy()
+
+    def logits(self, e: np.ndarray) -> np.ndarray:
+        """(N, 512) -> classifier logits (N, A)."""
+        return np.asarray(e, np.float64) @ self.weights.T + self.biases
+
+    def walk(self, e: np.ndarray, attribute: str, strength: float, keep: tuple[str, ...] = ()) -> np.ndarray:
+        """One embedding (512,) edited by `strength` radians on `attribute` (see module docstring)."""
+        i = self.attributes.index(attribute)
+        kept = self.weights[[self.attributes.index(k) for k in keep]] if keep else None
+        out, _ = sphere.walk(e, lambda _: self.weights[i], strength, self.cfg.istrc_step, kept)
+        return out
+
+    def edit(self, z: np.ndarray, attribute: str, strength: float, keep: tuple[str, ...] = ()) -> np.ndarray:
+        """z (N, D) -> z' (N, D): each face through the circle G -> FaceNet -> walk -> M.
+        (The hook for the per-method evaluation: edit(z, attribute, strength, keep) -> z'.)"""
+        e = self.embed(generate(self.g, np.atleast_2d(z)))
+        return self.to_latent(np.stack([self.walk(x, attribute, strength, tuple(keep)) for x in e]))
+
+
+# --------------------------------------------------------------------------- evaluation
+
+def _mae(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a.astype(np.float32) - b.astype(np.float32)).mean() / 255.0)
+
+
+def evaluate(cfg: PackConfig, work: Path, model: Istrc, o) -> dict:
+    """Figures on held-out faces: reconstruction through the circle, edit success, leakage and
+    identity distance of edits."""
+    n = cfg.istrc_eval_samples
+    z = latents(cfg.seed + _EVAL_SEED, n, cfg.latent_dim)
+    px = generate(model.g, z)
+    e = model.embed(px)
+    z_hat = model.to_latent(e)
+    px_hat = generate(model.g, z_hat)
+    e_hat = model.embed(px_hat)
+    rng = np.random.default_rng(cfg.seed)
+    other = rng.permutation(n)
+    other = np.where(other == np.arange(n), (other + 1) % n, other)
+    recon = {
+        "samples": n,
+        "embedding_cosine": round(float((e * e_hat).sum(1).mean()), 4),
+        "embedding_cosine_random_pairs": round(float((e * e[other]).sum(1).mean()), 4),
+        "pixel_mae": round(_mae(px, px_hat), 4),
+        "pixel_mae_random_pairs": round(_mae(px, px[other]), 4),
+        "latent_mse": round(float(((z - z_hat) ** 2).mean()), 4),
+    }
+    rendered, _ = held_out(n, cfg.resolution, cfg.correlated_attributes)
+    recon["rendered_faces_pixel_mae"] = round(_mae(rendered, generate(model.g, model.to_latent(model.embed(rendered)))), 4)
+    pair_angle = float(np.arccos(np.clip((e * e[other]).sum(1), -1, 1)).mean())
+
+    # edits start from the circle's own reconstruction (what the gateway shows as "before")
+    y0 = oracle.predict(o, px_hat) > 0.5
+    y_orig = oracle.predict(o, px) > 0.5
+    s_doc = cfg.istrc_strength
+    sweep = sorted({*cfg.istrc_strength_sweep, s_doc})
+    attrs = model.attributes
+    edits = {}
+    for i, a in enumerate(attrs):
+        sign = np.where(y0[:, i], -1.0, 1.0)  # add the attribute where absent, remove it where present
+        per = {}
+        for s in sweep:
+            e_new = np.stack([model.walk(x, a, sg * s) for x, sg in zip(e, sign)])
+            px_new = generate(model.g, model.to_latent(e_new))
+            y1 = oracle.predict(o, px_new) > 0.5
+            others = [j for j in range(len(attrs)) if j != i]
+            row = {"success": round(float((y1[:, i] != y0[:, i]).mean()), 4),
+                   "leakage": round(float((y1[:, others] != y0[:, others]).mean()), 4),
+                   "arc_mean": round(float(np.arccos(np.clip((e * e_new).sum(1), -1, 1)).mean()), 4)}
+            if s == s_doc:
+                # the same edit applied as a residual to the face's own latent: z + M(e') - M(e)
+                # (keeps what the mapping loses; not in the paper)
+                sign_orig = np.where(y_orig[:, i], -1.0, 1.0)
+                e_res = np.stack([model.walk(x, a, sg * s) for x, sg in zip(e, sign_orig)])
+                y_res = oracle.predict(o, generate(model.g, z + model.to_latent(e_res) - z_hat)) > 0.5
+                row["residual_success"] = round(float((y_res[:, i] != y_orig[:, i]).mean()), 4)
+                row["residual_leakage"] = round(float((y_res[:, others] != y_orig[:, others]).mean()), 4)
+                e_out = model.embed(px_new)
+                row["identity_distance"] = round(float(np.linalg.norm(e_out - e_hat, axis=1).mean()), 4)
+                row["identity_distance_to_original"] = round(float(np.linalg.norm(e_out - e, axis=1).mean()), 4)
+            per[f"{s:g}"] = row
+        edits[a] = per
+    random_identity = round(float(np.linalg.norm(e_hat - e_hat[other], axis=1).mean()), 4)
+    return {"reconstruction": recon, "pair_angle_mean": round(pair_angle, 4), "documented_strength": s_doc,
+            "edits": edits, "identity_distance_random_pairs": random_identity}
+
+
+# --------------------------------------------------------------------------- the step
+
+def train(cfg: PackConfig, work: Path) -> dict:
+    t0 = time.perf_counter()
+    g, o = gan.load_generator(cfg, work), oracle.load(cfg, work)
+    data = pairs(cfg, work, g, o)
+    t_pairs = time.perf_counter() - t0
+    mapping, t_map = train_mapping(cfg, g, data["z"], data["e"])
+    weights, biases, cls_figures = fit_classifiers(cfg, data["e"], data["y"])
+    checkpoints.save(work / CHECKPOINT, {"mapping": mapping.state_dict(), "weights": torch.from_numpy(weights),
+                                         "biases": torch.from_numpy(biases)})
+    model = Istrc(cfg, g, mapping, weights, biases)
+    t1 = time.perf_counter()
+    figures = evaluate(cfg, work, model, o)
+    figures.update({
+        "samples": cfg.istrc_samples, "steps": cfg.istrc_steps, "layers": cfg.istrc_layers,
+        "hidden": cfg.istrc_hidden, "image_weight": cfg.istrc_image_weight,
+        "image_batch": cfg.istrc_image_batch, "step_length": cfg.istrc_step,
+        "upsampling": UPSAMPLING, "classifiers": cls_figures,
+        "seconds": {"pairs": round(t_pairs, 1), "mapping": round(t_map, 1),
+                    "evaluation": round(time.perf_counter() - t1, 1)},
+    })
+    checkpoints.record(work, "istrc", figures)
+    r = figures["reconstruction"]
+    print(f"[istrc] reconstruction: embedding cosine {r['embedding_cosine']} (random pairs "
+          f"{r['embedding_cosine_random_pairs']}), pixel MAE {r['pixel_mae']} (random pairs "
+          f"{r['pixel_mae_random_pairs']}), rendered faces MAE {r['rendered_faces_pixel_mae']}", flush=True)
+    for a in renderer.ATTRIBUTES:
+        d = figures["edits"][a][f"{cfg.istrc_strength:g}"]
+        print(f"[istrc] {a:12s} classifier val acc {cls_figures[a]['validation_accuracy']:.3f}  edit at "
+              f"{cfg.istrc_strength:g}: success {d['success']:.3f} leakage {d['leakage']:.3f} identity "
+              f"{d['identity_distance']:.3f}", flush=True)
+    return figures
