@@ -46,6 +46,8 @@ class DirectionsServicer(directions_pb2_grpc.DirectionsServicer):
         self.sentence_encoder = sentence_encoder
         self._text: dict[tuple[str, str], TextMapper] = {}
         self._text_lock = threading.Lock()
+        # per pack: (snapshot, id -> Direction message without vector), rebuilt when the snapshot changes
+        self._messages: dict[str, tuple[Snapshot, dict[str, common_pb2.Direction]]] = {}
 
     def _text_mapper(self, info: PackInfo) -> TextMapper:
         """The words artefacts of the active version of a pack (loaded once per version)."""
@@ -65,8 +67,6 @@ class DirectionsServicer(directions_pb2_grpc.DirectionsServicer):
                 self._text[key] = TextMapper(pack, self.sentence_encoder)
             return self._text[key]
 
-        # per pack: (snapshot, id -> Direction message without vector), rebuilt when the snapshot changes
-        self._messages: dict[str, tuple[Snapshot, dict[str, common_pb2.Direction]]] = {}
 
     def _message(self, snap: Snapshot, direction_id: str) -> common_pb2.Direction:
         """The Direction message (no vector) of a record of `snap`, built once per snapshot."""
