@@ -253,8 +253,13 @@ def run(args) -> None:
               f"directions {stack.address('directions')}, generator {stack.address('generator')}")
         print("try, in another terminal:")
         print(f"  .venv/bin/python -m services.client --address {gw} attributes")
-        print(f"  .venv/bin/python -m services.client --address {gw} edit --seed 7 --edit beard=3 "
-              f"--keep age --out out/edited.png")
+        attribute, keep = (DEMO_EDITS.get(stack.packs[0]) or [("<attribute>", [])])[0]
+        keeps = "".join(f" --keep {k}" for k in keep)
+        print(f"  .venv/bin/python -m services.client --address {gw} edit --seed 7 --edit {attribute}=2"
+              f"{keeps} --out out/edited.png")
+        if "alignment" in json.loads((stack.model_store / stack.packs[0] / "manifest.json").read_text()):
+            print(f"  .venv/bin/python -m services.client --address {gw} edit-photo --image <your photo> "
+                  f"--edit {attribute}=2 --out out/edited_photo.png")
         print("serving; Ctrl-C (or `make stop`) stops everything", flush=True)
         if not args.demo_only:
             stop.wait()
