@@ -345,11 +345,10 @@ class GatewayServicer(IstrcRpcs, gateway_pb2_grpc.GatewayServicer):
             raise InvalidArgument(f"no face found in the {found.width}x{found.height} photo: faces must be at "
                                   f"least about 20 pixels wide, seen from the front or side, and not cut off")
         composed = compose()
-        delta = from_tensor(composed.delta, "delta")
         z = np.stack([check_latents(from_tensor(f.latent, "latent"), info.latent_dim, "encoded latent")[0]
                       for f in found.faces])
         n = len(z)
-        pixels = self._generate(np.concatenate([z, z + delta]).astype(np.float32), pack, budget)
+        pixels = self._generate(np.concatenate([z, apply_composed(z, composed, 1.0)]), pack, budget)
         names, scores = self._score(pixels, pack, budget)
         index = {a: i for i, a in enumerate(names)}
         out, res = photo, pixels.shape[1]
