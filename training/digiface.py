@@ -35,13 +35,16 @@ import torch.nn.functional as F
 from services.common import align
 from services.common.pack import load_pack, sha256
 from services.directions import reference
-from training import (annotators, checkpoints, crg_encoder, direction_sets, evaluate as synth_evaluate,
-                      gan, interfacegan, sefa, third_party, tlgan)
+from training import (annotators, checkpoints, crg_encoder, direction_sets, gan, identity, interfacegan, oracle,
+                      sefa, third_party, tlgan)
 from training.config import PackConfig
+from training.crg_directions import encode
 from training.data import latents
+from training.evaluate import generate, hash_similarity
 from training.export import export_onnx
+from training.interfacegan import score_latents
 from training.model_card import _table
-from training.models import Oracle, PixelsIn, images_to_pixels, pixels_to_images
+from training.models import Oracle, PixelsIn, pixels_to_images
 from training.progress import Progress
 
 ATTRIBUTES = annotators.ATTRIBUTES
@@ -53,13 +56,6 @@ SCORER = "classifier.onnx (CNN trained on the MTCNN-based annotators)"
 
 
 # --------------------------------------------------------------------------- helpers
-@torch.no_grad()
-def generate(g, z: np.ndarray, batch: int = 200) -> np.ndarray:
-    """z (N, D) -> pixels (N, R, R, 3) uint8."""
-    return np.concatenate([images_to_pixels(g(torch.from_numpy(z[i:i + batch]))).numpy()
-                           for i in range(0, len(z), batch)])
-
-
 def probabilities(values: np.ndarray, stats: dict) -> np.ndarray:
     """Measured values (N, A) -> probabilities (N, A) (see the module docstring)."""
     med = np.array([stats[a]["median"] for a in ATTRIBUTES], np.float32)
@@ -79,17 +75,6 @@ def load_oracle(work: Path) -> Oracle:
     o = Oracle(len(ATTRIBUTES), state["resolution"], state["width"])
     o.load_state_dict(state["oracle"])
     return o.eval().requires_grad_(False)
-
-
-@torch.no_grad()
-def score(o: Oracle, pixels: np.ndarray, batch: int = 500) -> np.ndarray:
-    """pixels (N, R, R, 3) uint8 -> oracle probabilities (N, A)."""
-    return np.concatenate([torch.sigmoid(o(pixels_to_images(torch.from_numpy(pixels[i:i + batch])))).numpy()
-                           for i in range(0, len(pixels), batch)])
-
-
-def score_latents(g, o, z: np.ndarray, batch: int = 200) -> np.ndarray:
-    return np.concatenate([score(o, generate(g, z[i:i + batch])) for i in range(0, len(z), batch)])
 
 
 def _save_npz(path: Path, **arrays) -> None:
@@ -171,7 +156,7 @@ def train_oracle(cfg: PackConfig, work: Path) -> dict:
     o.eval()
     checkpoints.save(work / ORACLE, {"oracle": o.state_dict(), "resolution": cfg.resolution,
                                      "width": cfg.oracle_width, "attributes": list(ATTRIBUTES)})
-    pred = score(o, pixels[n_train:])
+    pred = oracle.predict(o, pixels[n_train:])
     truth = targets[n_train:]
     figures = {"steps": cfg.oracle_steps, "seconds": round(progress.seconds(), 1), "held_out_samples": len(truth),
                "accuracy": {a: round(float(((pred[:, i] > 0.5) == (truth[:, i] > 0.5)).mean()), 4)
@@ -222,7 +207,6 @@ def find_directions(cfg: PackConfig, work: Path) -> dict:
     # SeFa: components labelled by the oracle change they cause
     values, vectors = sefa.components(g)
     probe = latents(cfg.seed + _SCORE_SEED + 1, 200, cfg.latent_dim)
-    base = score_latents(g, o, probe)
     s = cfg.sefa_probe_strength
     sefa_records, sefa_rows, effects, best = [], [], {}, {}
     for c in range(min(cfg.sefa_components, len(values))):
@@ -279,9 +263,7 @@ def _crg_directions(cfg: PackConfig, work: Path, g, scorer: str) -> dict:
     e, ann = crg_encoder.load(cfg, work), load_annotations(work)
     stats = checkpoints.read_report(work)["annotate"]["stats"]
     found = np.where(ann["found"].astype(bool))[0]
-    with torch.no_grad():
-        z_enc = np.concatenate([e(pixels_to_images(torch.from_numpy(generate(g, ann["z"][found[i:i + 200]]))))
-                                .numpy() for i in range(0, len(found), 200)])
+    z_enc = encode(e, generate(g, ann["z"][found]))
     p = probabilities(ann["values"][found], stats)
     half = len(found) // 2  # references from the first half, projections measured on the second
     records, rows, out = [], [], {}
@@ -325,40 +307,11 @@ def aligned_real_faces(template: np.ndarray, size: int) -> tuple[np.ndarray, lis
     return np.stack(crops), names
 
 
-@torch.no_grad()
-def reconstruct(g, e, pixels: np.ndarray, batch: int = 200) -> np.ndarray:
-    """x -> E -> G -> x': pixels (N, R, R, 3) uint8 in and out."""
-    return np.concatenate([images_to_pixels(g(e(pixels_to_images(torch.from_numpy(pixels[i:i + batch]))))).numpy()
-                           for i in range(0, len(pixels), batch)])
-
-
 def _reconstruction(g, e, pixels: np.ndarray) -> tuple[dict, np.ndarray]:
-    recon = reconstruct(g, e, pixels)
+    recon = generate(g, encode(e, pixels))
     x, y = pixels.astype(np.float32) / 255, recon.astype(np.float32) / 255
     return {"samples": len(pixels), "mae": round(float(np.abs(x - y).mean()), 4),
-            "mse": round(float(((x - y) ** 2).mean()), 5), **synth_evaluate.hash_similarity(pixels, recon)}, recon
-
-
-class Identity:
-    """FaceNet (the CASIA-WebFace port) distance between faces: L2 between unit embeddings of the
-    faces upscaled to 160 px (0 = same embedding, 2 = opposite)."""
-
-    def __init__(self):
-        from training.facenet_port import FaceNetPixels, port
-
-        self.model = FaceNetPixels(port(third_party.facenet_graph())).eval()
-
-    @torch.no_grad()
-    def embed(self, pixels: np.ndarray, batch: int = 64) -> np.ndarray:
-        out = []
-        for i in range(0, len(pixels), batch):
-            x = torch.from_numpy(pixels[i:i + batch]).permute(0, 3, 1, 2).float()
-            x = F.interpolate(x, size=(160, 160), mode="bilinear", align_corners=False)
-            out.append(self.model(x.round().clamp(0, 255).permute(0, 2, 3, 1).to(torch.uint8)).numpy())
-        return np.concatenate(out)
-
-    def distance(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return np.linalg.norm(self.embed(a) - self.embed(b), axis=1)
+            "mse": round(float(((x - y) ** 2).mean()), 5), **hash_similarity(pixels, recon)}, recon
 
 
 def evaluate(cfg: PackConfig, work: Path) -> dict:
@@ -374,12 +327,12 @@ def evaluate(cfg: PackConfig, work: Path) -> dict:
     # edit success: held-out latents moved by each direction's recommended extreme, scored by the oracle
     records, vectors = direction_sets.collect(work)
     n_edit = min(300, len(z))
-    base = score(o, gen_pixels[:n_edit])
-    facenet, n_id = Identity(), min(64, len(z))
+    base = oracle.predict(o, gen_pixels[:n_edit])
+    facenet, n_id = identity.FaceNet(), min(64, len(z))
     ref = facenet.embed(gen_pixels[:n_id])
-    identity = {"other_faces": round(float(np.linalg.norm(ref - np.roll(ref, 1, axis=0), axis=1).mean()), 4),
-                "encoded_generated": round(float(facenet.distance(gen_pixels[:n_id],
-                                                                  reconstruct(g, e, gen_pixels[:n_id])).mean()), 4)}
+    identity_figures = {"other_faces": round(float(identity.distance(ref, np.roll(ref, 1, axis=0)).mean()), 4),
+                "encoded_generated": round(float(identity.distance(
+                    ref, facenet.embed(generate(g, encode(e, gen_pixels[:n_id])))).mean()), 4)}
     success = {}
     for r in records:
         if r["method"] == "sefa" and r["id"].startswith("sefa/component_"):
@@ -394,9 +347,10 @@ def evaluate(cfg: PackConfig, work: Path) -> dict:
         success[r["id"]] = {"strength_max": r["strength_max"], "positive_after_plus": round(float((up[:, i] > 0.5).mean()), 4),
                             "negative_after_minus": round(float((down[:, i] <= 0.5).mean()), 4),
                             "leakage_after_plus": round(leak, 4),
-                            "identity_distance_after_plus": round(float(np.linalg.norm(
-                                facenet.embed(moved) - ref, axis=1).mean()), 4)}
-    figures = {"reconstruction_generated": rec_gen, "latent_cycle_mse": round(cycle, 4), "identity": identity,
+                            "identity_distance_after_plus": round(float(identity.distance(
+                                facenet.embed(moved), ref).mean()), 4)}
+    figures = {"reconstruction_generated": rec_gen, "latent_cycle_mse": round(cycle, 4),
+               "identity": identity_figures,
                "reconstruction_real": {**rec_real, "photos": sorted(set(names))}, "edit_success": success}
     checkpoints.record(work, "evaluation", figures)
     np.save(work / "real_reconstructions.npy", np.stack([real, recon_real]))
