@@ -12,7 +12,7 @@ import torch
 
 from facedit.v1 import common_pb2
 from services.common.errors import InvalidArgument
-from training import renderer, words
+from training import lexicons, renderer, words
 
 from .conftest import MINILM, ROOT
 
@@ -48,12 +48,14 @@ def test_addition_loss_is_eq7_and_the_hinge_wants_theta_of_the_pair_sign():
 
 def test_pairs_name_the_attributes_that_differ_with_the_sign_of_the_change():
     labels = np.array([[1, 0, 0, 0, 0, 0], [0, 1, 0, 0, 0, 1]], bool)
-    vocab = list(words.VOCAB)
-    i, j, ids, mask, sign = words.make_pairs(labels, np.random.default_rng(0), 400, vocab)
+    lex = lexicons.SYNTH
+    vocab = list(lex.vocab)
+    i, j, ids, mask, sign = words.make_pairs(labels, np.random.default_rng(0), 400, vocab, lex,
+                                             list(renderer.ATTRIBUTES))
     change = labels[j].astype(int) - labels[i].astype(int)
     assert np.array_equal(mask, change != 0)
     for b, k in zip(*np.nonzero(mask)):
-        attribute, word_sign = words.VOCAB[vocab[ids[b, k]]]
+        attribute, word_sign = lex.vocab[vocab[ids[b, k]]]
         assert attribute == renderer.ATTRIBUTES[k]
         assert sign[b, k] == change[b, k] * word_sign  # theta > 0 exactly when the word describes face 2
 
@@ -66,13 +68,13 @@ def test_tiny_pack_has_the_words_direction_set_and_serving_artefacts(tiny_pack, 
     vectors = np.load(work / "directions" / "words.npy")
     assert [r["id"] for r in records] == [f"words/{a}" for a in renderer.ATTRIBUTES]
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
-    assert all(r["strength_max"] > 0 and r["provenance"]["word"] == words.PRIMARY[r["attribute"]] for r in records)
+    assert all(r["strength_max"] > 0 and r["provenance"]["word"] == lexicons.SYNTH.primary[r["attribute"]] for r in records)
     assert "words" in pack.manifest["methods"] and "words" in pack.manifest["metrics"]
     assert sum(pack.artefact(a).stat().st_size for a in pack.manifest["artefacts"] if a.startswith("words")) < 4e6
     # the exported FC mapping reproduces the direction set (primary words' unit vectors)
     vocab = json.loads(pack.artefact("words_vocab").read_text())
     glove = np.load(pack.artefact("words_glove"))
-    rows = [vocab["glove_words"].index(words.PRIMARY[a]) for a in renderer.ATTRIBUTES]
+    rows = [vocab["glove_words"].index(lexicons.SYNTH.primary[a]) for a in renderer.ATTRIBUTES]
     sess = ort.InferenceSession(str(pack.artefact("words_mapper")), providers=["CPUExecutionProvider"])
     vec, anchor = sess.run(None, {"glove": glove[rows].astype(np.float32)})
     unit = vec / np.linalg.norm(vec, axis=1, keepdims=True)
@@ -202,3 +204,15 @@ def test_text_edit_moves_its_attribute_the_right_way_on_synth(synth_client, text
             break
     moved = sense * (np.array(after) - np.array(before))
     assert len(before) >= 10 and (moved > 0).mean() >= 0.8 and moved.mean() > 0.1, (text, moved.round(3))
+
+
+def test_every_lexicon_fits_its_attribute_set_and_glove_and_a_mismatch_is_refused():
+    from training import annotators
+
+    known = words.glove()[0]
+    lexicons.SYNTH.check(renderer.ATTRIBUTES, known)
+    lexicons.DIGIFACE64.check(annotators.ATTRIBUTES, known)
+    with pytest.raises(ValueError, match="attribute 'roll' has no \\+1 word"):
+        lexicons.SYNTH.check(annotators.ATTRIBUTES, known)
+    with pytest.raises(ValueError, match="unknown words lexicon 'klingon'"):
+        lexicons.get("klingon")

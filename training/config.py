@@ -28,6 +28,9 @@ class PackConfig:
     # (generated faces under random flips, shifts, scale, rotation and colour jitter, for packs
     # without a face dataset on disk)
     image_cycle_data: str = "renderer"
+    # what the attribute labels are: "renderer" (the renderer's ground truth, training/renderer.py)
+    # or "annotators" (measurements of generated faces, training/annotators.py)
+    labels: str = "renderer"
 
     # DCGAN (generator and discriminator widths, Adam as in Radford et al.)
     gan_steps: int = 6000
@@ -93,6 +96,7 @@ class PackConfig:
     words_steps: int = 800
     words_batch: int = 256         # pairs per step
     words_lr: float = 1e-3
+    words_lexicon: str = "synth"   # the words per attribute (training/lexicons.py)
     words_hidden: int = 128        # width of the FC layers
     words_sign_weight: float = 1.0  # hinge that gives theta the sign the pair implies (eq. 7 is sign-blind)
     words_eval_samples: int = 500  # held-out latents for edit success and synonym figures

@@ -49,7 +49,7 @@ from training.progress import Progress
 
 ATTRIBUTES = annotators.ATTRIBUTES
 ANNOTATIONS = "annotations.npz"
-ORACLE = "oracle.pt"
+ORACLE = oracle.CHECKPOINT
 _ANNOTATE_SEED, _SCORE_SEED, _EVAL_SEED = 11, 12, 13
 FORMAT = "facedit-pack/1"
 SCORER = "classifier.onnx (CNN trained on the MTCNN-based annotators)"
@@ -68,13 +68,6 @@ def load_annotations(work: Path) -> dict:
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: run `python -m training.digiface annotate` first")
     return dict(np.load(path))
-
-
-def load_oracle(work: Path) -> Oracle:
-    state = checkpoints.load(work / ORACLE)
-    o = Oracle(len(ATTRIBUTES), state["resolution"], state["width"])
-    o.load_state_dict(state["oracle"])
-    return o.eval().requires_grad_(False)
 
 
 def _save_npz(path: Path, **arrays) -> None:
@@ -178,7 +171,7 @@ def _record(cfg: PackConfig, method: str, attribute: str, lo: float, hi: float, 
 
 
 def find_directions(cfg: PackConfig, work: Path) -> dict:
-    g, o = gan.load_generator(cfg, work), load_oracle(work)
+    g, o = gan.load_generator(cfg, work), oracle.load(cfg, work)
     rng = np.random.default_rng(cfg.seed)
     t0 = time.perf_counter()
     z = latents(cfg.seed + _SCORE_SEED, cfg.svm_samples, cfg.latent_dim)
@@ -315,7 +308,7 @@ def _reconstruction(g, e, pixels: np.ndarray) -> tuple[dict, np.ndarray]:
 
 
 def evaluate(cfg: PackConfig, work: Path) -> dict:
-    g, e, o = gan.load_generator(cfg, work), crg_encoder.load(cfg, work), load_oracle(work)
+    g, e, o = gan.load_generator(cfg, work), crg_encoder.load(cfg, work), oracle.load(cfg, work)
     template = np.array(checkpoints.read_report(work)["annotate"]["template"], np.float32)
     z = latents(cfg.seed + _EVAL_SEED, cfg.eval_samples, cfg.latent_dim)
     gen_pixels = generate(g, z)
@@ -367,7 +360,7 @@ def export(cfg: PackConfig, work: Path, out: Path, store_third_party: Path | Non
     generator_path = tp / third_party.DIGIFACE_GENERATOR
     if not generator_path.exists():
         raise FileNotFoundError(f"{generator_path} is missing: run `make setup` (python -m training.third_party)")
-    e, o = crg_encoder.load(cfg, work), load_oracle(work)
+    e, o = crg_encoder.load(cfg, work), oracle.load(cfg, work)
     r, d = cfg.resolution, cfg.latent_dim
     pixels = torch.zeros(2, r, r, 3, dtype=torch.uint8)
     export_onnx(PixelsIn(e), pixels, out / "encoder.onnx", "pixels", "z")

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from services.common.pack import load_pack, sha256
-from training import checkpoints, crg_encoder, direction_sets, gan, istrc, oracle, renderer, third_party, words
+from training import checkpoints, crg_encoder, direction_sets, gan, istrc, lexicons, oracle, renderer, third_party, words
 from training.config import PackConfig
 from training.data import held_out
 from training.model_card import write_model_card
@@ -65,7 +65,7 @@ def export_words(cfg: PackConfig, work: Path, out: Path) -> dict:
                       str(out / "words.onnx"), dynamo=True, opset_version=18, verbose=False,
                       input_names=["glove"], output_names=["vector", "anchor"],
                       dynamic_shapes={"glove": {0: batch}}, external_data=False)
-    vocab, table, concepts = words.serving_tables(work)
+    vocab, table, concepts = words.serving_tables(work, lexicons.get(cfg.words_lexicon))
     np.save(out / "words_glove.npy", table)
     (out / "words_vocab.json").write_text(json.dumps(vocab))
     np.save(out / "words_concepts.npy", concepts)

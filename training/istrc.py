@@ -47,7 +47,7 @@ from sklearn.linear_model import LogisticRegression
 from torch import nn
 
 from services.common import images, sphere
-from training import checkpoints, gan, oracle, renderer
+from training import checkpoints, gan, oracle
 from training.config import PackConfig
 from training.data import held_out, latents
 from training.facenet_port import EMBEDDING, SIZE, FaceNetPixels, port
@@ -199,7 +199,7 @@ def fit_classifiers(cfg: PackConfig, e: np.ndarray, y: np.ndarray) -> tuple[np.n
     weights (A, 512), biases (A,), figures (validation accuracy, class shares)."""
     n_train = int(len(e) * cfg.svm_train_split)
     weights, biases, figures = [], [], {}
-    for i, a in enumerate(renderer.ATTRIBUTES):
+    for i, a in enumerate(oracle.attributes(cfg)):
         labels, rule = y[:, i] > 0.5, "oracle probability > 0.5"
         if labels[:n_train].all() or not labels[:n_train].any():
             # every face on one side (e.g. the barely trained oracle of a smoke-test config):
@@ -225,7 +225,7 @@ class Istrc:
     def __init__(self, cfg: PackConfig, g, mapping: Mapping, weights: np.ndarray, biases: np.ndarray):
         self.cfg, self.g, self.mapping = cfg, g, mapping.eval()
         self.weights, self.biases = weights.astype(np.float64), biases.astype(np.float64)
-        self.attributes = list(renderer.ATTRIBUTES)
+        self.attributes = list(oracle.attributes(cfg))
 
     @classmethod
     def load(cls, cfg: PackConfig, work: Path) -> "Istrc":
@@ -287,8 +287,9 @@ def evaluate(cfg: PackConfig, work: Path, model: Istrc, o) -> dict:
         "pixel_mae_random_pairs": round(_mae(px, px[other]), 4),
         "latent_mse": round(float(((z - z_hat) ** 2).mean()), 4),
     }
-    rendered, _ = held_out(n, cfg.resolution, cfg.correlated_attributes)
-    recon["rendered_faces_pixel_mae"] = round(_mae(rendered, generate(model.g, model.to_latent(model.embed(rendered)))), 4)
+    if cfg.labels == "renderer":  # faces the generator did not make, through the circle
+        rendered, _ = held_out(n, cfg.resolution, cfg.correlated_attributes)
+        recon["rendered_faces_pixel_mae"] = round(_mae(rendered, generate(model.g, model.to_latent(model.embed(rendered)))), 4)
     pair_angle = float(np.arccos(np.clip((e * e[other]).sum(1), -1, 1)).mean())
 
     # edits start from the circle's own reconstruction (what the gateway shows as "before")
@@ -353,8 +354,8 @@ def train(cfg: PackConfig, work: Path) -> dict:
     r = figures["reconstruction"]
     print(f"[istrc] reconstruction: embedding cosine {r['embedding_cosine']} (random pairs "
           f"{r['embedding_cosine_random_pairs']}), pixel MAE {r['pixel_mae']} (random pairs "
-          f"{r['pixel_mae_random_pairs']}), rendered faces MAE {r['rendered_faces_pixel_mae']}", flush=True)
-    for a in renderer.ATTRIBUTES:
+          f"{r['pixel_mae_random_pairs']}), rendered faces MAE {r.get('rendered_faces_pixel_mae', '-')}", flush=True)
+    for a in oracle.attributes(cfg):
         d = figures["edits"][a][f"{cfg.istrc_strength:g}"]
         print(f"[istrc] {a:12s} classifier val acc {cls_figures[a]['validation_accuracy']:.3f}  edit at "
               f"{cfg.istrc_strength:g}: success {d['success']:.3f} leakage {d['leakage']:.3f} identity "

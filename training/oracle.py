@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from training import checkpoints, renderer
+from training import annotators, checkpoints, renderer
 from training.config import PackConfig
 from training.data import held_out, rendered_batch
 from training.models import Oracle, pixels_to_images
@@ -22,8 +22,17 @@ CHECKPOINT = "oracle.pt"
 _STREAM = 2
 
 
+def attributes(cfg: PackConfig) -> tuple[str, ...]:
+    """The pack's attributes, in the order of the oracle's outputs (cfg.labels says where they come from)."""
+    if cfg.labels == "renderer":
+        return tuple(renderer.ATTRIBUTES)
+    if cfg.labels == "annotators":
+        return tuple(annotators.ATTRIBUTES)
+    raise ValueError(f"unknown labels {cfg.labels!r}: use 'renderer' or 'annotators'")
+
+
 def build(cfg: PackConfig) -> Oracle:
-    return Oracle(len(renderer.ATTRIBUTES), cfg.resolution, cfg.oracle_width)
+    return Oracle(len(attributes(cfg)), cfg.resolution, cfg.oracle_width)
 
 
 def load(cfg: PackConfig, work: Path) -> Oracle:

