@@ -10,6 +10,8 @@ Steps, in order (each reads what the previous ones wrote to the work folder, run
   oracle      CNN: generated face -> the annotators' probabilities                -> oracle.pt
   directions  InterFaceGAN, TL-GAN, SeFa and CRG directions for every attribute  -> directions/*
   (crg        only the CRG directions again, after the encoder trained further; not part of `pack`)
+  words       GloVe -> FC word vectors, the digiface64 lexicon (= python -m training words) -> directions/words.*
+  istrc       FaceNet -> latent mapping + embedding classifiers (= python -m training istrc) -> istrc.pt
   evaluate    reconstruction tables (generated faces, aligned real photos), edit success
   export      ONNX + directions + alignment template + manifest + model card     -> model_store/<pack>/
   pack        all of the above
@@ -17,6 +19,10 @@ Steps, in order (each reads what the previous ones wrote to the work folder, run
 A measured attribute value v becomes a probability p = sigmoid(2 (v - median) / IQR) over the
 annotated faces: "present" (p > 0.5) means above the median face, the quartiles sit at p = 0.27 /
 0.73. Long steps save their progress and resume when run again.
+
+On a fresh clone, `python -m training.restore --config training/configs/digiface64.json` puts the
+committed pack's networks, directions and figures back into runs/digiface64/, so that single
+steps (e.g. words, istrc, evaluate, export) run without the 1.5-hour encoder (training/restore.py).
 """
 from __future__ import annotations
 
@@ -35,15 +41,15 @@ import torch.nn.functional as F
 from services.common import align
 from services.common.pack import load_pack, sha256
 from services.directions import reference
-from training import (annotators, checkpoints, crg_encoder, direction_sets, gan, identity, interfacegan, oracle,
-                      sefa, third_party, tlgan)
+from training import (annotators, checkpoints, crg_encoder, direction_sets, gan, identity, interfacegan, istrc, oracle,
+                      sefa, third_party, tlgan, words)
 from training.config import PackConfig
 from training.crg_directions import encode
 from training.data import latents
 from training.evaluate import generate, hash_similarity
-from training.export import export_onnx
+from training.export import export_istrc, export_onnx, export_words
 from training.interfacegan import score_latents
-from training.model_card import _table
+from training.model_card import _table, istrc_section, words_section
 from training.models import Oracle, PixelsIn, pixels_to_images
 from training.progress import Progress
 
@@ -385,6 +391,12 @@ def export(cfg: PackConfig, work: Path, out: Path, store_third_party: Path | Non
         "directions": {"path": "directions.json"},
         "direction_vectors": {"path": "directions.npy", "shape": list(vectors.shape)},
     }
+    methods = {x["method"] for x in records}
+    if (work / words.METHOD / "mapper.pt").exists():
+        artefacts.update(export_words(cfg, work, out))
+    if (work / istrc.CHECKPOINT).exists():
+        artefacts.update(export_istrc(cfg, work, out, report.get("istrc", {})))
+        methods.add("istrc")
     for a in artefacts.values():
         p = out / a["path"]
         a["sha256"], a["bytes"] = sha256(p), p.stat().st_size
@@ -395,13 +407,14 @@ def export(cfg: PackConfig, work: Path, out: Path, store_third_party: Path | Non
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "resolution": r, "latent_dim": d, "latent_space": "z", "latent_prior": "standard normal N(0, I)",
         "attributes": list(ATTRIBUTES), "default_method": "interfacegan",
-        "methods": sorted({x["method"] for x in records}),
+        "methods": sorted(methods),
         "alignment": {"template": ann["template"], "landmarks": "MTCNN order: eye, eye, nose, mouth corner, mouth corner "
                       "(image left first), crop pixel coordinates", "detector": ann["detector"],
                       "found_share_on_generated_faces": ann["found_share"]},
         "artefacts": artefacts,
-        "metrics": {k: report[k] for k in ("annotate", "oracle", "directions", "evaluation", "encoder") if k in report},
-        "training": {"config": cfg.to_dict()},
+        "metrics": {k: report[k] for k in ("annotate", "oracle", "directions", "words", "istrc", "evaluation", "encoder")
+                    if k in report},
+        "training": {"config": cfg.to_dict(), **({"restored": report["restored"]} if "restored" in report else {})},
         "notes": _observations(cfg.pack),
         "source": {"generator": "pre-trained DCGAN of the gan-face-generate wheel (DigiFace-1M), frozen",
                    "licence": "generator weights MIT (gan-face-generate); DigiFace-1M terms: non-commercial research; "
@@ -475,13 +488,23 @@ def model_card(manifest: dict) -> str:
                   "", f"FaceNet distance (unit embeddings, 160 px) for scale: between different generated faces "
                       f"{ev['identity']['other_faces']}, between a generated face and its encoding "
                       f"{ev['identity']['encoded_generated']}."]
+    if "words" in m:
+        parts += words_section(m["words"])
+    if "istrc" in m:
+        parts += ["", *istrc_section(m["istrc"], attrs)]
+    restored = manifest["training"].get("restored")
+    if restored:
+        parts += ["", f"This version was exported from a work folder restored from pack version {restored['version']} "
+                      f"(`python -m training.restore`): its encoder, classifier and earlier directions are that "
+                      f"version's; the steps run after restoring are those whose figures changed."]
     notes = manifest.get("notes")
     if notes:
         parts += ["", "## Looked at by eye", "", notes]
     return "\n".join(parts) + "\n"
 
 
-STEPS = {"annotate": annotate, "oracle": train_oracle, "directions": find_directions, "evaluate": evaluate}
+STEPS = {"annotate": annotate, "oracle": train_oracle, "directions": find_directions, "words": words.train,
+         "istrc": istrc.train, "evaluate": evaluate}
 EXTRA_STEPS = {"crg": crg_directions}  # not in `pack` (the directions step makes CRG directions too)
 
 
