@@ -46,6 +46,9 @@ def test_exported_pack_loads_with_every_method_and_its_alignment(tiny_digiface):
         assert 0 <= row["mae"] <= 1 and 0 <= row["mse"] <= 1
         assert all(0 <= row[h] <= 1 for h in ("dhash", "phash", "whash"))
     assert ev["reconstruction_real"]["photos"] == ["skimage.data.astronaut"]
+    lfw = ev["reconstruction_real_lfw"]  # real LFW faces (gray 25x25): most are found and aligned
+    assert lfw["tried"] == 8 and lfw["samples"] >= 6 and 0.4 < lfw["valid_share"] <= 1
+    assert 0 <= lfw["mae"] <= 1 and all(0 <= lfw[h] <= 1 for h in ("dhash", "phash", "whash"))
     card = (out / "model_card.md").read_text()
     assert "Encoder reconstruction" in card and "Edit success" in card
     assert "Words -> latent" in card and "ISTRC" in card

@@ -80,6 +80,8 @@ class PackConfig:
     eval_counterfactual_samples: int = 200  # identities per attribute rendered with it = 0 and = 1
     eval_correlated_pairs: tuple = (("age", "beard"), ("age", "eyeglasses"), ("smile", "eyeglasses"))
     eval_hash_samples: int = 500  # images hashed for the dhash/phash/whash columns
+    eval_lfw_faces: int = 100     # real low-resolution faces (skimage.data.lfw_subset, at most 100) in the
+                                  # real-photo reconstruction table of imported-generator packs; 0 = none
 
     # identity regressor (image -> renderer identity parameters), trained by the evaluation
     identity_steps: int = 3000

@@ -306,6 +306,47 @@ def aligned_real_faces(template: np.ndarray, size: int) -> tuple[np.ndarray, lis
     return np.stack(crops), names
 
 
+def lfw_faces(template: np.ndarray, size: int, count: int = 100) -> tuple[np.ndarray, np.ndarray, int]:
+    """Real faces that ship offline at low resolution: the first `count` images of
+    skimage.data.lfw_subset() (Labeled Faces in the Wild, 25x25 grayscale, tightly cropped; its
+    first 100 images are faces). Each is detected (MTCNN), aligned to the template like a photo
+    and replicated to RGB: (faces (N, size, size, 3) uint8 gray, valid (N, size, size) bool = the
+    crop pixels that come from inside the 25x25 image, number of images tried)."""
+    from skimage import data
+
+    from services.encoder.detect import FaceDetector
+
+    if not 0 <= count <= 100:
+        raise ValueError(f"eval_lfw_faces: {count}; skimage.data.lfw_subset holds 100 faces")
+    det, crops, valid = FaceDetector(), [], []
+    images = (data.lfw_subset()[:count] * 255).round().astype(np.uint8)
+    inside = np.full(images.shape[1:] + (3,), 255, np.uint8)
+    for gray in images:
+        rgb = np.repeat(gray[:, :, None], 3, axis=2)
+        found = det.detect(rgb)
+        if found:
+            a = align.similarity(found[0].landmarks, template)
+            crops.append(align.crop(rgb, a, size))
+            valid.append(align.crop(inside, a, size)[:, :, 0] > 250)
+    if not crops:
+        return np.zeros((0, size, size, 3), np.uint8), np.zeros((0, size, size), bool), len(images)
+    return np.stack(crops), np.stack(valid), len(images)
+
+
+def _gray_reconstruction(g, e, pixels: np.ndarray, valid: np.ndarray) -> dict:
+    """Reconstruction of gray faces: the generated face's luminance is compared with the photo's
+    on the valid pixels (MAE, MSE); outside them the reconstruction takes the photo's (black)
+    pixels so that the hashes (which are computed on luminance anyway) see the same frame."""
+    recon = generate(g, encode(e, pixels))
+    lum = recon.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    recon_gray = np.repeat(np.clip(lum.round(), 0, 255).astype(np.uint8)[..., None], 3, axis=3)
+    recon_gray = np.where(valid[..., None], recon_gray, pixels)
+    x, y = pixels[..., 0].astype(np.float32) / 255, recon_gray[..., 0].astype(np.float32) / 255
+    d = (x - y)[valid]
+    return {"samples": len(pixels), "mae": round(float(np.abs(d).mean()), 4), "mse": round(float((d ** 2).mean()), 5),
+            "valid_share": round(float(valid.mean()), 4), **hash_similarity(pixels, recon_gray)}
+
+
 def _reconstruction(g, e, pixels: np.ndarray) -> tuple[dict, np.ndarray]:
     recon = generate(g, encode(e, pixels))
     x, y = pixels.astype(np.float32) / 255, recon.astype(np.float32) / 255
@@ -323,6 +364,8 @@ def evaluate(cfg: PackConfig, work: Path) -> dict:
         cycle = float(((e(g(torch.from_numpy(z))).numpy() - z) ** 2).mean())
     real, names = aligned_real_faces(template, cfg.resolution)
     rec_real, recon_real = _reconstruction(g, e, real)
+    lfw, valid, tried = lfw_faces(template, cfg.resolution, cfg.eval_lfw_faces)
+    rec_lfw = {**_gray_reconstruction(g, e, lfw, valid), "tried": tried} if len(lfw) else {"samples": 0, "tried": tried}
     # edit success: held-out latents moved by each direction's recommended extreme, scored by the oracle
     records, vectors = direction_sets.collect(work)
     n_edit = min(300, len(z))
@@ -350,10 +393,11 @@ def evaluate(cfg: PackConfig, work: Path) -> dict:
                                 facenet.embed(moved), ref).mean()), 4)}
     figures = {"reconstruction_generated": rec_gen, "latent_cycle_mse": round(cycle, 4),
                "identity": identity_figures,
-               "reconstruction_real": {**rec_real, "photos": sorted(set(names))}, "edit_success": success}
+               "reconstruction_real": {**rec_real, "photos": sorted(set(names))},
+               "reconstruction_real_lfw": rec_lfw, "edit_success": success}
     checkpoints.record(work, "evaluation", figures)
     np.save(work / "real_reconstructions.npy", np.stack([real, recon_real]))
-    print(f"[evaluate] generated {rec_gen}\n[evaluate] real {rec_real}", flush=True)
+    print(f"[evaluate] generated {rec_gen}\n[evaluate] real {rec_real}\n[evaluate] LFW subset {rec_lfw}", flush=True)
     return figures
 
 
@@ -478,7 +522,13 @@ def model_card(manifest: dict) -> str:
                   _table(["faces", "n", "dhash", "phash", "whash", "MAE", "MSE"],
                          [["generated (held out)", g_["samples"], g_["dhash"], g_["phash"], g_["whash"], g_["mae"], g_["mse"]],
                           [f"real, aligned ({', '.join(r_['photos'])})", r_["samples"], r_["dhash"], r_["phash"],
-                           r_["whash"], r_["mae"], r_["mse"]]]),
+                           r_["whash"], r_["mae"], r_["mse"]],
+                          *([[f"real, aligned, gray 25x25 (skimage.data.lfw_subset: MTCNN found {l_['samples']} of "
+                              f"{l_['tried']} LFW faces)", l_["samples"], l_["dhash"], l_["phash"], l_["whash"],
+                              l_["mae"], l_["mse"]]] if (l_ := ev.get("reconstruction_real_lfw", {})).get("samples") else [])]),
+                  "", "The LFW row compares luminance only, on the crop pixels that lie inside the 25x25 photo "
+                      "(outside, the reconstruction is given the photo's black frame); the faces are upsampled "
+                      "from 25 px, so they are blurrier than anything the encoder was trained on.",
                   "", f"Latent cycle MSE(z, E(G(z))): {ev['latent_cycle_mse']}.", "",
                   f"## Edit success ({min(300, manifest['training']['config']['eval_samples'])} held-out latents moved to the recommended extremes, scored by the classifier)", "",
                   _table(["direction", "strength max", "present after +max", "absent after min",
