@@ -216,3 +216,19 @@ def test_every_lexicon_fits_its_attribute_set_and_glove_and_a_mismatch_is_refuse
         lexicons.SYNTH.check(annotators.ATTRIBUTES, known)
     with pytest.raises(ValueError, match="unknown words lexicon 'klingon'"):
         lexicons.get("klingon")
+
+
+def test_digiface64_pack_understands_phrases_of_its_own_attributes():
+    from services.common.pack import load_pack
+    from services.directions.text import SentenceEncoder, TextMapper
+
+    from .conftest import MODEL_STORE
+
+    mapper = TextMapper(load_pack("digiface64", MODEL_STORE), SentenceEncoder(MINILM))
+    for text, attribute, word in [("a big grin", "smile", "smile"), ("mouth wide open", "mouth_open", "open"),
+                                  ("shut the mouth", "mouth_open", "closed"), ("make the skin darker", "skin_tone", "dark"),
+                                  ("tilt the head anticlockwise", "roll", "counterclockwise")]:
+        (t,) = mapper.understand(text)
+        assert (t.attribute, t.trained_word) == (attribute, word), text
+    with pytest.raises(InvalidArgument, match="could not map 'pallid'.*Known words: smile"):
+        mapper.understand("pallid")
