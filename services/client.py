@@ -241,9 +241,9 @@ def main(argv: list[str] | None = None) -> None:
             resp = client.attributes(args.pack)
             print(f"pack {resp.pack.name} {resp.pack.version}, latent {resp.latent_dim}")
             for d in resp.directions:
-                acc = d.metrics.get("validation_accuracy", float("nan"))
+                acc = d.metrics.get("validation_accuracy")
                 print(f"  {d.id:28s} recommended {d.strength_min:+.2f}..{d.strength_max:+.2f}  "
-                      f"limit {d.strength_limit:g}  val.acc {acc:.3f}")
+                      f"limit {d.strength_limit:g}" + ("" if acc is None else f"  val.acc {acc:.3f}"))
         elif args.command == "edit":
             if not args.edit and not args.text:
                 p.error("edit: give at least one --edit or --text")
