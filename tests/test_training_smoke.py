@@ -39,6 +39,13 @@ def test_pack_has_every_artefact_with_matching_sha256(tiny_pack):
         assert r["strength_min"] < 0 < r["strength_max"] <= r["strength_limit"], r["id"]
     card = (store / "tiny" / "model_card.md").read_text()
     assert "SVM val. acc." in card and "Encoder reconstruction" in card
+    # TL-GAN's heat maps and probability curves are drawn beside the card and linked from it
+    from PIL import Image
+
+    for name in ("tlgan_correlation.png", "tlgan_probability.png"):
+        assert f"]({name})" in card
+        with Image.open(store / "tiny" / name) as im:
+            assert im.format == "PNG" and im.width > 300
 
 
 def test_onnx_generator_matches_pytorch(tiny_pack):

@@ -18,7 +18,8 @@ import torch
 from PIL import Image
 
 from services.common.pack import load_pack, sha256
-from training import checkpoints, crg_encoder, direction_sets, gan, istrc, lexicons, oracle, renderer, third_party, words
+from training import (checkpoints, crg_encoder, direction_sets, gan, istrc, lexicons, oracle, plots, renderer,
+                      third_party, words)
 from training.config import PackConfig
 from training.data import held_out
 from training.model_card import write_model_card
@@ -166,6 +167,8 @@ def export(cfg: PackConfig, work: Path, out: Path) -> dict:
         "source": {"generator": "DCGAN trained by this project on training/renderer.py faces",
                    "licence": "same as this repository"},
     }
+    if "probability_along_axis" in report.get("tlgan", {}):  # pictures for the model card
+        manifest["figures"] = plots.tlgan(report["tlgan"], list(renderer.ATTRIBUTES), out)
     tmp = out / "manifest.json.tmp"
     tmp.write_text(json.dumps(manifest, indent=2))
     os.replace(tmp, out / "manifest.json")

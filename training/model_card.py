@@ -72,6 +72,9 @@ def write_model_card(manifest: dict, path: Path) -> None:
                   "", "Lock attributes with `keep` (Gram-Schmidt of the edited axis against the kept axes, at request",
                   "time). Cosine between the raw axes:",
                   _table([""] + attrs, [[a] + [f"{v:+.2f}" for v in row] for a, row in zip(attrs, t["cosine_before"])])]
+        pictures = [f for f in manifest.get("figures", []) if f.startswith("tlgan_")]
+        if pictures:
+            parts += ["", *[f"![{f[:-4]}]({f})" for f in pictures]]
     if "sefa" in m:
         sf = m["sefa"]
         rows = [[c, sf["top_eigenvalues"][int(c)], max(e, key=lambda a: abs(e[a])),
