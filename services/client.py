@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> None:
             for d in resp.directions:
                 acc = d.metrics.get("validation_accuracy", float("nan"))
                 print(f"  {d.id:28s} recommended {d.strength_min:+.2f}..{d.strength_max:+.2f}  "
-                      f"limit {d.strength_limit:g}  val.acc {acc:.3f}")
+                      f"limit {d.strength_limit:g}  val.acc {acc:.3f}  {d.space} ({d.dim}-d)")
         elif args.command == "edit":
             if not args.edit and not args.text:
                 p.error("edit: give at least one --edit or --text")
