@@ -80,6 +80,9 @@ class PackConfig:
     eval_counterfactual_samples: int = 200  # identities per attribute rendered with it = 0 and = 1
     eval_correlated_pairs: tuple = (("age", "beard"), ("age", "eyeglasses"), ("smile", "eyeglasses"))
     eval_hash_samples: int = 500  # images hashed for the dhash/phash/whash columns
+    # ISTRC's edits run FaceNet on every face (training/edits.py istrc_method): the evaluation gives
+    # it the first eval_istrc_samples faces of each set (edit, prior, counterfactual), not all
+    eval_istrc_samples: int = 100
 
     # identity regressor (image -> renderer identity parameters), trained by the evaluation
     identity_steps: int = 3000

@@ -222,10 +222,13 @@ def fit_classifiers(cfg: PackConfig, e: np.ndarray, y: np.ndarray) -> tuple[np.n
 class Istrc:
     """A trained ISTRC circle for a work folder: generator, FaceNet, mapping, classifiers."""
 
+    EMBEDDED_MAX = 100_000  # latents whose embedding `edit` remembers (512 floats each)
+
     def __init__(self, cfg: PackConfig, g, mapping: Mapping, weights: np.ndarray, biases: np.ndarray):
         self.cfg, self.g, self.mapping = cfg, g, mapping.eval()
         self.weights, self.biases = weights.astype(np.float64), biases.astype(np.float64)
         self.attributes = list(oracle.attributes(cfg))
+        self._embedded: dict[bytes, np.ndarray] = {}  # z row bytes -> FaceNet(G(z))
 
     @classmethod
     def load(cls, cfg: PackConfig, work: Path) -> "Istrc":
@@ -253,10 +256,23 @@ class Istrc:
         out, _ = sphere.walk(e, lambda _: self.weights[i], strength, self.cfg.istrc_step, kept)
         return out
 
+    def embed_latents(self, z: np.ndarray) -> np.ndarray:
+        """z (N, D) -> FaceNet(G(z)) (N, 512), remembered per latent (the evaluation edits the same
+        faces for every attribute and mode; FaceNet is the slow part)."""
+        z = np.ascontiguousarray(np.atleast_2d(z), np.float32)
+        keys = [row.tobytes() for row in z]
+        missing = [i for i, k in enumerate(keys) if k not in self._embedded]
+        if missing:
+            e = self.embed(generate(self.g, z[missing]))
+            if len(self._embedded) + len(missing) > self.EMBEDDED_MAX:
+                self._embedded.clear()
+            self._embedded.update((keys[i], row) for i, row in zip(missing, e))
+        return np.stack([self._embedded[k] for k in keys])
+
     def edit(self, z: np.ndarray, attribute: str, strength: float, keep: tuple[str, ...] = ()) -> np.ndarray:
         """z (N, D) -> z' (N, D): each face through the circle G -> FaceNet -> walk -> M.
         (The hook for the per-method evaluation: edit(z, attribute, strength, keep) -> z'.)"""
-        e = self.embed(generate(self.g, np.atleast_2d(z)))
+        e = self.embed_latents(z)
         return self.to_latent(np.stack([self.walk(x, attribute, strength, tuple(keep)) for x in e]))
 
 
