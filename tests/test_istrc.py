@@ -316,3 +316,38 @@ def test_gateway_istrc_edit_uses_the_registrys_direction(tiny_pack, tiny_servers
     finally:
         registry.publish(pack)
     assert client.edit(face, [("smile", 0.5)], method="istrc").image == smile.image
+
+
+def test_create_direction_with_method_istrc_is_walked_on_the_sphere(tiny_servers, client, encoder_stub):
+    """CreateDirection(method ISTRC): the normalised mean FaceNet embedding of the positives minus the
+    negatives, stored in the registry as custom/<name> in the facenet space, usable at once by Edit
+    (which routes it to ISTRC), refused in a latent edit."""
+    faces = renderer.sample_faces(41, 4)
+    pos = renderer.render(renderer.with_attribute(faces, "beard", 1.0), size=32)
+    neg = renderer.render(renderer.with_attribute(faces, "beard", 0.0), size=32)
+    resp = client.create_direction("istrc_beard", [images.encode(p) for p in pos], [images.encode(p) for p in neg],
+                                   attribute="beard", replace=True, method="istrc")
+    d = resp.direction
+    assert d.id == "custom/istrc_beard" and d.method == common_pb2.METHOD_CUSTOM and d.space == "facenet"
+    assert d.dim == 512 and d.strength_limit == TINY.istrc_strength_limit and "radians" in d.strength_meaning
+    assert resp.positive.count == 4 and resp.negative.count == 4 and resp.positive.mean > resp.negative.mean
+    assert json.loads(d.provenance)["method"].startswith("ISTRC")
+
+    def embed(pixels):
+        return from_tensor(encoder_stub.EmbedImages(encoder_pb2.EncodeImagesRequest(
+            pack="tiny", images=[images.encode(p) for p in pixels]), timeout=60).embeddings).astype(np.float64)
+
+    expected = embed(pos).mean(0) - embed(neg).mean(0)
+    with grpc.insecure_channel(tiny_servers.addresses["directions"]) as ch:
+        stub = directions_pb2_grpc.DirectionsStub(ch)
+        stored = stub.GetDirection(directions_pb2.GetDirectionRequest(pack="tiny", direction_id=d.id), timeout=10)
+        assert np.allclose(from_tensor(stored.vector), expected / np.linalg.norm(expected), atol=1e-5)
+        expect(BAD, lambda: stub.Compose(directions_pb2.ComposeRequest(pack="tiny", edits=[
+            common_pb2.EditOp(direction_id=d.id, strength=0.2)]), timeout=10), "cannot be composed")
+    assert d.id in {x.id for x in client.attributes().directions}
+    face = client.face(seed=9)
+    edited = client.edit(face, [(d.id, 0.6)], keep=["age"], return_original=True)
+    q, = edited.quality
+    assert q.direction_id == d.id and q.method == common_pb2.METHOD_ISTRC and edited.image != edited.original
+    # a latent edit cannot share the request
+    expect(BAD, lambda: client.edit(face, [(d.id, 0.6), ("interfacegan/age", 1.0)]), "without edits of other methods")

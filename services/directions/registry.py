@@ -171,7 +171,7 @@ class Registry:
     def put(self, info: PackInfo, record: DirectionRecord, vector: np.ndarray, replace: bool = False) -> np.ndarray:
         """Write one direction into `info`'s version (the active one when `info` was read).
 
-        The vector must be finite, of length latent_dim and non-zero; it is stored
+        The vector must be finite, of length record.dim (0: latent_dim) and non-zero; it is stored
         normalised (returned). An existing id is overwritten only with `replace`.
         Custom directions are limited to MAX_CUSTOM_PER_VERSION per version
         (ResourceExhausted). Check and write are one optimistic transaction
@@ -179,7 +179,7 @@ class Registry:
         cannot exceed the limit or overwrite each other silently, and a put that
         races a version switch fails instead of landing in the old version.
         """
-        unit = self._unit(vector, info.latent_dim, record.id)
+        unit = self._unit(vector, record.dim or info.latent_dim, record.id)
         _check_record(record)
         dir_key, vec_key, active_key = (_key(info.name, info.version, "dir"), _key(info.name, info.version, "vec"),
                                         _key(info.name, "active"))
@@ -211,10 +211,10 @@ class Registry:
                            grpc.StatusCode.ABORTED)
 
     @staticmethod
-    def _unit(vector: np.ndarray, latent_dim: int, what: str) -> np.ndarray:
+    def _unit(vector: np.ndarray, dim: int, what: str) -> np.ndarray:
         v = np.asarray(vector, dtype=np.float64)
-        if v.shape != (latent_dim,):
-            raise InvalidArgument(f"{what}: vector of shape {list(v.shape)}, expected ({latent_dim},)")
+        if v.shape != (dim,):
+            raise InvalidArgument(f"{what}: vector of shape {list(v.shape)}, expected ({dim},)")
         if not np.isfinite(v).all():
             raise InvalidArgument(f"{what}: vector contains NaN or infinity")
         norm = float(np.linalg.norm(v))

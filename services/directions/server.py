@@ -263,10 +263,20 @@ class DirectionsServicer(directions_pb2_grpc.DirectionsServicer):
             provenance = json.loads(d.provenance) if d.provenance else {}
         except json.JSONDecodeError as err:
             raise InvalidArgument(f"{d.id}: provenance is not JSON ({err})")
+        space, dim = d.space or istrc_directions.LATENT_SPACE, info.latent_dim
+        if space == istrc_directions.SPACE:  # from a client's FaceNet embeddings (ISTRC)
+            dims = {r.dim for r in self._snapshot(info.name).records.values() if r.space == space}
+            if not dims:
+                raise InvalidArgument(f"{d.id}: pack {info.name} has no ISTRC directions, so no direction in the "
+                                      f"FaceNet embedding space can join it")
+            dim = dims.pop()
+        elif space != istrc_directions.LATENT_SPACE:
+            raise InvalidArgument(f"{d.id}: space {space!r}; use {istrc_directions.LATENT_SPACE!r} (the latent) or "
+                                  f"{istrc_directions.SPACE!r} (FaceNet embeddings, ISTRC)")
         record = DirectionRecord(id=d.id, attribute=d.attribute or name, method="custom",
                                  strength_min=d.strength_min, strength_max=d.strength_max,
                                  strength_limit=d.strength_limit, strength_meaning=d.strength_meaning,
-                                 metrics=dict(d.metrics), provenance=provenance, dim=info.latent_dim)
+                                 metrics=dict(d.metrics), provenance=provenance, space=space, dim=dim)
         vector = from_tensor(d.vector, "vector")
         if vector.dtype != np.float32:
             raise InvalidArgument(f"{d.id}: vector must be float32")

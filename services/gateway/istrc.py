@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from facedit.v1 import common_pb2, directions_pb2, encoder_pb2, gateway_pb2
-from services.common import images, sphere
+from services.common import images, istrc_directions, sphere
 from services.common.errors import InvalidArgument
 from services.common.tensors import from_tensor, to_tensor
 
@@ -77,6 +77,22 @@ class IstrcRpcs:
             angles=[sphere.angle(e[0].astype(np.float64), x.astype(np.float64)) for x in inputs],
             inputs=[images.encode(p, fmt) for p in pixels[1:]])
 
+    def _istrc_ops(self, request, budget) -> list[bool]:
+        """Per edit of an Edit request: is it an ISTRC edit? Method METHOD_ISTRC, a direction id
+        'istrc/<attribute>', or a direction id whose registry direction lives in the FaceNet space
+        (custom ISTRC directions; the pack's listing is read again once when it lacks an id)."""
+        flags = [is_istrc(op) for op in request.edits]
+        ids = [op.direction_id for op, f in zip(request.edits, flags)
+               if not f and op.WhichOneof("target") == "direction_id"]
+        if not ids:
+            return flags
+        info = self._pack(request.pack, budget)
+        if any(i not in {d.id for d in info.directions} for i in ids):
+            info = self._pack(request.pack, budget, fresh=True)
+        embedding = {d.id for d in info.directions if d.space == istrc_directions.SPACE}
+        return [f or (op.WhichOneof("target") == "direction_id" and op.direction_id in embedding)
+                for op, f in zip(request.edits, flags)]
+
     # -- RPCs ------------------------------------------------------------------
     def Blend(self, request, context):
         budget = self._budget(context)
@@ -125,11 +141,11 @@ class IstrcRpcs:
             raise InvalidArgument(f"a - b + c: {err}")
         return self._istrc_face(result, e, info, budget, fmt, request.return_inputs)
 
-    def _edit_istrc(self, request, budget, fmt: int) -> gateway_pb2.EditResponse:
+    def _edit_istrc(self, request, budget, fmt: int, istrc_ops: list[bool]) -> gateway_pb2.EditResponse:
         """Edit with method ISTRC: the registry's `istrc/` directions (ResolveIstrc on the directions
         service), the face's embedding walked along them (the encoder's IstrcEdit), start and end
         mapped to latents, rendered and scored."""
-        if not all(is_istrc(op) for op in request.edits):
+        if not all(istrc_ops):
             raise InvalidArgument("ISTRC edits move the FaceNet embedding, not the latent: send them without "
                                   "edits of other methods in one request")
         info = self._pack(request.pack, budget)
