@@ -351,3 +351,31 @@ def test_create_direction_with_method_istrc_is_walked_on_the_sphere(tiny_servers
     assert q.direction_id == d.id and q.method == common_pb2.METHOD_ISTRC and edited.image != edited.original
     # a latent edit cannot share the request
     expect(BAD, lambda: client.edit(face, [(d.id, 0.6), ("interfacegan/age", 1.0)]), "without edits of other methods")
+
+
+def test_mlp_classifiers_are_walked_along_their_changing_gradient(tiny_pack):
+    """istrc_mlp_layers > 0: the paper's MLP classifiers beside the logistic ones; the walk takes
+    their autograd gradient at every step (services.common.sphere.walk with a gradient function)."""
+    work, _ = tiny_pack
+    figures = json.loads((work / "report.json").read_text())["istrc"]["mlp_classifiers"]
+    assert set(figures) == set(renderer.ATTRIBUTES)
+    assert all(0 <= f["validation_accuracy"] <= 1 and f["layers"] == TINY.istrc_mlp_layers for f in figures.values())
+    model = istrc.Istrc.load(TINY, work, "mlp")
+    rng = np.random.default_rng(3)
+    e, v = rng.standard_normal((2, 512))
+    e /= np.linalg.norm(e)
+    i = model.attributes.index("smile")
+
+    def logit(x):
+        with torch.no_grad():
+            return float(model.mlp(torch.tensor(np.asarray(x, np.float32)[None]))[0, i])
+
+    g = model.mlp.gradient(i, e)
+    h = 1e-2
+    assert (logit(e + h * v) - logit(e - h * v)) / (2 * h) == pytest.approx(g @ v, rel=0.05, abs=1e-4)
+    far = model.walk(e, "smile", 1.0)
+    assert not np.allclose(model.mlp.gradient(i, far), g)  # not a constant direction
+    for s in (0.1, -0.1):  # small walks move the MLP logit the asked way
+        assert (logit(model.walk(e, "smile", s)) - logit(e)) * s > 0
+    kept = model.walk(e, "smile", 0.1, ("age",))
+    assert abs(logit(kept) - logit(e)) > 0 and np.linalg.norm(kept) == pytest.approx(1, abs=1e-9)

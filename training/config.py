@@ -114,6 +114,12 @@ class PackConfig:
     istrc_image_weight: float = 0.0   # weight of MAE(G(M(e)), G(z)) beside MSE(M(e), z); 0 = the paper's MSE only
     istrc_image_batch: int = 32   # rows of each batch that also get the image loss (the generator's backward is the cost)
     istrc_classifier_c: float = 1.0   # inverse L2 strength of the logistic classifiers
+    # the paper's MLP classifiers on embeddings beside the logistic ones: istrc_mlp_layers Linear
+    # layers (tanh between, one logit out) per attribute; 0 = none. Their gradient changes along
+    # the walk; the evaluation measures them as method "istrc_mlp". Serving walks the logistic ones.
+    istrc_mlp_layers: int = 0
+    istrc_mlp_hidden: int = 128
+    istrc_mlp_steps: int = 1000       # Adam steps (lr istrc_lr, batch istrc_batch), all attributes at once
     istrc_step: float = 0.05      # constant step length of an edit on the unit sphere (radians, approx.)
     istrc_strength: float = 0.25  # documented strength (radians walked) for edit success and the recommended range
     istrc_strength_limit: float = 3.0  # hard limit on |strength| (pi reaches the opposite point of the sphere)
