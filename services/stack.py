@@ -257,7 +257,14 @@ def run(args) -> None:
         keeps = "".join(f" --keep {k}" for k in keep)
         print(f"  .venv/bin/python -m services.client --address {gw} edit --seed 7 --edit {attribute}=2"
               f"{keeps} --out out/edited.png")
-        if "alignment" in json.loads((stack.model_store / stack.packs[0] / "manifest.json").read_text()):
+        manifest = json.loads((stack.model_store / stack.packs[0] / "manifest.json").read_text())
+        if "words" in manifest.get("methods", []):
+            print(f"  .venv/bin/python -m services.client --address {gw} edit --seed 7 --text \"a big grin\"=2 "
+                  f"--out out/words.png")
+        if "istrc" in manifest.get("methods", []):
+            print(f"  .venv/bin/python -m services.client --address {gw} edit --seed 7 --edit {attribute}=0.5 "
+                  f"--method istrc --out out/istrc.png")
+        if "alignment" in manifest:
             print(f"  .venv/bin/python -m services.client --address {gw} edit-photo --image <your photo> "
                   f"--edit {attribute}=2 --out out/edited_photo.png")
         print("serving; Ctrl-C (or `make stop`) stops everything", flush=True)

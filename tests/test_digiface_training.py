@@ -38,7 +38,7 @@ def test_exported_pack_loads_with_every_method_and_its_alignment(tiny_digiface):
     for name in pack.manifest["artefacts"]:
         pack.artefact(name)  # sha256 checked
     assert pack.attributes == ("yaw", "roll", "smile", "mouth_open", "skin_tone")
-    assert set(pack.manifest["methods"]) >= {"interfacegan", "tlgan", "crg", "sefa"}
+    assert set(pack.manifest["methods"]) >= {"interfacegan", "tlgan", "crg", "sefa", "words", "istrc"}
     assert len(pack.manifest["alignment"]["template"]) == 5
     ev = pack.manifest["metrics"]["evaluation"]
     for table in ("reconstruction_generated", "reconstruction_real"):
@@ -46,5 +46,22 @@ def test_exported_pack_loads_with_every_method_and_its_alignment(tiny_digiface):
         assert 0 <= row["mae"] <= 1 and 0 <= row["mse"] <= 1
         assert all(0 <= row[h] <= 1 for h in ("dhash", "phash", "whash"))
     assert ev["reconstruction_real"]["photos"] == ["skimage.data.astronaut"]
+    lfw = ev["reconstruction_real_lfw"]  # real LFW faces (gray 25x25): most are found and aligned
+    assert lfw["tried"] == 8 and lfw["samples"] >= 6 and 0.4 < lfw["valid_share"] <= 1
+    assert 0 <= lfw["mae"] <= 1 and all(0 <= lfw[h] <= 1 for h in ("dhash", "phash", "whash"))
     card = (out / "model_card.md").read_text()
     assert "Encoder reconstruction" in card and "Edit success" in card
+    assert "Words -> latent" in card and "ISTRC" in card
+
+
+def test_words_of_the_digiface_lexicon_become_directions_of_its_attributes(tiny_digiface):
+    work, out = tiny_digiface
+    records = json.loads((work / "directions" / "words.json").read_text())
+    assert [r["id"] for r in records] == [f"words/{a}" for a in ("yaw", "roll", "smile", "mouth_open", "skin_tone")]
+    assert [r["word"] for r in records] == ["right", "clockwise", "smile", "open", "pale"]
+    vocab = json.loads((out / "words_vocab.json").read_text())
+    assert vocab["trained"]["counterclockwise"] == {**vocab["trained"]["counterclockwise"], "attribute": "roll", "sign": -1}
+    assert {c["word"] for c in vocab["concepts"]} >= {"open", "closed", "pale", "dark"}
+    # the edits of the evaluation include the words directions
+    ev = json.loads((work / "report.json").read_text())["evaluation"]["edit_success"]
+    assert {f"words/{a}" for a in ("yaw", "smile")} <= set(ev)

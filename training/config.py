@@ -83,6 +83,8 @@ class PackConfig:
     # ISTRC's edits run FaceNet on every face (training/edits.py istrc_method): the evaluation gives
     # it the first eval_istrc_samples faces of each set (edit, prior, counterfactual), not all
     eval_istrc_samples: int = 100
+    eval_lfw_faces: int = 100     # real low-resolution faces (skimage.data.lfw_subset, at most 100) in the
+                                  # real-photo reconstruction table of imported-generator packs; 0 = none
 
     # identity regressor (image -> renderer identity parameters), trained by the evaluation
     identity_steps: int = 3000

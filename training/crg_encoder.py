@@ -57,7 +57,9 @@ def train(cfg: PackConfig, work: Path) -> dict:
     path = work / CHECKPOINT
     if path.exists():
         state = checkpoints.load(path)
-        e.load_state_dict(state["encoder"]), opt.load_state_dict(state["opt"]), sched.load_state_dict(state["sched"])
+        e.load_state_dict(state["encoder"])
+        if "opt" in state:  # not in a checkpoint restored from a pack (python -m training.restore)
+            opt.load_state_dict(state["opt"]), sched.load_state_dict(state["sched"])
         start, seconds_before = state["step"], state["seconds"]
     progress = Progress("encoder", cfg.encoder_steps, every=100, start=start)
 

@@ -10,6 +10,8 @@ Steps, in order (each reads what the previous ones wrote to the work folder, run
   oracle      CNN: generated face -> the annotators' probabilities                -> oracle.pt
   directions  InterFaceGAN, TL-GAN, SeFa and CRG directions for every attribute  -> directions/*
   (crg        only the CRG directions again, after the encoder trained further; not part of `pack`)
+  words       GloVe -> FC word vectors, the digiface64 lexicon (= python -m training words) -> directions/words.*
+  istrc       FaceNet -> latent mapping + embedding classifiers (= python -m training istrc) -> istrc.pt
   evaluate    reconstruction tables (generated faces, aligned real photos), edit success
   export      ONNX + directions + alignment template + manifest + model card     -> model_store/<pack>/
   pack        all of the above
@@ -17,6 +19,10 @@ Steps, in order (each reads what the previous ones wrote to the work folder, run
 A measured attribute value v becomes a probability p = sigmoid(2 (v - median) / IQR) over the
 annotated faces: "present" (p > 0.5) means above the median face, the quartiles sit at p = 0.27 /
 0.73. Long steps save their progress and resume when run again.
+
+On a fresh clone, `python -m training.restore --config training/configs/digiface64.json` puts the
+committed pack's networks, directions and figures back into runs/digiface64/, so that single
+steps (e.g. words, istrc, evaluate, export) run without the 1.5-hour encoder (training/restore.py).
 """
 from __future__ import annotations
 
@@ -35,15 +41,15 @@ import torch.nn.functional as F
 from services.common import align
 from services.common.pack import load_pack, sha256
 from services.directions import reference
-from training import (annotators, checkpoints, crg_encoder, direction_sets, gan, identity, interfacegan, oracle,
-                      sefa, third_party, tlgan)
+from training import (annotators, checkpoints, crg_encoder, direction_sets, gan, identity, interfacegan, istrc, oracle,
+                      sefa, third_party, tlgan, words)
 from training.config import PackConfig
 from training.crg_directions import encode
 from training.data import latents
 from training.evaluate import generate, hash_similarity
-from training.export import export_onnx
+from training.export import export_istrc, export_onnx, export_words
 from training.interfacegan import score_latents
-from training.model_card import _table
+from training.model_card import _table, istrc_section, words_section
 from training.models import Oracle, PixelsIn, pixels_to_images
 from training.progress import Progress
 
@@ -300,6 +306,47 @@ def aligned_real_faces(template: np.ndarray, size: int) -> tuple[np.ndarray, lis
     return np.stack(crops), names
 
 
+def lfw_faces(template: np.ndarray, size: int, count: int = 100) -> tuple[np.ndarray, np.ndarray, int]:
+    """Real faces that ship offline at low resolution: the first `count` images of
+    skimage.data.lfw_subset() (Labeled Faces in the Wild, 25x25 grayscale, tightly cropped; its
+    first 100 images are faces). Each is detected (MTCNN), aligned to the template like a photo
+    and replicated to RGB: (faces (N, size, size, 3) uint8 gray, valid (N, size, size) bool = the
+    crop pixels that come from inside the 25x25 image, number of images tried)."""
+    from skimage import data
+
+    from services.encoder.detect import FaceDetector
+
+    if not 0 <= count <= 100:
+        raise ValueError(f"eval_lfw_faces: {count}; skimage.data.lfw_subset holds 100 faces")
+    det, crops, valid = FaceDetector(), [], []
+    images = (data.lfw_subset()[:count] * 255).round().astype(np.uint8)
+    inside = np.full(images.shape[1:] + (3,), 255, np.uint8)
+    for gray in images:
+        rgb = np.repeat(gray[:, :, None], 3, axis=2)
+        found = det.detect(rgb)
+        if found:
+            a = align.similarity(found[0].landmarks, template)
+            crops.append(align.crop(rgb, a, size))
+            valid.append(align.crop(inside, a, size)[:, :, 0] > 250)
+    if not crops:
+        return np.zeros((0, size, size, 3), np.uint8), np.zeros((0, size, size), bool), len(images)
+    return np.stack(crops), np.stack(valid), len(images)
+
+
+def _gray_reconstruction(g, e, pixels: np.ndarray, valid: np.ndarray) -> dict:
+    """Reconstruction of gray faces: the generated face's luminance is compared with the photo's
+    on the valid pixels (MAE, MSE); outside them the reconstruction takes the photo's (black)
+    pixels so that the hashes (which are computed on luminance anyway) see the same frame."""
+    recon = generate(g, encode(e, pixels))
+    lum = recon.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    recon_gray = np.repeat(np.clip(lum.round(), 0, 255).astype(np.uint8)[..., None], 3, axis=3)
+    recon_gray = np.where(valid[..., None], recon_gray, pixels)
+    x, y = pixels[..., 0].astype(np.float32) / 255, recon_gray[..., 0].astype(np.float32) / 255
+    d = (x - y)[valid]
+    return {"samples": len(pixels), "mae": round(float(np.abs(d).mean()), 4), "mse": round(float((d ** 2).mean()), 5),
+            "valid_share": round(float(valid.mean()), 4), **hash_similarity(pixels, recon_gray)}
+
+
 def _reconstruction(g, e, pixels: np.ndarray) -> tuple[dict, np.ndarray]:
     recon = generate(g, encode(e, pixels))
     x, y = pixels.astype(np.float32) / 255, recon.astype(np.float32) / 255
@@ -317,6 +364,8 @@ def evaluate(cfg: PackConfig, work: Path) -> dict:
         cycle = float(((e(g(torch.from_numpy(z))).numpy() - z) ** 2).mean())
     real, names = aligned_real_faces(template, cfg.resolution)
     rec_real, recon_real = _reconstruction(g, e, real)
+    lfw, valid, tried = lfw_faces(template, cfg.resolution, cfg.eval_lfw_faces)
+    rec_lfw = {**_gray_reconstruction(g, e, lfw, valid), "tried": tried} if len(lfw) else {"samples": 0, "tried": tried}
     # edit success: held-out latents moved by each direction's recommended extreme, scored by the oracle
     records, vectors = direction_sets.collect(work)
     n_edit = min(300, len(z))
@@ -344,10 +393,11 @@ def evaluate(cfg: PackConfig, work: Path) -> dict:
                                 facenet.embed(moved), ref).mean()), 4)}
     figures = {"reconstruction_generated": rec_gen, "latent_cycle_mse": round(cycle, 4),
                "identity": identity_figures,
-               "reconstruction_real": {**rec_real, "photos": sorted(set(names))}, "edit_success": success}
+               "reconstruction_real": {**rec_real, "photos": sorted(set(names))},
+               "reconstruction_real_lfw": rec_lfw, "edit_success": success}
     checkpoints.record(work, "evaluation", figures)
     np.save(work / "real_reconstructions.npy", np.stack([real, recon_real]))
-    print(f"[evaluate] generated {rec_gen}\n[evaluate] real {rec_real}", flush=True)
+    print(f"[evaluate] generated {rec_gen}\n[evaluate] real {rec_real}\n[evaluate] LFW subset {rec_lfw}", flush=True)
     return figures
 
 
@@ -385,6 +435,12 @@ def export(cfg: PackConfig, work: Path, out: Path, store_third_party: Path | Non
         "directions": {"path": "directions.json"},
         "direction_vectors": {"path": "directions.npy", "shape": list(vectors.shape)},
     }
+    methods = {x["method"] for x in records}
+    if (work / words.METHOD / "mapper.pt").exists():
+        artefacts.update(export_words(cfg, work, out))
+    if (work / istrc.CHECKPOINT).exists():
+        artefacts.update(export_istrc(cfg, work, out, report.get("istrc", {})))
+        methods.add("istrc")
     for a in artefacts.values():
         p = out / a["path"]
         a["sha256"], a["bytes"] = sha256(p), p.stat().st_size
@@ -395,13 +451,14 @@ def export(cfg: PackConfig, work: Path, out: Path, store_third_party: Path | Non
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "resolution": r, "latent_dim": d, "latent_space": "z", "latent_prior": "standard normal N(0, I)",
         "attributes": list(ATTRIBUTES), "default_method": "interfacegan",
-        "methods": sorted({x["method"] for x in records}),
+        "methods": sorted(methods),
         "alignment": {"template": ann["template"], "landmarks": "MTCNN order: eye, eye, nose, mouth corner, mouth corner "
                       "(image left first), crop pixel coordinates", "detector": ann["detector"],
                       "found_share_on_generated_faces": ann["found_share"]},
         "artefacts": artefacts,
-        "metrics": {k: report[k] for k in ("annotate", "oracle", "directions", "evaluation", "encoder") if k in report},
-        "training": {"config": cfg.to_dict()},
+        "metrics": {k: report[k] for k in ("annotate", "oracle", "directions", "words", "istrc", "evaluation", "encoder")
+                    if k in report},
+        "training": {"config": cfg.to_dict(), **({"restored": report["restored"]} if "restored" in report else {})},
         "notes": _observations(cfg.pack),
         "source": {"generator": "pre-trained DCGAN of the gan-face-generate wheel (DigiFace-1M), frozen",
                    "licence": "generator weights MIT (gan-face-generate); DigiFace-1M terms: non-commercial research; "
@@ -465,7 +522,13 @@ def model_card(manifest: dict) -> str:
                   _table(["faces", "n", "dhash", "phash", "whash", "MAE", "MSE"],
                          [["generated (held out)", g_["samples"], g_["dhash"], g_["phash"], g_["whash"], g_["mae"], g_["mse"]],
                           [f"real, aligned ({', '.join(r_['photos'])})", r_["samples"], r_["dhash"], r_["phash"],
-                           r_["whash"], r_["mae"], r_["mse"]]]),
+                           r_["whash"], r_["mae"], r_["mse"]],
+                          *([[f"real, aligned, gray 25x25 (skimage.data.lfw_subset: MTCNN found {l_['samples']} of "
+                              f"{l_['tried']} LFW faces)", l_["samples"], l_["dhash"], l_["phash"], l_["whash"],
+                              l_["mae"], l_["mse"]]] if (l_ := ev.get("reconstruction_real_lfw", {})).get("samples") else [])]),
+                  "", "The LFW row compares luminance only, on the crop pixels that lie inside the 25x25 photo "
+                      "(outside, the reconstruction is given the photo's black frame); the faces are upsampled "
+                      "from 25 px, so they are blurrier than anything the encoder was trained on.",
                   "", f"Latent cycle MSE(z, E(G(z))): {ev['latent_cycle_mse']}.", "",
                   f"## Edit success ({min(300, manifest['training']['config']['eval_samples'])} held-out latents moved to the recommended extremes, scored by the classifier)", "",
                   _table(["direction", "strength max", "present after +max", "absent after min",
@@ -475,13 +538,23 @@ def model_card(manifest: dict) -> str:
                   "", f"FaceNet distance (unit embeddings, 160 px) for scale: between different generated faces "
                       f"{ev['identity']['other_faces']}, between a generated face and its encoding "
                       f"{ev['identity']['encoded_generated']}."]
+    if "words" in m:
+        parts += words_section(m["words"])
+    if "istrc" in m:
+        parts += ["", *istrc_section(m["istrc"], attrs)]
+    restored = manifest["training"].get("restored")
+    if restored:
+        parts += ["", f"This version was exported from a work folder restored from pack version {restored['version']} "
+                      f"(`python -m training.restore`): its encoder, classifier and earlier directions are that "
+                      f"version's; the steps run after restoring are those whose figures changed."]
     notes = manifest.get("notes")
     if notes:
         parts += ["", "## Looked at by eye", "", notes]
     return "\n".join(parts) + "\n"
 
 
-STEPS = {"annotate": annotate, "oracle": train_oracle, "directions": find_directions, "evaluate": evaluate}
+STEPS = {"annotate": annotate, "oracle": train_oracle, "directions": find_directions, "words": words.train,
+         "istrc": istrc.train, "evaluate": evaluate}
 EXTRA_STEPS = {"crg": crg_directions}  # not in `pack` (the directions step makes CRG directions too)
 
 

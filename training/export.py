@@ -77,7 +77,7 @@ def export_words(cfg: PackConfig, work: Path, out: Path) -> dict:
             "words_concepts": {"path": "words_concepts.npy", "shape": [len(vocab["concepts"]), 384]}}
 
 
-def _istrc_artefacts(cfg: PackConfig, work: Path, out: Path, figures: dict) -> dict:
+def export_istrc(cfg: PackConfig, work: Path, out: Path, figures: dict) -> dict:
     """ISTRC: istrc_mapping.onnx (embedding -> z), istrc_classifiers.npy (A, 512) logistic weights,
     istrc.json (biases, step, strength range, preprocessing) and the reference to FaceNet."""
     model = istrc.Istrc.load(cfg, work)
@@ -139,7 +139,7 @@ def export(cfg: PackConfig, work: Path, out: Path) -> dict:
         artefacts.update(export_words(cfg, work, out))
     methods = {r["method"] for r in records}
     if (work / istrc.CHECKPOINT).exists():
-        artefacts.update(_istrc_artefacts(cfg, work, out, report.get("istrc", {})))
+        artefacts.update(export_istrc(cfg, work, out, report.get("istrc", {})))
         methods.add("istrc")
     for a in artefacts.values():
         p = out / a["path"]

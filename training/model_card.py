@@ -93,15 +93,15 @@ def write_model_card(manifest: dict, path: Path) -> None:
                   _table(["attribute", "positive projection", "negative projection", "range", "midpoint acc.",
                           "single-pair vs averaged cosine", "positive after +max", "negative after min"], rows)]
     if "words" in m:
-        parts += _words_section(m["words"])
+        parts += words_section(m["words"])
     if "evaluation" in m and "methods" in m["evaluation"]:
         parts += evaluation_section(m["evaluation"], attrs)
     if "istrc" in m:
-        parts += ["", *_istrc_section(m["istrc"], attrs)]
+        parts += ["", *istrc_section(m["istrc"], attrs)]
     path.write_text("\n".join(parts) + "\n")
 
 
-def _words_section(w: dict) -> list[str]:
+def words_section(w: dict) -> list[str]:
     """Words -> latent: per trained word (addition vs averaging) and how unseen synonyms land."""
     rows = [[word, f["attribute"], "+" if f["sign"] > 0 else "-", f"{f['theta']:.2f}", f["theta_positive_share"],
              f.get("addition_success", "-"), f.get("addition_leakage", "-"),
@@ -116,7 +116,7 @@ def _words_section(w: dict) -> list[str]:
             f"without any edit {w['loss_without_edit']} (random pairs differ mostly in identity).",
             "theta: the documented strength, the 90th percentile of the projections of z2 - z1 on the unit word "
             "vector over pairs that differ in the word's sense (addition: z' = z + theta w/|w|). Success: held-out "
-            "faces not in the word's state that are after the edit (oracle); leakage: share of the other five "
+            "faces not in the word's state that are after the edit (oracle); leakage: share of the other "
             "labels that flip. Averaging edits z' = (z + E(w)) / 2 (eq. 1); its latent shift is |z' - z|.",
             _table(["word", "attribute", "sense", "theta", "share theta > 0", "addition success", "addition leakage",
                     "averaging success", "averaging leakage", "averaging latent shift"], rows),
@@ -216,7 +216,7 @@ def evaluation_section(ev: dict, attrs: list[str]) -> list[str]:
     return parts
 
 
-def _istrc_section(f: dict, attrs: list[str]) -> list[str]:
+def istrc_section(f: dict, attrs: list[str]) -> list[str]:
     """ISTRC: reconstruction through the FaceNet circle, classifiers, edits at each strength."""
     r, s_doc = f["reconstruction"], f"{f['documented_strength']:g}"
     sweep = list(f["edits"][attrs[0]])
@@ -236,7 +236,7 @@ def _istrc_section(f: dict, attrs: list[str]) -> list[str]:
         _table(["embedding cosine to the start", "same, two random faces", "pixel MAE", "same, two random faces",
                 "latent MSE", "rendered faces pixel MAE"],
                [[r["embedding_cosine"], r["embedding_cosine_random_pairs"], r["pixel_mae"],
-                 r["pixel_mae_random_pairs"], r["latent_mse"], r["rendered_faces_pixel_mae"]]]),
+                 r["pixel_mae_random_pairs"], r["latent_mse"], r.get("rendered_faces_pixel_mae", "-")]]),
         "",
         f"Edits: constant steps of {f['step_length']} on the sphere; strength = radians walked (two random faces are",
         f"{f['pair_angle_mean']} rad apart). Success = share of faces whose oracle label flips (adding the attribute",

@@ -1,0 +1,133 @@
+"""A training work folder from a built pack, so that later steps run without retraining.
+
+    python -m training.restore --config training/configs/digiface64.json [--pack model_store/digiface64] [--work runs/digiface64]
+
+A pack holds ONNX files, directions and the figures of its training run; its PyTorch
+checkpoints stay in the work folder of the machine that trained it. On a fresh clone that folder
+is gone, and the digiface64 encoder alone is 1.5 hours on 2 cores. Restoring puts back:
+
+- encoder.pt, oracle.pt (and gan.pt for a trained generator): the ONNX weights in the
+  `training.models` networks (training/onnx_weights.py), checked against ONNX Runtime on random
+  faces / latents (max |difference| printed; more than 1e-3, or one pixel level, is an error);
+- report.json: the manifest's `metrics` (the figures of every step), plus `restored` (which
+  pack version, when);
+- directions/<method>.json/.npy: the pack's directions, per method, in the pack's order.
+
+Then e.g. `python -m training.digiface words`, `istrc`, `evaluate`, `export` run on it. Not
+restorable (the pack does not hold them): the annotations of digiface64 (steps `annotate`,
+`oracle`, `crg` redo them), the synth pack's identity regressor, words mapper and ISTRC mapping
+(their steps retrain them). An existing file in the work folder is never overwritten unless
+--force is given.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from services.common.onnx import session
+from services.common.pack import load_pack
+from training import checkpoints, crg_encoder, direction_sets, gan, oracle
+from training.config import PackConfig
+from training.models import GeneratorExport, PixelsIn
+from training.onnx_weights import torch_encoder, torch_generator, torch_oracle
+
+TOLERANCE = 1e-3  # max |torch - ONNX Runtime| of the encoder (z units) and the classifier (probabilities)
+PIXEL_TOLERANCE = 1  # of the generator, in uint8 pixel levels (rounding may differ by one)
+
+
+def _check(name: str, torch_out: np.ndarray, onnx_out: np.ndarray, tolerance: float = TOLERANCE) -> float:
+    diff = float(np.abs(torch_out.astype(np.float64) - onnx_out.astype(np.float64)).max())
+    if diff > tolerance:
+        raise RuntimeError(f"restore: {name} restored from ONNX differs from ONNX Runtime by {diff:.2e} "
+                           f"(> {tolerance}); the pack's network is not the architecture of this config")
+    print(f"[restore] {name}: max |torch - ONNX Runtime| = {diff:.2e}", flush=True)
+    return diff
+
+
+def _write(path: Path, force: bool, save) -> bool:
+    if path.exists() and not force:
+        print(f"[restore] {path} exists, kept (--force replaces it)", flush=True)
+        return False
+    save(path)
+    return True
+
+
+def restore(cfg: PackConfig, pack_dir: Path, work: Path, force: bool = False) -> dict:
+    """Write the work folder `work` from the pack at `pack_dir`; returns the checks' figures."""
+    pack = load_pack(pack_dir.name, pack_dir.parent)
+    if pack.latent_dim != cfg.latent_dim or pack.resolution != cfg.resolution:
+        raise ValueError(f"{pack_dir}: latent {pack.latent_dim} / {pack.resolution} px, config {cfg.latent_dim} / "
+                         f"{cfg.resolution} px: not this config's pack")
+    if list(pack.attributes) != list(oracle.attributes(cfg)):
+        raise ValueError(f"{pack_dir}: attributes {list(pack.attributes)}, config {list(oracle.attributes(cfg))}")
+    work.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    r, d = cfg.resolution, cfg.latent_dim
+    pixels = rng.integers(0, 256, (8, r, r, 3), dtype=np.uint8)
+    checks = {}
+    # the networks
+    e = torch_encoder(pack.artefact("encoder"), d, r)
+    o = torch_oracle(pack.artefact("classifier"), len(pack.attributes), r)
+    with torch.no_grad():
+        x = torch.from_numpy(pixels)
+        checks["encoder"] = _check("encoder", PixelsIn(e)(x).numpy(),
+                                   session(pack.artefact("encoder")).run(None, {"pixels": pixels})[0])
+        checks["oracle"] = _check("oracle", PixelsIn(o, sigmoid=True)(x).numpy(),
+                                  session(pack.artefact("classifier")).run(None, {"pixels": pixels})[0])
+    encoder_steps = pack.manifest["metrics"].get("encoder", {}).get("steps", cfg.encoder_steps)
+    _write(work / crg_encoder.CHECKPOINT, force, lambda p: checkpoints.save(p, {
+        "encoder": e.state_dict(), "step": encoder_steps, "seconds": 0.0, "restored_from": pack.version}))
+    _write(work / oracle.CHECKPOINT, force, lambda p: checkpoints.save(p, {
+        "oracle": o.state_dict(), "resolution": r, "width": cfg.oracle_width,
+        "attributes": list(pack.attributes), "restored_from": pack.version}))
+    if cfg.generator == "trained":
+        g = torch_generator(pack.artefact("generator"), d, r)
+        z = rng.standard_normal((8, d)).astype(np.float32)
+        with torch.no_grad():
+            ours = GeneratorExport(g)(torch.from_numpy(z)).numpy()
+        checks["generator"] = _check("generator (pixel levels)", ours,
+                                     session(pack.artefact("generator")).run(None, {"z": z})[0], PIXEL_TOLERANCE)
+        _write(work / gan.CHECKPOINT, force, lambda p: checkpoints.save(p, {
+            "generator": g.state_dict(), "restored_from": pack.version}))
+    # the directions, per method
+    records = json.loads(pack.artefact("directions").read_text())
+    vectors = np.load(pack.artefact("direction_vectors"), allow_pickle=False)
+    for method in sorted({x["method"] for x in records}):
+        mine = [x for x in records if x["method"] == method]
+        if (work / "directions" / f"{method}.json").exists() and not force:
+            print(f"[restore] directions/{method} exist, kept", flush=True)
+            continue
+        direction_sets.save(work, method, [{k: v for k, v in x.items() if k != "row"} for x in mine],
+                            vectors[[x["row"] for x in mine]])
+    # the figures of every step
+    report = checkpoints.read_report(work)
+    for step, figures in pack.manifest.get("metrics", {}).items():
+        if step not in report or force:
+            checkpoints.record(work, step, figures)
+    restored = {"pack": pack.name, "version": pack.version, "from": str(pack_dir),
+                "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                "max_difference_to_onnx": checks}
+    checkpoints.record(work, "restored", restored)
+    print(f"[restore] {work} holds {pack.name} {pack.version}: networks, {len(records)} directions, figures", flush=True)
+    return restored
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m training.restore", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="the pack's training config (training/configs/<pack>.json)")
+    parser.add_argument("--pack", type=Path, help="the built pack (default model_store/<pack>)")
+    parser.add_argument("--work", type=Path, help="work folder to write (default runs/<pack>)")
+    parser.add_argument("--force", action="store_true", help="replace files that exist in the work folder")
+    args = parser.parse_args(argv)
+    cfg = PackConfig.load(args.config)
+    restore(cfg, args.pack or Path("model_store") / cfg.pack, args.work or Path("runs") / cfg.pack, args.force)
+
+
+if __name__ == "__main__":
+    main()
