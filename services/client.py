@@ -9,6 +9,7 @@
     python -m services.client edit --seed 7 --text "a big grin"=2 --text spectacles=2.5 --out words.png
     python -m services.client edit --seed 7 --text old=1 --text-mode averaging --out averaged.png
     python -m services.client edit --seed 7 --edit smile=1 --method istrc --out istrc.png
+    python -m services.client create-direction --method istrc --positive a.png --negative c.png --name my_beard
     python -m services.client blend --face seed:1 --face face.png --t 0.3 --out blend.png
     python -m services.client blend --face seed:1 --face seed:2 --face seed:3 --out mean.png
     python -m services.client arithmetic --a seed:1 --b seed:2 --c seed:3 --out sum.png
@@ -100,13 +101,15 @@ class FaceditClient:
         return self.stub.ListAttributes(gateway_pb2.ListAttributesRequest(pack=pack), timeout=self.timeout_s)
 
     def create_direction(self, name: str, positive_images: list[bytes], negative_images: list[bytes],
-                         attribute: str = "", pack: str = "", replace: bool = False
+                         attribute: str = "", pack: str = "", replace: bool = False, method: str | None = None
                          ) -> gateway_pb2.CreateDirectionResponse:
         """Reference images with / without an attribute -> direction `custom/<name>`, usable at once
-        in `edit` (target "custom/<name>")."""
+        in `edit` (target "custom/<name>"). method None / "crg": in the latent; "istrc": on FaceNet
+        embeddings."""
         return self.stub.CreateDirection(gateway_pb2.CreateDirectionRequest(
             pack=pack, name=name, positive_images=list(positive_images), negative_images=list(negative_images),
-            attribute=attribute, replace=replace), timeout=self.timeout_s)
+            attribute=attribute, replace=replace, method=methods.ENUMS[method] if method else 0),
+            timeout=self.timeout_s)
 
 
     def edit_photo(self, image: bytes, edits: list[tuple[str, float]], keep: list[str] = (), pack: str = "",
@@ -214,6 +217,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="an image without the attribute (repeatable, 1-32)")
     create.add_argument("--attribute", default="", help="optional label of what it edits (default: the name)")
     create.add_argument("--replace", action="store_true", help="overwrite an existing custom/<name>")
+    create.add_argument("--method", choices=["crg", "istrc"], default=None,
+                        help="crg (default): a latent direction; istrc: on FaceNet embeddings (packs with ISTRC)")
     photo = sub.add_parser("edit-photo", help="edit every face of a photo of any size and blend it back")
     photo.add_argument("--image", required=True, help="a photo (PNG/JPEG), any size up to 4096x4096")
     photo.add_argument("--edit", action="append", required=True, help="attribute=strength (repeatable)")
@@ -243,7 +248,8 @@ def main(argv: list[str] | None = None) -> None:
             for d in resp.directions:
                 acc = d.metrics.get("validation_accuracy")
                 print(f"  {d.id:28s} recommended {d.strength_min:+.2f}..{d.strength_max:+.2f}  "
-                      f"limit {d.strength_limit:g}" + ("" if acc is None else f"  val.acc {acc:.3f}"))
+                      f"limit {d.strength_limit:g}" + ("" if acc is None else f"  val.acc {acc:.3f}")
+                      + f"  {d.space} ({d.dim}-d)")
         elif args.command == "edit":
             if not args.edit and not args.text:
                 p.error("edit: give at least one --edit or --text")
@@ -274,7 +280,7 @@ def main(argv: list[str] | None = None) -> None:
         elif args.command == "create-direction":
             resp = client.create_direction(args.name, [Path(f).read_bytes() for f in args.positive],
                                            [Path(f).read_bytes() for f in args.negative],
-                                           args.attribute, args.pack, args.replace)
+                                           args.attribute, args.pack, args.replace, args.method)
             d, pos, neg = resp.direction, resp.positive, resp.negative
             print(f"{d.id} in pack {d.pack.name} {d.pack.version}: recommended {d.strength_min:+.2f}.."
                   f"{d.strength_max:+.2f}, limit {d.strength_limit:g}")

@@ -76,7 +76,8 @@ class _Servers:
         logger = logging.getLogger("test")
         names = (pack, *more_packs)
         loaded = {n: load_pack(n, store) for n in names}
-        registry = Registry(connect(redis_url))
+        self.redis_client = connect(redis_url)  # the registry's Redis, for tests that look inside it
+        registry = Registry(self.redis_client)
         for p in loaded.values():
             registry.publish(p)
         self.servers, self.addresses = [], {}

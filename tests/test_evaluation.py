@@ -4,9 +4,10 @@ import dataclasses
 import json
 
 import numpy as np
+import pytest
 
 from services.directions.compose import compose
-from training import edits, gan, oracle, renderer
+from training import edits, gan, istrc, oracle, renderer
 from training.config import PackConfig
 from training.data import latents
 from training.evaluate import label_changes, move_across
@@ -26,7 +27,8 @@ def test_every_direction_set_is_evaluated_for_each_of_its_attributes(tiny_pack):
     ev = _evaluation(work)
     sets = sorted(p.stem for p in (work / "directions").glob("*.json"))
     methods = {m.name: m for m in edits.load_methods(TINY, work)}
-    assert set(ev["methods"]) == set(methods) and set(methods) <= set(sets) and "interfacegan" in methods
+    assert set(ev["methods"]) == set(methods) and {"interfacegan", "istrc", "istrc_mlp"} <= set(methods)
+    assert set(methods) - {"istrc", "istrc_mlp"} <= set(sets)  # linear methods are direction sets; ISTRC factories
     for name, mf in ev["methods"].items():
         assert set(mf["attributes"]) == set(methods[name].attributes)
         for a, f in mf["attributes"].items():
@@ -137,3 +139,29 @@ def test_card_and_json_beside_it_carry_the_evaluation(tiny_pack):
     for name in ev["methods"]:
         assert f"### {name}" in card
     assert "success keep (>= 0.90)" in card and ("met" in card or "MISSED" in card)
+
+
+@pytest.mark.parametrize("name", ["istrc", "istrc_mlp"])
+def test_istrc_is_evaluated_on_a_bounded_number_of_faces(tiny_pack, name):
+    """ISTRC (training/edits.py istrc_method; logistic and MLP classifiers) has rows like every
+    method, on the first eval_istrc_samples faces of each set; its edit is training.istrc.Istrc's."""
+    work, _ = tiny_pack
+    mf = _evaluation(work)["methods"][name]
+    n = TINY.eval_istrc_samples
+    assert n < TINY.eval_edit_samples and mf["samples"] == {
+        "edit": n, "identity_facenet": min(n, TINY.eval_identity_samples),
+        "counterfactual": min(n, TINY.eval_counterfactual_samples)}
+    assert set(mf["attributes"]) == set(renderer.ATTRIBUTES) and "radians" in mf["description"]
+    for a, f in mf["attributes"].items():
+        assert (f["strength_min"], f["strength_max"]) == (-TINY.istrc_strength, TINY.istrc_strength)
+        assert 0 <= f["accuracy"]["validation_accuracy"] <= 1
+        assert f["kept"] == [k for k in renderer.ATTRIBUTES if k != a]
+        for mode in ("plain", "keep"):
+            assert 0 <= f["encoded"][mode]["success"] <= 1 and 0 <= f["encoded"][mode]["leakage"] <= 1
+            assert 0 <= f["counterfactual"][mode]["mae"] <= 1
+    assert set(mf["targets"]) >= set(renderer.ATTRIBUTES)
+    method = next(m for m in edits.load_methods(TINY, work) if m.name == name)
+    z = latents(4, 3, TINY.latent_dim)
+    classifier = "mlp" if name == "istrc_mlp" else "logistic"
+    assert np.allclose(method.edit(z, "smile", 0.25, ["age"]),
+                       istrc.Istrc.load(TINY, work, classifier).edit(z, "smile", 0.25, ("age",)), atol=1e-5)

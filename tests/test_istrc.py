@@ -12,10 +12,11 @@ import pytest
 import torch
 from PIL import Image
 
-from facedit.v1 import common_pb2, encoder_pb2, encoder_pb2_grpc, gateway_pb2
-from services.common import images
+from facedit.v1 import common_pb2, directions_pb2, directions_pb2_grpc, encoder_pb2, encoder_pb2_grpc, gateway_pb2
+from services.common import images, istrc_directions
 from services.common.pack import load_pack, sha256
 from services.common.tensors import from_tensor, to_tensor
+from services.directions.registry import Registry
 from services.encoder.istrc import ARTEFACTS
 from training import istrc, renderer
 from training.config import PackConfig
@@ -196,3 +197,185 @@ def test_a_pack_without_istrc_names_its_methods(tiny_pack, tmp_path):
         c.close()
         servers.stop()
         redis.stop()
+
+
+# -- ISTRC directions in the registry ----------------------------------------------
+
+def _pack_classifiers(pack):
+    meta = json.loads(pack.artefact("istrc").read_text())
+    return meta, np.load(pack.artefact("istrc_classifiers"), allow_pickle=False).astype(np.float64)
+
+
+def test_istrc_directions_are_registry_records_in_embedding_space(tiny_pack, redis_client):
+    """Published from the pack's istrc.json + istrc_classifiers.npy (directions.json has none):
+    unit w/|w| in the 512-d FaceNet space, with |w| and b to give back the classifier's logit."""
+    _, store = tiny_pack
+    pack = load_pack("tiny", store)
+    assert not any(r["id"].startswith("istrc/") for r in json.loads(pack.artefact("directions").read_text()))
+    registry = Registry(redis_client)
+    registry.publish(pack)
+    info = registry.pack_info("tiny")
+    meta, w = _pack_classifiers(pack)
+    records = {r.id: r for r in registry.list(info)}
+    assert {i for i in records if i.startswith("istrc/")} == {f"istrc/{a}" for a in meta["attributes"]}
+    assert all(r.space == "latent" and r.dim == TINY.latent_dim for i, r in records.items()
+               if not i.startswith("istrc/"))
+    e = np.random.default_rng(0).standard_normal(512)
+    e /= np.linalg.norm(e)
+    for i, a in enumerate(meta["attributes"]):
+        (rec, vec), = registry.get(info, [f"istrc/{a}"])
+        assert rec.method == "istrc" and rec.attribute == a and rec.space == "facenet" and rec.dim == 512
+        assert vec.shape == (512,) and np.allclose(vec, w[i] / np.linalg.norm(w[i]), atol=1e-6)
+        assert (rec.strength_min, rec.strength_max, rec.strength_limit) == (
+            meta["strength_min"], meta["strength_max"], meta["strength_limit"])
+        assert rec.strength_meaning == meta["strength_meaning"] and "radians" in rec.strength_meaning
+        assert 0 <= rec.metrics["validation_accuracy"] <= 1 and rec.metrics["step"] == TINY.istrc_step
+        assert istrc_directions.logit(vec, rec.metrics, e) == pytest.approx(w[i] @ e + meta["biases"][i], abs=1e-4)
+        assert "istrc_classifiers.npy" in rec.provenance["source"] and rec.provenance["labels"]
+
+
+def test_list_attributes_shows_istrc_directions_with_their_space(client):
+    info = client.attributes()
+    by_id = {d.id: d for d in info.directions}
+    smile = by_id["istrc/smile"]
+    assert smile.method == common_pb2.METHOD_ISTRC and smile.space == "facenet" and smile.dim == 512
+    assert smile.strength_limit == TINY.istrc_strength_limit and "validation_accuracy" in smile.metrics
+    assert json.loads(smile.provenance)["method"].startswith("ISTRC")
+    assert by_id["interfacegan/smile"].space == "latent" and by_id["interfacegan/smile"].dim == TINY.latent_dim
+
+
+def test_latent_compose_refuses_istrc_directions(tiny_servers, client):
+    with grpc.insecure_channel(tiny_servers.addresses["directions"]) as ch:
+        stub = directions_pb2_grpc.DirectionsStub(ch)
+        for op in (common_pb2.EditOp(direction_id="istrc/smile", strength=0.2),
+                   common_pb2.EditOp(attribute="smile", strength=0.2, method=common_pb2.METHOD_ISTRC)):
+            expect(BAD, lambda: stub.Compose(directions_pb2.ComposeRequest(pack="tiny", edits=[op]), timeout=10),
+                   "cannot be composed into a latent edit")
+        # and the ISTRC resolver refuses latent directions
+        expect(BAD, lambda: stub.ResolveIstrc(directions_pb2.ComposeRequest(pack="tiny", edits=[
+            common_pb2.EditOp(direction_id="interfacegan/smile", strength=1)]), timeout=10), "move the latent")
+    # a sweep is a latent edit: an ISTRC direction gets the same clear error through the gateway
+    expect(BAD, lambda: list(client.sweep(client.face(seed=1), "istrc/smile", -0.2, 0.2, 3)),
+           "cannot be composed into a latent edit")
+
+
+def test_encoder_walks_the_directions_it_is_given(tiny_pack, encoder_stub):
+    """IstrcEdit with the registry's directions equals the pack-file fallback for the same
+    direction; another vector under the same name walks elsewhere; a latent direction is refused."""
+    _, store = tiny_pack
+    pack = load_pack("tiny", store)
+    meta, w = _pack_classifiers(pack)
+    e = from_tensor(encoder_stub.EmbedImages(encoder_pb2.EncodeImagesRequest(
+        pack="tiny", pixels=to_tensor(renderer.render(renderer.sample_faces(6, 1), size=32))), timeout=60).embeddings)[0]
+    (rec, vec), = [(r, v) for r, v in istrc_directions.records(pack) if r["attribute"] == "smile"]
+
+    def direction(vector, attribute="smile"):
+        return common_pb2.Direction(id=f"istrc/{attribute}", attribute=attribute, method=common_pb2.METHOD_ISTRC,
+                                    vector=to_tensor(np.asarray(vector, np.float32)), space="facenet", dim=512,
+                                    strength_min=rec["strength_min"], strength_max=rec["strength_max"],
+                                    strength_limit=rec["strength_limit"], metrics=rec["metrics"])
+
+    op = common_pb2.EditOp(attribute="smile", strength=0.5)
+    fallback = encoder_stub.IstrcEdit(encoder_pb2.IstrcEditRequest(
+        pack="tiny", embedding=to_tensor(e), edits=[op], keep=["age"]), timeout=30)
+    age = meta["attributes"].index("age")
+    given = encoder_stub.IstrcEdit(encoder_pb2.IstrcEditRequest(
+        pack="tiny", embedding=to_tensor(e), edits=[op], directions=[direction(vec)],
+        keep_directions=[direction(w[age] / np.linalg.norm(w[age]), "age")]), timeout=30)
+    assert np.allclose(from_tensor(given.embeddings), from_tensor(fallback.embeddings), atol=1e-5)
+    assert given.edits[0].logit_before == pytest.approx(fallback.edits[0].logit_before, abs=1e-4)
+    assert given.edits[0].direction_id == "istrc/smile"
+    other = encoder_stub.IstrcEdit(encoder_pb2.IstrcEditRequest(
+        pack="tiny", embedding=to_tensor(e), edits=[op], directions=[direction(-vec)]), timeout=30)
+    moved = from_tensor(other.embeddings)[1]
+    assert moved @ vec < e @ vec < from_tensor(given.embeddings)[1] @ vec  # the given vector is walked
+    latent = common_pb2.Direction(id="interfacegan/smile", attribute="smile", space="latent", dim=TINY.latent_dim,
+                                  vector=to_tensor(np.ones(TINY.latent_dim, np.float32)), strength_limit=10)
+    expect(BAD, lambda: encoder_stub.IstrcEdit(encoder_pb2.IstrcEditRequest(
+        pack="tiny", embedding=to_tensor(e), edits=[op], directions=[latent]), timeout=30), "space 'latent'")
+
+
+def test_gateway_istrc_edit_uses_the_registrys_direction(tiny_pack, tiny_servers, client):
+    """Overwrite istrc/smile's vector in Redis with istrc/beard's: the gateway's smile edit becomes
+    the beard edit (the vector comes from the registry, not the encoder's pack files)."""
+    _, store = tiny_pack
+    pack = load_pack("tiny", store)
+    registry = Registry(tiny_servers.redis_client)
+    info = registry.pack_info("tiny")
+    face = client.face(seed=5)
+    smile = client.edit(face, [("smile", 0.5)], method="istrc")
+    beard = client.edit(face, [("beard", 0.5)], method="istrc")
+    assert smile.image != beard.image
+    (_, beard_vec), = registry.get(info, ["istrc/beard"])
+    try:
+        r = tiny_servers.redis_client
+        r.hset(f"facedit:pack:tiny:{info.version}:vec", "istrc/smile", beard_vec.astype("<f4").tobytes())
+        r.set("facedit:pack:tiny:stamp", "test-overwrite")  # every writer replaces the stamp
+        swapped = client.edit(face, [("smile", 0.5)], method="istrc")
+        assert swapped.image == beard.image and swapped.quality[0].direction_id == "istrc/smile"
+    finally:
+        registry.publish(pack)
+    assert client.edit(face, [("smile", 0.5)], method="istrc").image == smile.image
+
+
+def test_create_direction_with_method_istrc_is_walked_on_the_sphere(tiny_servers, client, encoder_stub):
+    """CreateDirection(method ISTRC): the normalised mean FaceNet embedding of the positives minus the
+    negatives, stored in the registry as custom/<name> in the facenet space, usable at once by Edit
+    (which routes it to ISTRC), refused in a latent edit."""
+    faces = renderer.sample_faces(41, 4)
+    pos = renderer.render(renderer.with_attribute(faces, "beard", 1.0), size=32)
+    neg = renderer.render(renderer.with_attribute(faces, "beard", 0.0), size=32)
+    resp = client.create_direction("istrc_beard", [images.encode(p) for p in pos], [images.encode(p) for p in neg],
+                                   attribute="beard", replace=True, method="istrc")
+    d = resp.direction
+    assert d.id == "custom/istrc_beard" and d.method == common_pb2.METHOD_CUSTOM and d.space == "facenet"
+    assert d.dim == 512 and d.strength_limit == TINY.istrc_strength_limit and "radians" in d.strength_meaning
+    assert resp.positive.count == 4 and resp.negative.count == 4 and resp.positive.mean > resp.negative.mean
+    assert json.loads(d.provenance)["method"].startswith("ISTRC")
+
+    def embed(pixels):
+        return from_tensor(encoder_stub.EmbedImages(encoder_pb2.EncodeImagesRequest(
+            pack="tiny", images=[images.encode(p) for p in pixels]), timeout=60).embeddings).astype(np.float64)
+
+    expected = embed(pos).mean(0) - embed(neg).mean(0)
+    with grpc.insecure_channel(tiny_servers.addresses["directions"]) as ch:
+        stub = directions_pb2_grpc.DirectionsStub(ch)
+        stored = stub.GetDirection(directions_pb2.GetDirectionRequest(pack="tiny", direction_id=d.id), timeout=10)
+        assert np.allclose(from_tensor(stored.vector), expected / np.linalg.norm(expected), atol=1e-5)
+        expect(BAD, lambda: stub.Compose(directions_pb2.ComposeRequest(pack="tiny", edits=[
+            common_pb2.EditOp(direction_id=d.id, strength=0.2)]), timeout=10), "cannot be composed")
+    assert d.id in {x.id for x in client.attributes().directions}
+    face = client.face(seed=9)
+    edited = client.edit(face, [(d.id, 0.6)], keep=["age"], return_original=True)
+    q, = edited.quality
+    assert q.direction_id == d.id and q.method == common_pb2.METHOD_ISTRC and edited.image != edited.original
+    # a latent edit cannot share the request
+    expect(BAD, lambda: client.edit(face, [(d.id, 0.6), ("interfacegan/age", 1.0)]), "without edits of other methods")
+
+
+def test_mlp_classifiers_are_walked_along_their_changing_gradient(tiny_pack):
+    """istrc_mlp_layers > 0: the paper's MLP classifiers beside the logistic ones; the walk takes
+    their autograd gradient at every step (services.common.sphere.walk with a gradient function)."""
+    work, _ = tiny_pack
+    figures = json.loads((work / "report.json").read_text())["istrc"]["mlp_classifiers"]
+    assert set(figures) == set(renderer.ATTRIBUTES)
+    assert all(0 <= f["validation_accuracy"] <= 1 and f["layers"] == TINY.istrc_mlp_layers for f in figures.values())
+    model = istrc.Istrc.load(TINY, work, "mlp")
+    rng = np.random.default_rng(3)
+    e, v = rng.standard_normal((2, 512))
+    e /= np.linalg.norm(e)
+    i = model.attributes.index("smile")
+
+    def logit(x):
+        with torch.no_grad():
+            return float(model.mlp(torch.tensor(np.asarray(x, np.float32)[None]))[0, i])
+
+    g = model.mlp.gradient(i, e)
+    h = 1e-2
+    assert (logit(e + h * v) - logit(e - h * v)) / (2 * h) == pytest.approx(g @ v, rel=0.05, abs=1e-4)
+    far = model.walk(e, "smile", 1.0)
+    assert not np.allclose(model.mlp.gradient(i, far), g)  # not a constant direction
+    for s in (0.1, -0.1):  # small walks move the MLP logit the asked way
+        assert (logit(model.walk(e, "smile", s)) - logit(e)) * s > 0
+    kept = model.walk(e, "smile", 0.1, ("age",))
+    assert abs(logit(kept) - logit(e)) > 0 and np.linalg.norm(kept) == pytest.approx(1, abs=1e-9)

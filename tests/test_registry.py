@@ -19,7 +19,8 @@ def test_publish_writes_every_direction_and_activates_the_version(tiny_pack, red
     _, store = tiny_pack
     pack = load_pack("tiny", store)
     registry = Registry(redis_client)
-    assert registry.publish(pack) == len(json.loads(pack.artefact("directions").read_text()))
+    istrc_attributes = json.loads(pack.artefact("istrc").read_text())["attributes"]  # derived at publish
+    assert registry.publish(pack) == len(json.loads(pack.artefact("directions").read_text())) + len(istrc_attributes)
     info = registry.pack_info("tiny")
     assert info.version == pack.version and info.latent_dim == pack.latent_dim
     assert info.attributes == pack.attributes

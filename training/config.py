@@ -80,6 +80,9 @@ class PackConfig:
     eval_counterfactual_samples: int = 200  # identities per attribute rendered with it = 0 and = 1
     eval_correlated_pairs: tuple = (("age", "beard"), ("age", "eyeglasses"), ("smile", "eyeglasses"))
     eval_hash_samples: int = 500  # images hashed for the dhash/phash/whash columns
+    # ISTRC's edits run FaceNet on every face (training/edits.py istrc_method): the evaluation gives
+    # it the first eval_istrc_samples faces of each set (edit, prior, counterfactual), not all
+    eval_istrc_samples: int = 100
     eval_lfw_faces: int = 100     # real low-resolution faces (skimage.data.lfw_subset, at most 100) in the
                                   # real-photo reconstruction table of imported-generator packs; 0 = none
 
@@ -113,6 +116,12 @@ class PackConfig:
     istrc_image_weight: float = 0.0   # weight of MAE(G(M(e)), G(z)) beside MSE(M(e), z); 0 = the paper's MSE only
     istrc_image_batch: int = 32   # rows of each batch that also get the image loss (the generator's backward is the cost)
     istrc_classifier_c: float = 1.0   # inverse L2 strength of the logistic classifiers
+    # the paper's MLP classifiers on embeddings beside the logistic ones: istrc_mlp_layers Linear
+    # layers (tanh between, one logit out) per attribute; 0 = none. Their gradient changes along
+    # the walk; the evaluation measures them as method "istrc_mlp". Serving walks the logistic ones.
+    istrc_mlp_layers: int = 0
+    istrc_mlp_hidden: int = 128
+    istrc_mlp_steps: int = 1000       # Adam steps (lr istrc_lr, batch istrc_batch), all attributes at once
     istrc_step: float = 0.05      # constant step length of an edit on the unit sphere (radians, approx.)
     istrc_strength: float = 0.25  # documented strength (radians walked) for edit success and the recommended range
     istrc_strength_limit: float = 3.0  # hard limit on |strength| (pi reaches the opposite point of the sphere)

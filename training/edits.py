@@ -17,9 +17,10 @@ Attributes without a `<method>/<attribute>` record (e.g. SeFa components no attr
 moves enough) are not editable by that method; records of other names (e.g. free words) are
 not evaluated, since the renderer knows no truth for them.
 
-Non-linear methods (e.g. ISTRC: latent -> FaceNet embedding -> classifier gradient steps
--> latent) add one factory to `FACTORIES`: a function (cfg, work) -> EditMethod, or None
-when the work folder lacks what it needs. Nothing else in the evaluation changes.
+Non-linear methods (ISTRC: latent -> FaceNet embedding -> classifier gradient steps ->
+latent, `istrc_method`) add one factory to `FACTORIES`: a function (cfg, work) -> EditMethod,
+or None when the work folder lacks what it needs. A slow method may set `max_samples`: the
+evaluation then uses the first max_samples faces of each face set for it.
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from services.directions.compose import compose
-from training import renderer
+from training import istrc, renderer
 from training.config import PackConfig
 
 EditFn = Callable[[np.ndarray, str, float, Sequence[str]], np.ndarray]
@@ -52,6 +53,8 @@ class EditMethod:
     accuracy: dict[str, dict]
     keepable: frozenset[str]
     description: str = ""
+    # evaluate on at most this many faces of each set (None: all); for methods whose edit is slow
+    max_samples: int | None = None
 
     @property
     def attributes(self) -> list[str]:
@@ -92,8 +95,41 @@ def linear_methods(work: Path) -> list[EditMethod]:
     return out
 
 
+def istrc_method(cfg: PackConfig, work: Path, classifier: str = "logistic") -> EditMethod | None:
+    """ISTRC (training/istrc.py): each face through G -> FaceNet -> constant-length steps along the
+    attribute classifier's gradient on the unit sphere (keep: the kept classifiers' gradients
+    projected off every step) -> mapping M -> z'. Strength in radians walked; the documented range
+    is +-istrc_strength. FaceNet per face is slow on CPU, so the evaluation uses the first
+    `eval_istrc_samples` faces of each set. classifier "logistic" (method `istrc`, what packs
+    serve) or "mlp" (method `istrc_mlp`, when trained with istrc_mlp_layers > 0). None when the
+    work folder lacks them."""
+    if not (work / istrc.CHECKPOINT).exists() or (classifier == "mlp" and not istrc.Istrc.has_mlp(work)):
+        return None
+    model = istrc.Istrc.load(cfg, work, classifier)
+    report = json.loads((work / "report.json").read_text()).get("istrc", {}) if (work / "report.json").exists() else {}
+    figures = report.get("classifiers" if classifier == "logistic" else "mlp_classifiers", {})
+    attributes = [a for a in model.attributes if a in renderer.ATTRIBUTES]
+    what = "logistic classifier's gradient (constant)" if classifier == "logistic" else \
+        f"MLP classifier's gradient ({cfg.istrc_mlp_layers} FC layers, taken at every step)"
+    return EditMethod(
+        name="istrc" if classifier == "logistic" else "istrc_mlp",
+        edit=lambda z, a, s, keep: model.edit(z, a, s, tuple(keep)),
+        strengths={a: (-cfg.istrc_strength, cfg.istrc_strength) for a in attributes},
+        accuracy={a: {k: figures[a][k] for k in ACCURACY_KEYS if k in figures.get(a, {})} for a in attributes},
+        keepable=frozenset(attributes), max_samples=cfg.eval_istrc_samples,
+        description=f"ISTRC: FaceNet embedding (unit sphere) walked along the {what} in steps of "
+                    f"{cfg.istrc_step:g}, mapped back to z by the MLP; strength = radians walked; keep = the kept "
+                    f"classifiers' gradients projected off every step; on the first {cfg.eval_istrc_samples} "
+                    f"faces of each set (eval_istrc_samples)")
+
+
+def istrc_mlp_method(cfg: PackConfig, work: Path) -> EditMethod | None:
+    """ISTRC with the paper's MLP classifiers (istrc_mlp_layers > 0), method `istrc_mlp`."""
+    return istrc_method(cfg, work, "mlp")
+
+
 # Non-linear methods: factories (cfg, work) -> EditMethod | None. Add one entry per method.
-FACTORIES: tuple[Callable[[PackConfig, Path], EditMethod | None], ...] = ()
+FACTORIES: tuple[Callable[[PackConfig, Path], EditMethod | None], ...] = (istrc_method, istrc_mlp_method)
 
 
 def load_methods(cfg: PackConfig, work: Path) -> list[EditMethod]:

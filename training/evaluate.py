@@ -3,7 +3,9 @@
     python -m training evaluate --config training/configs/synth.json   # -> <work>/report.json
 
 Methods: every direction set in <work>/directions/*.json plus the non-linear methods registered
-in training/edits.py (FACTORIES), all through edit(z, attribute, strength, keep) -> z'.
+in training/edits.py (FACTORIES: ISTRC), all through edit(z, attribute, strength, keep) -> z'. A
+method with `max_samples` (ISTRC: `eval_istrc_samples`) is measured on the first max_samples
+faces of every face set below; its figures carry "samples".
 
 Faces. "encoded": `eval_edit_samples` held-out rendered faces (data.held_out stream 1, which no
 step fits on) through the CRG encoder - the path the services take. "prior": as many latents
@@ -37,6 +39,7 @@ Targets (issue 3) are judged on the encoded faces, with keep; `targets` lists ea
 """
 from __future__ import annotations
 
+import copy
 import time
 from pathlib import Path
 
@@ -159,6 +162,20 @@ class _Context:
         self.regressor = identity.train_or_load(cfg, work)
         self.id_before = identity.predict(self.regressor, self.recon)
         self._cf: dict[str, dict] = {}
+        self._cf_limit: int | None = None
+
+    def subset(self, n: int | None) -> "_Context":
+        """The same context on the first n faces of every face set (edit, prior, identity and
+        counterfactual); itself when n is None or covers every set. Shares the caches."""
+        if n is None or n >= max(len(self.pixels), self.cfg.eval_counterfactual_samples):
+            return self
+        sub = copy.copy(self)
+        sub.pixels = self.pixels[:n]
+        sub.sources = {name: (z[:n], before[:n]) for name, (z, before) in self.sources.items()}
+        sub.n_id = min(self.n_id, n)
+        sub.recon, sub.id_before, sub.emb_before = self.recon[:n], self.id_before[:n], self.emb_before[:sub.n_id]
+        sub._cf_limit = n
+        return sub
 
     def counterfactuals(self, attribute: str) -> dict:
         """Rendered identities with `attribute` = 0 and = 1, their encodings and reconstructions."""
@@ -169,7 +186,7 @@ class _Context:
             x0 = renderer.render(renderer.with_attribute(faces, attribute, 0.0), size=cfg.resolution)
             x1 = renderer.render(renderer.with_attribute(faces, attribute, 1.0), size=cfg.resolution)
             self._cf[attribute] = {"x0": x0, "x1": x1, "z0": encode(self.e, x0), "z1": encode(self.e, x1)}
-        return self._cf[attribute]
+        return {k: v[:self._cf_limit] for k, v in self._cf[attribute].items()}
 
     def references(self) -> dict:
         """Distances that give the identity figures a scale (no edit involved)."""
@@ -320,13 +337,17 @@ def evaluate(cfg: PackConfig, work: Path) -> dict:
     figures["methods"] = {}
     for m in methods:
         result, plain = {"description": m.description, "attributes": {}}, {}
+        sub = ctx.subset(m.max_samples)
+        if sub is not ctx:  # a slow method on fewer faces: say how many
+            result["samples"] = {"edit": len(sub.pixels), "identity_facenet": sub.n_id,
+                                 "counterfactual": min(m.max_samples, cfg.eval_counterfactual_samples)}
         for a in m.attributes:
-            result["attributes"][a], plain[a] = _attribute(ctx, m, a)
+            result["attributes"][a], plain[a] = _attribute(sub, m, a)
             f = result["attributes"][a]["encoded"]
             print(f"[evaluate] {m.name}/{a}: success {f['plain'].get('success')} leakage {f['plain'].get('leakage')} "
                   f"| keep: success {f['keep'].get('success')} leakage {f['keep'].get('leakage')} | "
                   f"facenet {f['plain'].get('facenet_distance')} ({time.perf_counter() - t0:.0f} s)", flush=True)
-        result["correlated_pairs"] = _pairs(ctx, m, plain)
+        result["correlated_pairs"] = _pairs(sub, m, plain)
         result["targets"] = _method_targets(result)
         figures["methods"][m.name] = result
     figures["seconds"] = _r(time.perf_counter() - t0, 1)

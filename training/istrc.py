@@ -21,6 +21,11 @@ on the sphere -> mapping M: e -> z (N(0, I) latent of our generator) -> G(z) -> 
   (probability > 0.5), 70/30 split. Linear, so the logit's gradient is the constant w (stored
   as istrc_classifiers.npy: serving needs no torch). The paper uses 4-7 FC layers on CelebA;
   the synth attributes are separated well enough by a linear model (see validation accuracy).
+  With `istrc_mlp_layers` > 0 the paper's MLP classifiers (FC layers, tanh) are trained beside
+  them on the same labels (`MlpClassifiers`, in istrc.pt; report "mlp_classifiers"): their
+  gradient changes along the walk, so `Istrc.load(cfg, work, "mlp")` takes it at every step
+  (torch autograd); the evaluation measures them as method `istrc_mlp`. Packs serve the
+  logistic ones (a constant direction per attribute, the registry's `istrc/<attribute>`).
 - Edit (paper section 3.4): `services.common.sphere.walk`: steps of constant length
   `istrc_step` along the classifier gradient projected on the sphere's tangent plane,
   renormalised after each step. **Strength** = signed path length on the sphere, in radians:
@@ -194,27 +199,98 @@ def train_mapping(cfg: PackConfig, g, z: np.ndarray, e: np.ndarray) -> tuple[Map
     return m.eval(), progress.seconds()
 
 
+def labels(cfg: PackConfig, y: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """Oracle probabilities (N, A) -> classifier labels (N, A) bool and the rule of each attribute:
+    probability > 0.5, or (every training face on one side, e.g. the barely trained oracle of a
+    smoke-test config) above its median, as InterFaceGAN's top/bottom share."""
+    n_train = int(len(y) * cfg.svm_train_split)
+    out, rules = np.zeros(y.shape, bool), []
+    for i, a in enumerate(oracle.attributes(cfg)):
+        lab, rule = y[:, i] > 0.5, "oracle probability > 0.5"
+        if lab[:n_train].all() or not lab[:n_train].any():
+            lab, rule = y[:, i] > np.median(y[:n_train, i]), "oracle probability > its median (one class at 0.5)"
+            if lab[:n_train].all() or not lab[:n_train].any():
+                raise ValueError(f"istrc: the oracle gives every one of {n_train} faces the same {a!r} score")
+        out[:, i] = lab
+        rules.append(rule)
+    return out, rules
+
+
 def fit_classifiers(cfg: PackConfig, e: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
     """Logistic regression per attribute: e (N, 512), y (N, A) probabilities ->
     weights (A, 512), biases (A,), figures (validation accuracy, class shares)."""
     n_train = int(len(e) * cfg.svm_train_split)
     weights, biases, figures = [], [], {}
+    all_labels, rules = labels(cfg, y)
     for i, a in enumerate(oracle.attributes(cfg)):
-        labels, rule = y[:, i] > 0.5, "oracle probability > 0.5"
-        if labels[:n_train].all() or not labels[:n_train].any():
-            # every face on one side (e.g. the barely trained oracle of a smoke-test config):
-            # the top and bottom halves of the oracle's probabilities, as InterFaceGAN's top/bottom share
-            labels, rule = y[:, i] > np.median(y[:n_train, i]), "oracle probability > its median (one class at 0.5)"
-            if labels[:n_train].all() or not labels[:n_train].any():
-                raise ValueError(f"istrc: the oracle gives every one of {n_train} faces the same {a!r} score")
-        clf = LogisticRegression(C=cfg.istrc_classifier_c, max_iter=5000).fit(e[:n_train], labels[:n_train])
+        lab, rule = all_labels[:, i], rules[i]
+        clf = LogisticRegression(C=cfg.istrc_classifier_c, max_iter=5000).fit(e[:n_train], lab[:n_train])
         weights.append(clf.coef_[0])
         biases.append(clf.intercept_[0])
-        figures[a] = {"validation_accuracy": round(float(clf.score(e[n_train:], labels[n_train:])), 4),
-                      "train_accuracy": round(float(clf.score(e[:n_train], labels[:n_train])), 4),
-                      "positive_share": round(float(labels.mean()), 4), "labels": rule,
+        figures[a] = {"validation_accuracy": round(float(clf.score(e[n_train:], lab[n_train:])), 4),
+                      "train_accuracy": round(float(clf.score(e[:n_train], lab[:n_train])), 4),
+                      "positive_share": round(float(lab.mean()), 4), "labels": rule,
                       "weight_norm": round(float(np.linalg.norm(clf.coef_[0])), 3)}
     return np.stack(weights).astype(np.float32), np.asarray(biases, np.float32), figures
+
+
+class MlpClassifiers(nn.Module):
+    """The paper's attribute classifiers on embeddings: per attribute `layers` Linear layers (tanh
+    between, one logit out), e (N, 512) -> logits (N, A). Non-linear, so the walk asks for the
+    gradient of a logit at every step (`gradient`)."""
+
+    def __init__(self, attributes: int, hidden: int, layers: int, embedding: int = EMBEDDING):
+        super().__init__()
+        if layers < 2:
+            raise ValueError("istrc_mlp_layers must be 0 (no MLP) or >= 2")
+
+        def one() -> nn.Sequential:
+            blocks: list[nn.Module] = []
+            width = embedding
+            for _ in range(layers - 1):
+                blocks += [nn.Linear(width, hidden), nn.Tanh()]
+                width = hidden
+            return nn.Sequential(*blocks, nn.Linear(width, 1))
+
+        self.heads = nn.ModuleList(one() for _ in range(attributes))
+
+    def forward(self, e: torch.Tensor) -> torch.Tensor:
+        return torch.cat([h(e) for h in self.heads], dim=1)
+
+    def gradient(self, i: int, e: np.ndarray) -> np.ndarray:
+        """d logit_i / d e at one embedding e (512,) -> (512,) float64."""
+        x = torch.tensor(np.asarray(e, np.float32)[None], requires_grad=True)
+        (g,) = torch.autograd.grad(self.heads[i](x).sum(), x)
+        return g[0].double().numpy()
+
+
+def fit_mlp_classifiers(cfg: PackConfig, e: np.ndarray, y: np.ndarray) -> tuple[MlpClassifiers, dict]:
+    """MLP classifiers on the same labels and 70/30 split as the logistic ones (BCE, Adam) ->
+    (model in eval mode, figures per attribute)."""
+    n_train = int(len(e) * cfg.svm_train_split)
+    lab, rules = labels(cfg, y)
+    torch.manual_seed(cfg.seed + _LATENT_SEED + 1)
+    net = MlpClassifiers(lab.shape[1], cfg.istrc_mlp_hidden, cfg.istrc_mlp_layers)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.istrc_lr)
+    et, yt = torch.from_numpy(e[:n_train]), torch.from_numpy(lab[:n_train].astype(np.float32))
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    progress = Progress("istrc mlp classifiers", cfg.istrc_mlp_steps, every=max(1, cfg.istrc_mlp_steps // 5))
+    net.train()
+    for step in range(cfg.istrc_mlp_steps):
+        idx = torch.randint(0, len(et), (min(cfg.istrc_batch, len(et)),), generator=gen)
+        loss = F.binary_cross_entropy_with_logits(net(et[idx]), yt[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        progress.update(step, bce=loss.item())
+    net.eval()
+    with torch.no_grad():
+        predicted = (net(torch.from_numpy(e)) > 0).numpy()
+    figures = {a: {"validation_accuracy": round(float((predicted[n_train:, i] == lab[n_train:, i]).mean()), 4),
+                   "train_accuracy": round(float((predicted[:n_train, i] == lab[:n_train, i]).mean()), 4),
+                   "labels": rules[i], "layers": cfg.istrc_mlp_layers, "hidden": cfg.istrc_mlp_hidden}
+               for i, a in enumerate(oracle.attributes(cfg))}
+    return net, figures
 
 
 # --------------------------------------------------------------------------- the trained circle
@@ -222,17 +298,36 @@ def fit_classifiers(cfg: PackConfig, e: np.ndarray, y: np.ndarray) -> tuple[np.n
 class Istrc:
     """A trained ISTRC circle for a work folder: generator, FaceNet, mapping, classifiers."""
 
-    def __init__(self, cfg: PackConfig, g, mapping: Mapping, weights: np.ndarray, biases: np.ndarray):
+    EMBEDDED_MAX = 100_000  # latents whose embedding `edit` remembers (512 floats each)
+
+    def __init__(self, cfg: PackConfig, g, mapping: Mapping, weights: np.ndarray, biases: np.ndarray,
+                 mlp: MlpClassifiers | None = None):
+        """mlp: when given, edits walk the MLP classifiers' gradients instead of the logistic w."""
         self.cfg, self.g, self.mapping = cfg, g, mapping.eval()
         self.weights, self.biases = weights.astype(np.float64), biases.astype(np.float64)
+        self.mlp = mlp.eval() if mlp is not None else None
         self.attributes = list(oracle.attributes(cfg))
+        self._embedded: dict[bytes, np.ndarray] = {}  # z row bytes -> FaceNet(G(z))
 
     @classmethod
-    def load(cls, cfg: PackConfig, work: Path) -> "Istrc":
+    def load(cls, cfg: PackConfig, work: Path, classifier: str = "logistic") -> "Istrc":
+        """classifier "logistic" (what packs serve) or "mlp" (needs istrc_mlp_layers > 0 at training)."""
         state = checkpoints.load(work / CHECKPOINT)
         m = build(cfg)
         m.load_state_dict(state["mapping"])
-        return cls(cfg, gan.load_generator(cfg, work), m, state["weights"].numpy(), state["biases"].numpy())
+        mlp = None
+        if classifier == "mlp":
+            if "mlp" not in state:
+                raise ValueError(f"{work / CHECKPOINT} has no MLP classifiers; train with istrc_mlp_layers > 0")
+            mlp = MlpClassifiers(len(state["weights"]), state["mlp_hidden"], state["mlp_layers"])
+            mlp.load_state_dict(state["mlp"])
+        elif classifier != "logistic":
+            raise ValueError(f"classifier must be 'logistic' or 'mlp', got {classifier!r}")
+        return cls(cfg, gan.load_generator(cfg, work), m, state["weights"].numpy(), state["biases"].numpy(), mlp)
+
+    @staticmethod
+    def has_mlp(work: Path) -> bool:
+        return (work / CHECKPOINT).exists() and "mlp" in checkpoints.load(work / CHECKPOINT)
 
     def embed(self, pixels: np.ndarray) -> np.ndarray:
         return embed(pixels, self.cfg.istrc_facenet_runtime)
@@ -247,16 +342,35 @@ class Istrc:
         return np.asarray(e, np.float64) @ self.weights.T + self.biases
 
     def walk(self, e: np.ndarray, attribute: str, strength: float, keep: tuple[str, ...] = ()) -> np.ndarray:
-        """One embedding (512,) edited by `strength` radians on `attribute` (see module docstring)."""
+        """One embedding (512,) edited by `strength` radians on `attribute` (see module docstring).
+        With MLP classifiers the edit and kept gradients are taken at every step."""
         i = self.attributes.index(attribute)
-        kept = self.weights[[self.attributes.index(k) for k in keep]] if keep else None
-        out, _ = sphere.walk(e, lambda _: self.weights[i], strength, self.cfg.istrc_step, kept)
+        k = [self.attributes.index(a) for a in keep]
+        if self.mlp is not None:
+            kept = (lambda x: np.stack([self.mlp.gradient(j, x) for j in k])) if k else None
+            out, _ = sphere.walk(e, lambda x: self.mlp.gradient(i, x), strength, self.cfg.istrc_step, kept)
+            return out
+        out, _ = sphere.walk(e, lambda _: self.weights[i], strength, self.cfg.istrc_step,
+                             self.weights[k] if k else None)
         return out
+
+    def embed_latents(self, z: np.ndarray) -> np.ndarray:
+        """z (N, D) -> FaceNet(G(z)) (N, 512), remembered per latent (the evaluation edits the same
+        faces for every attribute and mode; FaceNet is the slow part)."""
+        z = np.ascontiguousarray(np.atleast_2d(z), np.float32)
+        keys = [row.tobytes() for row in z]
+        missing = [i for i, k in enumerate(keys) if k not in self._embedded]
+        if missing:
+            e = self.embed(generate(self.g, z[missing]))
+            if len(self._embedded) + len(missing) > self.EMBEDDED_MAX:
+                self._embedded.clear()
+            self._embedded.update((keys[i], row) for i, row in zip(missing, e))
+        return np.stack([self._embedded[k] for k in keys])
 
     def edit(self, z: np.ndarray, attribute: str, strength: float, keep: tuple[str, ...] = ()) -> np.ndarray:
         """z (N, D) -> z' (N, D): each face through the circle G -> FaceNet -> walk -> M.
         (The hook for the per-method evaluation: edit(z, attribute, strength, keep) -> z'.)"""
-        e = self.embed(generate(self.g, np.atleast_2d(z)))
+        e = self.embed_latents(z)
         return self.to_latent(np.stack([self.walk(x, attribute, strength, tuple(keep)) for x in e]))
 
 
@@ -337,8 +451,12 @@ def train(cfg: PackConfig, work: Path) -> dict:
     t_pairs = time.perf_counter() - t0
     mapping, t_map = train_mapping(cfg, g, data["z"], data["e"])
     weights, biases, cls_figures = fit_classifiers(cfg, data["e"], data["y"])
-    checkpoints.save(work / CHECKPOINT, {"mapping": mapping.state_dict(), "weights": torch.from_numpy(weights),
-                                         "biases": torch.from_numpy(biases)})
+    state = {"mapping": mapping.state_dict(), "weights": torch.from_numpy(weights), "biases": torch.from_numpy(biases)}
+    mlp_figures = None
+    if cfg.istrc_mlp_layers:
+        mlp, mlp_figures = fit_mlp_classifiers(cfg, data["e"], data["y"])
+        state.update(mlp=mlp.state_dict(), mlp_layers=cfg.istrc_mlp_layers, mlp_hidden=cfg.istrc_mlp_hidden)
+    checkpoints.save(work / CHECKPOINT, state)
     model = Istrc(cfg, g, mapping, weights, biases)
     t1 = time.perf_counter()
     figures = evaluate(cfg, work, model, o)
@@ -347,6 +465,7 @@ def train(cfg: PackConfig, work: Path) -> dict:
         "hidden": cfg.istrc_hidden, "image_weight": cfg.istrc_image_weight,
         "image_batch": cfg.istrc_image_batch, "step_length": cfg.istrc_step,
         "upsampling": UPSAMPLING, "classifiers": cls_figures,
+        **({"mlp_classifiers": mlp_figures} if mlp_figures else {}),
         "seconds": {"pairs": round(t_pairs, 1), "mapping": round(t_map, 1),
                     "evaluation": round(time.perf_counter() - t1, 1)},
     })

@@ -249,4 +249,8 @@ def istrc_section(f: dict, attrs: list[str]) -> list[str]:
         f"z + M(e') - M(e) to the face's own latent (not in the paper). Documented strength {s_doc}.",
         _table(["attribute", "classifier val. acc.", *[f"success at {s}" for s in sweep], f"leakage at {s_doc}",
                 f"identity at {s_doc}", "residual success", "residual leakage"], rows),
-    ]
+    ] + ([] if "mlp_classifiers" not in f else [
+        "", "The paper's MLP classifiers on the same labels (evaluated as method `istrc_mlp` above):",
+        _table(["attribute", "MLP layers", "width", "val. acc.", "train acc."],
+               [[a, m["layers"], m["hidden"], m["validation_accuracy"], m["train_accuracy"]]
+                for a, m in f["mlp_classifiers"].items() if a in attrs])])

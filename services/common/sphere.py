@@ -102,7 +102,7 @@ def tangent(e: np.ndarray, g: np.ndarray) -> np.ndarray:
     return g - (g @ e) * e
 
 
-def walk(e: np.ndarray, gradient, strength: float, step: float, keep: np.ndarray | None = None,
+def walk(e: np.ndarray, gradient, strength: float, step: float, keep=None,
          max_steps: int = 10_000) -> tuple[np.ndarray, dict]:
     """The ISTRC edit: gradient steps on a classifier logit with a constant step length and
     renormalisation to the sphere after every step.
@@ -112,6 +112,8 @@ def walk(e: np.ndarray, gradient, strength: float, step: float, keep: np.ndarray
     last one shorter if it does not divide), each e <- (e + s * g_t / |g_t|) / |...| where g_t is
     the gradient projected on the tangent plane at e (and off the tangent-projected gradients
     of `keep` (K, E) - the kept classifiers - by Gram-Schmidt) and s = sign(strength) * step.
+    keep may also be a function e (E,) -> (K, E): the kept classifiers' gradients at e, for
+    non-linear (MLP) classifiers whose gradient changes along the walk.
     One step turns e by atan(s), so the arc walked is about |strength| radians.
     Stops early when the usable gradient vanishes (the classifier's optimum on the sphere).
     Returns (e' (E,), {"steps": n, "arc": radians from start to end, "stopped_early": bool}).
@@ -131,9 +133,10 @@ def walk(e: np.ndarray, gradient, strength: float, step: float, keep: np.ndarray
     done = 0
     for length in lengths:
         g = tangent(x, np.asarray(gradient(x), np.float64))
-        if keep is not None and len(keep):
+        kept = keep(x) if callable(keep) else keep
+        if kept is not None and len(kept):
             basis: list[np.ndarray] = []
-            for k in keep:
+            for k in kept:
                 kt = tangent(x, np.asarray(k, np.float64))
                 kt = kt - sum((kt @ u) * u for u in basis)
                 nk = np.linalg.norm(kt)

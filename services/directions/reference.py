@@ -156,8 +156,11 @@ def describe(positive_latents: np.ndarray, negative_latents: np.ndarray, unit: n
              limit: float) -> dict:
     """Everything a direction record stores about labelled latents on `unit`:
     the two Gaussians, the recommended range and the separability, as flat floats."""
-    pos_proj = project(positive_latents, unit)
-    neg_proj = project(negative_latents, unit)
+    return describe_projections(project(positive_latents, unit), project(negative_latents, unit), limit)
+
+
+def describe_projections(pos_proj: np.ndarray, neg_proj: np.ndarray, limit: float) -> dict:
+    """`describe` from the labelled faces' projections (N,) in strength units."""
     pos, neg = Gaussian.fit(pos_proj), Gaussian.fit(neg_proj)
     lo, hi = strength_range(pos, neg, limit)
     sep = separability(pos_proj, neg_proj)

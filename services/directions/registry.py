@@ -4,12 +4,20 @@ Schema (documented in model_store/README.md, shared with training's publisher):
   facedit:pack:<pack>:active                   string  active version
   facedit:pack:<pack>:<version>:meta           hash    latent_dim, default_method, attributes (JSON), loaded_at
   facedit:pack:<pack>:<version>:dir            hash    <direction id> -> JSON metadata
-  facedit:pack:<pack>:<version>:vec            hash    <direction id> -> float32 little-endian bytes (latent_dim,)
+  facedit:pack:<pack>:<version>:vec            hash    <direction id> -> float32 little-endian bytes (dim,)
   facedit:pack:<pack>:stamp                    string  random token, replaced by every write (publish, put)
 
 A pack version is written in one MULTI/EXEC transaction and then made active
 (with a new stamp) in one more, so readers see either the old or the new
 version, never a mix.
+
+Every record has a `space` and a `dim`: "latent" directions (dim = latent_dim) move the
+generator's latent and are what Compose adds up; ISTRC directions (`istrc/<attribute>`,
+space "facenet", dim 512) are unit vectors on the sphere of FaceNet embeddings, which the
+encoder's IstrcEdit walks along (services/common/istrc_directions.py). A pack whose
+directions.json has no `istrc/` records but which carries ISTRC files gets them derived
+at publish. Records written before these fields existed read as space "latent", dim 0
+(= the pack's latent_dim).
 
 Readers (`snapshot`) keep the active version's directions in process memory and
 check them with one MGET of `active` and `stamp` per call: the hashes are read
@@ -39,6 +47,8 @@ import redis
 
 from services.common.errors import (FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted,
                                     ServiceError)
+from services.common import istrc_directions
+from services.common.istrc_directions import LATENT_SPACE
 from services.common.pack import Pack
 
 PREFIX = "facedit:pack"
@@ -63,11 +73,14 @@ class DirectionRecord:
     strength_meaning: str
     metrics: dict
     provenance: dict
+    space: str = LATENT_SPACE   # "latent" (z) or "facenet" (unit sphere of FaceNet embeddings)
+    dim: int = 0                # length of the vector; 0 in records older than the field = latent_dim
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> "DirectionRecord":
         data = json.loads(raw)
-        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls)})
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls)
+                      if f.name in data or f.default is dataclasses.MISSING})
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
@@ -86,7 +99,7 @@ class PackInfo:
 class Snapshot:
     """Every direction of a pack's active version as read at one stamp; never modified.
 
-    vectors: id -> (latent_dim,) float32, read-only."""
+    vectors: id -> (record.dim,) float32, read-only (latent_dim for latent directions)."""
     info: PackInfo
     stamp: str
     records: dict[str, DirectionRecord]
@@ -109,16 +122,33 @@ class Registry:
         self._lock = threading.Lock()
 
     # -- writing -------------------------------------------------------------
-    def publish(self, pack: Pack) -> int:
-        """Write the pack's directions under its version and make it active. Returns the count."""
-        records = json.loads(pack.artefact("directions").read_text())
+    @staticmethod
+    def pack_directions(pack: Pack) -> list[tuple[DirectionRecord, np.ndarray]]:
+        """The pack's directions: directions.json with the rows of directions.npy (latent space),
+        then the ISTRC directions derived from its ISTRC files unless directions.json has them."""
+        raw = json.loads(pack.artefact("directions").read_text())
         vectors = np.load(pack.artefact("direction_vectors"), allow_pickle=False).astype("<f4")
         if vectors.ndim != 2 or vectors.shape[1] != pack.latent_dim:
             raise FailedPrecondition(f"{pack.name}: directions.npy has shape {vectors.shape}, "
                                      f"expected (K, {pack.latent_dim})")
+        fields = [f.name for f in dataclasses.fields(DirectionRecord)]
+        out = [(DirectionRecord(**{**{k: rec[k] for k in fields if k in rec}, "space": LATENT_SPACE,
+                                   "dim": pack.latent_dim}), vectors[rec["row"]]) for rec in raw]
+        if not any(r.id.startswith(istrc_directions.PREFIX) for r, _ in out):
+            try:
+                derived = istrc_directions.records(pack)
+            except (ValueError, KeyError) as err:
+                raise FailedPrecondition(f"{pack.name}: cannot read its ISTRC directions: {err}")
+            out += [(DirectionRecord(**rec), vec.astype("<f4")) for rec, vec in derived]
+        return out
+
+    def publish(self, pack: Pack) -> int:
+        """Write the pack's directions (`pack_directions`) under its version and make it active.
+        Returns the count."""
+        directions = self.pack_directions(pack)
         v = pack.version
         # re-publishing a version replaces its pack directions but keeps its custom ones
-        ids = {rec["id"] for rec in records}
+        ids = {rec.id for rec, _ in directions}
         stale = [i for i in self.r.hkeys(_key(pack.name, v, "dir"))
                  if not i.decode().startswith(CUSTOM_PREFIX) and i.decode() not in ids]
         pipe = self.r.pipeline(transaction=True)
@@ -128,21 +158,20 @@ class Registry:
         pipe.hset(_key(pack.name, v, "meta"), mapping={
             "latent_dim": pack.latent_dim, "default_method": pack.default_method,
             "attributes": json.dumps(list(pack.attributes)), "loaded_at": time.time()})
-        for rec in records:
-            record = DirectionRecord(**{f.name: rec[f.name] for f in dataclasses.fields(DirectionRecord)})
+        for record, vector in directions:
             pipe.hset(_key(pack.name, v, "dir"), record.id, record.to_json())
-            pipe.hset(_key(pack.name, v, "vec"), record.id, vectors[rec["row"]].tobytes())
+            pipe.hset(_key(pack.name, v, "vec"), record.id, np.ascontiguousarray(vector, "<f4").tobytes())
         pipe.execute()
         activate = self.r.pipeline(transaction=True)
         activate.set(_key(pack.name, "active"), v)
         activate.set(_key(pack.name, "stamp"), _new_stamp())
         activate.execute()
-        return len(records)
+        return len(directions)
 
     def put(self, info: PackInfo, record: DirectionRecord, vector: np.ndarray, replace: bool = False) -> np.ndarray:
         """Write one direction into `info`'s version (the active one when `info` was read).
 
-        The vector must be finite, of length latent_dim and non-zero; it is stored
+        The vector must be finite, of length record.dim (0: latent_dim) and non-zero; it is stored
         normalised (returned). An existing id is overwritten only with `replace`.
         Custom directions are limited to MAX_CUSTOM_PER_VERSION per version
         (ResourceExhausted). Check and write are one optimistic transaction
@@ -150,7 +179,7 @@ class Registry:
         cannot exceed the limit or overwrite each other silently, and a put that
         races a version switch fails instead of landing in the old version.
         """
-        unit = self._unit(vector, info.latent_dim, record.id)
+        unit = self._unit(vector, record.dim or info.latent_dim, record.id)
         _check_record(record)
         dir_key, vec_key, active_key = (_key(info.name, info.version, "dir"), _key(info.name, info.version, "vec"),
                                         _key(info.name, "active"))
@@ -182,10 +211,10 @@ class Registry:
                            grpc.StatusCode.ABORTED)
 
     @staticmethod
-    def _unit(vector: np.ndarray, latent_dim: int, what: str) -> np.ndarray:
+    def _unit(vector: np.ndarray, dim: int, what: str) -> np.ndarray:
         v = np.asarray(vector, dtype=np.float64)
-        if v.shape != (latent_dim,):
-            raise InvalidArgument(f"{what}: vector of shape {list(v.shape)}, expected ({latent_dim},)")
+        if v.shape != (dim,):
+            raise InvalidArgument(f"{what}: vector of shape {list(v.shape)}, expected ({dim},)")
         if not np.isfinite(v).all():
             raise InvalidArgument(f"{what}: vector contains NaN or infinity")
         norm = float(np.linalg.norm(v))

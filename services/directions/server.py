@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from facedit.v1 import common_pb2, directions_pb2, directions_pb2_grpc
-from services.common import config, logs, methods
+from services.common import config, istrc_directions, logs, methods
 from services.common.errors import FailedPrecondition, InvalidArgument
 from services.common.pack import PackError, load_pack
 from services.common.redis_server import connect
@@ -33,7 +33,7 @@ def direction_message(rec: DirectionRecord, info: PackInfo, vector: np.ndarray |
         pack=common_pb2.PackRef(name=info.name, version=info.version),
         strength_min=rec.strength_min, strength_max=rec.strength_max, strength_limit=rec.strength_limit,
         strength_meaning=rec.strength_meaning, metrics={k: float(v) for k, v in rec.metrics.items()},
-        provenance=json.dumps(rec.provenance))
+        provenance=json.dumps(rec.provenance), space=rec.space, dim=rec.dim or info.latent_dim)
     if vector is not None:
         msg.vector.CopyFrom(to_tensor(vector))
     return msg
@@ -121,17 +121,26 @@ class DirectionsServicer(directions_pb2_grpc.DirectionsServicer):
                                   f"(methods available for it: {have})")
         return direction_id
 
-    def Compose(self, request, context):
-        snap = self._snapshot(request.pack)
-        info, known = snap.info, snap.records.keys()
+    def _edit_request(self, request: directions_pb2.ComposeRequest) -> Snapshot:
+        """The snapshot of the request's pack, after checking the counts of edits and kept attributes."""
         if not request.edits:
             raise InvalidArgument("no edits given")
         if len(request.edits) > MAX_EDITS or len(request.keep) > MAX_KEEP:
             raise InvalidArgument(f"at most {MAX_EDITS} edits and {MAX_KEEP} kept attributes per request")
+        return self._snapshot(request.pack)
+
+    def Compose(self, request, context):
+        snap = self._edit_request(request)
+        info, known = snap.info, snap.records.keys()
         text_ops = [op for op in request.edits if op.WhichOneof("target") == "text"]
         ops = [op for op in request.edits if op.WhichOneof("target") != "text"]
         ids = [self._resolve(op, info, known) for op in ops]
         edited = snap.get(ids)
+        other = [rec for rec, _ in edited if rec.space != istrc_directions.LATENT_SPACE]
+        if other:
+            raise InvalidArgument(f"{[r.id for r in other]}: directions in the {other[0].space} embedding space "
+                                  f"({other[0].dim}-d unit sphere), not the latent, cannot be composed into a latent "
+                                  f"edit; send ISTRC edits to the gateway's Edit on their own (method METHOD_ISTRC)")
         texts = [(op, self._text_mapper(info).understand(op.text)) for op in text_ops]
         edited_attrs = {rec.attribute for rec, _ in edited} | {t.attribute for _, terms in texts for t in terms}
         clash = sorted(edited_attrs & set(request.keep))
@@ -144,14 +153,7 @@ class DirectionsServicer(directions_pb2_grpc.DirectionsServicer):
         keep_ids = [self._attribute_id(a, methods.ENUMS.get(method, 0), info, known) for a in request.keep]
         kept = np.stack([v for _, v in snap.get(keep_ids)]) if keep_ids else \
             np.zeros((0, info.latent_dim), np.float32)
-        strengths = []
-        for op, (rec, _) in zip(ops, edited):
-            s = op.strength
-            if not math.isfinite(s) or abs(s) > rec.strength_limit:
-                raise InvalidArgument(f"strength {s} for {rec.id} is outside the allowed range "
-                                      f"[-{rec.strength_limit}, {rec.strength_limit}] "
-                                      f"(recommended {rec.strength_min:.2f}..{rec.strength_max:.2f})")
-            strengths.append(s)
+        strengths = [_checked_strength(op.strength, rec) for op, (rec, _) in zip(ops, edited)]
         delta, norms = compose([v for _, v in edited], strengths, kept)
         composed = [directions_pb2.ComposedEdit(direction=self._message(snap, rec.id), strength=s, projected_norm=n)
                     for (rec, _), s, n in zip(edited, strengths, norms)]
@@ -167,6 +169,36 @@ class DirectionsServicer(directions_pb2_grpc.DirectionsServicer):
         return directions_pb2.ComposeResponse(
             pack=common_pb2.PackRef(name=info.name, version=info.version), delta=to_tensor(delta.astype(np.float32)),
             edits=composed, pull=to_tensor(pull.astype(np.float32)), pull_weight=pull_weight)
+
+    def ResolveIstrc(self, request, context):
+        """ISTRC edits and kept attributes -> their embedding-space directions with vectors."""
+        snap = self._edit_request(request)
+        info, known = snap.info, snap.records.keys()
+        ids = []
+        for op in request.edits:
+            target = op.WhichOneof("target")
+            if target == "attribute":
+                ids.append(self._attribute_id(op.attribute, common_pb2.METHOD_ISTRC, info, known))
+            elif target == "direction_id":
+                ids.append(self._resolve(op, info, known))
+            else:
+                raise InvalidArgument(f"ISTRC edits name an attribute or a direction id 'istrc/<attribute>', "
+                                      f"got {target or 'nothing'}")
+        edited = snap.get(ids)
+        latent = [rec.id for rec, _ in edited if rec.space != istrc_directions.SPACE]
+        if latent:
+            raise InvalidArgument(f"{latent} move the latent, not the FaceNet embedding: ISTRC edits cannot share "
+                                  f"a request with edits of other methods")
+        clash = sorted({rec.attribute for rec, _ in edited} & set(request.keep))
+        if clash:
+            raise InvalidArgument(f"cannot both edit and keep {clash}")
+        keep_ids = [self._attribute_id(a, common_pb2.METHOD_ISTRC, info, known) for a in request.keep]
+        for op, (rec, _) in zip(request.edits, edited):
+            _checked_strength(op.strength, rec)
+        return directions_pb2.ResolveIstrcResponse(
+            pack=common_pb2.PackRef(name=info.name, version=info.version),
+            edits=[direction_message(rec, info, vec) for rec, vec in edited],
+            keep=[direction_message(rec, info, vec) for rec, vec in snap.get(keep_ids)])
 
     def _compose_text(self, op: common_pb2.EditOp, terms, kept: np.ndarray, limit: float, info: PackInfo):
         """One text edit -> (delta, pull, pull weight, ComposedEdit per understood clause).
@@ -231,10 +263,20 @@ class DirectionsServicer(directions_pb2_grpc.DirectionsServicer):
             provenance = json.loads(d.provenance) if d.provenance else {}
         except json.JSONDecodeError as err:
             raise InvalidArgument(f"{d.id}: provenance is not JSON ({err})")
+        space, dim = d.space or istrc_directions.LATENT_SPACE, info.latent_dim
+        if space == istrc_directions.SPACE:  # from a client's FaceNet embeddings (ISTRC)
+            dims = {r.dim for r in self._snapshot(info.name).records.values() if r.space == space}
+            if not dims:
+                raise InvalidArgument(f"{d.id}: pack {info.name} has no ISTRC directions, so no direction in the "
+                                      f"FaceNet embedding space can join it")
+            dim = dims.pop()
+        elif space != istrc_directions.LATENT_SPACE:
+            raise InvalidArgument(f"{d.id}: space {space!r}; use {istrc_directions.LATENT_SPACE!r} (the latent) or "
+                                  f"{istrc_directions.SPACE!r} (FaceNet embeddings, ISTRC)")
         record = DirectionRecord(id=d.id, attribute=d.attribute or name, method="custom",
                                  strength_min=d.strength_min, strength_max=d.strength_max,
                                  strength_limit=d.strength_limit, strength_meaning=d.strength_meaning,
-                                 metrics=dict(d.metrics), provenance=provenance)
+                                 metrics=dict(d.metrics), provenance=provenance, space=space, dim=dim)
         vector = from_tensor(d.vector, "vector")
         if vector.dtype != np.float32:
             raise InvalidArgument(f"{d.id}: vector must be float32")
@@ -249,6 +291,15 @@ class DirectionsServicer(directions_pb2_grpc.DirectionsServicer):
         count = self.registry.publish(pack)
         return directions_pb2.LoadPackResponse(pack=common_pb2.PackRef(name=pack.name, version=pack.version),
                                                directions=count)
+
+
+def _checked_strength(strength: float, rec: DirectionRecord) -> float:
+    """The strength of an edit along `rec`, or INVALID_ARGUMENT when it is beyond the hard limit."""
+    if not math.isfinite(strength) or abs(strength) > rec.strength_limit:
+        raise InvalidArgument(f"strength {strength} for {rec.id} is outside the allowed range "
+                              f"[-{rec.strength_limit}, {rec.strength_limit}] "
+                              f"(recommended {rec.strength_min:.2f}..{rec.strength_max:.2f})")
+    return strength
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -6,20 +6,27 @@
   upsampled to 160 px with `images.resize` - the same function training used.
 - istrc_mapping.onnx: embeddings (N, 512) float32 -> z (N, latent_dim).
 - istrc_classifiers.npy (A, 512) + istrc.json biases: logistic classifiers; the gradient of a
-  logit w . e + b is the constant w, so an edit is `sphere.walk` with numpy only.
+  logit w . e + b is the constant w, so an edit is `sphere.walk` along the unit w / |w| with
+  numpy only. The directions walked come with the request (the registry's `istrc/<attribute>`
+  records, resolved by the directions service) or, when a request brings none, from the pack's
+  files by attribute - the same records (services/common/istrc_directions.py).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
 
-from services.common import images, onnx, sphere
+from facedit.v1 import common_pb2
+from services.common import images, istrc_directions, onnx, sphere
 from services.common.batcher import DynamicBatcher
 from services.common.errors import InvalidArgument
 from services.common.pack import Pack
+from services.common.tensors import from_tensor
 
 ARTEFACTS = ("facenet", "istrc_mapping", "istrc_classifiers", "istrc")
+PREFIX = istrc_directions.PREFIX
 MAX_EDITS = 16
 MAX_KEEP = 16
 
@@ -33,18 +40,58 @@ def require(pack: Pack, models: "IstrcModels | None") -> "IstrcModels":
     return models
 
 
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """One direction to walk on the sphere: a registry direction (services/common/istrc_directions.py).
+
+    vector: (E,) float64 unit; metrics: weight_norm and bias give the classifier logit; limit:
+    hard limit on |strength| (radians); strength_min/max: the recommended range."""
+    id: str
+    attribute: str
+    vector: np.ndarray
+    metrics: dict
+    limit: float
+    strength_min: float
+    strength_max: float
+
+    @classmethod
+    def from_record(cls, record: dict, vector: np.ndarray) -> "Target":
+        return cls(id=record["id"], attribute=record["attribute"], vector=np.asarray(vector, np.float64),
+                   metrics=dict(record["metrics"]), limit=float(record["strength_limit"]),
+                   strength_min=float(record["strength_min"]), strength_max=float(record["strength_max"]))
+
+    @classmethod
+    def from_message(cls, d: common_pb2.Direction, dim: int, what: str) -> "Target":
+        """A Direction message with its vector (from the directions service) -> Target; INVALID_ARGUMENT
+        when it is not an embedding-space direction of length `dim` with a sane limit."""
+        if d.space != istrc_directions.SPACE:
+            raise InvalidArgument(f"{what} {d.id!r}: space {d.space or 'unset'!r}; ISTRC walks directions of "
+                                  f"space {istrc_directions.SPACE!r} (the FaceNet embedding), not latent ones")
+        if not d.HasField("vector"):
+            raise InvalidArgument(f"{what} {d.id!r}: no vector given")
+        v = from_tensor(d.vector, f"{what} {d.id} vector").astype(np.float64)
+        if v.shape != (dim,) or not np.isfinite(v).all() or np.linalg.norm(v) < 1e-6:
+            raise InvalidArgument(f"{what} {d.id!r}: the vector must be {dim} finite numbers, not all zero; "
+                                  f"got shape {list(v.shape)}")
+        if not (np.isfinite(d.strength_limit) and d.strength_limit > 0):
+            raise InvalidArgument(f"{what} {d.id!r}: strength_limit must be > 0, got {d.strength_limit}")
+        return cls(id=d.id, attribute=d.attribute, vector=v / np.linalg.norm(v), metrics=dict(d.metrics),
+                   limit=float(d.strength_limit), strength_min=float(d.strength_min),
+                   strength_max=float(d.strength_max))
+
+    def logit(self, e: np.ndarray) -> float:
+        return istrc_directions.logit(self.vector, self.metrics, e)
+
+
 class IstrcModels:
     def __init__(self, pack: Pack, threading: onnx.Threading, max_batch: int, max_delay_s: float, max_queue: int):
         self.pack = pack
         meta = json.loads(pack.artefact("istrc").read_text())
-        self.attributes: list[str] = list(meta["attributes"])
-        self.biases = np.asarray(meta["biases"], np.float64)
-        self.weights = np.load(pack.artefact("istrc_classifiers"), allow_pickle=False).astype(np.float64)
-        self.step, self.limit = float(meta["step"]), float(meta["strength_limit"])
-        self.strength_range = (float(meta["strength_min"]), float(meta["strength_max"]))
+        self.step = float(meta["step"])
         self.size, self.dim = int(meta["facenet_input"]), int(meta["embedding_dim"])
-        if self.weights.shape != (len(self.attributes), self.dim):
-            raise ValueError(f"{pack.name}: istrc_classifiers.npy {self.weights.shape} does not match istrc.json")
+        # the pack's own directions by attribute: used when a request brings none
+        self.targets = {rec["attribute"]: Target.from_record(rec, vec) for rec, vec in istrc_directions.records(pack)}
+        self.attributes: list[str] = list(self.targets)
         facenet = onnx.session(pack.artefact("facenet"), threading)
         self.mapping = onnx.session(pack.artefact("istrc_mapping"), threading)
         self.facenet = DynamicBatcher(lambda px: facenet.run(None, {"pixels": px})[0], max_batch, max_delay_s,
@@ -73,35 +120,34 @@ class IstrcModels:
             raise InvalidArgument(f"{what}: a zero vector has no direction on the sphere")
         return (e / norms).astype(np.float32)
 
-    def _index(self, attribute: str, what: str) -> int:
-        if attribute not in self.attributes:
+    def target(self, attribute: str, what: str) -> Target:
+        """The pack's own direction of `attribute`, or INVALID_ARGUMENT naming those it has."""
+        if attribute not in self.targets:
             raise InvalidArgument(f"{what}: unknown attribute {attribute!r}; pack {self.pack.name} has ISTRC "
                                   f"classifiers for {', '.join(self.attributes)}")
-        return self.attributes.index(attribute)
+        return self.targets[attribute]
 
-    def edit(self, e: np.ndarray, edits: list[tuple[str, float]], keep: list[str]) -> tuple[np.ndarray, list[dict]]:
-        """One unit embedding (512,), edits [(attribute, strength radians)], kept attributes ->
-        (edited embedding (512,) float32, one detail dict per edit)."""
+    def edit(self, e: np.ndarray, edits: list[tuple[Target, float]],
+             keep: list[Target]) -> tuple[np.ndarray, list[dict]]:
+        """One unit embedding (512,), edits [(direction, strength radians)] applied in order, kept
+        directions -> (edited embedding (512,) float32, one detail dict per edit)."""
         if not 1 <= len(edits) <= MAX_EDITS or len(keep) > MAX_KEEP:
             raise InvalidArgument(f"give 1 to {MAX_EDITS} edits and at most {MAX_KEEP} kept attributes")
-        idx = [self._index(a, "edit") for a, _ in edits]
-        kept = [self._index(a, "keep") for a in keep]
-        clash = sorted({self.attributes[i] for i in idx} & {self.attributes[k] for k in kept})
+        clash = sorted({t.attribute for t, _ in edits} & {k.attribute for k in keep})
         if clash:
             raise InvalidArgument(f"cannot both edit and keep {clash}")
+        kept = np.stack([k.vector for k in keep]) if keep else None
         x, details = np.asarray(e, np.float64), []
-        for i, (a, s) in zip(idx, edits):
-            if not np.isfinite(s) or abs(s) > self.limit:
-                raise InvalidArgument(f"strength {s} for istrc/{a} is outside the allowed range "
-                                      f"[-{self.limit:g}, {self.limit:g}] radians (recommended "
-                                      f"{self.strength_range[0]:g}..{self.strength_range[1]:g})")
-            before = float(x @ self.weights[i] + self.biases[i])
-            x_new, info = sphere.walk(x, lambda _, w=self.weights[i]: w, s, self.step,
-                                      self.weights[kept] if kept else None)
-            details.append({"attribute": a, "strength": s, "steps": info["steps"],
-                            "arc": sphere.angle(x, x_new), "logit_before": before,
-                            "logit_after": float(x_new @ self.weights[i] + self.biases[i]),
-                            "stopped_early": info["stopped_early"]})
+        for t, s in edits:
+            if not np.isfinite(s) or abs(s) > t.limit:
+                raise InvalidArgument(f"strength {s} for {t.id} is outside the allowed range "
+                                      f"[-{t.limit:g}, {t.limit:g}] radians (recommended "
+                                      f"{t.strength_min:g}..{t.strength_max:g})")
+            x_new, info = sphere.walk(x, lambda _, v=t.vector: v, s, self.step, kept)
+            details.append({"attribute": t.attribute, "direction_id": t.id, "strength": s, "steps": info["steps"],
+                            "arc": sphere.angle(x, x_new), "logit_before": t.logit(x),
+                            "logit_after": t.logit(x_new), "stopped_early": info["stopped_early"],
+                            "strength_min": t.strength_min, "strength_max": t.strength_max})
             x = x_new
         return x.astype(np.float32), details
 

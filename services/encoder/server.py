@@ -125,23 +125,32 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServicer):
         e = models.check_embeddings(from_tensor(request.embedding, "embedding"), "embedding")
         if len(e) != 1:
             raise InvalidArgument(f"embedding: give one embedding, got {len(e)}")
-        edits = []
-        for op in request.edits:
-            target = op.WhichOneof("target")
-            if target == "direction_id" and op.direction_id.startswith("istrc/"):
-                edits.append((op.direction_id[len("istrc/"):], op.strength))
-            elif target == "attribute":
-                edits.append((op.attribute, op.strength))
-            else:
-                raise InvalidArgument("ISTRC edits name an attribute (or direction_id 'istrc/<attribute>'), "
-                                      f"got {target or 'nothing'}")
-        edited, details = models.edit(e[0], edits, list(request.keep))
+        if request.directions:
+            # the registry's directions (resolved by the directions service), one per edit
+            if len(request.directions) != len(request.edits):
+                raise InvalidArgument(f"directions: give one per edit ({len(request.edits)}), "
+                                      f"got {len(request.directions)}")
+            targets = [istrc.Target.from_message(d, models.dim, "direction") for d in request.directions]
+            kept = [istrc.Target.from_message(d, models.dim, "keep direction") for d in request.keep_directions]
+        else:
+            # no directions given: the pack's own classifiers, by attribute
+            targets = []
+            for op in request.edits:
+                target = op.WhichOneof("target")
+                if target == "direction_id" and op.direction_id.startswith(istrc.PREFIX):
+                    targets.append(models.target(op.direction_id[len(istrc.PREFIX):], "edit"))
+                elif target == "attribute":
+                    targets.append(models.target(op.attribute, "edit"))
+                else:
+                    raise InvalidArgument("ISTRC edits name an attribute (or direction_id 'istrc/<attribute>'), "
+                                          f"got {target or 'nothing'}")
+            kept = [models.target(a, "keep") for a in request.keep]
+        edited, details = models.edit(e[0], [(t, op.strength) for t, op in zip(targets, request.edits)], kept)
         both = np.stack([e[0], edited])
-        lo, hi = models.strength_range
         return encoder_pb2.IstrcEditResponse(
             pack=common_pb2.PackRef(name=m.pack.name, version=m.pack.version), embeddings=to_tensor(both),
             latents=to_tensor(models.to_latents(both)),
-            edits=[encoder_pb2.IstrcEditDetail(**d, strength_min=lo, strength_max=hi) for d in details])
+            edits=[encoder_pb2.IstrcEditDetail(**d) for d in details])
 
 
     def DetectFaces(self, request, context):

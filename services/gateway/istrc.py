@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from facedit.v1 import common_pb2, encoder_pb2, gateway_pb2
-from services.common import images, sphere
+from facedit.v1 import common_pb2, directions_pb2, encoder_pb2, gateway_pb2
+from services.common import images, istrc_directions, sphere
 from services.common.errors import InvalidArgument
 from services.common.tensors import from_tensor, to_tensor
 
@@ -77,6 +77,22 @@ class IstrcRpcs:
             angles=[sphere.angle(e[0].astype(np.float64), x.astype(np.float64)) for x in inputs],
             inputs=[images.encode(p, fmt) for p in pixels[1:]])
 
+    def _istrc_ops(self, request, budget) -> list[bool]:
+        """Per edit of an Edit request: is it an ISTRC edit? Method METHOD_ISTRC, a direction id
+        'istrc/<attribute>', or a direction id whose registry direction lives in the FaceNet space
+        (custom ISTRC directions; the pack's listing is read again once when it lacks an id)."""
+        flags = [is_istrc(op) for op in request.edits]
+        ids = [op.direction_id for op, f in zip(request.edits, flags)
+               if not f and op.WhichOneof("target") == "direction_id"]
+        if not ids:
+            return flags
+        info = self._pack(request.pack, budget)
+        if any(i not in {d.id for d in info.directions} for i in ids):
+            info = self._pack(request.pack, budget, fresh=True)
+        embedding = {d.id for d in info.directions if d.space == istrc_directions.SPACE}
+        return [f or (op.WhichOneof("target") == "direction_id" and op.direction_id in embedding)
+                for op, f in zip(request.edits, flags)]
+
     # -- RPCs ------------------------------------------------------------------
     def Blend(self, request, context):
         budget = self._budget(context)
@@ -125,16 +141,27 @@ class IstrcRpcs:
             raise InvalidArgument(f"a - b + c: {err}")
         return self._istrc_face(result, e, info, budget, fmt, request.return_inputs)
 
-    def _edit_istrc(self, request, budget, fmt: int) -> gateway_pb2.EditResponse:
-        """Edit with method ISTRC: walk the face's embedding, map start and end to latents, render."""
-        if not all(is_istrc(op) for op in request.edits):
+    def _edit_istrc(self, request, budget, fmt: int, istrc_ops: list[bool]) -> gateway_pb2.EditResponse:
+        """Edit with method ISTRC: the registry's `istrc/` directions (ResolveIstrc on the directions
+        service), the face's embedding walked along them (the encoder's IstrcEdit), start and end
+        mapped to latents, rendered and scored."""
+        if not all(istrc_ops):
             raise InvalidArgument("ISTRC edits move the FaceNet embedding, not the latent: send them without "
                                   "edits of other methods in one request")
         info = self._pack(request.pack, budget)
         pack = info.pack.name
-        e, ids = self._embed_faces([request.face], info, budget)
+        # the registry's directions are resolved (and the edits checked) while the face is embedded
+        resolve = self.down.start("directions", self.down.directions.ResolveIstrc, directions_pb2.ComposeRequest(
+            pack=pack, edits=request.edits, keep=request.keep), budget)
+        try:
+            e, ids = self._embed_faces([request.face], info, budget)
+        except BaseException:
+            resolve.cancel()
+            raise
+        resolved = resolve()
         resp = self.down.call("encoder", self.down.encoder.IstrcEdit, encoder_pb2.IstrcEditRequest(
-            pack=pack, embedding=to_tensor(e[0]), edits=request.edits, keep=request.keep), budget)
+            pack=pack, embedding=to_tensor(e[0]), edits=request.edits, directions=resolved.edits,
+            keep_directions=resolved.keep), budget)
         z = from_tensor(resp.latents, "latents")
         pixels = self._generate(z, pack, budget)
         names, scores = self._score(pixels, pack, budget)
@@ -143,7 +170,7 @@ class IstrcRpcs:
         for d in resp.edits:
             i = index.get(d.attribute)
             quality.append(gateway_pb2.EditQuality(
-                direction_id=ISTRC_PREFIX + d.attribute, attribute=d.attribute, method=common_pb2.METHOD_ISTRC,
+                direction_id=d.direction_id, attribute=d.attribute, method=common_pb2.METHOD_ISTRC,
                 strength=d.strength, score_before=float(scores[0, i]) if i is not None else float("nan"),
                 score_after=float(scores[1, i]) if i is not None else float("nan"), projected_norm=1.0,
                 strength_min=d.strength_min, strength_max=d.strength_max))

@@ -21,14 +21,14 @@ import numpy as np
 
 from facedit.v1 import (common_pb2, directions_pb2, directions_pb2_grpc, encoder_pb2, encoder_pb2_grpc,
                         gateway_pb2, gateway_pb2_grpc, generator_pb2, generator_pb2_grpc)
-from services.common import align, config, images, latents, logs
+from services.common import align, config, images, istrc_directions, latents, logs
 from services.common.errors import FailedPrecondition, InvalidArgument, ServiceError, reraise_downstream
 from services.common.redis_server import connect
 from services.common.server import MAX_MESSAGE_BYTES, serve
 from services.common.tensors import check_latents, from_tensor, to_tensor
 from services.directions import reference
 from services.gateway.cache import LatentCache
-from services.gateway.istrc import IstrcRpcs, is_istrc
+from services.gateway.istrc import IstrcRpcs
 
 MAX_GENERATE = 64
 MAX_REFERENCE_IMAGES = 32  # per set (positive, negative) of CreateDirection
@@ -36,6 +36,20 @@ DEFAULT_STRENGTH_LIMIT = 10.0  # for custom directions of a pack that lists no l
 MAX_SWEEP_STEPS = 64
 MAX_PHOTO_FACES = 16  # faces edited per EditPhoto (the encoder's limit too)
 PACK_INFO_TTL_S = 10.0
+CRG_REFERENCE_TEXTS = {  # CreateDirection's record texts (provenance, strength meaning) per method
+    "method": "CRG: normalised mean of the encoded positive images minus that of the negative images "
+              "(eq. 3; one of each = the paper's single reference pair)",
+    "encoder": "encoder.onnx of pack {pack} {version}",
+    "projections": "the given images themselves (in-sample)",
+    "strength_meaning": reference.STRENGTH_MEANING}
+ISTRC_REFERENCE_TEXTS = {
+    "method": "ISTRC: normalised mean FaceNet embedding of the positive images minus that of the negative "
+              "images, walked on the unit sphere like the pack's istrc/<attribute> directions",
+    "encoder": "FaceNet of pack {pack} {version}",
+    "projections": "latitudes asin(n . e) of the given images themselves (in-sample), radians",
+    "strength_meaning": "signed path length on the unit sphere of FaceNet embeddings, in radians: |s| / step "
+                        "constant-length steps along the direction (tangent to the sphere), renormalised after "
+                        "each; s > 0 moves towards the positive images, s < 0 away"}
 
 
 class Downstream:
@@ -104,12 +118,13 @@ class GatewayServicer(IstrcRpcs, gateway_pb2_grpc.GatewayServicer):
     def _budget(self, context) -> Budget:
         return Budget(context, self.default_deadline_s)
 
-    def _pack(self, name: str, budget: Budget) -> directions_pb2.ListDirectionsResponse:
-        """The pack's attributes, version and latent size (cached for a few seconds)."""
+    def _pack(self, name: str, budget: Budget, fresh: bool = False) -> directions_pb2.ListDirectionsResponse:
+        """The pack's attributes, version, latent size and directions (cached for a few seconds;
+        `fresh` reads them again)."""
         name = name or self.default_pack
         with self._lock:
             hit = self._pack_info.get(name)
-        if hit and time.monotonic() - hit[0] < PACK_INFO_TTL_S:
+        if hit and not fresh and time.monotonic() - hit[0] < PACK_INFO_TTL_S:
             return hit[1]
         info = self.down.call("directions", self.down.directions.ListDirections,
                               directions_pb2.ListDirectionsRequest(pack=name), budget)
@@ -162,8 +177,9 @@ class GatewayServicer(IstrcRpcs, gateway_pb2_grpc.GatewayServicer):
         fmt = images.output_format(request.format)
         if not request.edits:
             raise InvalidArgument("no edits given; to render a face unchanged call Generate or Encode")
-        if any(is_istrc(op) for op in request.edits):
-            return self._edit_istrc(request, budget, fmt)
+        istrc_ops = self._istrc_ops(request, budget)
+        if any(istrc_ops):
+            return self._edit_istrc(request, budget, fmt, istrc_ops)
         info = self._pack(request.pack, budget)
         pack = info.pack.name
         compose = self._start_compose(pack, request.edits, request.keep, budget)
@@ -252,7 +268,8 @@ class GatewayServicer(IstrcRpcs, gateway_pb2_grpc.GatewayServicer):
                                                   latent_dim=info.latent_dim)
 
     def CreateDirection(self, request, context):
-        """Positive and negative reference images -> a custom direction in the registry (CRG)."""
+        """Positive and negative reference images -> a custom direction in the registry: CRG (latent) or,
+        with method ISTRC, on the sphere of FaceNet embeddings."""
         budget = Budget(context, self.default_deadline_s)
         direction_id = reference.custom_id(request.name)
         if request.attribute and not reference.NAME_PATTERN.fullmatch(request.attribute):
@@ -265,34 +282,13 @@ class GatewayServicer(IstrcRpcs, gateway_pb2_grpc.GatewayServicer):
             empty = [i for i, f in enumerate(files) if not f]
             if empty:
                 raise InvalidArgument(f"{field}[{empty[0]}]: empty; send the bytes of a PNG or JPEG file")
+        if request.method not in (common_pb2.METHOD_UNSPECIFIED, common_pb2.METHOD_CUSTOM, common_pb2.METHOD_CRG,
+                                  common_pb2.METHOD_ISTRC):
+            raise InvalidArgument("method: CreateDirection makes CRG directions in the latent (METHOD_CRG, "
+                                  "METHOD_CUSTOM or unset) or ISTRC directions on FaceNet embeddings (METHOD_ISTRC)")
         info = self._pack(request.pack, budget)
         pack = info.pack.name
-        z_pos, version = self._encode_set(list(request.positive_images), "positive_images", info, budget)
-        z_neg, other = self._encode_set(list(request.negative_images), "negative_images", info, budget)
-        if version != other:
-            raise FailedPrecondition(f"the encoder changed from pack version {version} to {other} during the "
-                                     f"request; retry")
-        unit, norm = reference.direction(z_pos, z_neg)
-        limit = max((d.strength_limit for d in info.directions if d.strength_limit > 0),
-                    default=DEFAULT_STRENGTH_LIMIT)
-        found = reference.describe(z_pos, z_neg, unit, limit)
-        pos, neg = found["positive"], found["negative"]
-        provenance = {
-            "method": "CRG: normalised mean of the encoded positive images minus that of the negative images "
-                      "(eq. 3; one of each = the paper's single reference pair)",
-            "positive_images": len(z_pos), "negative_images": len(z_neg),
-            "image_sha256": {field: [hashlib.sha256(f).hexdigest()[:16] for f in files] for field, files in sets},
-            "encoder": f"encoder.onnx of pack {pack} {version}",
-            "projections": "the given images themselves (in-sample)",
-            "range_rule": reference.RANGE_RULE,
-            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        }
-        direction = common_pb2.Direction(
-            id=direction_id, attribute=request.attribute or request.name, method=common_pb2.METHOD_CUSTOM,
-            pack=common_pb2.PackRef(name=pack, version=version),  # the registry checks it is the active one
-            vector=to_tensor(unit), strength_min=found["strength_min"], strength_max=found["strength_max"],
-            strength_limit=limit, strength_meaning=reference.STRENGTH_MEANING,
-            metrics={**found["metrics"], "mean_difference_norm": norm}, provenance=json.dumps(provenance))
+        direction, pos, neg = self._reference_direction(request, direction_id, sets, info, budget)
         stored = self.down.call("directions", self.down.directions.PutDirection,
                                 directions_pb2.PutDirectionRequest(pack=pack, direction=direction,
                                                                    replace=request.replace), budget)
@@ -303,20 +299,68 @@ class GatewayServicer(IstrcRpcs, gateway_pb2_grpc.GatewayServicer):
             positive=gateway_pb2.ProjectionGaussian(mean=pos.mean, std=pos.std, count=pos.count),
             negative=gateway_pb2.ProjectionGaussian(mean=neg.mean, std=neg.std, count=neg.count))
 
-    def _encode_set(self, files: list[bytes], field: str, info, budget: Budget) -> tuple[np.ndarray, str]:
-        """One EncodeImages call for a set of reference images -> (latents (N, D), the encoder's pack
-        version); errors name the request's field."""
+    def _reference_direction(self, request, direction_id: str, sets, info, budget: Budget):
+        """CreateDirection's direction -> (Direction with vector, positive and negative projection
+        Gaussians). CRG (latent): the normalised mean of the encoded positive images minus that of the
+        negatives, projections z . n. ISTRC (method METHOD_ISTRC): the same of their FaceNet
+        embeddings (space "facenet"), projections = latitudes asin(n . e) in radians, which a walk
+        along n changes by exactly the strength - so the range rule gives strength units either way."""
+        pack, embed = info.pack.name, request.method == common_pb2.METHOD_ISTRC
+        x_pos, version = self._encode_set(list(request.positive_images), "positive_images", info, budget, embed)
+        x_neg, other = self._encode_set(list(request.negative_images), "negative_images", info, budget, embed)
+        if version != other:
+            raise FailedPrecondition(f"the encoder changed from pack version {version} to {other} during the "
+                                     f"request; retry")
+        unit, norm = reference.direction(x_pos, x_neg)
+        if embed:
+            own = [d.strength_limit for d in info.directions
+                   if d.space == istrc_directions.SPACE and d.method == common_pb2.METHOD_ISTRC]
+            if not own:
+                raise InvalidArgument(f"pack {pack} has no ISTRC directions, so ISTRC reference directions cannot "
+                                      f"join it")
+            limit, space = max(own), istrc_directions.SPACE
+            project = lambda x: np.arcsin(np.clip(reference.project(x, unit), -1.0, 1.0))  # noqa: E731
+            texts = ISTRC_REFERENCE_TEXTS
+        else:
+            limit = max((d.strength_limit for d in info.directions if d.strength_limit > 0 and
+                         d.space != istrc_directions.SPACE), default=DEFAULT_STRENGTH_LIMIT)
+            space, project = istrc_directions.LATENT_SPACE, lambda x: reference.project(x, unit)  # noqa: E731
+            texts = CRG_REFERENCE_TEXTS
+        found = reference.describe_projections(project(x_pos), project(x_neg), limit)
+        provenance = {
+            "method": texts["method"], "positive_images": len(x_pos), "negative_images": len(x_neg),
+            "image_sha256": {field: [hashlib.sha256(f).hexdigest()[:16] for f in files] for field, files in sets},
+            "encoder": texts["encoder"].format(pack=pack, version=version), "projections": texts["projections"],
+            "range_rule": reference.RANGE_RULE,
+            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+        direction = common_pb2.Direction(
+            id=direction_id, attribute=request.attribute or request.name, method=common_pb2.METHOD_CUSTOM,
+            pack=common_pb2.PackRef(name=pack, version=version),  # the registry checks it is the active one
+            vector=to_tensor(unit), space=space, dim=len(unit),
+            strength_min=found["strength_min"], strength_max=found["strength_max"],
+            strength_limit=limit, strength_meaning=texts["strength_meaning"],
+            metrics={**found["metrics"], "mean_difference_norm": norm}, provenance=json.dumps(provenance))
+        return direction, found["positive"], found["negative"]
+
+    def _encode_set(self, files: list[bytes], field: str, info, budget: Budget,
+                    embed: bool = False) -> tuple[np.ndarray, str]:
+        """One EncodeImages call (EmbedImages with `embed`) for a set of reference images ->
+        (latents (N, D), or FaceNet embeddings (N, 512) with `embed`; the encoder's pack version);
+        errors name the request's field."""
+        rpc = self.down.encoder.EmbedImages if embed else self.down.encoder.EncodeImages
         try:
-            resp = self.down.call("encoder", self.down.encoder.EncodeImages,
-                                  encoder_pb2.EncodeImagesRequest(pack=info.pack.name, images=files), budget)
+            resp = self.down.call("encoder", rpc, encoder_pb2.EncodeImagesRequest(pack=info.pack.name, images=files),
+                                  budget)
         except ServiceError as err:
             message = str(err)
             if err.code == grpc.StatusCode.INVALID_ARGUMENT and message.startswith("images["):
                 message = field + message[len("images"):]
             raise ServiceError(message, err.code) from None
+        if embed:
+            return from_tensor(resp.embeddings, "embeddings"), resp.pack.version
         return check_latents(from_tensor(resp.latents, "latents"), info.latent_dim, "encoded latents"), \
             resp.pack.version
-
 
     def EditPhoto(self, request, context):
         """Every face of a photo: detect + align + encode (encoder), edit, render, blend back."""
