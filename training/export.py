@@ -163,7 +163,8 @@ def export(cfg: PackConfig, work: Path, out: Path) -> dict:
                                            "evaluation")
                     if k in report},
         "training": {"config": cfg.to_dict(), "timings_s": {k: report[k]["seconds"] for k in
-                                                           ("gan", "encoder", "oracle") if k in report}},
+                                                           ("gan", "encoder", "oracle") if k in report},
+                     **({"restored": report["restored"]} if "restored" in report else {})},
         "source": {"generator": "DCGAN trained by this project on training/renderer.py faces",
                    "licence": "same as this repository"},
     }

@@ -101,6 +101,11 @@ def write_model_card(manifest: dict, path: Path) -> None:
         parts += evaluation_section(m["evaluation"], attrs)
     if "istrc" in m:
         parts += ["", *istrc_section(m["istrc"], attrs)]
+    restored = manifest["training"].get("restored")
+    if restored:
+        parts += ["", f"This version was exported from a work folder restored from pack version {restored['version']} "
+                      "(`python -m training.restore`): the networks and directions of steps not rerun are that "
+                      "version's; timings of those steps are not known to this run."]
     path.write_text("\n".join(parts) + "\n")
 
 

@@ -109,6 +109,9 @@ def restore(cfg: PackConfig, pack_dir: Path, work: Path, force: bool = False) ->
     for step, figures in pack.manifest.get("metrics", {}).items():
         if step not in report or force:
             checkpoints.record(work, step, figures)
+    for step, seconds in pack.manifest.get("training", {}).get("timings_s", {}).items():
+        if step not in report:  # steps whose only figure in the manifest is their time (synth: gan, encoder)
+            checkpoints.record(work, step, {"seconds": seconds})
     restored = {"pack": pack.name, "version": pack.version, "from": str(pack_dir),
                 "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                 "max_difference_to_onnx": checks}
