@@ -31,8 +31,17 @@ per-image `prewhiten`: (x - mean(x)) / max(std(x), 1 / sqrt(x.size)), mean and p
 over all pixels and channels of one image, then HWC -> CHW. `FaceNetPixels` (and so the ONNX
 file) does exactly that from (N, 160, 160, 3) uint8 RGB pixels, per image.
 
-CLI: `python -m training.facenet_port --out /tmp/facenet.onnx` ports, compares with OpenCV's
-run of the original graph, exports and compares ONNX Runtime with PyTorch.
+References for the port, both running the ORIGINAL graph: `training.tf_reference` (a numpy
+executor of the GraphDef, float64, no TensorFlow or OpenCV needed) and `opencv_embeddings`
+(OpenCV's dnn module). OpenCV 4.9+ rejects graph_final.pb as shipped (graph_simplifier.cpp:
+`nodeIds.find(inpName) != nodeIds.end()` in simplifySubgraphs): two grappler-folded Const nodes
+(`.../Reshape/shape/_1__cf__3`, `.../BatchNorm/Shape/_0__cf__2`) carry control inputs
+(`^InceptionResnetV1/...`), and the simplifier's reference count looks those names up with the
+`^` prefix. Control inputs only order execution and a Const has no data input, so
+`opencv_embeddings` hands OpenCV the graph with them removed (`_without_control_inputs`).
+
+CLI: `python -m training.facenet_port --out /tmp/facenet.onnx` ports, compares with the numpy
+and OpenCV runs of the original graph, exports and compares ONNX Runtime with PyTorch.
 """
 from __future__ import annotations
 
@@ -325,11 +334,34 @@ def export_onnx(model: nn.Module, path: str | Path) -> Path:
 
 # --------------------------------------------------------------------------- checks and CLI
 
+def _without_control_inputs(pb_path: str | Path) -> bytes:
+    """The serialized GraphDef with every control input (`^name`) removed, all other bytes kept.
+
+    Only Const nodes may carry control inputs (they have no data input, so the dependency
+    changes nothing but TensorFlow's execution order); any other node with one raises.
+    """
+    graph = _parse(pb_path)
+    for node in graph.node:
+        data = [i for i in node.input if not i.startswith("^")]
+        if len(data) == len(node.input):
+            continue
+        if node.op != "Const":
+            raise ValueError(f"{node.op} node {node.name} has control inputs: not removed blindly")
+        del node.input[:]
+        node.input.extend(data)
+    return graph.SerializeToString()
+
+
 def opencv_embeddings(pixels: np.ndarray, pb_path: str | Path | None = None) -> np.ndarray:
-    """The original graph run by OpenCV's dnn module, one image at a time (it takes batch 1)."""
+    """The original graph run by OpenCV's dnn module, one image at a time (it takes batch 1).
+
+    The graph minus the control inputs of its two folded Consts (see the module docstring);
+    raises cv2.error if OpenCV still cannot import it.
+    """
     import cv2
 
-    net = cv2.dnn.readNetFromTensorflow(str(pb_path or default_graph_path()))
+    buffer = np.frombuffer(_without_control_inputs(pb_path or default_graph_path()), dtype=np.uint8)
+    net = cv2.dnn.readNetFromTensorflow(buffer)
     out = []
     for blob in prewhiten(pixels):
         net.setInput(blob[None])
@@ -360,6 +392,11 @@ def main(argv: list[str] | None = None) -> int:
     images = sample_images()
     with torch.no_grad():
         ours = FaceNetPixels(model)(torch.from_numpy(images)).numpy()
+    from training import tf_reference
+
+    ref = tf_reference.facenet_reference_embeddings(images, args.graph)
+    print(f"[facenet] PyTorch vs numpy run of the graph, {len(images)} images: "
+          f"max abs diff {np.abs(ours - ref).max():.3g}")
     try:
         ref = opencv_embeddings(images, args.graph)
         print(f"[facenet] PyTorch vs OpenCV, {len(images)} images: max abs diff {np.abs(ours - ref).max():.3g}")
