@@ -151,6 +151,18 @@ class GatewayServicer(IstrcRpcs, gateway_pb2_grpc.GatewayServicer):
                               encoder_pb2.ScoreImagesRequest(pack=pack, pixels=to_tensor(pixels)), budget)
         return list(resp.attributes), from_tensor(resp.scores, "scores")
 
+    def _render_edit(self, z: np.ndarray, edited: np.ndarray, request, pack: str, budget: Budget):
+        """z, edited (D,) -> (original (R, R, 3) uint8 or None, edited (R, R, 3) uint8, {attribute: column},
+        scores (2, A): original, edited). With request.skip_scores: one generator call of the edited latent
+        (and the original only if request.return_original), no classifier: index {} and scores (2, 0)."""
+        if request.skip_scores:
+            rows = np.stack([z, edited]) if request.return_original else edited[None]
+            pixels = self._generate(rows, pack, budget)
+            return (pixels[0] if request.return_original else None), pixels[-1], {}, np.zeros((2, 0), np.float32)
+        pixels = self._generate(np.stack([z, edited]), pack, budget)
+        names, scores = self._score(pixels, pack, budget)
+        return pixels[0], pixels[1], {a: i for i, a in enumerate(names)}, scores
+
     def _start_compose(self, pack: str, edits, keep, budget: Budget):
         """Compose runs on the directions service while the face is encoded: returns a waiter."""
         return self.down.start("directions", self.down.directions.Compose,
@@ -174,18 +186,14 @@ class GatewayServicer(IstrcRpcs, gateway_pb2_grpc.GatewayServicer):
             raise
         composed = compose()
         edited = apply_composed(z[None], composed, 1.0)[0]
-        delta = edited - z
-        pixels = self._generate(np.stack([z, edited]), pack, budget)
-        names, scores = self._score(pixels, pack, budget)
-        index = {a: i for i, a in enumerate(names)}
-        quality = _quality(composed, index, scores[:1], scores[1:])
+        original, result, index, scores = self._render_edit(z, edited, request, pack, budget)
         return gateway_pb2.EditResponse(
-            pack=composed.pack, image=images.encode(pixels[1], fmt), format=fmt, latent_id=latent_id,
-            latent=to_tensor(edited), quality=quality,
+            pack=composed.pack, image=images.encode(result, fmt), format=fmt, latent_id=latent_id,
+            latent=to_tensor(edited), quality=_quality(composed, index, scores[:1], scores[1:]),
             scores_before={a: float(scores[0, i]) for a, i in index.items()},
             scores_after={a: float(scores[1, i]) for a, i in index.items()},
-            original=images.encode(pixels[0], fmt) if request.return_original else b"",
-            latent_shift=float(np.linalg.norm(delta)))
+            original=images.encode(original, fmt) if request.return_original else b"",
+            latent_shift=float(np.linalg.norm(edited - z)))
 
     def EditSweep(self, request, context):
         budget = Budget(context, self.default_deadline_s)
