@@ -87,3 +87,34 @@ def test_model_error_fails_that_batch_and_the_batcher_keeps_serving():
         assert out[0, 0] == 1
     finally:
         b.close()
+
+
+def test_two_workers_run_batches_side_by_side_and_a_lone_request_gets_run_batch():
+    """workers=2: while one batch is held in the model, the other worker collects and runs the next
+    (on run_shared); a lone request with the model idle runs on run_batch."""
+    gate, running = threading.Event(), threading.Semaphore(0)
+    calls = []
+
+    def held(kind):
+        def run(x):
+            calls.append((kind, len(x)))
+            running.release()
+            gate.wait(5)
+            return x + (1 if kind == "lone" else 2)
+        return run
+
+    b = DynamicBatcher(held("lone"), max_batch=64, max_delay_s=0.01, workers=2, run_shared=held("shared"))
+    try:
+        first = b.submit(np.zeros((1, 1), np.float32))
+        assert running.acquire(timeout=5)  # the lone request is in the model, the other worker is free
+        rest = [b.submit(np.full((1, 1), i, np.float32)) for i in range(5)]
+        assert running.acquire(timeout=5)  # ... and runs the others beside it, without waiting for the gate
+        gate.set()
+        assert first.result(5)[0][0, 0] == 1
+        for i, f in enumerate(rest):
+            out, size = f.result(5)
+            assert out[0, 0] == i + 2 and size == 5
+        assert calls == [("lone", 1), ("shared", 5)]
+        assert b.batches == 2 and b.shared == 1 and b.running == 0
+    finally:
+        b.close()
