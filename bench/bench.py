@@ -295,6 +295,46 @@ def raw_ort(pack: Pack, batches=BATCHES, seconds: float = 2.0, threads: int = 0)
     return out
 
 
+def raw_ort_concurrent(pack: Pack, batches=BATCHES, seconds: float = 2.0, threads: int = 0,
+                       workers: int = 2) -> list[dict]:
+    """generator.onnx as the services run it under load (--batch-workers): `workers` threads calling one
+    session of `Threading(threads).shared(workers)` intra-op threads back to back, at each batch size.
+    Another reading of the ceiling, beside raw_ort's one call at a time on every thread."""
+    threading_ = onnx.Threading(threads).shared(workers)
+    session = onnx.session(pack.artefact("generator"), threading_)
+    name = session.get_inputs()[0].name
+    rng = np.random.default_rng(0)
+    out = []
+    for b in batches:
+        z = rng.standard_normal((b, pack.latent_dim), dtype=np.float32)
+        for _ in range(2):
+            session.run(None, {name: z})
+        counts = [0] * workers
+        start = threading.Barrier(workers + 1)
+
+        def loop(k: int):
+            start.wait()
+            end = time.perf_counter() + seconds
+            while time.perf_counter() < end or counts[k] == 0:
+                session.run(None, {name: z})
+                counts[k] += 1
+
+        pool = [threading.Thread(target=loop, args=(k,), daemon=True) for k in range(workers)]
+        for t in pool:
+            t.start()
+        c0, t0 = time.process_time(), time.perf_counter()
+        start.wait()
+        for t in pool:
+            t.join()
+        elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
+        images = b * sum(counts)
+        out.append({"batch": b, "workers": workers, "intra_op_threads": threading_.intra_op,
+                    "iterations": sum(counts), "seconds": round(elapsed, 3), "images_per_s": images / elapsed,
+                    "images_per_cpu_s": images / cpu if cpu > 0 else None})
+    del session
+    return out
+
+
 class InProcessEditor:
     """The gateway's Edit without RPC, batched: PNG files -> edited PNG files (+ scores of a full edit)."""
 
@@ -709,6 +749,7 @@ def add_gflops(results: dict) -> None:
                 r["gflops"] = r[rate_key] * flops / 1e9
 
     put(results.get("raw_ort_generator"), "images_per_s", g)
+    put(results.get("raw_ort_generator_concurrent"), "images_per_s", g)
     put([results["raw_ort_adjacent"]] if results.get("raw_ort_adjacent") else None, "images_per_s", g)
     for kind in EDIT_KINDS:
         put(results.get(f"inprocess_{kind}_edits"), "edits_per_s", per_edit[kind])
@@ -805,6 +846,16 @@ def ratios(results: dict) -> dict:
     out["gateway_lean_best_over_peer"] = {
         "value": div(best_gw, (peer or {}).get("edits_per_s")), "target": None, "met": None,
         "how": "best lean gateway edits/s over all concurrencies / peer"}
+    conc = results.get("raw_ort_generator_concurrent")
+    out["service_c64_over_concurrent_raw_b64"] = {
+        "value": div(get(svc, "concurrency", 64, "throughput"), get(conc, "batch", 64, "images_per_s")),
+        "target": None, "met": None,
+        "how": "generator service images/s at c64 / raw ORT at batch 64 run as the service runs it under load "
+               "(2 calls at once, one intra-op thread each: raw_ort_generator_concurrent)"}
+    out["service_c64_over_concurrent_raw_b64_per_cpu"] = {
+        "value": div(get(svc, "concurrency", 64, "per_cpu_s"), get(conc, "batch", 64, "images_per_cpu_s")),
+        "target": None, "met": None,
+        "how": "as service_c64_over_raw_b64_per_cpu, against raw_ort_generator_concurrent at batch 64"}
     ts = (results.get("generator_service_torchserve") or {}).get("levels")
     out["torchserve_c64_over_raw_b64"] = {
         "value": div(get(ts, "concurrency", 64, "throughput"), get(raw, "batch", 64, "images_per_s")),
@@ -827,6 +878,10 @@ def table(results: dict) -> str:
         spin = {True: ", spinning", False: ""}.get(r.get("spinning"), "")
         rows.append(("raw ORT generator", f"batch {r['batch']}{spin}", _fmt(r["images_per_s"]), "img/s",
                      _fmt(r.get("gflops"), 2), _fmt(r["latency_ms_p50"], 2), "", str(r["batch"]), ""))
+
+    for r in results.get("raw_ort_generator_concurrent") or []:
+        rows.append(("raw ORT, 2 at once", f"batch {r['batch']}, {r['intra_op_threads']} thr", _fmt(r["images_per_s"]),
+                     "img/s", _fmt(r.get("gflops"), 2), "", "", str(r["batch"]), ""))
 
     a = results.get("raw_ort_adjacent")
     if a:
@@ -901,6 +956,10 @@ def plot(results: dict, path: Path) -> Path | None:
     raw = results.get("raw_ort_generator") or []
     if raw:
         ax.plot([r["batch"] for r in raw], [r["images_per_s"] for r in raw], "o-", label="raw ORT (x = batch)")
+    conc = results.get("raw_ort_generator_concurrent") or []
+    if conc:
+        ax.plot([r["batch"] for r in conc], [r["images_per_s"] for r in conc], "o--",
+                label="raw ORT, 2 calls at once (x = batch)")
     for label, rows in (("generator service, ONNX (x = concurrency)", results.get("generator_service_onnx")),
                         ("generator service, TorchServe (x = concurrency)",
                          (results.get("generator_service_torchserve") or {}).get("levels"))):
@@ -994,6 +1053,9 @@ def offline_parts(pack: Pack, pngs: list[bytes], seconds: float, batches=BATCHES
     out["raw_ort_generator"] = raw_ort(pack, batches, seconds, threads)
     print("raw ORT: " + ", ".join(f"b{r['batch']} {r['images_per_s']:.0f} img/s"
                                   for r in out["raw_ort_generator"]), flush=True)
+    out["raw_ort_generator_concurrent"] = raw_ort_concurrent(pack, batches, seconds, threads)
+    print("raw ORT, 2 calls at once: " + ", ".join(f"b{r['batch']} {r['images_per_s']:.0f} img/s"
+                                                  for r in out["raw_ort_generator_concurrent"]), flush=True)
     if not pngs:
         gc.collect()
         return out

@@ -99,6 +99,9 @@ def test_offline_parts_and_results_file(pack, pngs, tmp_path):
     raw = results["raw_ort_generator"]
     assert [r["batch"] for r in raw] == [1, 8]
     assert all(r["images_per_s"] > 0 and r["iterations"] >= 3 for r in raw)
+    conc = results["raw_ort_generator_concurrent"]
+    assert [r["batch"] for r in conc] == [1, 8] and all(r["workers"] == 2 and r["intra_op_threads"] == 1 for r in conc)
+    assert all(r["images_per_s"] > 0 and r["iterations"] >= 2 for r in conc)
     inproc = results["inprocess_full_edits"] + results["inprocess_lean_edits"]
     assert [r["batch"] for r in inproc] == [1, 4, 1, 4]
     assert all(r["edits_per_s"] > 0 and r["edits_per_cpu_s"] > 0 for r in inproc)
