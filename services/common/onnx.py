@@ -98,9 +98,10 @@ class Model:
 
 def batched(path: Path, threading: Threading, io_binding: str, max_batch: int, max_delay_s: float, max_queue: int,
             workers: int, name: str) -> DynamicBatcher:
-    """The graph at `path` behind a DynamicBatcher with `workers` concurrent batches: a lone batch runs
-    with `threading`, overlapping ones on a second session with `threading.shared(workers)`.
-    submit((N, ...) input) -> Future of ((N, ...) output, batch size)."""
+    """The graph at `path` behind a DynamicBatcher with `workers` concurrent batches: a lone request runs
+    at once in the caller's thread with `threading` (inline), overlapping batches on a second session
+    with `threading.shared(workers)`. submit((N, ...) input) -> Future of ((N, ...) output, batch size)."""
     model = Model(path, threading, io_binding)
     shared = Model(path, threading.shared(workers), io_binding).run if workers > 1 else None
-    return DynamicBatcher(model.run, max_batch, max_delay_s, max_queue, name=name, workers=workers, run_shared=shared)
+    return DynamicBatcher(model.run, max_batch, max_delay_s, max_queue, name=name, workers=workers, run_shared=shared,
+                          inline=True)
