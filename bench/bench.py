@@ -6,14 +6,17 @@ Parts, in this order (the in-process ones first, with no service running):
   flops          FLOPs per image of generator/encoder/classifier (bench/flops.py)
   matmul         reference: 2048x2048 float32 torch matmul, GFLOP/s (the machine's practical peak)
   raw_ort        generator.onnx in ONNX Runtime at batch 1, 8, 32, 64 (the ceiling)
-  inprocess      full edits without RPC, batched: decode PNG, encoder, compose, generator (edited +
-                 original), classifier (scores), encode PNG; batch 1 and 32
+  inprocess      edits without RPC, batched, both kinds the gateway serves: lean (decode PNG, encoder,
+                 compose, generator on the edited latent, encode PNG: Edit with skip_scores) and full
+                 (also the original rendered and both scored by the classifier: a default Edit);
+                 batch 1 and 32
   peer           eager PyTorch, one face at a time (bench/peer.py): decode, encoder, z + delta,
                  generator, encode
   service        the generator service (ONNX backend) of a real stack (services.stack.Stack:
                  Redis + the four services as processes), concurrency 1, 8, 32, 64
   gateway        Edit through the gateway of that stack: a PNG of a rendered face in, the
-                 edited PNG out (one edit + one kept attribute), concurrency 1, 8, 32, 64
+                 edited PNG out (one edit + one kept attribute), concurrency 1, 8, 32, 64; once lean
+                 (skip_scores: the peer's work) and once full (scores before/after: the default)
   torchserve     a real TorchServe serving the pack's .mar and a generator service process with
                  --backend torchserve, under the same load as `service`
 
@@ -62,16 +65,23 @@ INPROCESS_BATCHES = (1, 32)
 EDIT_STRENGTH = 1.5
 # the edited and the kept attribute: the first of these a pack has (any pack: else its first two)
 EDIT_PREFERENCE, KEEP_PREFERENCE = ("smile", "eyeglasses", "beard"), ("age", "yaw")
-# RPCs of one gateway Edit with an image: client->gateway, encoder.EncodeImages, directions.Compose,
-# generator.GenerateImages, encoder.ScoreImages (ListDirections is cached by the gateway)
-EDIT_HOPS = 5
+# RPCs of one gateway Edit with an image: client->gateway, encoder.EncodeImages, directions.Compose
+# (overlapping the encode), generator.GenerateImages and, in a full edit, encoder.ScoreImages
+# (ListDirections is cached by the gateway)
+EDIT_HOPS = {"full": 5, "lean": 4}
+# the two kinds of edit: full = a default Edit (render original + edited, score both), lean = Edit with
+# skip_scores (render the edited latent only: the peer's work)
+EDIT_KINDS = ("lean", "full")
 TARGETS = {
     "service_c64_over_raw_b64": (">=", 0.8),
+    "gateway_lean_c32_over_inprocess_lean_b32": (">=", 0.5),
     "gateway_c32_over_inprocess_b32": (">=", 0.5),
-    "gateway_c32_over_peer": (">=", 2.0),
+    "gateway_lean_c32_over_peer": (">=", 2.0),
     "service_p99_over_p50_c8": ("<=", 3.0),
+    "gateway_lean_p99_over_p50_c8": ("<=", 3.0),
     "gateway_p99_over_p50_c8": ("<=", 3.0),
     "service_c1_excess_ms": ("<=", 2.0),
+    "gateway_lean_c1_excess_ms": ("<=", 2.0),
     "gateway_c1_excess_ms": ("<=", 2.0),
 }
 
@@ -187,8 +197,11 @@ def model_flops(pack: Pack) -> dict:
     g, e, c = (per[n]["total"] if n in per else None for n in ("generator", "encoder", "classifier"))
     return {
         "generator_per_image": g, "encoder_per_image": e, "classifier_per_image": c,
-        # the gateway's Edit (and the in-process pipeline): encode 1, generate 2 (original + edited), score 2
+        # the gateway's default Edit (and the full in-process pipeline): encode 1, generate 2 (original +
+        # edited), score 2
         "edit_per_request": None if e is None else e + 2 * g + 2 * c,
+        # Edit with skip_scores (and the lean in-process pipeline): encode 1, generate 1
+        "lean_edit_per_request": None if e is None else e + g,
         # the peer script: encode 1, generate 1
         "peer_edit": None if e is None else e + g,
         "generator_by_op": per["generator"]["by_op"],
@@ -282,8 +295,48 @@ def raw_ort(pack: Pack, batches=BATCHES, seconds: float = 2.0, threads: int = 0)
     return out
 
 
+def raw_ort_concurrent(pack: Pack, batches=BATCHES, seconds: float = 2.0, threads: int = 0,
+                       workers: int = 2) -> list[dict]:
+    """generator.onnx as the services run it under load (--batch-workers): `workers` threads calling one
+    session of `Threading(threads).shared(workers)` intra-op threads back to back, at each batch size.
+    Another reading of the ceiling, beside raw_ort's one call at a time on every thread."""
+    threading_ = onnx.Threading(threads).shared(workers)
+    session = onnx.session(pack.artefact("generator"), threading_)
+    name = session.get_inputs()[0].name
+    rng = np.random.default_rng(0)
+    out = []
+    for b in batches:
+        z = rng.standard_normal((b, pack.latent_dim), dtype=np.float32)
+        for _ in range(2):
+            session.run(None, {name: z})
+        counts = [0] * workers
+        start = threading.Barrier(workers + 1)
+
+        def loop(k: int):
+            start.wait()
+            end = time.perf_counter() + seconds
+            while time.perf_counter() < end or counts[k] == 0:
+                session.run(None, {name: z})
+                counts[k] += 1
+
+        pool = [threading.Thread(target=loop, args=(k,), daemon=True) for k in range(workers)]
+        for t in pool:
+            t.start()
+        c0, t0 = time.process_time(), time.perf_counter()
+        start.wait()
+        for t in pool:
+            t.join()
+        elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
+        images = b * sum(counts)
+        out.append({"batch": b, "workers": workers, "intra_op_threads": threading_.intra_op,
+                    "iterations": sum(counts), "seconds": round(elapsed, 3), "images_per_s": images / elapsed,
+                    "images_per_cpu_s": images / cpu if cpu > 0 else None})
+    del session
+    return out
+
+
 class InProcessEditor:
-    """The gateway's Edit without RPC, batched: PNG files -> edited PNG files (+ scores)."""
+    """The gateway's Edit without RPC, batched: PNG files -> edited PNG files (+ scores of a full edit)."""
 
     def __init__(self, pack: Pack, threads: int = 0):
         self.pack = pack
@@ -294,28 +347,34 @@ class InProcessEditor:
         self.vectors = default_directions(pack)
         self.edited, self.kept = edit_choice(pack)
 
-    def edit(self, pngs: list[bytes]) -> tuple[list[bytes], np.ndarray]:
+    def edit(self, pngs: list[bytes], scores: bool = True) -> tuple[list[bytes], np.ndarray | None]:
+        """B PNG files -> B edited PNG files and scores (2B, attributes): before, after (a full edit), or
+        None with scores=False (a lean edit, the gateway's skip_scores: only the edited latent rendered)."""
         r = self.pack.resolution
         pixels = np.stack([images.resize(images.decode(b), r) for b in pngs])
         z = self.encoder.run(None, {"pixels": pixels})[0]
         kept = self.vectors[self.kept][None]
         # composed per request, as the directions service does for each Edit
         deltas = np.stack([compose([self.vectors[self.edited]], [EDIT_STRENGTH], kept)[0] for _ in pngs])
-        both = np.concatenate([z, z + deltas]).astype(np.float32)
-        out = self.generator.run(None, {self.gen_input: both})[0]
-        scores = self.classifier.run(None, {"pixels": out})[0]  # (2B, attributes): before, after
+        edited = (z + deltas).astype(np.float32)
+        if not scores:
+            out = self.generator.run(None, {self.gen_input: edited})[0]
+            return [images.encode(p) for p in out], None
+        out = self.generator.run(None, {self.gen_input: np.concatenate([z, edited])})[0]
+        probs = self.classifier.run(None, {"pixels": out})[0]  # (2B, attributes): before, after
         n = len(pngs)
-        return [images.encode(p) for p in out[n:]], scores
+        return [images.encode(p) for p in out[n:]], probs
 
 
 def inprocess_edits(pack: Pack, pngs: list[bytes], batches=INPROCESS_BATCHES, seconds: float = 2.0,
-                    threads: int = 0) -> list[dict]:
-    editor = InProcessEditor(pack, threads)
+                    threads: int = 0, scores: bool = True, editor: InProcessEditor | None = None) -> list[dict]:
+    """Edits/s of InProcessEditor at each batch size: full edits (scores) or lean ones (scores=False)."""
+    editor = editor or InProcessEditor(pack, threads)
     out = []
     for b in batches:
         chunks = itertools.cycle([pngs[i:i + b] for i in range(0, len(pngs) - b + 1, b)] or [pngs[:b]])
         cpu: list[float] = []
-        iters, elapsed, per_call = _timed_loop(lambda: editor.edit(next(chunks)), seconds, cpu=cpu)
+        iters, elapsed, per_call = _timed_loop(lambda: editor.edit(next(chunks), scores), seconds, cpu=cpu)
         out.append({"batch": b, "iterations": iters, "seconds": round(elapsed, 3),
                     "edits_per_s": b * iters / elapsed, "latency_ms_p50": _percentile(per_call, 50) * 1e3,
                     "edits_per_cpu_s": b * iters / cpu[0] if cpu[0] > 0 else None})
@@ -492,8 +551,10 @@ def generator_client(address: str, pack: Pack) -> Callable[[int], Client]:
     return make
 
 
-def gateway_client(address: str, pngs: list[bytes], edit: str, keep: str) -> Callable[[int], Client]:
-    """Edit with FaceSource.image (a PNG), one edit and one kept attribute; returns None."""
+def gateway_client(address: str, pngs: list[bytes], edit: str, keep: str,
+                   skip_scores: bool = False) -> Callable[[int], Client]:
+    """Edit with FaceSource.image (a PNG), one edit and one kept attribute, full (scores) or lean
+    (skip_scores); returns None."""
     from facedit.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 
     def make(k: int) -> Client:
@@ -502,12 +563,15 @@ def gateway_client(address: str, pngs: list[bytes], edit: str, keep: str) -> Cal
         requests = [gateway_pb2.EditRequest(
             face=gateway_pb2.FaceSource(image=png),
             edits=[common_pb2.EditOp(attribute=edit, strength=EDIT_STRENGTH)],
-            keep=[keep]) for png in pngs]
+            keep=[keep], skip_scores=skip_scores) for png in pngs]
 
         def call(i: int) -> None:
             resp = stub.Edit(requests[(k + i) % len(requests)], timeout=30)
             if not resp.image.startswith(b"\x89PNG"):
                 raise RuntimeError("gateway answered an Edit without a PNG")
+            if bool(resp.scores_after) == skip_scores:
+                raise RuntimeError(f"gateway answered an Edit with skip_scores={skip_scores} with "
+                                   f"{len(resp.scores_after)} scores")
             return None
 
         return Client(call, channel.close)
@@ -625,8 +689,10 @@ def services_parts(pack: Pack, store: Path, pngs: list[bytes], args, cleanup: co
                                                 args.concurrency, args.seconds, args.max_requests, stop,
                                                 "generator service (onnx)", pids)
     out["raw_ort_adjacent"] = adjacent_raw(pack, args)
-    out["gateway_edits"] = load_levels(gateway_client(stack.address("gateway"), pngs, *edit_choice(pack)),
-                                       args.concurrency, args.seconds, args.max_requests, stop, "gateway Edit", pids)
+    for kind in EDIT_KINDS:
+        out[f"gateway_{kind}_edits"] = load_levels(
+            gateway_client(stack.address("gateway"), pngs, *edit_choice(pack), skip_scores=kind == "lean"),
+            args.concurrency, args.seconds, args.max_requests, stop, f"gateway Edit ({kind})", pids)
     stack.stop()
     out["stack_exit_codes"] = dict(stack.exit_codes)
     return out
@@ -674,7 +740,8 @@ def _level(rows: list[dict] | None, key: str, value: int) -> dict | None:
 def add_gflops(results: dict) -> None:
     """GFLOP/s next to every throughput (FLOPs per image or per edit x rate)."""
     f = results.get("flops") or {}
-    g, edit, peer = f.get("generator_per_image"), f.get("edit_per_request"), f.get("peer_edit")
+    g, peer = f.get("generator_per_image"), f.get("peer_edit")
+    per_edit = {"full": f.get("edit_per_request"), "lean": f.get("lean_edit_per_request")}
 
     def put(rows, rate_key, flops):
         for r in rows or []:
@@ -682,10 +749,12 @@ def add_gflops(results: dict) -> None:
                 r["gflops"] = r[rate_key] * flops / 1e9
 
     put(results.get("raw_ort_generator"), "images_per_s", g)
+    put(results.get("raw_ort_generator_concurrent"), "images_per_s", g)
     put([results["raw_ort_adjacent"]] if results.get("raw_ort_adjacent") else None, "images_per_s", g)
-    put(results.get("inprocess_edits"), "edits_per_s", edit)
+    for kind in EDIT_KINDS:
+        put(results.get(f"inprocess_{kind}_edits"), "edits_per_s", per_edit[kind])
+        put(results.get(f"gateway_{kind}_edits"), "throughput", per_edit[kind])
     put(results.get("generator_service_onnx"), "throughput", g)
-    put(results.get("gateway_edits"), "throughput", edit)
     put((results.get("generator_service_torchserve") or {}).get("levels"), "throughput", g)
     p = results.get("peer_baseline")
     if p and peer:
@@ -696,8 +765,9 @@ def add_gflops(results: dict) -> None:
 def ratios(results: dict) -> dict:
     """The issue-4 targets, as measured: {name: {value, target, met, how}}; value None when a part is missing."""
     raw = results.get("raw_ort_generator")
-    svc, gw = results.get("generator_service_onnx"), results.get("gateway_edits")
-    inproc, peer = results.get("inprocess_edits"), results.get("peer_baseline")
+    svc, peer = results.get("generator_service_onnx"), results.get("peer_baseline")
+    gw = {k: results.get(f"gateway_{k}_edits") for k in EDIT_KINDS}
+    inproc = {k: results.get(f"inprocess_{k}_edits") for k in EDIT_KINDS}
     rtt = results.get("rpc_round_trip_ms") or {}
 
     def get(rows, key, value, field):
@@ -708,32 +778,40 @@ def ratios(results: dict) -> dict:
         return None if a is None or b in (None, 0) else a / b
 
     raw1_ms = get(raw, "batch", 1, "latency_ms_p50")
-    in1_ms = get(inproc, "batch", 1, "latency_ms_p50")
-    svc1, gw1 = get(svc, "concurrency", 1, "latency_ms_p50"), get(gw, "concurrency", 1, "latency_ms_p50")
+    svc1 = get(svc, "concurrency", 1, "latency_ms_p50")
     rtt_gen, rtt_gw = rtt.get("generator"), rtt.get("gateway")
     values = {
         "service_c64_over_raw_b64": (div(get(svc, "concurrency", 64, "throughput"),
                                          get(raw, "batch", 64, "images_per_s")),
                                      "generator service images/s at c64 / raw ONNX Runtime images/s at batch 64"),
-        "gateway_c32_over_inprocess_b32": (div(get(gw, "concurrency", 32, "throughput"),
-                                               get(inproc, "batch", 32, "edits_per_s")),
-                                           "gateway edits/s at c32 / in-process batched edits/s at batch 32"),
-        "gateway_c32_over_peer": (div(get(gw, "concurrency", 32, "throughput"), (peer or {}).get("edits_per_s")),
-                                  "gateway edits/s at c32 / eager PyTorch one-at-a-time edits/s"),
         "service_p99_over_p50_c8": (div(get(svc, "concurrency", 8, "latency_ms_p99"),
                                         get(svc, "concurrency", 8, "latency_ms_p50")),
                                     "generator service p99 / p50 latency at c8"),
-        "gateway_p99_over_p50_c8": (div(get(gw, "concurrency", 8, "latency_ms_p99"),
-                                        get(gw, "concurrency", 8, "latency_ms_p50")),
-                                    "gateway Edit p99 / p50 latency at c8"),
         "service_c1_excess_ms": (None if None in (svc1, raw1_ms, rtt_gen) else svc1 - (raw1_ms + rtt_gen),
                                  "generator service p50 at c1 - (raw ONNX Runtime batch-1 p50 + 1 empty-RPC "
                                  "round trip)"),
-        "gateway_c1_excess_ms": (None if None in (gw1, in1_ms, rtt_gw) else gw1 - (in1_ms + EDIT_HOPS * rtt_gw),
-                                 f"gateway Edit p50 at c1 - (in-process single edit p50 + {EDIT_HOPS} empty-RPC "
-                                 f"round trips: client->gateway, encode, compose, generate, score)"),
+        "gateway_lean_c32_over_peer": (
+            div(get(gw["lean"], "concurrency", 32, "throughput"), (peer or {}).get("edits_per_s")),
+            "lean gateway edits/s at c32 (Edit with skip_scores: encode 1 + generate 1, the peer's work) / "
+            "eager PyTorch one-at-a-time edits/s"),
     }
-    best_gw = max((r["throughput"] for r in gw or []), default=None)
+    hops = {"full": "client->gateway, encode, compose, generate, score",
+            "lean": "client->gateway, encode, compose, generate"}
+    for kind in EDIT_KINDS:
+        name = "gateway" if kind == "full" else "gateway_lean"
+        label = "full gateway Edit (scores)" if kind == "full" else "lean gateway Edit (skip_scores)"
+        gw1, in1_ms = get(gw[kind], "concurrency", 1, "latency_ms_p50"), get(inproc[kind], "batch", 1, "latency_ms_p50")
+        values[f"{name}_c32_over_inprocess{'_lean' if kind == 'lean' else ''}_b32"] = (
+            div(get(gw[kind], "concurrency", 32, "throughput"), get(inproc[kind], "batch", 32, "edits_per_s")),
+            f"{label} edits/s at c32 / in-process {kind} edits/s at batch 32 (the same work)")
+        values[f"{name}_p99_over_p50_c8"] = (div(get(gw[kind], "concurrency", 8, "latency_ms_p99"),
+                                                 get(gw[kind], "concurrency", 8, "latency_ms_p50")),
+                                             f"{label} p99 / p50 latency at c8")
+        values[f"{name}_c1_excess_ms"] = (
+            None if None in (gw1, in1_ms, rtt_gw) else gw1 - (in1_ms + EDIT_HOPS[kind] * rtt_gw),
+            f"{label} p50 at c1 - (in-process single {kind} edit p50 + {EDIT_HOPS[kind]} empty-RPC round trips: "
+            f"{hops[kind]})")
+    best_gw = max((r["throughput"] for r in gw["lean"] or []), default=None)
     out = {}
     for name, (value, how) in values.items():
         op, target = TARGETS[name]
@@ -752,13 +830,32 @@ def ratios(results: dict) -> dict:
         "how": "images per CPU second at c64 (generator service + Redis + services + load client) / images per "
                "CPU second of raw ORT at batch 64: what the throughput ratio would be on two idle cores, "
                "robust to other processes taking CPU"}
-    out["gateway_c32_over_inprocess_b32_per_cpu"] = {
-        "value": div(get(gw, "concurrency", 32, "per_cpu_s"), get(inproc, "batch", 32, "edits_per_cpu_s")),
+    for kind in EDIT_KINDS:
+        name = "gateway" if kind == "full" else "gateway_lean"
+        out[f"{name}_c32_over_inprocess{'_lean' if kind == 'lean' else ''}_b32_per_cpu"] = {
+            "value": div(get(gw[kind], "concurrency", 32, "per_cpu_s"),
+                         get(inproc[kind], "batch", 32, "edits_per_cpu_s")),
+            "target": None, "met": None,
+            "how": f"{kind} edits per CPU second at c32 (gateway, encoder, directions, generator, Redis, load "
+                   f"client) / {kind} edits per CPU second of the in-process pipeline at batch 32"}
+    out["gateway_full_c32_over_peer"] = {
+        "value": div(get(gw["full"], "concurrency", 32, "throughput"), (peer or {}).get("edits_per_s")),
         "target": None, "met": None,
-        "how": "edits per CPU second at c32 (gateway, encoder, directions, generator, Redis, load client) / "
-               "edits per CPU second of the in-process pipeline at batch 32"}
-    out["gateway_best_over_peer"] = {"value": div(best_gw, (peer or {}).get("edits_per_s")), "target": None,
-                                     "met": None, "how": "best gateway edits/s over all concurrencies / peer"}
+        "how": "full gateway edits/s at c32 (encode 1 + generate 2 + score 2) / peer edits/s (encode 1 + "
+               "generate 1): not the same work, for reference"}
+    out["gateway_lean_best_over_peer"] = {
+        "value": div(best_gw, (peer or {}).get("edits_per_s")), "target": None, "met": None,
+        "how": "best lean gateway edits/s over all concurrencies / peer"}
+    conc = results.get("raw_ort_generator_concurrent")
+    out["service_c64_over_concurrent_raw_b64"] = {
+        "value": div(get(svc, "concurrency", 64, "throughput"), get(conc, "batch", 64, "images_per_s")),
+        "target": None, "met": None,
+        "how": "generator service images/s at c64 / raw ORT at batch 64 run as the service runs it under load "
+               "(2 calls at once, one intra-op thread each: raw_ort_generator_concurrent)"}
+    out["service_c64_over_concurrent_raw_b64_per_cpu"] = {
+        "value": div(get(svc, "concurrency", 64, "per_cpu_s"), get(conc, "batch", 64, "images_per_cpu_s")),
+        "target": None, "met": None,
+        "how": "as service_c64_over_raw_b64_per_cpu, against raw_ort_generator_concurrent at batch 64"}
     ts = (results.get("generator_service_torchserve") or {}).get("levels")
     out["torchserve_c64_over_raw_b64"] = {
         "value": div(get(ts, "concurrency", 64, "throughput"), get(raw, "batch", 64, "images_per_s")),
@@ -782,6 +879,10 @@ def table(results: dict) -> str:
         rows.append(("raw ORT generator", f"batch {r['batch']}{spin}", _fmt(r["images_per_s"]), "img/s",
                      _fmt(r.get("gflops"), 2), _fmt(r["latency_ms_p50"], 2), "", str(r["batch"]), ""))
 
+    for r in results.get("raw_ort_generator_concurrent") or []:
+        rows.append(("raw ORT, 2 at once", f"batch {r['batch']}, {r['intra_op_threads']} thr", _fmt(r["images_per_s"]),
+                     "img/s", _fmt(r.get("gflops"), 2), "", "", str(r["batch"]), ""))
+
     a = results.get("raw_ort_adjacent")
     if a:
         rows.append(("raw ORT, after svc", f"batch {a['batch']}" + (", spinning" if a.get("spinning") else ""),
@@ -798,10 +899,12 @@ def table(results: dict) -> str:
     load_rows("generator service", results.get("generator_service_onnx"), "img/s")
     ts = results.get("generator_service_torchserve") or {}
     load_rows("gen. svc TorchServe", ts.get("levels"), "img/s")
-    load_rows("gateway Edit", results.get("gateway_edits"), "edit/s")
-    for r in results.get("inprocess_edits") or []:
-        rows.append(("in-process edits", f"batch {r['batch']}", _fmt(r["edits_per_s"]), "edit/s",
-                     _fmt(r.get("gflops"), 2), _fmt(r["latency_ms_p50"], 2), "", str(r["batch"]), ""))
+    for kind in EDIT_KINDS:
+        load_rows(f"gateway Edit ({kind})", results.get(f"gateway_{kind}_edits"), "edit/s")
+    for kind in EDIT_KINDS:
+        for r in results.get(f"inprocess_{kind}_edits") or []:
+            rows.append((f"in-process ({kind})", f"batch {r['batch']}", _fmt(r["edits_per_s"]), "edit/s",
+                         _fmt(r.get("gflops"), 2), _fmt(r["latency_ms_p50"], 2), "", str(r["batch"]), ""))
     p = results.get("peer_baseline")
     if p:
         rows.append(("peer eager PyTorch", "batch 1", _fmt(p["edits_per_s"]), "edit/s", _fmt(p.get("gflops"), 2),
@@ -818,7 +921,8 @@ def table(results: dict) -> str:
                                                                                                    "_request"))}
         lines.append(f"FLOPs: generator {mflop['generator_per_image']} MFLOP/image, encoder "
                      f"{mflop['encoder_per_image']}, classifier {mflop['classifier_per_image']}; "
-                     f"one Edit {mflop['edit_per_request']} MFLOP, peer edit {mflop['peer_edit']}")
+                     f"full Edit {mflop['edit_per_request']} MFLOP, lean Edit (skip_scores) "
+                     f"{mflop['lean_edit_per_request']}, peer edit {mflop['peer_edit']}")
     cpu = (results.get("machine") or {}).get("cpu_during_run")
     if cpu:
         lines.append(f"CPU during the run: this benchmark and its processes {cpu['this_run_cores']:.2f} cores, "
@@ -830,7 +934,7 @@ def table(results: dict) -> str:
     lines.append("issue-4 targets (reported, not asserted):")
     for name, r in (results.get("ratios") or {}).items():
         mark = "" if r["met"] is None else ("  met" if r["met"] else "  MISSED")
-        lines.append(f"  {name:<34} {_fmt(r['value'], 3):>9}  {r['target'] or '':<7}{mark}")
+        lines.append(f"  {name:<42} {_fmt(r['value'], 3):>9}  {r['target'] or '':<7}{mark}")
     return "\n".join(lines)
 
 
@@ -852,6 +956,10 @@ def plot(results: dict, path: Path) -> Path | None:
     raw = results.get("raw_ort_generator") or []
     if raw:
         ax.plot([r["batch"] for r in raw], [r["images_per_s"] for r in raw], "o-", label="raw ORT (x = batch)")
+    conc = results.get("raw_ort_generator_concurrent") or []
+    if conc:
+        ax.plot([r["batch"] for r in conc], [r["images_per_s"] for r in conc], "o--",
+                label="raw ORT, 2 calls at once (x = batch)")
     for label, rows in (("generator service, ONNX (x = concurrency)", results.get("generator_service_onnx")),
                         ("generator service, TorchServe (x = concurrency)",
                          (results.get("generator_service_torchserve") or {}).get("levels"))):
@@ -864,22 +972,26 @@ def plot(results: dict, path: Path) -> Path | None:
     ax.set_xticks(list(BATCHES), [str(b) for b in BATCHES])
     _legend(ax, 8)
     ax = axes[0][1]
-    gw = results.get("gateway_edits") or []
-    if gw:
-        ax.plot([r["concurrency"] for r in gw], [r["throughput"] for r in gw], "s-", label="gateway Edit")
-    for r in results.get("inprocess_edits") or []:
-        ax.axhline(r["edits_per_s"], ls="--", color="C1" if r["batch"] > 1 else "C2",
-                   label=f"in-process, batch {r['batch']}")
+    for k, kind in enumerate(EDIT_KINDS):
+        rows = results.get(f"gateway_{kind}_edits") or []
+        if rows:
+            ax.plot([r["concurrency"] for r in rows], [r["throughput"] for r in rows], "s-", color=f"C{k}",
+                    label=f"gateway Edit ({kind})")
+        for r in results.get(f"inprocess_{kind}_edits") or []:
+            if r["batch"] > 1:
+                ax.axhline(r["edits_per_s"], ls="--", color=f"C{k}", label=f"in-process {kind}, batch {r['batch']}")
     if p:
         ax.axhline(p["edits_per_s"], ls=":", color="grey", label="peer: eager PyTorch, one at a time")
-    ax.set(xscale="log", yscale="log", xlabel="concurrency", ylabel="edits/s", title="full edits (PNG in -> PNG out)")
+    ax.set(xscale="log", yscale="log", xlabel="concurrency", ylabel="edits/s",
+           title="edits, PNG in -> PNG out (lean: skip_scores; full: + original, scores)")
     ax.set_xticks(list(CONCURRENCY), [str(c) for c in CONCURRENCY])
     _legend(ax, 8)
     ax = axes[1][0]
     for label, rows in (("generator service (ONNX)", results.get("generator_service_onnx")),
                         ("generator service (TorchServe)",
                          (results.get("generator_service_torchserve") or {}).get("levels")),
-                        ("gateway Edit", gw)):
+                        ("gateway Edit (lean)", results.get("gateway_lean_edits")),
+                        ("gateway Edit (full)", results.get("gateway_full_edits"))):
         if rows:
             c = [r["concurrency"] for r in rows]
             line, = ax.plot(c, [r["latency_ms_p50"] for r in rows], "o-", label=f"{label} p50")
@@ -941,12 +1053,19 @@ def offline_parts(pack: Pack, pngs: list[bytes], seconds: float, batches=BATCHES
     out["raw_ort_generator"] = raw_ort(pack, batches, seconds, threads)
     print("raw ORT: " + ", ".join(f"b{r['batch']} {r['images_per_s']:.0f} img/s"
                                   for r in out["raw_ort_generator"]), flush=True)
+    out["raw_ort_generator_concurrent"] = raw_ort_concurrent(pack, batches, seconds, threads)
+    print("raw ORT, 2 calls at once: " + ", ".join(f"b{r['batch']} {r['images_per_s']:.0f} img/s"
+                                                  for r in out["raw_ort_generator_concurrent"]), flush=True)
     if not pngs:
         gc.collect()
         return out
-    out["inprocess_edits"] = inprocess_edits(pack, pngs, inprocess_batches, seconds, threads)
-    print("in-process edits: " + ", ".join(f"b{r['batch']} {r['edits_per_s']:.0f} edit/s"
-                                           for r in out["inprocess_edits"]), flush=True)
+    editor = InProcessEditor(pack, threads)
+    for kind in EDIT_KINDS:
+        rows = inprocess_edits(pack, pngs, inprocess_batches, seconds, scores=kind == "full", editor=editor)
+        out[f"inprocess_{kind}_edits"] = rows
+        print(f"in-process {kind} edits: " + ", ".join(f"b{r['batch']} {r['edits_per_s']:.0f} edit/s"
+                                                       for r in rows), flush=True)
+    del editor
     out["peer_baseline"] = peer_baseline(pack, pngs, seconds)
     print(f"peer baseline: {out['peer_baseline']['edits_per_s']:.0f} edit/s", flush=True)
     gc.collect()  # drop this process's ONNX Runtime sessions before the services start

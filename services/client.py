@@ -76,12 +76,14 @@ class FaceditClient:
 
     def edit(self, face: gateway_pb2.FaceSource, edits: list[tuple[str, float]], keep: list[str] = (),
              pack: str = "", method: str | None = None, return_original: bool = False,
-             texts: list[tuple[str, float]] = (), text_mode: str = "addition") -> gateway_pb2.EditResponse:
-        """edits: (attribute or direction id, strength); texts: (word or phrase, theta)."""
+             texts: list[tuple[str, float]] = (), text_mode: str = "addition",
+             skip_scores: bool = False) -> gateway_pb2.EditResponse:
+        """edits: (attribute or direction id, strength); texts: (word or phrase, theta).
+        skip_scores: the edited image only (no classifier scores, no original unless return_original)."""
         ops = [self.edit_op(t, s, method) for t, s in edits] + [self.text_op(t, s, text_mode) for t, s in texts]
         return self.stub.Edit(gateway_pb2.EditRequest(
-            pack=pack, face=face, edits=ops, keep=list(keep), return_original=return_original),
-            timeout=self.timeout_s)
+            pack=pack, face=face, edits=ops, keep=list(keep), return_original=return_original,
+            skip_scores=skip_scores), timeout=self.timeout_s)
 
     def sweep(self, face: gateway_pb2.FaceSource, attribute: str, start: float, stop: float, steps: int,
               keep: list[str] = (), pack: str = "") -> list[gateway_pb2.SweepFrame]:
@@ -204,6 +206,8 @@ def main(argv: list[str] | None = None) -> None:
     edit.add_argument("--text-mode", choices=["addition", "averaging"], default="addition",
                       help="how text edits move the latent (default addition: z + theta w/|w|)")
     edit.add_argument("--method", choices=sorted(methods.ENUMS))
+    edit.add_argument("--skip-scores", action="store_true",
+                      help="faster: only the edited image (no classifier scores, no original beside it)")
     sweep = sub.choices["sweep"]
     sweep.add_argument("--attribute", required=True)
     sweep.add_argument("--start", type=float, default=-3.0)
@@ -255,13 +259,15 @@ def main(argv: list[str] | None = None) -> None:
                 p.error("edit: give at least one --edit or --text")
             edits = [_target_strength(e) for e in args.edit]
             texts = [_target_strength(t) for t in args.text]
-            resp = client.edit(_face_from_args(args), edits, args.keep, args.pack, args.method, return_original=True,
-                               texts=texts, text_mode=args.text_mode)
-            hstack_png([resp.original, resp.image], args.scale).save(args.out)
+            resp = client.edit(_face_from_args(args), edits, args.keep, args.pack, args.method,
+                               return_original=not args.skip_scores, texts=texts, text_mode=args.text_mode,
+                               skip_scores=args.skip_scores)
+            hstack_png([resp.original, resp.image] if resp.original else [resp.image], args.scale).save(args.out)
             for q in resp.quality:
-                print(f"{q.direction_id}: strength {q.strength:+.2f}, score {q.score_before:.3f} -> "
-                      f"{q.score_after:.3f}")
-            print(f"latent_id {resp.latent_id}; wrote {args.out} (original | edited)")
+                scores = "" if args.skip_scores else f", score {q.score_before:.3f} -> {q.score_after:.3f}"
+                print(f"{q.direction_id}: strength {q.strength:+.2f}{scores}")
+            print(f"latent_id {resp.latent_id}; wrote {args.out} "
+                  f"({'edited' if args.skip_scores else 'original | edited'})")
         elif args.command == "sweep":
             frames = client.sweep(_face_from_args(args), args.attribute, args.start, args.stop, args.steps,
                                   args.keep, args.pack)

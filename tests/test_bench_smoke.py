@@ -73,6 +73,7 @@ def test_flop_counter_on_the_tiny_generator(pack):
     assert flops["generator_by_op"] == {"ConvTranspose": hand}
     assert flops["encoder_per_image"] > 0 and flops["classifier_per_image"] > 0
     assert flops["edit_per_request"] == flops["encoder_per_image"] + 2 * hand + 2 * flops["classifier_per_image"]
+    assert flops["lean_edit_per_request"] == flops["peer_edit"] == flops["encoder_per_image"] + hand
 
 
 def test_in_process_editor_edits_pngs(pack, pngs):
@@ -84,6 +85,11 @@ def test_in_process_editor_edits_pngs(pack, pngs):
     assert scores.shape == (6, len(pack.attributes))  # before and after, for each face
     assert np.all((scores >= 0) & (scores <= 1))
     assert np.abs(bench.edit_delta(pack)).sum() > 0
+    # the lean edit (the gateway's skip_scores) renders the same edited faces, without scores
+    lean, none = editor.edit(pngs[:3], scores=False)
+    assert none is None
+    for a, b in zip(lean, edited):
+        assert np.abs(images.decode(a).astype(int) - images.decode(b).astype(int)).max() <= 1
 
 
 def test_offline_parts_and_results_file(pack, pngs, tmp_path):
@@ -93,8 +99,12 @@ def test_offline_parts_and_results_file(pack, pngs, tmp_path):
     raw = results["raw_ort_generator"]
     assert [r["batch"] for r in raw] == [1, 8]
     assert all(r["images_per_s"] > 0 and r["iterations"] >= 3 for r in raw)
-    assert [r["batch"] for r in results["inprocess_edits"]] == [1, 4]
-    assert all(r["edits_per_s"] > 0 and r["edits_per_cpu_s"] > 0 for r in results["inprocess_edits"])
+    conc = results["raw_ort_generator_concurrent"]
+    assert [r["batch"] for r in conc] == [1, 8] and all(r["workers"] == 2 and r["intra_op_threads"] == 1 for r in conc)
+    assert all(r["images_per_s"] > 0 and r["iterations"] >= 2 for r in conc)
+    inproc = results["inprocess_full_edits"] + results["inprocess_lean_edits"]
+    assert [r["batch"] for r in inproc] == [1, 4, 1, 4]
+    assert all(r["edits_per_s"] > 0 and r["edits_per_cpu_s"] > 0 for r in inproc)
     peer = results["peer_baseline"]
     assert peer["edits_per_s"] > 0 and peer["generator_only_images_per_s"] > 0
     # the eager PyTorch rebuild computes what generator.onnx / encoder.onnx compute
@@ -109,7 +119,7 @@ def test_offline_parts_and_results_file(pack, pngs, tmp_path):
     assert cpu["other_processes_cores"] >= 0
 
     bench.add_gflops(results)
-    assert all(r["gflops"] > 0 for r in raw + results["inprocess_edits"])
+    assert all(r["gflops"] > 0 for r in raw + inproc)
     results["ratios"] = bench.ratios(results)
     assert set(bench.TARGETS) <= set(results["ratios"])
     # no services ran: their ratios are reported as unknown, not as a pass or a failure
@@ -171,9 +181,9 @@ def test_a_generator_only_pack_gets_the_generator_parts(pack, tmp_path):
     assert [r["concurrency"] for r in results["generator_service_onnx"]] == [1, 2]
     assert all(r["throughput"] > 0 and not r["errors"] and r["per_cpu_s"] > 0 for r in results["generator_service_onnx"])
     assert all(r["images_per_cpu_s"] > 0 for r in results["raw_ort_generator"])
-    assert "inprocess_edits" not in results and "gateway_edits" not in results
+    assert not any(k.startswith(("inprocess_", "gateway_")) for k in results)
     assert results["ratios"]["service_c1_excess_ms"]["value"] is not None
     # the ceiling measured again next to the service's load, under the same machine load
     assert results["raw_ort_adjacent"]["batch"] == 2 and results["raw_ort_adjacent"]["images_per_s"] > 0
-    assert results["ratios"]["gateway_c32_over_peer"]["value"] is None
+    assert results["ratios"]["gateway_lean_c32_over_peer"]["value"] is None
     assert results["settings"]["service_flags"]["spinning"] == 0

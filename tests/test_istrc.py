@@ -120,6 +120,10 @@ def test_gateway_edit_with_method_istrc(client):
     # the same edit by direction id, and a latent id as the face, give the same picture
     again = client.edit(client.face(latent_id=resp.latent_id), [("istrc/smile", 0.8)], keep=["age"])
     assert again.image == resp.image
+    # skip_scores: the same picture, no scores, no original
+    lean = client.edit(client.face(seed=3), [("smile", 0.8)], keep=["age"], method="istrc", skip_scores=True)
+    assert lean.image == resp.image and not lean.original and not lean.scores_after
+    assert np.isnan(lean.quality[0].score_after) and lean.quality[0].direction_id == "istrc/smile"
 
 
 def test_blend_ends_are_the_faces_and_the_middle_is_between(client):

@@ -53,6 +53,44 @@ def test_edit_from_seed_returns_png_latent_id_and_quality(client):
     assert again.image == resp.image
 
 
+def test_edit_with_skip_scores_returns_the_same_edited_image_without_scores(client):
+    """The lean edit (no classifier, no original) renders exactly the full edit's image."""
+    for face in (client.face(seed=3), client.face(image=rendered_png(2))):
+        full = client.edit(face, [("smile", 2.0)], keep=["age"])
+        lean = client.edit(face, [("smile", 2.0)], keep=["age"], skip_scores=True)
+        assert lean.image == full.image and lean.image.startswith(b"\x89PNG")
+        np.testing.assert_array_equal(from_tensor(lean.latent), from_tensor(full.latent))
+        assert lean.latent_shift == pytest.approx(full.latent_shift)
+        assert not lean.scores_before and not lean.scores_after and not lean.original
+        q = lean.quality[0]
+        assert q.direction_id == "interfacegan/smile" and q.strength == 2.0
+        assert np.isnan(q.score_before) and np.isnan(q.score_after)
+        assert q.projected_norm == pytest.approx(full.quality[0].projected_norm)
+        # the cached source latent is the same face
+        by_id = client.edit(client.face(latent_id=lean.latent_id), [("smile", 2.0)], keep=["age"], skip_scores=True)
+        assert by_id.image == lean.image
+    # return_original still renders the original, with the same pixels as the full edit's
+    full = client.edit(client.face(seed=4), [("beard", 1.0)], return_original=True)
+    lean = client.edit(client.face(seed=4), [("beard", 1.0)], return_original=True, skip_scores=True)
+    assert lean.original == full.original and lean.image == full.image and not lean.scores_after
+
+
+def test_edit_with_skip_scores_keeps_clear_errors(client):
+    face = client.face(seed=1)
+    lean = dict(skip_scores=True)
+    cases = [
+        (lambda: client.edit(client.face(image=b"this is not an image"), [("smile", 1)], **lean), "not an image"),
+        (lambda: client.edit(face, [("moustache", 1)], **lean), "unknown attribute 'moustache'"),
+        (lambda: client.edit(face, [("smile", 1e6)], **lean), "outside the allowed range"),
+        (lambda: client.edit(face, [], **lean), "no edits"),
+        (lambda: client.edit(face, [("smile", 1)], pack="nope", **lean), "unknown pack 'nope'"),
+    ]
+    for call, match in cases:
+        expect(BAD, call, match)
+    expect(grpc.StatusCode.NOT_FOUND,
+           lambda: client.edit(client.face(latent_id="abc123"), [("smile", 1)], **lean), "unknown or expired")
+
+
 def test_encode_caches_a_latent_and_edits_by_id(client):
     enc = client.encode(rendered_png(1), reconstruction=True)
     z = from_tensor(enc.latent)

@@ -5,6 +5,17 @@ request, adds every request already queued (up to `max_batch` rows), and -
 only when other requests were waiting, i.e. under concurrency - waits up to
 `max_delay_s` for more. A lone request therefore runs at once; under load,
 requests pile up while the model runs and the next batch is full.
+
+With `workers` > 1, that many threads take turns collecting a batch and run their
+batches at the same time (one collects while the others run). A lone request with no
+other batch running calls `run_batch`; a batch of several requests, or one that
+overlaps another, calls `run_shared` (e.g. ONNX Runtime with every core for a lone
+request, one core per batch under load).
+
+With `inline=True`, a lone request - none other submitted in the last `max_delay_s`,
+nothing queued or running - runs at once in the submitting thread (submit() returns a
+done Future): no hand-off to a worker and back, which at concurrency 1 is two thread
+wake-ups per call. Requests that come closer together are batched as above.
 """
 from __future__ import annotations
 
@@ -35,30 +46,65 @@ class DynamicBatcher:
     """
 
     def __init__(self, run_batch: Callable[[np.ndarray], np.ndarray], max_batch: int = 64,
-                 max_delay_s: float = 0.002, max_queue: int = 256, name: str = "batcher"):
-        if max_batch < 1 or max_queue < 1 or max_delay_s < 0:
-            raise ValueError("max_batch and max_queue must be >= 1, max_delay_s >= 0")
+                 max_delay_s: float = 0.002, max_queue: int = 256, name: str = "batcher", workers: int = 1,
+                 run_shared: Callable[[np.ndarray], np.ndarray] | None = None, inline: bool = False):
+        if max_batch < 1 or max_queue < 1 or max_delay_s < 0 or workers < 1:
+            raise ValueError("max_batch, max_queue and workers must be >= 1, max_delay_s >= 0")
         self.run_batch, self.max_batch, self.max_delay_s = run_batch, max_batch, max_delay_s
+        self.run_shared = run_shared or run_batch
+        self.inline = inline
+        self._last_submit = float("-inf")  # time.perf_counter() of the last submit
         self.queue: queue.Queue[_Request | None] = queue.Queue(maxsize=max_queue)
         self._pending: _Request | None = None  # taken from the queue but did not fit the last batch
+        self._collecting = threading.Lock()  # one worker collects at a time (it owns _pending)
+        self._stats = threading.Lock()  # guards running, batches, rows, shared
+        self.running = 0  # batches in the model now
         self.batches = 0
         self.rows = 0
-        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
-        self._thread.start()
+        self.shared = 0  # batches that ran beside another (run_shared)
+        self._threads = [threading.Thread(target=self._loop, name=f"{name}-{k}" if workers > 1 else name,
+                                          daemon=True) for k in range(workers)]
+        for t in self._threads:
+            t.start()
 
     def submit(self, rows: np.ndarray) -> Future:
         if len(rows) > self.max_batch:
             raise InvalidArgument(f"{len(rows)} rows in one request; the limit is {self.max_batch}")
         request = _Request(rows)
+        now = time.perf_counter()
+        lone = now - self._last_submit >= self.max_delay_s
+        self._last_submit = now
+        if self.inline and lone and self._pending is None and self.queue.empty() and self._claim_idle():
+            try:
+                request.future.set_result((self.run_batch(rows), len(rows)))
+                with self._stats:
+                    self.batches += 1
+                    self.rows += len(rows)
+            except Exception as err:  # noqa: BLE001 - the caller gets it from the future, as from a batch
+                request.future.set_exception(err)
+            finally:
+                with self._stats:
+                    self.running -= 1
+            return request.future
         try:
             self.queue.put_nowait(request)
         except queue.Full:
             raise ResourceExhausted(f"server busy: {self.queue.maxsize} requests already queued; retry with backoff")
         return request.future
 
+    def _claim_idle(self) -> bool:
+        """True (and the model counted as running) when no batch is running."""
+        with self._stats:
+            if self.running:
+                return False
+            self.running += 1
+            return True
+
     def close(self) -> None:
-        self.queue.put(None)
-        self._thread.join(5)
+        for _ in self._threads:
+            self.queue.put(None)
+        for t in self._threads:
+            t.join(5)
 
     def _next(self, timeout: float | None) -> _Request | None:
         if self._pending is not None:
@@ -95,20 +141,32 @@ class DynamicBatcher:
 
     def _loop(self) -> None:
         while True:
-            batch = self._collect()
+            with self._collecting:
+                batch = self._collect()
             if batch is None:
                 return
             live = [r for r in batch if r.future.set_running_or_notify_cancel()]
             if not live:
                 continue
+            with self._stats:
+                # a lone request with the model idle gets every thread (latency); a batch of several
+                # requests means load: other workers will run beside it, so it takes its share
+                shared = self.running > 0 or (len(live) > 1 and len(self._threads) > 1)
+                self.running += 1
             try:
-                out = self.run_batch(np.concatenate([r.rows for r in live]))
+                rows = live[0].rows if len(live) == 1 else np.concatenate([r.rows for r in live])
+                out = (self.run_shared if shared else self.run_batch)(rows)
             except Exception as err:  # noqa: BLE001 - every request of the batch gets the error
                 for r in live:
                     r.future.set_exception(err)
                 continue
-            self.batches += 1
-            self.rows += len(out)
+            finally:
+                with self._stats:
+                    self.running -= 1
+            with self._stats:
+                self.batches += 1
+                self.rows += len(out)
+                self.shared += shared
             offset = 0
             for r in live:
                 r.future.set_result((out[offset:offset + len(r.rows)], len(out)))

@@ -30,6 +30,10 @@ def add_batching_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-batch", type=int, default=int(env("max_batch", "64")), help="rows per model call")
     p.add_argument("--max-delay-ms", type=float, default=float(env("max_delay_ms", "2")),
                    help="how long a batch waits for more requests under concurrency")
+    p.add_argument("--batch-workers", type=int, default=int(env("batch_workers", "2")),
+                   help="batches of a model running at once: a lone batch uses --threads ONNX Runtime threads, "
+                        "overlapping ones share them (2 on 2 cores: one thread each, so no core idles while "
+                        "the other batch's results are being sent)")
     p.add_argument("--max-queue", type=int, default=int(env("max_queue", "256")),
                    help="queued requests before RESOURCE_EXHAUSTED")
     p.add_argument("--threads", type=int, default=int(env("threads", "0")),

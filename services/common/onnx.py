@@ -24,6 +24,8 @@ os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 import onnxruntime as ort  # noqa: E402
 
+from services.common.batcher import DynamicBatcher  # noqa: E402
+
 IO_BINDING = ("auto", "on", "off")
 
 
@@ -44,6 +46,12 @@ class Threading:
     def __post_init__(self):
         if self.intra_op < 0 or self.inter_op < 0:
             raise ValueError("thread counts must be >= 0 (0 = ONNX Runtime's choice)")
+
+    def shared(self, workers: int) -> "Threading":
+        """The threading of one of `workers` model calls running at once: the intra-op threads of a
+        lone call (0 = one per usable core) divided among them, at least 1 each."""
+        cores = self.intra_op or len(os.sched_getaffinity(0))
+        return dataclasses.replace(self, intra_op=max(1, cores // workers))
 
     @classmethod
     def from_flags(cls, args) -> "Threading":
@@ -86,3 +94,14 @@ class Model:
         binding.bind_output(self.output, self.device)
         self.session.run_with_iobinding(binding)
         return binding.copy_outputs_to_cpu()[0]
+
+
+def batched(path: Path, threading: Threading, io_binding: str, max_batch: int, max_delay_s: float, max_queue: int,
+            workers: int, name: str) -> DynamicBatcher:
+    """The graph at `path` behind a DynamicBatcher with `workers` concurrent batches: a lone request runs
+    at once in the caller's thread with `threading` (inline), overlapping batches on a second session
+    with `threading.shared(workers)`. submit((N, ...) input) -> Future of ((N, ...) output, batch size)."""
+    model = Model(path, threading, io_binding)
+    shared = Model(path, threading.shared(workers), io_binding).run if workers > 1 else None
+    return DynamicBatcher(model.run, max_batch, max_delay_s, max_queue, name=name, workers=workers, run_shared=shared,
+                          inline=True)

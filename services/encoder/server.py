@@ -13,7 +13,6 @@ import numpy as np
 
 from facedit.v1 import common_pb2, encoder_pb2, encoder_pb2_grpc
 from services.common import align, config, images, logs, onnx
-from services.common.batcher import DynamicBatcher
 from services.common.errors import InvalidArgument
 from services.common.pack import Pack, load_pack
 from services.common.server import serve
@@ -29,14 +28,14 @@ class PackModels:
     merges concurrent requests. pixels (N, R, R, 3) uint8 in."""
 
     def __init__(self, pack: Pack, threading: onnx.Threading, max_batch: int = MAX_IMAGES,
-                 max_delay_s: float = 0.002, max_queue: int = 256, io_binding: str = "auto"):
+                 max_delay_s: float = 0.002, max_queue: int = 256, io_binding: str = "auto", workers: int = 1):
         self.pack = pack
         template = pack.manifest.get("alignment", {}).get("template")
         self.template = np.asarray(template, np.float64) if template else None  # (5, 2) crop pixels
-        encoder = onnx.Model(pack.artefact("encoder"), threading, io_binding)
-        classifier = onnx.Model(pack.artefact("classifier"), threading, io_binding)
-        self.encoder = DynamicBatcher(encoder.run, max_batch, max_delay_s, max_queue, name=f"enc-{pack.name}")
-        self.classifier = DynamicBatcher(classifier.run, max_batch, max_delay_s, max_queue, name=f"cls-{pack.name}")
+        self.encoder = onnx.batched(pack.artefact("encoder"), threading, io_binding, max_batch, max_delay_s,
+                                    max_queue, workers, name=f"enc-{pack.name}")
+        self.classifier = onnx.batched(pack.artefact("classifier"), threading, io_binding, max_batch, max_delay_s,
+                                       max_queue, workers, name=f"cls-{pack.name}")
         has_istrc = all(a in pack.manifest["artefacts"] for a in istrc.ARTEFACTS)
         self.istrc = istrc.IstrcModels(pack, threading, max_batch, max_delay_s, max_queue) if has_istrc else None
 
@@ -186,7 +185,8 @@ def main(argv: list[str] | None = None) -> None:
     logger = logs.setup("encoder", args.log_level)
     packs = [n for n in args.packs.split(",") if n]
     models = {n: PackModels(load_pack(n, Path(args.model_store)), onnx.Threading.from_flags(args),
-                            min(args.max_batch, MAX_IMAGES), args.max_delay_ms / 1e3, args.max_queue, args.io_binding)
+                            min(args.max_batch, MAX_IMAGES), args.max_delay_ms / 1e3, args.max_queue, args.io_binding,
+                            args.batch_workers)
               for n in packs}
     logs.log(logger, "loaded", packs=packs, providers=onnx.providers())
     detector = None

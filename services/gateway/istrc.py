@@ -163,9 +163,7 @@ class IstrcRpcs:
             pack=pack, embedding=to_tensor(e[0]), edits=request.edits, directions=resolved.edits,
             keep_directions=resolved.keep), budget)
         z = from_tensor(resp.latents, "latents")
-        pixels = self._generate(z, pack, budget)
-        names, scores = self._score(pixels, pack, budget)
-        index = {a: i for i, a in enumerate(names)}
+        original, result, index, scores = self._render_edit(z[0], z[1], request, pack, budget)
         quality = []
         for d in resp.edits:
             i = index.get(d.attribute)
@@ -175,9 +173,9 @@ class IstrcRpcs:
                 score_after=float(scores[1, i]) if i is not None else float("nan"), projected_norm=1.0,
                 strength_min=d.strength_min, strength_max=d.strength_max))
         return gateway_pb2.EditResponse(
-            pack=resp.pack, image=images.encode(pixels[1], fmt), format=fmt, latent_id=ids[0],
+            pack=resp.pack, image=images.encode(result, fmt), format=fmt, latent_id=ids[0],
             latent=to_tensor(z[1]), quality=quality,
             scores_before={a: float(scores[0, i]) for a, i in index.items()},
             scores_after={a: float(scores[1, i]) for a, i in index.items()},
-            original=images.encode(pixels[0], fmt) if request.return_original else b"",
+            original=images.encode(original, fmt) if request.return_original else b"",
             latent_shift=float(np.linalg.norm(z[1] - z[0])))

@@ -15,6 +15,7 @@ import hashlib
 import json
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import grpc
 import numpy as np
@@ -53,15 +54,21 @@ ISTRC_REFERENCE_TEXTS = {
 
 
 class Downstream:
-    """Stubs of the three internal services, each call with a deadline."""
+    """Stubs of the three internal services, each call with a deadline, and a pool of threads for
+    work that overlaps a request's blocking calls (start, aside)."""
 
-    def __init__(self, encoder: str, directions: str, generator: str, hop_timeout_s: float):
+    def __init__(self, encoder: str, directions: str, generator: str, hop_timeout_s: float, aside_threads: int = 32):
         opts = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
         self.encoder = encoder_pb2_grpc.EncoderStub(grpc.insecure_channel(encoder, opts))
         self.directions = directions_pb2_grpc.DirectionsStub(grpc.insecure_channel(directions, opts))
         self.generator = generator_pb2_grpc.GeneratorStub(grpc.insecure_channel(generator, opts))
         self.hop_timeout_s = hop_timeout_s
+        self._aside = ThreadPoolExecutor(max_workers=aside_threads, thread_name_prefix="aside")
+
+    def aside(self, fn, *args) -> Future:
+        """fn(*args) on a pool thread while the request's thread goes on; .result() gives its value or error."""
+        return self._aside.submit(fn, *args)
 
     def call(self, hop: str, method, request, budget: "Budget"):
         """A blocking call: cheaper than a future (no hand-off to the channel's spin thread)."""
@@ -71,14 +78,13 @@ class Downstream:
             raise reraise_downstream(err, hop) from None
 
     def start(self, hop: str, method, request, budget: "Budget"):
-        """Send the call now; the returned function waits for its answer (or raises its error)."""
-        future = method.future(request, timeout=budget.timeout(self.hop_timeout_s))
+        """Make the call now on a pool thread (a blocking call there: a grpc future would start the
+        channel's spin thread whenever no other call is in flight); the returned function waits for
+        its answer (or raises its error)."""
+        future = self.aside(self.call, hop, method, request, budget)
 
         def result():
-            try:
-                return future.result()
-            except grpc.RpcError as err:
-                raise reraise_downstream(err, hop) from None
+            return future.result()
         result.cancel = future.cancel
         return result
 
@@ -134,6 +140,11 @@ class GatewayServicer(IstrcRpcs, gateway_pb2_grpc.GatewayServicer):
 
     def _face(self, face: gateway_pb2.FaceSource, info, budget: Budget) -> tuple[np.ndarray, str]:
         """The face source -> (z (D,), latent id in the cache)."""
+        z, latent_id = self._face_latent(face, info, budget)
+        return z, latent_id if latent_id is not None else self.cache.put(info.pack.name, z)
+
+    def _face_latent(self, face: gateway_pb2.FaceSource, info, budget: Budget) -> tuple[np.ndarray, str | None]:
+        """The face source -> (z (D,), its latent id if it came from the cache, else None: not cached yet)."""
         kind = face.WhichOneof("source")
         pack, dim = info.pack.name, info.latent_dim
         if kind is None:
@@ -147,7 +158,7 @@ class GatewayServicer(IstrcRpcs, gateway_pb2_grpc.GatewayServicer):
             z = check_latents(from_tensor(face.latent, "latent"), dim)[0]
         else:
             z = latents.from_seed(face.seed, dim)
-        return z, self.cache.put(pack, z)
+        return z, None
 
     def _encode(self, image_files: list[bytes], pack: str, budget: Budget) -> np.ndarray:
         if not image_files[0]:
@@ -165,6 +176,18 @@ class GatewayServicer(IstrcRpcs, gateway_pb2_grpc.GatewayServicer):
         resp = self.down.call("encoder", self.down.encoder.ScoreImages,
                               encoder_pb2.ScoreImagesRequest(pack=pack, pixels=to_tensor(pixels)), budget)
         return list(resp.attributes), from_tensor(resp.scores, "scores")
+
+    def _render_edit(self, z: np.ndarray, edited: np.ndarray, request, pack: str, budget: Budget):
+        """z, edited (D,) -> (original (R, R, 3) uint8 or None, edited (R, R, 3) uint8, {attribute: column},
+        scores (2, A): original, edited). With request.skip_scores: one generator call of the edited latent
+        (and the original only if request.return_original), no classifier: index {} and scores (2, 0)."""
+        if request.skip_scores:
+            rows = np.stack([z, edited]) if request.return_original else edited[None]
+            pixels = self._generate(rows, pack, budget)
+            return (pixels[0] if request.return_original else None), pixels[-1], {}, np.zeros((2, 0), np.float32)
+        pixels = self._generate(np.stack([z, edited]), pack, budget)
+        names, scores = self._score(pixels, pack, budget)
+        return pixels[0], pixels[1], {a: i for i, a in enumerate(names)}, scores
 
     def _start_compose(self, pack: str, edits, keep, budget: Budget):
         """Compose runs on the directions service while the face is encoded: returns a waiter."""
@@ -184,24 +207,24 @@ class GatewayServicer(IstrcRpcs, gateway_pb2_grpc.GatewayServicer):
         pack = info.pack.name
         compose = self._start_compose(pack, request.edits, request.keep, budget)
         try:
-            z, latent_id = self._face(request.face, info, budget)
+            z, latent_id = self._face_latent(request.face, info, budget)
         except BaseException:
             compose.cancel()
             raise
+        # the new latent goes to the cache while the edit is composed and rendered
+        cached = self.down.aside(self.cache.put, pack, z) if latent_id is None else None
         composed = compose()
         edited = apply_composed(z[None], composed, 1.0)[0]
-        delta = edited - z
-        pixels = self._generate(np.stack([z, edited]), pack, budget)
-        names, scores = self._score(pixels, pack, budget)
-        index = {a: i for i, a in enumerate(names)}
-        quality = _quality(composed, index, scores[:1], scores[1:])
+        original, result, index, scores = self._render_edit(z, edited, request, pack, budget)
+        if cached is not None:
+            latent_id = cached.result()
         return gateway_pb2.EditResponse(
-            pack=composed.pack, image=images.encode(pixels[1], fmt), format=fmt, latent_id=latent_id,
-            latent=to_tensor(edited), quality=quality,
+            pack=composed.pack, image=images.encode(result, fmt), format=fmt, latent_id=latent_id,
+            latent=to_tensor(edited), quality=_quality(composed, index, scores[:1], scores[1:]),
             scores_before={a: float(scores[0, i]) for a, i in index.items()},
             scores_after={a: float(scores[1, i]) for a, i in index.items()},
-            original=images.encode(pixels[0], fmt) if request.return_original else b"",
-            latent_shift=float(np.linalg.norm(delta)))
+            original=images.encode(original, fmt) if request.return_original else b"",
+            latent_shift=float(np.linalg.norm(edited - z)))
 
     def EditSweep(self, request, context):
         budget = Budget(context, self.default_deadline_s)
@@ -440,7 +463,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="budget of a request whose caller set no deadline")
     args = p.parse_args(argv)
     logger = logs.setup("gateway", args.log_level)
-    servicer = GatewayServicer(Downstream(args.encoder, args.directions, args.generator, args.hop_timeout_s),
+    servicer = GatewayServicer(Downstream(args.encoder, args.directions, args.generator, args.hop_timeout_s,
+                                          aside_threads=args.workers),
                                LatentCache(connect(args.redis_url), args.latent_ttl_s),
                                args.default_pack, args.default_deadline_s)
     serve("gateway", args.host, args.port, [lambda s: gateway_pb2_grpc.add_GatewayServicer_to_server(servicer, s)],

@@ -12,7 +12,6 @@ import numpy as np
 
 from facedit.v1 import common_pb2, generator_pb2, generator_pb2_grpc
 from services.common import config, logs, onnx
-from services.common.batcher import DynamicBatcher
 from services.common.errors import InvalidArgument
 from services.common.pack import Pack, load_pack
 from services.common.server import serve
@@ -23,10 +22,10 @@ class OnnxGenerator:
     """One pack's generator.onnx behind a dynamic batcher. z (N, D) float32 -> (N, R, R, 3) uint8."""
 
     def __init__(self, pack: Pack, threading: onnx.Threading, max_batch: int, max_delay_s: float, max_queue: int,
-                 io_binding: str = "auto"):
+                 io_binding: str = "auto", workers: int = 1):
         self.pack = pack
-        self.model = onnx.Model(pack.artefact("generator"), threading, io_binding)
-        self.batcher = DynamicBatcher(self.model.run, max_batch, max_delay_s, max_queue, name=f"gen-{pack.name}")
+        self.batcher = onnx.batched(pack.artefact("generator"), threading, io_binding, max_batch, max_delay_s,
+                                    max_queue, workers, name=f"gen-{pack.name}")
 
     def generate(self, z: np.ndarray, timeout_s: float | None) -> tuple[np.ndarray, int]:
         return self.batcher.submit(z).result(timeout=timeout_s)
@@ -69,7 +68,8 @@ def main(argv: list[str] | None = None) -> None:
         logs.log(logger, "loaded", packs=packs, backend="torchserve", address=args.torchserve_address)
     else:
         generators = {n: OnnxGenerator(load_pack(n, Path(args.model_store)), onnx.Threading.from_flags(args),
-                                       args.max_batch, args.max_delay_ms / 1e3, args.max_queue, args.io_binding)
+                                       args.max_batch, args.max_delay_ms / 1e3, args.max_queue, args.io_binding,
+                                       args.batch_workers)
                       for n in packs}
         logs.log(logger, "loaded", packs=packs, backend="onnx", providers=onnx.providers())
     servicer = GeneratorServicer(generators, packs[0])
