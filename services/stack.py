@@ -133,6 +133,8 @@ DEMO_EDITS = {
     "digiface64": [("smile", []), ("yaw", []), ("mouth_open", [])],
 }
 DEMO_FRACTIONS = [-1.0, -0.5, 0.0, 0.5, 1.0]  # of each direction's recommended range
+# a words edit by phrase (packs with the words method) and the attribute whose words direction gives its range
+DEMO_TEXTS = {"synth": ("add glasses", "eyeglasses"), "digiface64": ("a big grin", "smile")}
 
 
 def demo_photo() -> tuple[str, bytes]:
@@ -165,6 +167,7 @@ def demo(stack: Stack, out: Path) -> Path:
                 rows.append((f"seed {seed}: {attribute} ±{span:.1f}" + (f" (keep {', '.join(keep)})" if keep else ""),
                              [f.image for f in frames]))
         manifest = json.loads((stack.model_store / pack / "manifest.json").read_text())
+        rows += _method_rows(client, info, manifest, pack, edits[0][0])
         if "alignment" in manifest:
             name, photo = demo_photo()
             for attribute, keep in edits:
@@ -188,6 +191,24 @@ def demo(stack: Stack, out: Path) -> Path:
     finally:
         client.close()
     return _grid(rows, DEMO_FRACTIONS, out)
+
+
+def _method_rows(client, info, manifest: dict, pack: str, attribute: str) -> list[tuple[str, list[bytes]]]:
+    """Seed 3 edited by a phrase (words method) and by ISTRC, over each one's recommended range,
+    when the pack has these methods."""
+    ranges = {d.id: max(abs(d.strength_min), abs(d.strength_max)) or 1.0 for d in info.directions}
+    face, rows = client.face(seed=3), []
+    text, text_attribute = DEMO_TEXTS.get(pack, (None, None))
+    if "words" in manifest.get("methods", []) and text and f"words/{text_attribute}" in ranges:
+        span = ranges[f"words/{text_attribute}"]
+        rows.append((f"seed 3: text '{text}' theta ±{span:.1f}",
+                     [client.edit(face, [], texts=[(text, f * span)], skip_scores=True).image for f in DEMO_FRACTIONS]))
+    if "istrc" in manifest.get("methods", []) and f"istrc/{attribute}" in ranges:
+        span = ranges[f"istrc/{attribute}"]
+        rows.append((f"seed 3: ISTRC {attribute} ±{span:.2f} rad",
+                     [client.edit(face, [(attribute, f * span)], method="istrc", skip_scores=True).image
+                      for f in DEMO_FRACTIONS]))
+    return rows
 
 
 def _face_region(image: bytes, box: list[float], margin: float = 0.35) -> bytes:

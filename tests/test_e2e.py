@@ -99,3 +99,23 @@ def test_bad_input_over_the_process_stack(stack):
         assert client.edit(client.face(seed=5), [("smile", 1.0)]).image  # still serving
     finally:
         client.close()
+
+
+def test_demo_rows_of_the_words_and_istrc_methods(stack):
+    """make run's demo adds a phrase row and an ISTRC row for packs with these methods: five
+    PNGs each, over the method's recommended range, and the ends differ from the middle."""
+    import json
+
+    from services.stack import DEMO_FRACTIONS, _method_rows
+
+    client = FaceditClient(stack.address("gateway"), timeout_s=60)
+    try:
+        manifest = json.loads((MODEL_STORE / "synth" / "manifest.json").read_text())
+        rows = _method_rows(client, client.attributes(), manifest, "synth", "smile")
+    finally:
+        client.close()
+    assert [label.split(":")[1].split()[0] for label, _ in rows] == ["text", "ISTRC"]
+    for label, pngs in rows:
+        assert len(pngs) == len(DEMO_FRACTIONS) and all(p.startswith(b"\x89PNG") for p in pngs), label
+        pixels = [np.asarray(Image.open(io.BytesIO(p)).convert("RGB"), np.float32) for p in pngs]
+        assert np.abs(pixels[0] - pixels[2]).mean() > 1 and np.abs(pixels[-1] - pixels[2]).mean() > 1, label
