@@ -65,3 +65,6 @@ def test_words_of_the_digiface_lexicon_become_directions_of_its_attributes(tiny_
     # the edits of the evaluation include the words directions
     ev = json.loads((work / "report.json").read_text())["evaluation"]["edit_success"]
     assert {f"words/{a}" for a in ("yaw", "smile")} <= set(ev)
+    # and ISTRC, through FaceNet and the mapping, on its bounded number of faces
+    assert {f"istrc/{a}" for a in ("yaw", "roll", "smile", "mouth_open", "skin_tone")} <= set(ev)
+    assert all(0 <= ev[f"istrc/{a}"]["positive_after_plus"] <= 1 for a in ("yaw", "smile"))

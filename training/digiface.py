@@ -41,8 +41,8 @@ import torch.nn.functional as F
 from services.common import align
 from services.common.pack import load_pack, sha256
 from services.directions import reference
-from training import (annotators, checkpoints, crg_encoder, direction_sets, gan, identity, interfacegan, istrc, oracle,
-                      sefa, third_party, tlgan, words)
+from training import (annotators, checkpoints, crg_encoder, direction_sets, edits, gan, identity, interfacegan, istrc,
+                      oracle, sefa, third_party, tlgan, words)
 from training.config import PackConfig
 from training.crg_directions import encode
 from training.data import latents
@@ -375,22 +375,35 @@ def evaluate(cfg: PackConfig, work: Path) -> dict:
     identity_figures = {"other_faces": round(float(identity.distance(ref, np.roll(ref, 1, axis=0)).mean()), 4),
                 "encoded_generated": round(float(identity.distance(
                     ref, facenet.embed(generate(g, encode(e, gen_pixels[:n_id])))).mean()), 4)}
+    def row(attribute: str, hi: float, up: np.ndarray, down: np.ndarray, moved: np.ndarray) -> dict:
+        """Scores of the first len(up) faces after +hi / the minimum, FaceNet of the first n_id after +hi."""
+        i, n = ATTRIBUTES.index(attribute), len(up)
+        others = [j for j in range(len(ATTRIBUTES)) if j != i]
+        leak = float(np.mean([((up[:, j] > 0.5) != (base[:n, j] > 0.5)).mean() for j in others]))
+        return {"strength_max": hi, "faces": n, "positive_after_plus": round(float((up[:, i] > 0.5).mean()), 4),
+                "negative_after_minus": round(float((down[:, i] <= 0.5).mean()), 4),
+                "leakage_after_plus": round(leak, 4),
+                "identity_distance_after_plus": round(float(identity.distance(
+                    facenet.embed(moved), ref[:len(moved)]).mean()), 4)}
+
     success = {}
     for r in records:
         if r["method"] == "sefa" and r["id"].startswith("sefa/component_"):
             continue
-        i = ATTRIBUTES.index(r["attribute"])
         v = vectors[r["row"]]
         up = score_latents(g, o, (z[:n_edit] + r["strength_max"] * v).astype(np.float32))
         down = score_latents(g, o, (z[:n_edit] + r["strength_min"] * v).astype(np.float32))
-        others = [j for j in range(len(ATTRIBUTES)) if j != i]
-        leak = float(np.mean([((up[:, j] > 0.5) != (base[:, j] > 0.5)).mean() for j in others]))
         moved = generate(g, (z[:n_id] + r["strength_max"] * v).astype(np.float32))
-        success[r["id"]] = {"strength_max": r["strength_max"], "positive_after_plus": round(float((up[:, i] > 0.5).mean()), 4),
-                            "negative_after_minus": round(float((down[:, i] <= 0.5).mean()), 4),
-                            "leakage_after_plus": round(leak, 4),
-                            "identity_distance_after_plus": round(float(identity.distance(
-                                facenet.embed(moved), ref).mean()), 4)}
+        success[r["id"]] = row(r["attribute"], r["strength_max"], up, down, moved)
+    # ISTRC (not a latent direction): each face through FaceNet, walked on the sphere, mapped back
+    method = edits.istrc_method(cfg, work)
+    if method is not None:
+        n = min(n_edit, method.max_samples or n_edit)
+        for a, (lo, hi) in method.strengths.items():
+            up_z = method.edit(z[:n], a, hi, ())
+            up = score_latents(g, o, up_z)
+            down = score_latents(g, o, method.edit(z[:n], a, lo, ()))
+            success[f"istrc/{a}"] = row(a, hi, up, down, generate(g, up_z[:n_id]))
     figures = {"reconstruction_generated": rec_gen, "latent_cycle_mse": round(cycle, 4),
                "identity": identity_figures,
                "reconstruction_real": {**rec_real, "photos": sorted(set(names))},
@@ -531,9 +544,12 @@ def model_card(manifest: dict) -> str:
                       "from 25 px, so they are blurrier than anything the encoder was trained on.",
                   "", f"Latent cycle MSE(z, E(G(z))): {ev['latent_cycle_mse']}.", "",
                   f"## Edit success ({min(300, manifest['training']['config']['eval_samples'])} held-out latents moved to the recommended extremes, scored by the classifier)", "",
-                  _table(["direction", "strength max", "present after +max", "absent after min",
+                  "ISTRC rows (radians walked on FaceNet's sphere, not a latent offset) use the first "
+                  "`eval_istrc_samples` of these faces (FaceNet per face is the slow part).", "",
+                  _table(["direction", "strength max", "faces", "present after +max", "absent after min",
                           "other labels changed after +max", "FaceNet distance after +max"],
-                         [[k, v["strength_max"], v["positive_after_plus"], v["negative_after_minus"], v["leakage_after_plus"],
+                         [[k, v["strength_max"], v.get("faces", min(300, manifest['training']['config']['eval_samples'])),
+                           v["positive_after_plus"], v["negative_after_minus"], v["leakage_after_plus"],
                            v.get("identity_distance_after_plus", "-")] for k, v in ev["edit_success"].items()]),
                   "", f"FaceNet distance (unit embeddings, 160 px) for scale: between different generated faces "
                       f"{ev['identity']['other_faces']}, between a generated face and its encoding "

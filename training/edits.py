@@ -108,7 +108,7 @@ def istrc_method(cfg: PackConfig, work: Path, classifier: str = "logistic") -> E
     model = istrc.Istrc.load(cfg, work, classifier)
     report = json.loads((work / "report.json").read_text()).get("istrc", {}) if (work / "report.json").exists() else {}
     figures = report.get("classifiers" if classifier == "logistic" else "mlp_classifiers", {})
-    attributes = [a for a in model.attributes if a in renderer.ATTRIBUTES]
+    attributes = list(model.attributes)  # the pack's attributes, in the classifiers' order
     what = "logistic classifier's gradient (constant)" if classifier == "logistic" else \
         f"MLP classifier's gradient ({cfg.istrc_mlp_layers} FC layers, taken at every step)"
     return EditMethod(
