@@ -385,7 +385,8 @@ def peer_baseline(pack: Pack, pngs: list[bytes], seconds: float = 2.0) -> dict:
     """Eager PyTorch, torch.no_grad, one face at a time: decode, encoder, z + delta, generator, encode."""
     import torch
 
-    from bench.peer import PeerEditor, torch_encoder, torch_generator
+    from bench.peer import PeerEditor
+    from training.onnx_weights import torch_encoder, torch_generator
 
     gen = torch_generator(pack.artefact("generator"), pack.latent_dim, pack.resolution)
     enc = torch_encoder(pack.artefact("encoder"), pack.latent_dim, pack.resolution)

@@ -9,9 +9,6 @@ import numpy as np
 import torch
 
 from training.models import Encoder, Generator, images_to_pixels, pixels_to_images
-from training.onnx_weights import torch_encoder, torch_generator
-
-__all__ = ["PeerEditor", "torch_encoder", "torch_generator"]
 
 
 class PeerEditor:

@@ -294,11 +294,10 @@ def real_photos() -> list[tuple[str, np.ndarray]]:
     return [("skimage.data.astronaut", data.astronaut())]
 
 
-def aligned_real_faces(template: np.ndarray, size: int) -> tuple[np.ndarray, list[str]]:
-    """Every face MTCNN finds in real_photos(), aligned to the template: (N, size, size, 3) uint8."""
-    from services.encoder.detect import FaceDetector
-
-    det, crops, names = FaceDetector(), [], []
+def aligned_real_faces(det, template: np.ndarray, size: int) -> tuple[np.ndarray, list[str]]:
+    """Every face the detector (services.encoder.detect.FaceDetector) finds in real_photos(),
+    aligned to the template: (N, size, size, 3) uint8."""
+    crops, names = [], []
     for name, photo in real_photos():
         for d in det.detect(photo):
             crops.append(align.crop(photo, align.similarity(d.landmarks, template), size))
@@ -306,7 +305,7 @@ def aligned_real_faces(template: np.ndarray, size: int) -> tuple[np.ndarray, lis
     return np.stack(crops), names
 
 
-def lfw_faces(template: np.ndarray, size: int, count: int = 100) -> tuple[np.ndarray, np.ndarray, int]:
+def lfw_faces(det, template: np.ndarray, size: int, count: int = 100) -> tuple[np.ndarray, np.ndarray, int]:
     """Real faces that ship offline at low resolution: the first `count` images of
     skimage.data.lfw_subset() (Labeled Faces in the Wild, 25x25 grayscale, tightly cropped; its
     first 100 images are faces). Each is detected (MTCNN), aligned to the template like a photo
@@ -314,11 +313,9 @@ def lfw_faces(template: np.ndarray, size: int, count: int = 100) -> tuple[np.nda
     crop pixels that come from inside the 25x25 image, number of images tried)."""
     from skimage import data
 
-    from services.encoder.detect import FaceDetector
-
     if not 0 <= count <= 100:
         raise ValueError(f"eval_lfw_faces: {count}; skimage.data.lfw_subset holds 100 faces")
-    det, crops, valid = FaceDetector(), [], []
+    crops, valid = [], []
     images = (data.lfw_subset()[:count] * 255).round().astype(np.uint8)
     inside = np.full(images.shape[1:] + (3,), 255, np.uint8)
     for gray in images:
@@ -362,9 +359,12 @@ def evaluate(cfg: PackConfig, work: Path) -> dict:
     rec_gen, _ = _reconstruction(g, e, gen_pixels[:500])
     with torch.no_grad():
         cycle = float(((e(g(torch.from_numpy(z))).numpy() - z) ** 2).mean())
-    real, names = aligned_real_faces(template, cfg.resolution)
+    from services.encoder.detect import FaceDetector
+
+    det = FaceDetector()
+    real, names = aligned_real_faces(det, template, cfg.resolution)
     rec_real, recon_real = _reconstruction(g, e, real)
-    lfw, valid, tried = lfw_faces(template, cfg.resolution, cfg.eval_lfw_faces)
+    lfw, valid, tried = lfw_faces(det, template, cfg.resolution, cfg.eval_lfw_faces)
     rec_lfw = {**_gray_reconstruction(g, e, lfw, valid), "tried": tried} if len(lfw) else {"samples": 0, "tried": tried}
     # edit success: held-out latents moved by each direction's recommended extreme, scored by the oracle
     records, vectors = direction_sets.collect(work)

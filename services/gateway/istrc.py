@@ -158,7 +158,7 @@ class IstrcRpcs:
         except BaseException:
             resolve.cancel()
             raise
-        resolved = resolve()
+        resolved = resolve.result()
         resp = self.down.call("encoder", self.down.encoder.IstrcEdit, encoder_pb2.IstrcEditRequest(
             pack=pack, embedding=to_tensor(e[0]), edits=request.edits, directions=resolved.edits,
             keep_directions=resolved.keep), budget)

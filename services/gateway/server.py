@@ -77,16 +77,11 @@ class Downstream:
         except grpc.RpcError as err:
             raise reraise_downstream(err, hop) from None
 
-    def start(self, hop: str, method, request, budget: "Budget"):
+    def start(self, hop: str, method, request, budget: "Budget") -> Future:
         """Make the call now on a pool thread (a blocking call there: a grpc future would start the
-        channel's spin thread whenever no other call is in flight); the returned function waits for
-        its answer (or raises its error)."""
-        future = self.aside(self.call, hop, method, request, budget)
-
-        def result():
-            return future.result()
-        result.cancel = future.cancel
-        return result
+        channel's spin thread whenever no other call is in flight); .result() waits for its answer
+        (or raises its error)."""
+        return self.aside(self.call, hop, method, request, budget)
 
 
 class Budget:
@@ -189,8 +184,8 @@ class GatewayServicer(IstrcRpcs, gateway_pb2_grpc.GatewayServicer):
         names, scores = self._score(pixels, pack, budget)
         return pixels[0], pixels[1], {a: i for i, a in enumerate(names)}, scores
 
-    def _start_compose(self, pack: str, edits, keep, budget: Budget):
-        """Compose runs on the directions service while the face is encoded: returns a waiter."""
+    def _start_compose(self, pack: str, edits, keep, budget: Budget) -> Future:
+        """Compose runs on the directions service while the face is encoded: returns its future."""
         return self.down.start("directions", self.down.directions.Compose,
                                directions_pb2.ComposeRequest(pack=pack, edits=edits, keep=keep), budget)
 
@@ -213,7 +208,7 @@ class GatewayServicer(IstrcRpcs, gateway_pb2_grpc.GatewayServicer):
             raise
         # the new latent goes to the cache while the edit is composed and rendered
         cached = self.down.aside(self.cache.put, pack, z) if latent_id is None else None
-        composed = compose()
+        composed = compose.result()
         edited = apply_composed(z[None], composed, 1.0)[0]
         original, result, index, scores = self._render_edit(z, edited, request, pack, budget)
         if cached is not None:
@@ -243,7 +238,7 @@ class GatewayServicer(IstrcRpcs, gateway_pb2_grpc.GatewayServicer):
         op = common_pb2.EditOp()
         op.CopyFrom(request.edit)
         op.strength = peak
-        composed = self._start_compose(pack, [op], request.keep, budget)()
+        composed = self._start_compose(pack, [op], request.keep, budget).result()
         strengths = np.linspace(request.start, request.stop, request.steps, dtype=np.float32)
         frames = apply_composed(np.repeat(z[None], len(strengths), 0), composed, strengths / peak)
         pixels = self._generate(frames, pack, budget)
@@ -411,7 +406,7 @@ class GatewayServicer(IstrcRpcs, gateway_pb2_grpc.GatewayServicer):
             compose.cancel()
             raise InvalidArgument(f"no face found in the {found.width}x{found.height} photo: faces must be at "
                                   f"least about 20 pixels wide, seen from the front or side, and not cut off")
-        composed = compose()
+        composed = compose.result()
         z = np.stack([check_latents(from_tensor(f.latent, "latent"), info.latent_dim, "encoded latent")[0]
                       for f in found.faces])
         n = len(z)
