@@ -49,7 +49,7 @@ from training.data import latents
 from training.evaluate import generate, hash_similarity
 from training.export import export_istrc, export_onnx, export_words
 from training.interfacegan import score_latents
-from training.model_card import _table, istrc_section, words_section
+from training.model_card import _table, istrc_section, restored_section, words_section
 from training.models import Oracle, PixelsIn, pixels_to_images
 from training.progress import Progress
 
@@ -558,11 +558,7 @@ def model_card(manifest: dict) -> str:
         parts += words_section(m["words"])
     if "istrc" in m:
         parts += ["", *istrc_section(m["istrc"], attrs)]
-    restored = manifest["training"].get("restored")
-    if restored:
-        parts += ["", f"This version was exported from a work folder restored from pack version {restored['version']} "
-                      f"(`python -m training.restore`): its encoder, classifier and earlier directions are that "
-                      f"version's; the steps run after restoring are those whose figures changed."]
+    parts += restored_section(manifest)
     notes = manifest.get("notes")
     if notes:
         parts += ["", "## Looked at by eye", "", notes]

@@ -101,12 +101,18 @@ def write_model_card(manifest: dict, path: Path) -> None:
         parts += evaluation_section(m["evaluation"], attrs)
     if "istrc" in m:
         parts += ["", *istrc_section(m["istrc"], attrs)]
-    restored = manifest["training"].get("restored")
-    if restored:
-        parts += ["", f"This version was exported from a work folder restored from pack version {restored['version']} "
-                      "(`python -m training.restore`): the networks and directions of steps not rerun are that "
-                      "version's; timings of those steps are not known to this run."]
+    parts += restored_section(manifest)
     path.write_text("\n".join(parts) + "\n")
+
+
+def restored_section(manifest: dict) -> list[str]:
+    """A line saying the pack was exported from a work folder restored from an earlier version."""
+    restored = manifest["training"].get("restored")
+    if not restored:
+        return []
+    return ["", f"This version was exported from a work folder restored from pack version {restored['version']} "
+                "(`python -m training.restore`): the networks, directions and figures of the steps not rerun "
+                "after restoring are that version's."]
 
 
 def words_section(w: dict) -> list[str]:
