@@ -70,6 +70,7 @@ class _Servers:
         from services.directions.text import SentenceEncoder
         from services.encoder.server import EncoderServicer, PackModels
         from services.gateway.cache import LatentCache
+        from services.gateway.compose_memo import ComposeMemo
         from services.gateway.server import Downstream, GatewayServicer
         from services.generator.server import GeneratorServicer, OnnxGenerator
 
@@ -92,10 +93,12 @@ class _Servers:
         }
         for name, (servicer, add) in servicers.items():
             self._start(name, lambda s, a=add, v=servicer: a(v, s), logger)
-        gateway = GatewayServicer(Downstream(self.addresses["encoder"], self.addresses["directions"],
-                                             self.addresses["generator"], hop_timeout_s=10),
-                                  LatentCache(connect(redis_url), ttl_s=60), pack, default_deadline_s=30)
-        self._start("gateway", lambda s: gateway_pb2_grpc.add_GatewayServicer_to_server(gateway, s), logger)
+        gateway_redis = connect(redis_url)
+        self.gateway = GatewayServicer(Downstream(self.addresses["encoder"], self.addresses["directions"],
+                                                  self.addresses["generator"], hop_timeout_s=10),
+                                       LatentCache(gateway_redis, ttl_s=60), pack, default_deadline_s=30,
+                                       memo=ComposeMemo(gateway_redis))
+        self._start("gateway", lambda s: gateway_pb2_grpc.add_GatewayServicer_to_server(self.gateway, s), logger)
 
     def _start(self, name, register, logger):
         from services.common.server import create_server

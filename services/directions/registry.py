@@ -227,14 +227,14 @@ class Registry:
     def snapshot(self, pack: str) -> Snapshot:
         """The active version's directions: one Redis round trip (MGET active, stamp) when the
         cached snapshot is current, else a consistent re-read of the version (one MULTI/EXEC)."""
-        version, stamp = self.r.mget(_key(pack, "active"), _key(pack, "stamp"))
+        version, stamp = read_state(self.r, pack)
         if version is None:
             raise InvalidArgument(f"unknown pack {pack!r}: no directions published for it")
         with self._lock:
             cached = self._snapshots.get(pack)
-        if cached is not None and cached.info.version == version.decode() and cached.stamp == _text(stamp):
+        if cached is not None and cached.info.version == version and cached.stamp == stamp:
             return cached
-        fresh = self._read_snapshot(pack, version.decode())
+        fresh = self._read_snapshot(pack, version)
         with self._lock:
             self._snapshots[pack] = fresh
         return fresh
@@ -299,6 +299,13 @@ class Registry:
 
     def ids(self, info: PackInfo) -> set[str]:
         return {k.decode() for k in self.r.hkeys(_key(info.name, info.version, "dir"))}
+
+
+def read_state(client: redis.Redis, pack: str) -> tuple[str | None, str]:
+    """(active version or None if the pack was never published, stamp) in one MGET: together they
+    change whenever anything a reader of the pack's directions sees changes."""
+    version, stamp = client.mget(_key(pack, "active"), _key(pack, "stamp"))
+    return (version.decode() if version is not None else None), _text(stamp)
 
 
 def _new_stamp() -> str:

@@ -29,6 +29,7 @@ from services.common.server import MAX_MESSAGE_BYTES, serve
 from services.common.tensors import check_latents, from_tensor, to_tensor
 from services.directions import reference
 from services.gateway.cache import LatentCache
+from services.gateway.compose_memo import ComposeMemo
 from services.gateway.istrc import IstrcRpcs
 
 MAX_GENERATE = 64
@@ -109,8 +110,11 @@ def apply_composed(z: np.ndarray, composed: directions_pb2.ComposeResponse, scal
 
 
 class GatewayServicer(IstrcRpcs, gateway_pb2_grpc.GatewayServicer):
-    def __init__(self, down: Downstream, cache: LatentCache, default_pack: str, default_deadline_s: float):
+    def __init__(self, down: Downstream, cache: LatentCache, default_pack: str, default_deadline_s: float,
+                 memo: ComposeMemo | None = None):
+        """memo: remembered Compose answers (it must read the registry's Redis); None = off."""
         self.down, self.cache = down, cache
+        self.memo = memo if memo is not None else ComposeMemo(cache.r, size=0)
         self.default_pack, self.default_deadline_s = default_pack, default_deadline_s
         self._pack_info: dict[str, tuple[float, directions_pb2.ListDirectionsResponse]] = {}
         self._lock = threading.Lock()
@@ -185,9 +189,21 @@ class GatewayServicer(IstrcRpcs, gateway_pb2_grpc.GatewayServicer):
         return pixels[0], pixels[1], {a: i for i, a in enumerate(names)}, scores
 
     def _start_compose(self, pack: str, edits, keep, budget: Budget) -> Future:
-        """Compose runs on the directions service while the face is encoded: returns its future."""
-        return self.down.start("directions", self.down.directions.Compose,
-                               directions_pb2.ComposeRequest(pack=pack, edits=edits, keep=keep), budget)
+        """The composed edit: a done future from the memo while the registry is unchanged, else
+        Compose runs on the directions service while the face is encoded (its answer is remembered)."""
+        request = directions_pb2.ComposeRequest(pack=pack, edits=edits, keep=keep)
+        state, answer = self.memo.lookup(request)
+        if answer is not None:
+            done: Future = Future()
+            done.set_result(answer)
+            return done
+        future = self.down.start("directions", self.down.directions.Compose, request, budget)
+
+        def remember(f: Future) -> None:
+            if not f.cancelled() and f.exception() is None:
+                self.memo.store(state, request, f.result())
+        future.add_done_callback(remember)
+        return future
 
     # -- RPCs ----------------------------------------------------------------
     def Edit(self, request, context):
@@ -456,12 +472,18 @@ def main(argv: list[str] | None = None) -> None:
                    help="deadline of each downstream call")
     p.add_argument("--default-deadline-s", type=float, default=float(config.env("default_deadline_s", "30")),
                    help="budget of a request whose caller set no deadline")
+    p.add_argument("--compose-memo", type=int,
+                   default=int(config.env("compose_memo", str(ComposeMemo.DEFAULT_SIZE))),
+                   help="Compose answers remembered while the registry is unchanged (checked with one Redis "
+                        "MGET per edit; the registry must be in the Redis of --redis-url); 0 = ask the "
+                        "directions service every time")
     args = p.parse_args(argv)
     logger = logs.setup("gateway", args.log_level)
+    client = connect(args.redis_url)
     servicer = GatewayServicer(Downstream(args.encoder, args.directions, args.generator, args.hop_timeout_s,
                                           aside_threads=args.workers),
-                               LatentCache(connect(args.redis_url), args.latent_ttl_s),
-                               args.default_pack, args.default_deadline_s)
+                               LatentCache(client, args.latent_ttl_s),
+                               args.default_pack, args.default_deadline_s, ComposeMemo(client, args.compose_memo))
     serve("gateway", args.host, args.port, [lambda s: gateway_pb2_grpc.add_GatewayServicer_to_server(servicer, s)],
           ["facedit.v1.Gateway"], logger, max_workers=args.workers)
 
