@@ -97,7 +97,7 @@ class _Servers:
         self.gateway = GatewayServicer(Downstream(self.addresses["encoder"], self.addresses["directions"],
                                                   self.addresses["generator"], hop_timeout_s=10),
                                        LatentCache(gateway_redis, ttl_s=60), pack, default_deadline_s=30,
-                                       memo=ComposeMemo(gateway_redis))
+                                       memo=ComposeMemo(gateway_redis), merge_max_batch=8)
         self._start("gateway", lambda s: gateway_pb2_grpc.add_GatewayServicer_to_server(self.gateway, s), logger)
 
     def _start(self, name, register, logger):

@@ -30,6 +30,7 @@ from services.common.tensors import check_latents, from_tensor, to_tensor
 from services.directions import reference
 from services.gateway.cache import LatentCache
 from services.gateway.compose_memo import ComposeMemo
+from services.gateway.merged import MergedHops
 from services.gateway.istrc import IstrcRpcs
 
 MAX_GENERATE = 64
@@ -92,6 +93,13 @@ class Budget:
         remaining = context.time_remaining()
         self.deadline = time.monotonic() + (remaining if remaining is not None else default_s)
 
+    @classmethod
+    def until(cls, deadline: float) -> "Budget":
+        """A budget ending at `deadline` (time.monotonic())."""
+        budget = cls.__new__(cls)
+        budget.deadline = deadline
+        return budget
+
     def timeout(self, hop_s: float) -> float:
         left = self.deadline - time.monotonic()
         if left <= 0:
@@ -111,10 +119,14 @@ def apply_composed(z: np.ndarray, composed: directions_pb2.ComposeResponse, scal
 
 class GatewayServicer(IstrcRpcs, gateway_pb2_grpc.GatewayServicer):
     def __init__(self, down: Downstream, cache: LatentCache, default_pack: str, default_deadline_s: float,
-                 memo: ComposeMemo | None = None):
-        """memo: remembered Compose answers (it must read the registry's Redis); None = off."""
+                 memo: ComposeMemo | None = None, merge_max_batch: int = 0, merge_workers: int = 2):
+        """memo: remembered Compose answers (it must read the registry's Redis); None = off.
+        merge_max_batch: concurrent Edits' encode / generate / score calls merged into one RPC of up to
+        this many Edits (services/gateway/merged.py); 0 = one RPC per Edit. merge_workers: merged RPCs
+        of a hop in flight at once."""
         self.down, self.cache = down, cache
         self.memo = memo if memo is not None else ComposeMemo(cache.r, size=0)
+        self.merged = MergedHops(self._call_many, merge_max_batch, merge_workers) if merge_max_batch else None
         self.default_pack, self.default_deadline_s = default_pack, default_deadline_s
         self._pack_info: dict[str, tuple[float, directions_pb2.ListDirectionsResponse]] = {}
         self._lock = threading.Lock()
@@ -152,12 +164,39 @@ class GatewayServicer(IstrcRpcs, gateway_pb2_grpc.GatewayServicer):
             z = self.cache.get(face.latent_id, pack)
             return check_latents(z, dim, "cached latent")[0], face.latent_id
         if kind == "image":
-            z = self._encode([face.image], pack, budget)[0]
+            if not face.image:
+                raise InvalidArgument("image: empty; send the bytes of a PNG or JPEG file")
+            z = self._edit_call("encoder", pack, face.image, budget)
         elif kind == "latent":
             z = check_latents(from_tensor(face.latent, "latent"), dim)[0]
         else:
             z = latents.from_seed(face.seed, dim)
         return z, None
+
+    def _call_many(self, hop: str, pack: str):
+        """The merged form of an Edit's call to `hop` for `pack`: (items, deadline) -> one result per item.
+        encoder: image files -> z (D,); generator: z (n, D) -> pixels (n, R, R, 3); classifier: pixels
+        (n, R, R, 3) -> (attribute names, scores (n, A))."""
+        def split(rows: np.ndarray, items: list) -> list:
+            ends = np.cumsum([len(x) for x in items])
+            return np.split(rows, ends[:-1])
+
+        if hop == "encoder":
+            return lambda files, deadline: list(self._encode(files, pack, Budget.until(deadline)))
+        if hop == "generator":
+            return lambda zs, deadline: split(self._generate(np.concatenate(zs), pack, Budget.until(deadline)), zs)
+        if hop == "classifier":
+            def score(pixels: list, deadline: float) -> list:
+                names, scores = self._score(np.concatenate(pixels), pack, Budget.until(deadline))
+                return [(names, part) for part in split(scores, pixels)]
+            return score
+        raise ValueError(f"no merged form of hop {hop!r}")
+
+    def _edit_call(self, hop: str, pack: str, item, budget: Budget):
+        """One Edit's call to `hop` (see _call_many), merged with concurrent Edits' unless merging is off."""
+        if self.merged is None:
+            return self._call_many(hop, pack)([item], budget.deadline)[0]
+        return self.merged.call(hop, pack, item, budget.deadline)
 
     def _encode(self, image_files: list[bytes], pack: str, budget: Budget) -> np.ndarray:
         if not image_files[0]:
@@ -182,10 +221,10 @@ class GatewayServicer(IstrcRpcs, gateway_pb2_grpc.GatewayServicer):
         (and the original only if request.return_original), no classifier: index {} and scores (2, 0)."""
         if request.skip_scores:
             rows = np.stack([z, edited]) if request.return_original else edited[None]
-            pixels = self._generate(rows, pack, budget)
+            pixels = self._edit_call("generator", pack, rows, budget)
             return (pixels[0] if request.return_original else None), pixels[-1], {}, np.zeros((2, 0), np.float32)
-        pixels = self._generate(np.stack([z, edited]), pack, budget)
-        names, scores = self._score(pixels, pack, budget)
+        pixels = self._edit_call("generator", pack, np.stack([z, edited]), budget)
+        names, scores = self._edit_call("classifier", pack, pixels, budget)
         return pixels[0], pixels[1], {a: i for i, a in enumerate(names)}, scores
 
     def _start_compose(self, pack: str, edits, keep, budget: Budget) -> Future:
@@ -477,13 +516,19 @@ def main(argv: list[str] | None = None) -> None:
                    help="Compose answers remembered while the registry is unchanged (checked with one Redis "
                         "MGET per edit; the registry must be in the Redis of --redis-url); 0 = ask the "
                         "directions service every time")
+    p.add_argument("--merge-max-batch", type=int, default=int(config.env("merge_max_batch", "32")),
+                   help="concurrent Edits whose encode, generate and score calls share one RPC (at most this "
+                        "many per RPC; a lone Edit is never held back); 0 = one RPC per Edit")
+    p.add_argument("--merge-workers", type=int, default=int(config.env("merge_workers", "2")),
+                   help="merged RPCs of one hop in flight at once")
     args = p.parse_args(argv)
     logger = logs.setup("gateway", args.log_level)
     client = connect(args.redis_url)
     servicer = GatewayServicer(Downstream(args.encoder, args.directions, args.generator, args.hop_timeout_s,
                                           aside_threads=args.workers),
                                LatentCache(client, args.latent_ttl_s),
-                               args.default_pack, args.default_deadline_s, ComposeMemo(client, args.compose_memo))
+                               args.default_pack, args.default_deadline_s, ComposeMemo(client, args.compose_memo),
+                               args.merge_max_batch, args.merge_workers)
     serve("gateway", args.host, args.port, [lambda s: gateway_pb2_grpc.add_GatewayServicer_to_server(servicer, s)],
           ["facedit.v1.Gateway"], logger, max_workers=args.workers)
 
