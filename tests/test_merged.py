@@ -37,22 +37,27 @@ class Downstream:
         return [x * 10 for x in items]
 
 
-def call_all(hop, items, deadline_s=5.0):
-    """Each item in its own thread, all at once -> {item index: result or the exception}."""
-    out, barrier = {}, threading.Barrier(len(items))
+def at_once(fn, n, errors=(ServiceError, grpc.RpcError), timeout_s=60):
+    """fn(k) for k < n, each in its own thread, all released together -> {k: result or the error}."""
+    out, barrier = {}, threading.Barrier(n)
 
     def one(k):
         barrier.wait()
         try:
-            out[k] = hop.call(items[k], time.monotonic() + deadline_s)
-        except ServiceError as err:
+            out[k] = fn(k)
+        except errors as err:
             out[k] = err
-    threads = [threading.Thread(target=one, args=(k,)) for k in range(len(items))]
+    threads = [threading.Thread(target=one, args=(k,)) for k in range(n)]
     for t in threads:
         t.start()
     for t in threads:
-        t.join(10)
+        t.join(timeout_s)
     return out
+
+
+def call_all(hop, items, deadline_s=5.0):
+    """Each item's call in its own thread, all at once -> {item index: result or the exception}."""
+    return at_once(lambda k: hop.call(items[k], time.monotonic() + deadline_s), len(items))
 
 
 def test_concurrent_calls_share_rpcs_and_each_gets_its_own_answer():
@@ -125,16 +130,7 @@ def test_concurrent_edits_through_the_gateway_match_the_same_edits_alone(client,
     hops = tiny_servers.gateway.merged._hops
     for _ in range(3):  # a loaded machine may serialise one round; three rounds would not all be
         before = {k: (h.batcher.batches, h.batcher.rows) for k, h in hops.items()}
-        results, barrier = {}, threading.Barrier(len(requests))
-
-        def one(k):
-            barrier.wait()
-            results[k] = edit(*requests[k])
-        threads = [threading.Thread(target=one, args=(k,)) for k in range(len(requests))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(60)
+        results = at_once(lambda k: edit(*requests[k]), len(requests), errors=())
         for k, r in enumerate(alone):
             assert results[k].image == r.image, k
             assert results[k].latent == r.latent
@@ -149,19 +145,8 @@ def test_concurrent_edits_through_the_gateway_match_the_same_edits_alone(client,
 def test_a_bad_image_among_concurrent_edits_fails_alone(client):
     good = [rendered_png(seed) for seed in range(60, 66)]
     files = good[:3] + [b"\x89PNG\r\n\x1a\n not really"] + good[3:]
-    out, barrier = {}, threading.Barrier(len(files))
-
-    def one(k):
-        barrier.wait()
-        try:
-            out[k] = client.edit(client.face(image=files[k]), [("smile", 1.0)], skip_scores=True).image
-        except grpc.RpcError as err:
-            out[k] = err
-    threads = [threading.Thread(target=one, args=(k,)) for k in range(len(files))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    out = at_once(lambda k: client.edit(client.face(image=files[k]), [("smile", 1.0)], skip_scores=True).image,
+                  len(files))
     with pytest.raises(grpc.RpcError) as alone:
         client.edit(client.face(image=files[3]), [("smile", 1.0)], skip_scores=True)
     err = out.pop(3)
