@@ -652,6 +652,39 @@ class GeneratorProcess:
         terminate(self.proc, 10)
 
 
+def bracketed_levels(make_client, args, stop: threading.Event, label: str, pids, reference: Callable[[], float],
+                     address: str) -> tuple[list[dict], dict | None]:
+    """load_levels, with the concurrency-1 level bracketed: right before and right after it, the p50 (ms) of
+    the same work done in this process (`reference()`) and of an empty RPC to `address`. This machine's speed
+    drifts by up to 1.5x within minutes, so the c1 excess is taken against references of the same minute.
+    -> (rows of every level, {before, after, reference_p50_ms, rpc_round_trip_ms} or None without c1)."""
+    if 1 not in args.concurrency:
+        return load_levels(make_client, args.concurrency, args.seconds, args.max_requests, stop, label, pids), None
+    marks = []
+    for part in ("before", "c1", "after"):
+        if part == "c1":
+            rows = load_levels(make_client, [1], args.seconds, args.max_requests, stop, label, pids)
+        else:
+            marks.append({"reference_p50_ms": reference(), "rpc_round_trip_ms": rpc_round_trip_ms(address)})
+    rows += load_levels(make_client, [c for c in args.concurrency if c != 1], args.seconds, args.max_requests,
+                        stop, label, pids)
+    bracket = {"before": marks[0], "after": marks[1],
+               **{k: (marks[0][k] + marks[1][k]) / 2 for k in ("reference_p50_ms", "rpc_round_trip_ms")}}
+    print(f"  c1 references of the same minute: in-process p50 {bracket['reference_p50_ms']:.2f} ms, "
+          f"empty RPC {bracket['rpc_round_trip_ms']:.2f} ms", flush=True)
+    return rows, bracket
+
+
+def reference_seconds(args) -> float:
+    """How long each c1 reference runs: 1 s, or --seconds if shorter."""
+    return min(1.0, args.seconds)
+
+
+def raw_b1_p50_ms(pack: Pack, args) -> float:
+    """Raw ORT at batch 1 (spinning off and on, the faster), p50 in ms."""
+    return raw_ort(pack, [1], reference_seconds(args), args.threads)[0]["latency_ms_p50"]
+
+
 def adjacent_raw(pack: Pack, args) -> dict:
     """Raw ORT at the largest batch again, right after the generator service's load with the services
     idle: the ceiling under the same load of the shared machine as the service's figures."""
@@ -665,9 +698,10 @@ def generator_only_part(pack: Pack, store: Path, args, cleanup: contextlib.ExitS
     cleanup.callback(gen.stop)
     wait_healthy(gen.address, gen.proc, 60, gen.log)
     out = {"stack_env": dict(args.env), "rpc_round_trip_ms": {"generator": rpc_round_trip_ms(gen.address)}}
-    out["generator_service_onnx"] = load_levels(generator_client(gen.address, pack), args.concurrency, args.seconds,
-                                                args.max_requests, stop, "generator service (onnx)",
-                                                pids=[gen.proc.pid])
+    out["generator_service_onnx"], bracket = bracketed_levels(
+        generator_client(gen.address, pack), args, stop, "generator service (onnx)", [gen.proc.pid],
+        lambda: raw_b1_p50_ms(pack, args), gen.address)
+    out["c1_references"] = {"generator": bracket}
     out["raw_ort_adjacent"] = adjacent_raw(pack, args)
     gen.stop()
     return out
@@ -688,14 +722,20 @@ def services_parts(pack: Pack, store: Path, pngs: list[bytes], args, cleanup: co
     out = {"stack_env": dict(args.env)}
     out["rpc_round_trip_ms"] = {s: rpc_round_trip_ms(stack.address(s)) for s in ("generator", "gateway")}
     pids = [p.pid for p in stack.procs.values()] + ([stack.redis.proc.pid] if stack.redis else [])
-    out["generator_service_onnx"] = load_levels(generator_client(stack.address("generator"), pack),
-                                                args.concurrency, args.seconds, args.max_requests, stop,
-                                                "generator service (onnx)", pids)
+    out["generator_service_onnx"], bracket = bracketed_levels(
+        generator_client(stack.address("generator"), pack), args, stop, "generator service (onnx)", pids,
+        lambda: raw_b1_p50_ms(pack, args), stack.address("generator"))
+    out["c1_references"] = {"generator": bracket}
     out["raw_ort_adjacent"] = adjacent_raw(pack, args)
+    editor = InProcessEditor(pack, args.threads)
     for kind in EDIT_KINDS:
-        out[f"gateway_{kind}_edits"] = load_levels(
+        def single_edit_p50_ms(kind=kind):
+            return inprocess_edits(pack, pngs, [1], reference_seconds(args), scores=kind == "full",
+                                   editor=editor)[0]["latency_ms_p50"]
+        out[f"gateway_{kind}_edits"], out["c1_references"][f"gateway_{kind}"] = bracketed_levels(
             gateway_client(stack.address("gateway"), pngs, *edit_choice(pack), skip_scores=kind == "lean"),
-            args.concurrency, args.seconds, args.max_requests, stop, f"gateway Edit ({kind})", pids)
+            args, stop, f"gateway Edit ({kind})", pids, single_edit_p50_ms, stack.address("gateway"))
+    del editor
     stack.stop()
     out["stack_exit_codes"] = dict(stack.exit_codes)
     return out
@@ -780,9 +820,19 @@ def ratios(results: dict) -> dict:
     def div(a, b):
         return None if a is None or b in (None, 0) else a / b
 
-    raw1_ms = get(raw, "batch", 1, "latency_ms_p50")
+    refs = results.get("c1_references") or {}
+
+    def c1_refs(name: str, start_of_run_ms, start_of_run_rtt) -> tuple:
+        """(in-process p50 ms, empty-RPC ms, where from) for a c1 excess: those bracketing the c1 level
+        when measured, else the start-of-run figures."""
+        bracket = refs.get(name)
+        if bracket:
+            return (bracket["reference_p50_ms"], bracket["rpc_round_trip_ms"],
+                    "measured right before and after the c1 level")
+        return start_of_run_ms, start_of_run_rtt, "measured at the start of the run"
+
     svc1 = get(svc, "concurrency", 1, "latency_ms_p50")
-    rtt_gen, rtt_gw = rtt.get("generator"), rtt.get("gateway")
+    raw1_ms, rtt_gen, gen_when = c1_refs("generator", get(raw, "batch", 1, "latency_ms_p50"), rtt.get("generator"))
     values = {
         "service_c64_over_raw_b64": (div(get(svc, "concurrency", 64, "throughput"),
                                          get(raw, "batch", 64, "images_per_s")),
@@ -791,8 +841,8 @@ def ratios(results: dict) -> dict:
                                         get(svc, "concurrency", 8, "latency_ms_p50")),
                                     "generator service p99 / p50 latency at c8"),
         "service_c1_excess_ms": (None if None in (svc1, raw1_ms, rtt_gen) else svc1 - (raw1_ms + rtt_gen),
-                                 "generator service p50 at c1 - (raw ONNX Runtime batch-1 p50 + 1 empty-RPC "
-                                 "round trip)"),
+                                 f"generator service p50 at c1 - (raw ONNX Runtime batch-1 p50 + 1 empty-RPC "
+                                 f"round trip; both {gen_when})"),
         "gateway_lean_c32_over_peer": (
             div(get(gw["lean"], "concurrency", 32, "throughput"), (peer or {}).get("edits_per_s")),
             "lean gateway edits/s at c32 (Edit with skip_scores: encode 1 + generate 1, the peer's work) / "
@@ -803,7 +853,9 @@ def ratios(results: dict) -> dict:
     for kind in EDIT_KINDS:
         name = "gateway" if kind == "full" else "gateway_lean"
         label = "full gateway Edit (scores)" if kind == "full" else "lean gateway Edit (skip_scores)"
-        gw1, in1_ms = get(gw[kind], "concurrency", 1, "latency_ms_p50"), get(inproc[kind], "batch", 1, "latency_ms_p50")
+        gw1 = get(gw[kind], "concurrency", 1, "latency_ms_p50")
+        in1_ms, rtt_gw, gw_when = c1_refs(f"gateway_{kind}", get(inproc[kind], "batch", 1, "latency_ms_p50"),
+                                          rtt.get("gateway"))
         values[f"{name}_c32_over_inprocess{'_lean' if kind == 'lean' else ''}_b32"] = (
             div(get(gw[kind], "concurrency", 32, "throughput"), get(inproc[kind], "batch", 32, "edits_per_s")),
             f"{label} edits/s at c32 / in-process {kind} edits/s at batch 32 (the same work)")
@@ -813,13 +865,25 @@ def ratios(results: dict) -> dict:
         values[f"{name}_c1_excess_ms"] = (
             None if None in (gw1, in1_ms, rtt_gw) else gw1 - (in1_ms + len(hops[kind]) * rtt_gw),
             f"{label} p50 at c1 - (in-process single {kind} edit p50 + {len(hops[kind])} empty-RPC round trips: "
-            f"{', '.join(hops[kind])}{'; Compose answered by the gateway memo' if memo else ''})")
+            f"{', '.join(hops[kind])}{'; Compose answered by the gateway memo' if memo else ''}; references "
+            f"{gw_when})")
     best_gw = max((r["throughput"] for r in gw["lean"] or []), default=None)
     out = {}
     for name, (value, how) in values.items():
         op, target = TARGETS[name]
         met = None if value is None else (value >= target if op == ">=" else value <= target)
         out[name] = {"value": value, "target": f"{op} {target}", "met": met, "how": how}
+    if refs:  # the same excesses against the references of the run's start, to show the machine's drift
+        start = {"service_c1_excess_ms": (svc1, get(raw, "batch", 1, "latency_ms_p50"), 1, rtt.get("generator"))}
+        for kind in EDIT_KINDS:
+            start[f"gateway{'_lean' if kind == 'lean' else ''}_c1_excess_ms"] = (
+                get(gw[kind], "concurrency", 1, "latency_ms_p50"), get(inproc[kind], "batch", 1, "latency_ms_p50"),
+                len(hops[kind]), rtt.get("gateway"))
+        for name, (p50, ref, n, rtt_ms) in start.items():
+            out[f"{name}_start_of_run"] = {
+                "value": None if None in (p50, ref, rtt_ms) else p50 - (ref + n * rtt_ms), "target": None,
+                "met": None, "how": f"as {name}, with the in-process p50 and empty-RPC round trip measured at the "
+                                   f"start of the run (minutes earlier)"}
     adjacent = results.get("raw_ort_adjacent") or {}
     out["service_c64_over_adjacent_raw_b64"] = {
         "value": div(get(svc, "concurrency", 64, "throughput"), adjacent.get("images_per_s")

@@ -183,6 +183,11 @@ def test_a_generator_only_pack_gets_the_generator_parts(pack, tmp_path):
     assert all(r["images_per_cpu_s"] > 0 for r in results["raw_ort_generator"])
     assert not any(k.startswith(("inprocess_", "gateway_")) for k in results)
     assert results["ratios"]["service_c1_excess_ms"]["value"] is not None
+    # the c1 excess is taken against references measured right before and after the c1 level
+    bracket = results["c1_references"]["generator"]
+    assert all(bracket[k]["reference_p50_ms"] > 0 and bracket[k]["rpc_round_trip_ms"] > 0 for k in ("before", "after"))
+    assert "right before and after" in results["ratios"]["service_c1_excess_ms"]["how"]
+    assert results["ratios"]["service_c1_excess_ms_start_of_run"]["value"] is not None
     # the ceiling measured again next to the service's load, under the same machine load
     assert results["raw_ort_adjacent"]["batch"] == 2 and results["raw_ort_adjacent"]["images_per_s"] > 0
     assert results["ratios"]["gateway_lean_c32_over_peer"]["value"] is None
