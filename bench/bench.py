@@ -383,40 +383,50 @@ def inprocess_edits(pack: Pack, pngs: list[bytes], batches=INPROCESS_BATCHES, se
     return out
 
 
-def peer_baseline(pack: Pack, pngs: list[bytes], seconds: float = 2.0) -> dict:
-    """Eager PyTorch, torch.no_grad, one face at a time: decode, encoder, z + delta, generator, encode."""
+def peer_editor(pack: Pack):
+    """The peer's networks in eager PyTorch, checked against ONNX Runtime on a few faces (the baseline
+    computes the same function) -> (PeerEditor, its generator module, parity figures)."""
     import torch
 
     from bench.peer import PeerEditor
+    from training.models import images_to_pixels, pixels_to_images
     from training.onnx_weights import torch_encoder, torch_generator
 
     gen = torch_generator(pack.artefact("generator"), pack.latent_dim, pack.resolution)
     enc = torch_encoder(pack.artefact("encoder"), pack.latent_dim, pack.resolution)
-    # parity with ONNX Runtime on a few faces: the baseline computes the same function
     session = onnx.session(pack.artefact("generator"))
     z = np.random.default_rng(1).standard_normal((8, pack.latent_dim), dtype=np.float32)
     with torch.no_grad():
-        from training.models import images_to_pixels
         torch_pixels = images_to_pixels(gen(torch.from_numpy(z))).numpy()
     ort_pixels = session.run(None, {session.get_inputs()[0].name: z})[0]
     gen_diff = int(np.abs(torch_pixels.astype(np.int16) - ort_pixels.astype(np.int16)).max())
     enc_session = onnx.session(pack.artefact("encoder"))
     with torch.no_grad():
-        from training.models import pixels_to_images
         torch_z = enc(pixels_to_images(torch.from_numpy(ort_pixels))).numpy()
     enc_diff = float(np.abs(torch_z - enc_session.run(None, {"pixels": ort_pixels})[0]).max())
-    del session, enc_session
+    parity = {"parity_generator_max_pixel_diff": gen_diff, "parity_encoder_max_abs_diff": enc_diff}
+    return PeerEditor(gen, enc, edit_delta(pack)), gen, parity
 
-    editor = PeerEditor(gen, enc, edit_delta(pack))
+
+def peer_edits(editor, pack: Pack, pngs: list[bytes], seconds: float) -> tuple[int, float, list[float]]:
+    """The peer script's loop, one face at a time: decode, edit, encode -> (edits, seconds, per-edit s)."""
     faces = itertools.cycle(pngs)
 
     def one():
         pixels = images.resize(images.decode(next(faces)), pack.resolution)
         return images.encode(editor(pixels))
 
-    iters, elapsed, per_call = _timed_loop(one, seconds)
+    return _timed_loop(one, seconds)
+
+
+def peer_baseline(pack: Pack, pngs: list[bytes], seconds: float = 2.0) -> dict:
+    """Eager PyTorch, torch.no_grad, one face at a time: decode, encoder, z + delta, generator, encode."""
+    import torch
+
+    editor, gen, parity = peer_editor(pack)
+    iters, elapsed, per_call = peer_edits(editor, pack, pngs, seconds)
     # the generator alone, eager, batch 1 (for GFLOP/s next to raw ONNX Runtime)
-    z1 = torch.from_numpy(z[:1])
+    z1 = torch.from_numpy(np.random.default_rng(1).standard_normal((1, pack.latent_dim), dtype=np.float32))
 
     def gen_only():
         with torch.no_grad():
@@ -425,8 +435,7 @@ def peer_baseline(pack: Pack, pngs: list[bytes], seconds: float = 2.0) -> dict:
     g_iters, g_elapsed, _ = _timed_loop(gen_only, seconds / 2)
     return {"iterations": iters, "seconds": round(elapsed, 3), "edits_per_s": iters / elapsed,
             "latency_ms_p50": _percentile(per_call, 50) * 1e3,
-            "generator_only_images_per_s": g_iters / g_elapsed,
-            "parity_generator_max_pixel_diff": gen_diff, "parity_encoder_max_abs_diff": enc_diff,
+            "generator_only_images_per_s": g_iters / g_elapsed, **parity,
             "torch_threads": torch.get_num_threads()}
 
 
@@ -652,27 +661,26 @@ class GeneratorProcess:
         terminate(self.proc, 10)
 
 
-def bracketed_levels(make_client, args, stop: threading.Event, label: str, pids, reference: Callable[[], float],
-                     address: str) -> tuple[list[dict], dict | None]:
-    """load_levels, with the concurrency-1 level bracketed: right before and right after it, the p50 (ms) of
-    the same work done in this process (`reference()`) and of an empty RPC to `address`. This machine's speed
-    drifts by up to 1.5x within minutes, so the c1 excess is taken against references of the same minute.
-    -> (rows of every level, {before, after, reference_p50_ms, rpc_round_trip_ms} or None without c1)."""
-    if 1 not in args.concurrency:
-        return load_levels(make_client, args.concurrency, args.seconds, args.max_requests, stop, label, pids), None
-    marks = []
-    for part in ("before", "c1", "after"):
-        if part == "c1":
-            rows = load_levels(make_client, [1], args.seconds, args.max_requests, stop, label, pids)
-        else:
-            marks.append({"reference_p50_ms": reference(), "rpc_round_trip_ms": rpc_round_trip_ms(address)})
-    rows += load_levels(make_client, [c for c in args.concurrency if c != 1], args.seconds, args.max_requests,
-                        stop, label, pids)
-    bracket = {"before": marks[0], "after": marks[1],
-               **{k: (marks[0][k] + marks[1][k]) / 2 for k in ("reference_p50_ms", "rpc_round_trip_ms")}}
-    print(f"  c1 references of the same minute: in-process p50 {bracket['reference_p50_ms']:.2f} ms, "
-          f"empty RPC {bracket['rpc_round_trip_ms']:.2f} ms", flush=True)
-    return rows, bracket
+def bracketed_levels(make_client, args, stop: threading.Event, label: str, pids,
+                     references: dict[int, Callable[[], dict]]) -> tuple[list[dict], dict]:
+    """load_levels, with each level in `references` bracketed: right before and right after it,
+    references[level]() measures the same work done another way (in this process, or the peer) and
+    returns {figure: value}. This machine's speed drifts by up to 1.5x within minutes, so a ratio is
+    taken against references of the same minute: the mean of before and after.
+    -> (rows of every level, {level: {before, after, <figure>: mean}} for the bracketed levels run)."""
+    rows, brackets = [], {}
+    for c in args.concurrency:
+        reference = references.get(c)
+        before = reference() if reference else None
+        rows += load_levels(make_client, [c], args.seconds, args.max_requests, stop, label, pids)
+        if reference:
+            after = reference()
+            brackets[c] = {"before": before, "after": after, **{k: (before[k] + after[k]) / 2 for k in before}}
+            print(f"  c{c} references of the same minute: " + ", ".join(
+                f"{k} {v:.2f}" for k, v in brackets[c].items() if k not in ("before", "after")), flush=True)
+        if stop.is_set():
+            break
+    return rows, brackets
 
 
 def reference_seconds(args) -> float:
@@ -680,9 +688,11 @@ def reference_seconds(args) -> float:
     return min(1.0, args.seconds)
 
 
-def raw_b1_p50_ms(pack: Pack, args) -> float:
-    """Raw ORT at batch 1 (spinning off and on, the faster), p50 in ms."""
-    return raw_ort(pack, [1], reference_seconds(args), args.threads)[0]["latency_ms_p50"]
+def raw_b1_reference(pack: Pack, args, address: str) -> Callable[[], dict]:
+    """The generator service's c1 reference: raw ORT at batch 1 (spinning off and on, the faster) p50 and
+    an empty RPC to `address`, both in ms."""
+    return lambda: {"reference_p50_ms": raw_ort(pack, [1], reference_seconds(args), args.threads)[0]["latency_ms_p50"],
+                    "rpc_round_trip_ms": rpc_round_trip_ms(address)}
 
 
 def adjacent_raw(pack: Pack, args) -> dict:
@@ -698,10 +708,10 @@ def generator_only_part(pack: Pack, store: Path, args, cleanup: contextlib.ExitS
     cleanup.callback(gen.stop)
     wait_healthy(gen.address, gen.proc, 60, gen.log)
     out = {"stack_env": dict(args.env), "rpc_round_trip_ms": {"generator": rpc_round_trip_ms(gen.address)}}
-    out["generator_service_onnx"], bracket = bracketed_levels(
+    out["generator_service_onnx"], brackets = bracketed_levels(
         generator_client(gen.address, pack), args, stop, "generator service (onnx)", [gen.proc.pid],
-        lambda: raw_b1_p50_ms(pack, args), gen.address)
-    out["c1_references"] = {"generator": bracket}
+        {1: raw_b1_reference(pack, args, gen.address)})
+    out["c1_references"] = {"generator": brackets.get(1)}
     out["raw_ort_adjacent"] = adjacent_raw(pack, args)
     gen.stop()
     return out
@@ -722,20 +732,32 @@ def services_parts(pack: Pack, store: Path, pngs: list[bytes], args, cleanup: co
     out = {"stack_env": dict(args.env)}
     out["rpc_round_trip_ms"] = {s: rpc_round_trip_ms(stack.address(s)) for s in ("generator", "gateway")}
     pids = [p.pid for p in stack.procs.values()] + ([stack.redis.proc.pid] if stack.redis else [])
-    out["generator_service_onnx"], bracket = bracketed_levels(
+    out["generator_service_onnx"], brackets = bracketed_levels(
         generator_client(stack.address("generator"), pack), args, stop, "generator service (onnx)", pids,
-        lambda: raw_b1_p50_ms(pack, args), stack.address("generator"))
-    out["c1_references"] = {"generator": bracket}
+        {1: raw_b1_reference(pack, args, stack.address("generator"))})
+    out["c1_references"] = {"generator": brackets.get(1)}
     out["raw_ort_adjacent"] = adjacent_raw(pack, args)
     editor = InProcessEditor(pack, args.threads)
+    peer, _, _ = peer_editor(pack)
+
+    def single_edit(kind: str) -> dict:  # the gateway's c1 reference
+        return {"reference_p50_ms": inprocess_edits(pack, pngs, [1], reference_seconds(args), scores=kind == "full",
+                                                    editor=editor)[0]["latency_ms_p50"],
+                "rpc_round_trip_ms": rpc_round_trip_ms(stack.address("gateway"))}
+
+    def peer_rate() -> dict:  # the lean gateway's c32 reference
+        iters, elapsed, _ = peer_edits(peer, pack, pngs, 2 * reference_seconds(args))
+        return {"peer_edits_per_s": iters / elapsed}
+
     for kind in EDIT_KINDS:
-        def single_edit_p50_ms(kind=kind):
-            return inprocess_edits(pack, pngs, [1], reference_seconds(args), scores=kind == "full",
-                                   editor=editor)[0]["latency_ms_p50"]
-        out[f"gateway_{kind}_edits"], out["c1_references"][f"gateway_{kind}"] = bracketed_levels(
+        references = {1: lambda kind=kind: single_edit(kind), **({32: peer_rate} if kind == "lean" else {})}
+        out[f"gateway_{kind}_edits"], brackets = bracketed_levels(
             gateway_client(stack.address("gateway"), pngs, *edit_choice(pack), skip_scores=kind == "lean"),
-            args, stop, f"gateway Edit ({kind})", pids, single_edit_p50_ms, stack.address("gateway"))
-    del editor
+            args, stop, f"gateway Edit ({kind})", pids, references)
+        out["c1_references"][f"gateway_{kind}"] = brackets.get(1)
+        if 32 in brackets:
+            out["peer_next_to_gateway_c32"] = brackets[32]
+    del editor, peer
     stack.stop()
     out["stack_exit_codes"] = dict(stack.exit_codes)
     return out
@@ -831,6 +853,7 @@ def ratios(results: dict) -> dict:
                     "measured right before and after the c1 level")
         return start_of_run_ms, start_of_run_rtt, "measured at the start of the run"
 
+    peer_next = results.get("peer_next_to_gateway_c32")
     svc1 = get(svc, "concurrency", 1, "latency_ms_p50")
     raw1_ms, rtt_gen, gen_when = c1_refs("generator", get(raw, "batch", 1, "latency_ms_p50"), rtt.get("generator"))
     values = {
@@ -844,9 +867,11 @@ def ratios(results: dict) -> dict:
                                  f"generator service p50 at c1 - (raw ONNX Runtime batch-1 p50 + 1 empty-RPC "
                                  f"round trip; both {gen_when})"),
         "gateway_lean_c32_over_peer": (
-            div(get(gw["lean"], "concurrency", 32, "throughput"), (peer or {}).get("edits_per_s")),
+            div(get(gw["lean"], "concurrency", 32, "throughput"), peer_next["peer_edits_per_s"] if peer_next
+                else (peer or {}).get("edits_per_s")),
             "lean gateway edits/s at c32 (Edit with skip_scores: encode 1 + generate 1, the peer's work) / "
-            "eager PyTorch one-at-a-time edits/s"),
+            "eager PyTorch one-at-a-time edits/s " + ("measured right before and after the c32 level" if peer_next
+                                                      else "measured at the start of the run")),
     }
     memo = ((results.get("settings") or {}).get("service_flags") or {}).get("compose_memo", 0)
     hops = {k: v if memo else (*v[:2], "compose", *v[2:]) for k, v in EDIT_HOPS.items()}
@@ -879,6 +904,11 @@ def ratios(results: dict) -> dict:
             start[f"gateway{'_lean' if kind == 'lean' else ''}_c1_excess_ms"] = (
                 get(gw[kind], "concurrency", 1, "latency_ms_p50"), get(inproc[kind], "batch", 1, "latency_ms_p50"),
                 len(hops[kind]), rtt.get("gateway"))
+        if peer_next:
+            out["gateway_lean_c32_over_peer_start_of_run"] = {
+                "value": div(get(gw["lean"], "concurrency", 32, "throughput"), (peer or {}).get("edits_per_s")),
+                "target": None, "met": None,
+                "how": "as gateway_lean_c32_over_peer, with the peer measured at the start of the run"}
         for name, (p50, ref, n, rtt_ms) in start.items():
             out[f"{name}_start_of_run"] = {
                 "value": None if None in (p50, ref, rtt_ms) else p50 - (ref + n * rtt_ms), "target": None,

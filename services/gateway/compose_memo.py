@@ -34,7 +34,8 @@ class ComposeMemo:
         self._lock = threading.Lock()
         self.hits = self.misses = 0
 
-    def lookup(self, request: directions_pb2.ComposeRequest) -> tuple[tuple | None, directions_pb2.ComposeResponse | None]:
+    def lookup(self, request: directions_pb2.ComposeRequest
+               ) -> tuple[tuple | None, directions_pb2.ComposeResponse | None]:
         """-> (the registry state to store an answer under, or None if the memo is off; the remembered
         answer or None). request.pack must be the pack's name (not "" for the default)."""
         if not self.size:
