@@ -153,3 +153,42 @@ def test_a_bad_image_among_concurrent_edits_fails_alone(client):
     assert isinstance(err, grpc.RpcError) and err.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert err.details() == alone.value.details() and err.details().startswith("images[0]: "), err.details()
     assert all(isinstance(v, bytes) and v.startswith(b"\x89PNG") for v in out.values())
+
+
+def test_a_generator_that_is_down_is_unavailable_for_every_merged_edit(tiny_servers):
+    """A gateway (merging on) whose generator address has nothing listening: every concurrent Edit gets
+    UNAVAILABLE naming the hop, none hangs, and the gateway keeps serving other RPCs."""
+    import logging
+    import socket
+
+    from facedit.v1 import gateway_pb2_grpc
+    from services.client import FaceditClient
+    from services.common.server import create_server
+    from services.gateway.cache import LatentCache
+    from services.gateway.server import Downstream, GatewayServicer
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{s.getsockname()[1]}"  # closed again before use: nothing listens there
+    gateway = GatewayServicer(Downstream(tiny_servers.addresses["encoder"], tiny_servers.addresses["directions"],
+                                         dead, hop_timeout_s=5),
+                              LatentCache(tiny_servers.redis_client, ttl_s=60), "tiny", default_deadline_s=10,
+                              merge_max_batch=8)
+    server, _ = create_server("gateway", [lambda s: gateway_pb2_grpc.add_GatewayServicer_to_server(gateway, s)],
+                              ["facedit.v1.Gateway"], logging.getLogger("test"), max_workers=8)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    client = FaceditClient(f"127.0.0.1:{port}", timeout_s=20)
+    try:
+        faces = [rendered_png(seed) for seed in range(70, 76)]
+        out = at_once(lambda k: client.edit(client.face(image=faces[k]), [("smile", 1.0)], skip_scores=True),
+                      len(faces))
+        assert len(out) == len(faces)
+        for err in out.values():
+            assert isinstance(err, grpc.RpcError) and err.code() == grpc.StatusCode.UNAVAILABLE, err
+            assert err.details().startswith("generator:"), err.details()
+        assert "smile" in set(client.attributes().attributes)  # still serving
+    finally:
+        client.close()
+        server.stop(0).wait()
+        gateway.merged.close()
