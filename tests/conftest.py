@@ -4,6 +4,7 @@ Every server a test starts listens on 127.0.0.1 and is stopped by the fixture.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -116,6 +117,36 @@ class _Servers:
             g.batcher.close()
         for e in self.encoders.values():
             e.close()
+
+
+@contextlib.contextmanager
+def other_gateway(servers: "_Servers", generator: str, redis_client, **gateway_kw):
+    """A second gateway on its own loopback server, over `servers`' encoder and directions and the
+    generator at `generator` (e.g. TorchServe-backed, or an address where nothing listens); yields
+    (a FaceditClient of it, its GatewayServicer)."""
+    import logging
+
+    from facedit.v1 import gateway_pb2_grpc
+    from services.client import FaceditClient
+    from services.common.server import create_server
+    from services.gateway.cache import LatentCache
+    from services.gateway.server import Downstream, GatewayServicer
+
+    gateway = GatewayServicer(Downstream(servers.addresses["encoder"], servers.addresses["directions"], generator,
+                                         hop_timeout_s=20),
+                              LatentCache(redis_client, ttl_s=60), "tiny", default_deadline_s=30, **gateway_kw)
+    server, _ = create_server("gateway", [lambda s: gateway_pb2_grpc.add_GatewayServicer_to_server(gateway, s)],
+                              ["facedit.v1.Gateway"], logging.getLogger("test"), max_workers=8)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    client = FaceditClient(f"127.0.0.1:{port}", timeout_s=30)
+    try:
+        yield client, gateway
+    finally:
+        client.close()
+        server.stop(0).wait()
+        if gateway.merged is not None:
+            gateway.merged.close()
 
 
 @pytest.fixture(scope="module")

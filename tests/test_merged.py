@@ -14,6 +14,7 @@ import pytest
 from services.common.errors import InvalidArgument, ServiceError
 from services.gateway.merged import MergedHop
 
+from .conftest import other_gateway
 from .test_services_integration import rendered_png
 
 
@@ -158,28 +159,12 @@ def test_a_bad_image_among_concurrent_edits_fails_alone(client):
 def test_a_generator_that_is_down_is_unavailable_for_every_merged_edit(tiny_servers):
     """A gateway (merging on) whose generator address has nothing listening: every concurrent Edit gets
     UNAVAILABLE naming the hop, none hangs, and the gateway keeps serving other RPCs."""
-    import logging
     import socket
-
-    from facedit.v1 import gateway_pb2_grpc
-    from services.client import FaceditClient
-    from services.common.server import create_server
-    from services.gateway.cache import LatentCache
-    from services.gateway.server import Downstream, GatewayServicer
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         dead = f"127.0.0.1:{s.getsockname()[1]}"  # closed again before use: nothing listens there
-    gateway = GatewayServicer(Downstream(tiny_servers.addresses["encoder"], tiny_servers.addresses["directions"],
-                                         dead, hop_timeout_s=5),
-                              LatentCache(tiny_servers.redis_client, ttl_s=60), "tiny", default_deadline_s=10,
-                              merge_max_batch=8)
-    server, _ = create_server("gateway", [lambda s: gateway_pb2_grpc.add_GatewayServicer_to_server(gateway, s)],
-                              ["facedit.v1.Gateway"], logging.getLogger("test"), max_workers=8)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    client = FaceditClient(f"127.0.0.1:{port}", timeout_s=20)
-    try:
+    with other_gateway(tiny_servers, dead, tiny_servers.redis_client, merge_max_batch=8) as (client, _):
         faces = [rendered_png(seed) for seed in range(70, 76)]
         out = at_once(lambda k: client.edit(client.face(image=faces[k]), [("smile", 1.0)], skip_scores=True),
                       len(faces))
@@ -188,7 +173,3 @@ def test_a_generator_that_is_down_is_unavailable_for_every_merged_edit(tiny_serv
             assert isinstance(err, grpc.RpcError) and err.code() == grpc.StatusCode.UNAVAILABLE, err
             assert err.details().startswith("generator:"), err.details()
         assert "smile" in set(client.attributes().attributes)  # still serving
-    finally:
-        client.close()
-        server.stop(0).wait()
-        gateway.merged.close()

@@ -23,6 +23,8 @@ from services.common.server import create_server
 from services.common.tensors import from_tensor, to_tensor
 from services.generator import ts_handler
 
+from .conftest import other_gateway
+
 pytestmark = pytest.mark.torchserve
 
 DELAY_MS = 50  # TorchServe's maxBatchDelay here: long enough that concurrent calls share a batch
@@ -88,31 +90,16 @@ def test_gateway_edits_through_the_torchserve_backend(generator_stub, tiny_serve
 
     from PIL import Image
 
-    from facedit.v1 import gateway_pb2_grpc
-    from services.client import FaceditClient
     from services.common.redis_server import connect
-    from services.gateway.cache import LatentCache
-    from services.gateway.server import Downstream, GatewayServicer
 
-    ts_port = generator_stub.port
-    gateway = GatewayServicer(Downstream(tiny_servers.addresses["encoder"], tiny_servers.addresses["directions"],
-                                         f"127.0.0.1:{ts_port}", hop_timeout_s=20),
-                              LatentCache(connect(redis_server.url), ttl_s=60), "tiny", default_deadline_s=30)
-    server, _ = create_server("gateway", [lambda s: gateway_pb2_grpc.add_GatewayServicer_to_server(gateway, s)],
-                              ["facedit.v1.Gateway"], logging.getLogger("test"), max_workers=8)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    ts_client = FaceditClient(f"127.0.0.1:{port}", timeout_s=30)
-    try:
+    ts_generator = f"127.0.0.1:{generator_stub.port}"
+    with other_gateway(tiny_servers, ts_generator, connect(redis_server.url)) as (ts_client, _):
         via_ts = ts_client.edit(ts_client.face(seed=5), [("smile", 2.0)])
         via_ort = client.edit(client.face(seed=5), [("smile", 2.0)])
-        a = np.asarray(Image.open(io.BytesIO(via_ts.image)), np.int16)
-        b = np.asarray(Image.open(io.BytesIO(via_ort.image)), np.int16)
-        assert a.shape == b.shape and np.abs(a - b).max() <= 1
-        assert via_ts.scores_after["smile"] == pytest.approx(via_ort.scores_after["smile"], abs=0.01)
-    finally:
-        ts_client.close()
-        server.stop(0).wait()
+    a = np.asarray(Image.open(io.BytesIO(via_ts.image)), np.int16)
+    b = np.asarray(Image.open(io.BytesIO(via_ort.image)), np.int16)
+    assert a.shape == b.shape and np.abs(a - b).max() <= 1
+    assert via_ts.scores_after["smile"] == pytest.approx(via_ort.scores_after["smile"], abs=0.01)
 
 
 def generate(stub, z):
