@@ -27,8 +27,11 @@ def test_a_repeated_edit_is_composed_once_and_renders_the_same(client, tiny_serv
     assert counts(memo) == (hits + 1, misses)
     assert again.image == first.image and again.latent_shift == first.latent_shift
     assert [q.direction_id for q in again.quality] == [q.direction_id for q in first.quality]
-    client.edit(client.face(seed=31), [("smile", 1.5)], keep=["age"])  # another strength: another answer
-    assert counts(memo) == (hits + 1, misses + 1)
+    scaled = memo.scaled_hits
+    client.edit(client.face(seed=31), [("smile", 1.5)], keep=["age"])  # another strength: scaled
+    assert counts(memo) == (hits + 2, misses) and memo.scaled_hits == scaled + 1
+    client.edit(client.face(seed=31), [("smile", 1.5)], keep=["yaw"])  # another kept set: another answer
+    assert counts(memo) == (hits + 2, misses + 1)
 
 
 def test_a_replaced_direction_is_used_at_once(client, tiny_servers):
@@ -81,3 +84,50 @@ def test_size_zero_is_off_and_unknown_packs_are_never_stored(tiny_servers):
     assert len(memo) == 0
     with pytest.raises(ValueError, match=">= 0"):
         ComposeMemo(r, size=-1)
+
+
+def test_one_edit_at_another_strength_is_scaled_to_the_services_answer(tiny_servers):
+    """A one-edit answer scaled to a new strength equals what the directions service answers at that
+    strength: an attribute with a kept one, a direction id, a phrase (negated clause included) and an
+    averaging text edit. Strengths beyond the limit and requests of two edits are not answered."""
+    import grpc
+
+    from facedit.v1 import directions_pb2_grpc
+    from services.client import FaceditClient
+
+    memo = ComposeMemo(tiny_servers.redis_client)
+    ops = [FaceditClient.edit_op("smile", 1.5), FaceditClient.edit_op("interfacegan/age", -1.0),
+           FaceditClient.text_op("a big grin and no beard", 1.0), FaceditClient.text_op("old", 0.5, "averaging")]
+    keeps = [["age"], [], [], []]
+    with grpc.insecure_channel(tiny_servers.addresses["directions"]) as channel:
+        stub = directions_pb2_grpc.DirectionsStub(channel)
+        for op, keep in zip(ops, keeps):
+            first = directions_pb2.ComposeRequest(pack="tiny", edits=[op], keep=keep)
+            state, answer = memo.lookup(first)
+            assert answer is None
+            memo.store(state, first, stub.Compose(first, timeout=10))
+            for strength in (2.0, -0.75, 0.0):
+                request = directions_pb2.ComposeRequest()
+                request.CopyFrom(first)
+                request.edits[0].strength = strength
+                scaled = memo.lookup(request)[1]
+                direct = stub.Compose(request, timeout=10)
+                assert scaled is not None, (op, strength)
+                np.testing.assert_allclose(from_tensor(scaled.delta), from_tensor(direct.delta), atol=1e-6)
+                np.testing.assert_allclose(from_tensor(scaled.pull), from_tensor(direct.pull), atol=1e-6)
+                assert scaled.pull_weight == pytest.approx(direct.pull_weight, abs=1e-6)
+                assert [e.strength for e in scaled.edits] == pytest.approx([e.strength for e in direct.edits])
+                assert [e.direction.id for e in scaled.edits] == [e.direction.id for e in direct.edits]
+            beyond = directions_pb2.ComposeRequest()
+            beyond.CopyFrom(first)
+            beyond.edits[0].strength = min(e.direction.strength_limit for e in direct.edits) + 1
+            assert memo.lookup(beyond)[1] is None  # the service says why: INVALID_ARGUMENT
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.Compose(beyond, timeout=10)
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    two = directions_pb2.ComposeRequest(pack="tiny", edits=[ops[0], ops[1]])
+    memo.store(memo.lookup(two)[0], two, directions_pb2.ComposeResponse(
+        pack=common_pb2.PackRef(name="tiny", version=read_state(tiny_servers.redis_client, "tiny")[0])))
+    two.edits[0].strength = 0.5
+    assert memo.lookup(two)[1] is None  # two edits: only the exact request is remembered
+    assert memo.scaled_hits == 3 * len(ops)
