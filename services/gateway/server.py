@@ -3,7 +3,9 @@
 Orchestrates encoder -> directions -> generator (-> encoder for scores), caches
 latents in Redis, validates input, and gives every downstream call a deadline:
 min(the hop timeout, what is left of the caller's deadline, or of
---default-deadline-s when the caller set none).
+--default-deadline-s when the caller set none). Compose answers are remembered while the
+registry is unchanged (compose_memo.py), and concurrent Edits' encode / generate / score
+calls share one RPC per hop (merged.py).
 
     python -m services.gateway.server --port 50050 --encoder 127.0.0.1:50051 \
         --directions 127.0.0.1:50052 --generator 127.0.0.1:50053 --redis-url redis://...
