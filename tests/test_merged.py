@@ -101,6 +101,27 @@ def test_a_bad_item_fails_alone_and_an_outage_fails_everyone():
         hop.close()
 
 
+def test_a_service_that_refuses_merged_calls_still_answers_each_and_says_what_to_change(caplog):
+    """A downstream whose per-request limit is below --merge-max-batch: every item still gets its answer
+    (alone) and the gateway logs a warning naming the knob."""
+    down, attempted = Downstream(delay_s=0.05), []
+
+    def at_most_two(items, deadline):
+        attempted.append(len(items))
+        if len(items) > 2:
+            raise InvalidArgument(f"{len(items)} rows in one request; the limit is 2")
+        return down(items, deadline)
+    hop = MergedHop("generator:tiny", at_most_two, max_batch=8, workers=1)
+    try:
+        with caplog.at_level("WARNING", logger="gateway.merged"):
+            out = call_all(hop, list(range(10)))
+        assert out == {k: k * 10 for k in range(10)}
+        assert max(attempted) > 2  # the nine behind the first call were merged, then refused
+        assert "--merge-max-batch" in caplog.text and "generator:tiny" in caplog.text
+    finally:
+        hop.close()
+
+
 def test_each_caller_waits_no_longer_than_its_own_deadline():
     down = Downstream(delay_s=0.5)
     hop = MergedHop("test", down, max_batch=8, workers=1)

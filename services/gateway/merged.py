@@ -20,6 +20,7 @@ Every item gets its own answer:
 """
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -30,6 +31,8 @@ import numpy as np
 
 from services.common.batcher import DynamicBatcher
 from services.common.errors import ServiceError
+
+LOG = logging.getLogger("gateway.merged")
 
 # call_many(items, deadline) -> one result per item; deadline: time.monotonic() by which to answer
 CallMany = Callable[[list, float], list]
@@ -75,6 +78,10 @@ class MergedHop:
                     out[k] = self.call_many([item], deadline)[0]
                 except ServiceError as alone:
                     out[k] = alone
+            if not any(isinstance(x, ServiceError) for x in out):  # the merge itself was refused
+                LOG.warning("%s refused a merged call of %d items (%s) but took each alone: lower the gateway's "
+                            "--merge-max-batch to what the service accepts in one request", self.name, len(rows),
+                            err)
         return out
 
     def close(self) -> None:
