@@ -55,13 +55,14 @@ class ComposeMemo:
             return None, None
         state = (request.pack, *read_state(self.r, request.pack))
         exact = request.SerializeToString(deterministic=True)
-        shape = _shape_key(request)
         with self._lock:
             hit = self._answers.get(exact)
             if hit is not None and hit[0] == state:
                 self._answers.move_to_end(exact)
                 self.hits += 1
                 return state, hit[1]
+        shape = _shape_key(request)  # only for a miss of the exact request
+        with self._lock:
             other = self._answers.get(shape) if shape is not None else None
             if other is not None and other[0] == state:
                 scaled = _scaled(other[1], other[2], request.edits[0].strength)
