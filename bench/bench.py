@@ -54,9 +54,10 @@ os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 import numpy as np  # noqa: E402
 
 from bench.flops import count_flops  # noqa: E402
-from services.common import images, onnx  # noqa: E402
-from services.common.pack import Pack, load_pack  # noqa: E402
-from services.directions.compose import compose  # noqa: E402
+from facedit_core import images  # noqa: E402
+from facedit_core.compose import compose  # noqa: E402
+from facedit_core.pack import Pack, load_pack  # noqa: E402
+from services.common import onnx  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 BATCHES = (1, 8, 32, 64)

@@ -26,8 +26,7 @@ from pathlib import Path
 
 import torch
 
-from training import (crg_directions, crg_encoder, evaluate, export, gan, interfacegan, istrc, oracle, sefa,
-                      tlgan, words)
+from training import crg_directions, crg_encoder, evaluate, export, gan, interfacegan, istrc, oracle, sefa, tlgan, words
 from training.config import PackConfig
 
 STEPS = {

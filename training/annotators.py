@@ -70,7 +70,7 @@ def measure(pixels: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
 def detect_and_measure(detector, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Faces (N, R, R, 3) uint8 -> (found (N,) bool, landmarks (N, 5, 2), values (N, A)).
 
-    `detector` is a services.encoder.detect.FaceDetector; the best detection of each face is used.
+    `detector` is a facedit_faces.detect.FaceDetector; the best detection of each face is used.
     Faces without a detection get found=False and NaN values.
     """
     n = len(pixels)

@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from services.directions import reference
+from facedit_core import reference
 from training import checkpoints, crg_encoder, direction_sets, gan, oracle, renderer
 from training.config import PackConfig
 from training.data import held_out

@@ -38,11 +38,24 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from services.common import align
-from services.common.pack import load_pack, sha256
-from services.directions import reference
-from training import (annotators, checkpoints, crg_encoder, direction_sets, edits, gan, identity, interfacegan, istrc,
-                      oracle, sefa, third_party, tlgan, words)
+from facedit_core import align, reference
+from facedit_core.pack import load_pack, sha256
+from training import (
+    annotators,
+    checkpoints,
+    crg_encoder,
+    direction_sets,
+    edits,
+    gan,
+    identity,
+    interfacegan,
+    istrc,
+    oracle,
+    sefa,
+    third_party,
+    tlgan,
+    words,
+)
 from training.config import PackConfig
 from training.crg_directions import encode
 from training.data import latents
@@ -85,7 +98,7 @@ def _save_npz(path: Path, **arrays) -> None:
 # --------------------------------------------------------------------------- annotate
 def annotate(cfg: PackConfig, work: Path) -> dict:
     """Detect and measure `annotate_samples` generated faces; resumable every 500 faces."""
-    from services.encoder.detect import FaceDetector
+    from facedit_faces.detect import FaceDetector
 
     g, det = gan.load_generator(cfg, work), FaceDetector(threads=cfg.threads)
     n = cfg.annotate_samples
@@ -295,7 +308,7 @@ def real_photos() -> list[tuple[str, np.ndarray]]:
 
 
 def aligned_real_faces(det, template: np.ndarray, size: int) -> tuple[np.ndarray, list[str]]:
-    """Every face the detector (services.encoder.detect.FaceDetector) finds in real_photos(),
+    """Every face the detector (facedit_faces.detect.FaceDetector) finds in real_photos(),
     aligned to the template: (N, size, size, 3) uint8."""
     crops, names = [], []
     for name, photo in real_photos():
@@ -359,7 +372,7 @@ def evaluate(cfg: PackConfig, work: Path) -> dict:
     rec_gen, _ = _reconstruction(g, e, gen_pixels[:500])
     with torch.no_grad():
         cycle = float(((e(g(torch.from_numpy(z))).numpy() - z) ** 2).mean())
-    from services.encoder.detect import FaceDetector
+    from facedit_faces.detect import FaceDetector
 
     det = FaceDetector()
     real, names = aligned_real_faces(det, template, cfg.resolution)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-OFFSET_MEANING = ("offset along the unit direction in latent units: z' = z + strength * n "
-                  "(n . z ~ N(0, 1) under the prior, so 3 is about three standard deviations)")
+from facedit_core.records import OFFSET_MEANING  # noqa: F401 (the methods' records say this)
+
 REQUIRED = ("id", "attribute", "method", "strength_min", "strength_max", "strength_limit",
             "strength_meaning", "metrics", "provenance")
 

@@ -31,7 +31,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from services.directions.compose import compose
+from facedit_core.compose import compose
 from training import istrc, renderer
 from training.config import PackConfig
 

@@ -48,7 +48,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from services.common.errors import InvalidArgument
+from facedit_core.errors import InvalidArgument
 from training import checkpoints, crg_encoder, edits, gan, identity, oracle, renderer
 from training.config import PackConfig
 from training.crg_directions import encode

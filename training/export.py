@@ -17,9 +17,21 @@ import numpy as np
 import torch
 from PIL import Image
 
-from services.common.pack import load_pack, sha256
-from training import (checkpoints, crg_encoder, direction_sets, gan, istrc, lexicons, oracle, plots, renderer,
-                      third_party, words)
+from facedit_core.pack import load_pack, sha256
+from facedit_core.records import ISTRC_STRENGTH_MEANING
+from training import (
+    checkpoints,
+    crg_encoder,
+    direction_sets,
+    gan,
+    istrc,
+    lexicons,
+    oracle,
+    plots,
+    renderer,
+    third_party,
+    words,
+)
 from training.config import PackConfig
 from training.data import held_out
 from training.model_card import write_model_card
@@ -91,7 +103,7 @@ def export_istrc(cfg: PackConfig, work: Path, out: Path, figures: dict) -> dict:
         "classifier": "logistic regression on the FaceNet embedding: logit = w . e + b, w = the rows of "
                       "istrc_classifiers.npy in attribute order",
         "step": cfg.istrc_step, "strength_min": -s, "strength_max": s, "strength_limit": cfg.istrc_strength_limit,
-        "strength_meaning": istrc.STRENGTH_MEANING, "facenet_input": istrc.SIZE, "embedding_dim": e,
+        "strength_meaning": ISTRC_STRENGTH_MEANING, "facenet_input": istrc.SIZE, "embedding_dim": e,
         "upsampling": istrc.UPSAMPLING,
         "metrics": {a: f for a, f in figures.get("classifiers", {}).items()},
     }, indent=2))

@@ -51,21 +51,18 @@ import torch.nn.functional as F
 from sklearn.linear_model import LogisticRegression
 from torch import nn
 
-from services.common import images, sphere
+from facedit_core import images, sphere
 from training import checkpoints, gan, oracle
 from training.config import PackConfig
 from training.data import held_out, latents
 from training.facenet_port import EMBEDDING, SIZE, FaceNetPixels, port
-from training.models import images_to_pixels, pixels_to_images
+from training.models import images_to_pixels
 from training.progress import Progress
 
 CHECKPOINT = "istrc.pt"
 PAIRS = "istrc_pairs.npz"
 _LATENT_SEED = 8        # training pairs
 _EVAL_SEED = 9          # held-out latents of the evaluation
-STRENGTH_MEANING = ("signed path length on the unit sphere of FaceNet embeddings, in radians: |s| / step "
-                    "constant-length steps along the attribute classifier's gradient (tangent to the sphere), "
-                    "renormalised after each; s > 0 adds the attribute, s < 0 removes it")
 UPSAMPLING = "pack resolution -> 160x160 with services.common.images.resize (PIL bicubic)"
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from services.directions.compose import compose
+from facedit_core.compose import compose
 from training import renderer
 
 

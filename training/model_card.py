@@ -171,7 +171,7 @@ def evaluation_section(ev: dict, attrs: list[str]) -> list[str]:
     reg = refs["regressor_accuracy"]
     parts = ["", "## Evaluation against ground truth (`python -m training evaluate`)", "",
              f"Held-out rendered faces no step was fitted on: {n['edit']} per method and attribute, encoded by the",
-             f"CRG encoder (\"encoded\", the services' path) and as many prior latents z ~ N(0, I) (\"prior\");",
+             "CRG encoder (\"encoded\", the services' path) and as many prior latents z ~ N(0, I) (\"prior\");",
              f"FaceNet on the first {n['identity_facenet']}; counterfactuals on {n['counterfactual']} identities.",
              "Labels are the oracle's (p > 0.5) on generated faces. Each face is moved to the other side at the",
              "direction's documented strength (+max if the attribute is absent, min if present).",

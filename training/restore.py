@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from facedit_core.pack import load_pack
 from services.common.onnx import session
-from services.common.pack import load_pack
 from training import checkpoints, crg_encoder, direction_sets, gan, oracle
 from training.config import PackConfig
 from training.models import GeneratorExport, PixelsIn

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from services.common.pack import sha256
+from facedit_core.pack import sha256
 from training.models import Generator, GeneratorExport
 
 DIGIFACE_WEIGHTS_SHA256 = "0c3b90b138cfc4e8a73310b9fd5ce2a8f1f3a542a037de277412307fcd28771f"
@@ -85,7 +85,8 @@ def facenet_graph() -> Path:
 def build(out: Path, force: bool = False) -> dict[str, Path]:
     """Write both ONNX files into `out` (skipped when present unless `force`); returns their paths."""
     from training.export import export_onnx
-    from training.facenet_port import export_onnx as export_facenet, port
+    from training.facenet_port import export_onnx as export_facenet
+    from training.facenet_port import port
 
     out.mkdir(parents=True, exist_ok=True)
     paths = {"digiface64_generator": out / DIGIFACE_GENERATOR, "facenet": out / FACENET}

@@ -23,7 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from services.common.pack import load_pack
+from facedit_core.pack import load_pack
 
 
 def handler_path() -> Path:

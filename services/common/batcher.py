@@ -27,7 +27,7 @@ from typing import Callable
 
 import numpy as np
 
-from services.common.errors import InvalidArgument, ResourceExhausted
+from facedit_core.errors import InvalidArgument, ResourceExhausted
 
 
 class _Request:

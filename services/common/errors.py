@@ -1,37 +1,18 @@
-"""Errors a servicer raises; the server interceptor turns them into gRPC statuses."""
+"""The core library's domain errors <-> gRPC status codes (used by the server interceptor and
+by the gateway for downstream failures)."""
 from __future__ import annotations
 
 import grpc
 
-
-class ServiceError(Exception):
-    """An error with a gRPC status code and a message for a person."""
-
-    code = grpc.StatusCode.INTERNAL
-
-    def __init__(self, message: str, code: grpc.StatusCode | None = None):
-        super().__init__(message)
-        if code is not None:
-            self.code = code
+from facedit_core.errors import FaceditError
 
 
-class InvalidArgument(ServiceError):
-    code = grpc.StatusCode.INVALID_ARGUMENT
+def status_code(err: FaceditError) -> grpc.StatusCode:
+    """The gRPC code of a domain error (its `status` name)."""
+    return grpc.StatusCode[err.status]
 
 
-class NotFound(ServiceError):
-    code = grpc.StatusCode.NOT_FOUND
-
-
-class FailedPrecondition(ServiceError):
-    code = grpc.StatusCode.FAILED_PRECONDITION
-
-
-class ResourceExhausted(ServiceError):
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
-
-
-def reraise_downstream(err: grpc.RpcError, hop: str) -> ServiceError:
+def reraise_downstream(err: grpc.RpcError, hop: str) -> FaceditError:
     """A downstream call's error as one to return to our caller.
 
     The caller's own mistakes (INVALID_ARGUMENT, NOT_FOUND, ...) keep their code
@@ -44,6 +25,6 @@ def reraise_downstream(err: grpc.RpcError, hop: str) -> ServiceError:
                    grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.RESOURCE_EXHAUSTED,
                    grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE}
     if code in passthrough:
-        return ServiceError(f"{hop}: {details}" if code in (grpc.StatusCode.UNAVAILABLE,
-                                                             grpc.StatusCode.DEADLINE_EXCEEDED) else details, code)
-    return ServiceError(f"{hop} failed ({code.name}): {details}", grpc.StatusCode.INTERNAL)
+        return FaceditError(f"{hop}: {details}" if code in (grpc.StatusCode.UNAVAILABLE,
+                                                             grpc.StatusCode.DEADLINE_EXCEEDED) else details, code.name)
+    return FaceditError(f"{hop} failed ({code.name}): {details}", "INTERNAL")

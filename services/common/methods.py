@@ -1,17 +1,11 @@
-"""Edit methods: proto enum <-> the lower-case names used in packs and Redis."""
+"""Edit methods: proto enum <-> the lower-case names used in packs and Redis
+(facedit_core.records.METHODS)."""
 from __future__ import annotations
 
 from facedit.v1 import common_pb2
+from facedit_core.records import METHODS
 
-NAMES = {
-    common_pb2.METHOD_INTERFACEGAN: "interfacegan",
-    common_pb2.METHOD_TLGAN: "tlgan",
-    common_pb2.METHOD_CRG: "crg",
-    common_pb2.METHOD_ISTRC: "istrc",
-    common_pb2.METHOD_WORDS: "words",
-    common_pb2.METHOD_SEFA: "sefa",
-    common_pb2.METHOD_CUSTOM: "custom",
-}
+NAMES = {getattr(common_pb2, f"METHOD_{name.upper()}"): name for name in METHODS}
 ENUMS = {name: value for value, name in NAMES.items()}
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import redis
 
+from facedit_core.redis_keys import pack_key
 from services.common.processes import terminate
 
 
@@ -91,3 +92,10 @@ class EmbeddedRedis:
 
 def redis_url_from_env() -> str | None:
     return os.environ.get("REDIS_URL") or None
+
+
+def read_state(client: redis.Redis, pack: str) -> tuple[str | None, str]:
+    """(active version or None if the pack was never published, stamp) in one MGET: together they
+    change whenever anything a reader of the pack's directions sees changes."""
+    version, stamp = client.mget(pack_key(pack, "active"), pack_key(pack, "stamp"))
+    return (version.decode() if version is not None else None), (stamp.decode() if stamp is not None else "")

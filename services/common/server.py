@@ -1,7 +1,7 @@
 """Server bootstrap shared by every service.
 
 One call, `serve(...)`, builds a gRPC server with:
-- an interceptor that turns ServiceError into its status code (INVALID_ARGUMENT
+- an interceptor that turns a domain error (facedit_core.errors) into its status code (INVALID_ARGUMENT
   with the message for bad input), any other exception into INTERNAL (logged
   with its traceback; the server keeps serving), and logs each call with its
   duration and status;
@@ -25,8 +25,9 @@ import redis
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from facedit_core.errors import FaceditError
 from services.common import config
-from services.common.errors import ServiceError
+from services.common.errors import status_code
 from services.common.logs import log
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -64,9 +65,9 @@ class ErrorAndLogInterceptor(grpc.ServerInterceptor):
 
     def _fail(self, context, method: str, err: Exception, t0: float):
         ms = round((time.perf_counter() - t0) * 1e3, 2)
-        if isinstance(err, ServiceError):
-            log(self.logger, "call failed", logging.INFO, method=method, code=err.code.name, ms=ms, error=str(err))
-            context.abort(err.code, str(err))
+        if isinstance(err, FaceditError):
+            log(self.logger, "call failed", logging.INFO, method=method, code=err.status, ms=ms, error=str(err))
+            context.abort(status_code(err), str(err))
         if isinstance(err, (redis.ConnectionError, redis.TimeoutError)):
             log(self.logger, "redis unavailable", logging.WARNING, method=method, ms=ms, error=str(err))
             context.abort(grpc.StatusCode.UNAVAILABLE, f"Redis is unavailable ({err}); retry later")

@@ -1,10 +1,12 @@
-"""numpy arrays <-> facedit.v1.Tensor, with the checks every service needs."""
+"""numpy arrays and images <-> facedit.v1 messages (Tensor, ImageFormat), with the checks every
+service needs."""
 from __future__ import annotations
 
 import numpy as np
 
 from facedit.v1 import common_pb2
-from services.common.errors import InvalidArgument
+from facedit_core import images
+from facedit_core.errors import InvalidArgument
 
 _DTYPES = {common_pb2.DTYPE_FLOAT32: np.dtype("<f4"), common_pb2.DTYPE_UINT8: np.dtype("u1")}
 _CODES = {np.dtype("float32"): common_pb2.DTYPE_FLOAT32, np.dtype("uint8"): common_pb2.DTYPE_UINT8}
@@ -37,17 +39,18 @@ def from_tensor(tensor: common_pb2.Tensor, what: str = "tensor") -> np.ndarray:
     return np.frombuffer(tensor.data, dtype=dtype).reshape(shape)
 
 
-def check_latents(z: np.ndarray, latent_dim: int, what: str = "latent") -> np.ndarray:
-    """Accept (D,) or (N, D) float32 finite latents; return (N, D) float32."""
-    if z.dtype != np.float32:
-        raise InvalidArgument(f"{what}: must be float32, got {z.dtype}")
-    if z.ndim == 1:
-        z = z[None]
-    if z.ndim != 2 or z.shape[1] != latent_dim:
-        raise InvalidArgument(f"{what}: expected length {latent_dim} (this pack's latent size), "
-                              f"got shape {list(z.shape)}")
-    if z.shape[0] == 0:
-        raise InvalidArgument(f"{what}: no latents given")
-    if not np.isfinite(z).all():
-        raise InvalidArgument(f"{what}: contains NaN or infinity")
-    return z
+_IMAGE_FORMATS = {common_pb2.IMAGE_FORMAT_PNG: "png", common_pb2.IMAGE_FORMAT_JPEG: "jpeg"}
+
+
+def output_format(fmt: int) -> int:
+    """Resolve IMAGE_FORMAT_UNSPECIFIED to PNG and reject unknown values."""
+    if fmt == common_pb2.IMAGE_FORMAT_UNSPECIFIED:
+        return common_pb2.IMAGE_FORMAT_PNG
+    if fmt not in _IMAGE_FORMATS:
+        raise InvalidArgument(f"format: unknown image format {fmt}; use IMAGE_FORMAT_PNG or IMAGE_FORMAT_JPEG")
+    return fmt
+
+
+def encode_image(pixels: np.ndarray, fmt: int = common_pb2.IMAGE_FORMAT_PNG) -> bytes:
+    """(H, W, 3) uint8 -> image file bytes in the proto's format (PNG or JPEG)."""
+    return images.encode(pixels, _IMAGE_FORMATS[output_format(fmt)])

@@ -1,6 +1,6 @@
 """The direction registry in Redis.
 
-Schema (documented in model_store/README.md, shared with training's publisher):
+Schema (facedit_core.redis_keys builds every key):
   facedit:pack:<pack>:active                   string  active version
   facedit:pack:<pack>:<version>:meta           hash    latent_dim, default_method, attributes (JSON), loaded_at
   facedit:pack:<pack>:<version>:dir            hash    <direction id> -> JSON metadata
@@ -14,7 +14,7 @@ version, never a mix.
 Every record has a `space` and a `dim`: "latent" directions (dim = latent_dim) move the
 generator's latent and are what Compose adds up; ISTRC directions (`istrc/<attribute>`,
 space "facenet", dim 512) are unit vectors on the sphere of FaceNet embeddings, which the
-encoder's IstrcEdit walks along (services/common/istrc_directions.py). A pack whose
+encoder's IstrcEdit walks along (facedit_core/istrc_directions.py). A pack whose
 directions.json has no `istrc/` records but which carries ISTRC files gets them derived
 at publish. Records written before these fields existed read as space "latent", dim 0
 (= the pack's latent_dim).
@@ -41,49 +41,16 @@ import threading
 import time
 import uuid
 
-import grpc
 import numpy as np
 import redis
 
-from services.common.errors import (FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted,
-                                    ServiceError)
-from services.common import istrc_directions
-from services.common.istrc_directions import LATENT_SPACE
-from services.common.pack import Pack
+from facedit_core.errors import FaceditError, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
+from facedit_core.pack import Pack, read_directions
+from facedit_core.records import CUSTOM_PREFIX, MAX_CUSTOM_PER_VERSION, UNIT_TOLERANCE, DirectionRecord
+from facedit_core.redis_keys import pack_key as _key
+from services.common.redis_server import read_state
 
-PREFIX = "facedit:pack"
-CUSTOM_PREFIX = "custom/"
-MAX_CUSTOM_PER_VERSION = 1000
-UNIT_TOLERANCE = 1e-4
 PUT_ATTEMPTS = 20
-
-
-def _key(pack: str, *parts: str) -> str:
-    return ":".join([PREFIX, pack, *parts])
-
-
-@dataclasses.dataclass(frozen=True)
-class DirectionRecord:
-    id: str
-    attribute: str
-    method: str
-    strength_min: float
-    strength_max: float
-    strength_limit: float
-    strength_meaning: str
-    metrics: dict
-    provenance: dict
-    space: str = LATENT_SPACE   # "latent" (z) or "facenet" (unit sphere of FaceNet embeddings)
-    dim: int = 0                # length of the vector; 0 in records older than the field = latent_dim
-
-    @classmethod
-    def from_json(cls, raw: bytes | str) -> "DirectionRecord":
-        data = json.loads(raw)
-        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls)
-                      if f.name in data or f.default is dataclasses.MISSING})
-
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,30 +89,10 @@ class Registry:
         self._lock = threading.Lock()
 
     # -- writing -------------------------------------------------------------
-    @staticmethod
-    def pack_directions(pack: Pack) -> list[tuple[DirectionRecord, np.ndarray]]:
-        """The pack's directions: directions.json with the rows of directions.npy (latent space),
-        then the ISTRC directions derived from its ISTRC files unless directions.json has them."""
-        raw = json.loads(pack.artefact("directions").read_text())
-        vectors = np.load(pack.artefact("direction_vectors"), allow_pickle=False).astype("<f4")
-        if vectors.ndim != 2 or vectors.shape[1] != pack.latent_dim:
-            raise FailedPrecondition(f"{pack.name}: directions.npy has shape {vectors.shape}, "
-                                     f"expected (K, {pack.latent_dim})")
-        fields = [f.name for f in dataclasses.fields(DirectionRecord)]
-        out = [(DirectionRecord(**{**{k: rec[k] for k in fields if k in rec}, "space": LATENT_SPACE,
-                                   "dim": pack.latent_dim}), vectors[rec["row"]]) for rec in raw]
-        if not any(r.id.startswith(istrc_directions.PREFIX) for r, _ in out):
-            try:
-                derived = istrc_directions.records(pack)
-            except (ValueError, KeyError) as err:
-                raise FailedPrecondition(f"{pack.name}: cannot read its ISTRC directions: {err}")
-            out += [(DirectionRecord(**rec), vec.astype("<f4")) for rec, vec in derived]
-        return out
-
     def publish(self, pack: Pack) -> int:
-        """Write the pack's directions (`pack_directions`) under its version and make it active.
+        """Write the pack's directions (facedit_core.pack.read_directions) under its version and make it active.
         Returns the count."""
-        directions = self.pack_directions(pack)
+        directions = read_directions(pack)
         v = pack.version
         # re-publishing a version replaces its pack directions but keeps its custom ones
         ids = {rec.id for rec, _ in directions}
@@ -180,7 +127,7 @@ class Registry:
         races a version switch fails instead of landing in the old version.
         """
         unit = self._unit(vector, record.dim or info.latent_dim, record.id)
-        _check_record(record)
+        record.check()
         dir_key, vec_key, active_key = (_key(info.name, info.version, "dir"), _key(info.name, info.version, "vec"),
                                         _key(info.name, "active"))
         with self.r.pipeline(transaction=True) as pipe:
@@ -207,8 +154,8 @@ class Registry:
                     return unit
                 except redis.WatchError:  # another writer touched the version meanwhile: check again
                     continue
-        raise ServiceError(f"{record.id}: the registry kept changing under {PUT_ATTEMPTS} attempts; retry",
-                           grpc.StatusCode.ABORTED)
+        raise FaceditError(f"{record.id}: the registry kept changing under {PUT_ATTEMPTS} attempts; retry",
+                           "ABORTED")
 
     @staticmethod
     def _unit(vector: np.ndarray, dim: int, what: str) -> np.ndarray:
@@ -261,8 +208,8 @@ class Registry:
                     vectors[k] = vec
                 return Snapshot(info, _text(stamp), records, vectors)
             version = active.decode()
-        raise ServiceError(f"pack {pack}: the active version kept changing while being read; retry",
-                           grpc.StatusCode.ABORTED)
+        raise FaceditError(f"pack {pack}: the active version kept changing while being read; retry",
+                           "ABORTED")
 
     def pack_info(self, pack: str) -> PackInfo:
         version = self.r.get(_key(pack, "active"))
@@ -301,13 +248,6 @@ class Registry:
         return {k.decode() for k in self.r.hkeys(_key(info.name, info.version, "dir"))}
 
 
-def read_state(client: redis.Redis, pack: str) -> tuple[str | None, str]:
-    """(active version or None if the pack was never published, stamp) in one MGET: together they
-    change whenever anything a reader of the pack's directions sees changes."""
-    version, stamp = client.mget(_key(pack, "active"), _key(pack, "stamp"))
-    return (version.decode() if version is not None else None), _text(stamp)
-
-
 def _new_stamp() -> str:
     return uuid.uuid4().hex
 
@@ -315,19 +255,3 @@ def _new_stamp() -> str:
 def _text(raw: bytes | None) -> str:
     return raw.decode() if raw is not None else ""
 
-
-def _check_record(rec: DirectionRecord) -> None:
-    """The metadata of a direction to store: id = <method>/<name>, a sane strength range, finite metrics."""
-    method, _, name = rec.id.partition("/")
-    if not name or method != rec.method:
-        raise InvalidArgument(f"direction id {rec.id!r} must be '{rec.method}/<name>'")
-    numbers = (rec.strength_min, rec.strength_max, rec.strength_limit)
-    if not all(isinstance(x, (int, float)) and np.isfinite(x) for x in numbers) or rec.strength_limit <= 0:
-        raise InvalidArgument(f"{rec.id}: strength range and limit must be finite, limit > 0")
-    if not -rec.strength_limit <= rec.strength_min <= rec.strength_max <= rec.strength_limit:
-        raise InvalidArgument(f"{rec.id}: need -limit <= strength_min <= strength_max <= limit, got "
-                              f"{rec.strength_min}, {rec.strength_max}, limit {rec.strength_limit}")
-    if not all(isinstance(v, (int, float)) and np.isfinite(v) for v in rec.metrics.values()):
-        raise InvalidArgument(f"{rec.id}: metrics must be finite numbers")
-    if not isinstance(rec.provenance, dict):
-        raise InvalidArgument(f"{rec.id}: provenance must be a JSON object")

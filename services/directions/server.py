@@ -12,19 +12,24 @@ from pathlib import Path
 import numpy as np
 
 from facedit.v1 import common_pb2, directions_pb2, directions_pb2_grpc
-from services.common import config, istrc_directions, logs, methods
-from services.common.errors import FailedPrecondition, InvalidArgument
-from services.common.pack import PackError, load_pack
+from facedit_core.compose import compose, project_out
+from facedit_core.errors import FailedPrecondition, InvalidArgument
+from facedit_core.pack import PackError, load_pack
+from facedit_core.records import (
+    CUSTOM_PREFIX,
+    FACENET_SPACE,
+    LATENT_SPACE,
+    MAX_EDITS,
+    MAX_KEEP,
+    NAME_PATTERN,
+    DirectionRecord,
+)
+from services.common import config, logs, methods
 from services.common.redis_server import connect
 from services.common.server import serve
 from services.common.tensors import from_tensor, to_tensor
-from services.directions.compose import compose, project_out
-from services.directions.reference import CUSTOM_PREFIX, NAME_PATTERN
-from services.directions.registry import DirectionRecord, PackInfo, Registry, Snapshot
+from services.directions.registry import PackInfo, Registry, Snapshot
 from services.directions.text import SentenceEncoder, TextMapper
-
-MAX_EDITS = 16
-MAX_KEEP = 16
 
 
 def direction_message(rec: DirectionRecord, info: PackInfo, vector: np.ndarray | None = None) -> common_pb2.Direction:
@@ -136,7 +141,7 @@ class DirectionsServicer(directions_pb2_grpc.DirectionsServicer):
         ops = [op for op in request.edits if op.WhichOneof("target") != "text"]
         ids = [self._resolve(op, info, known) for op in ops]
         edited = snap.get(ids)
-        other = [rec for rec, _ in edited if rec.space != istrc_directions.LATENT_SPACE]
+        other = [rec for rec, _ in edited if rec.space != LATENT_SPACE]
         if other:
             raise InvalidArgument(f"{[r.id for r in other]}: directions in the {other[0].space} embedding space "
                                   f"({other[0].dim}-d unit sphere), not the latent, cannot be composed into a latent "
@@ -185,7 +190,7 @@ class DirectionsServicer(directions_pb2_grpc.DirectionsServicer):
                 raise InvalidArgument(f"ISTRC edits name an attribute or a direction id 'istrc/<attribute>', "
                                       f"got {target or 'nothing'}")
         edited = snap.get(ids)
-        latent = [rec.id for rec, _ in edited if rec.space != istrc_directions.SPACE]
+        latent = [rec.id for rec, _ in edited if rec.space != FACENET_SPACE]
         if latent:
             raise InvalidArgument(f"{latent} move the latent, not the FaceNet embedding: ISTRC edits cannot share "
                                   f"a request with edits of other methods")
@@ -263,16 +268,16 @@ class DirectionsServicer(directions_pb2_grpc.DirectionsServicer):
             provenance = json.loads(d.provenance) if d.provenance else {}
         except json.JSONDecodeError as err:
             raise InvalidArgument(f"{d.id}: provenance is not JSON ({err})")
-        space, dim = d.space or istrc_directions.LATENT_SPACE, info.latent_dim
-        if space == istrc_directions.SPACE:  # from a client's FaceNet embeddings (ISTRC)
+        space, dim = d.space or LATENT_SPACE, info.latent_dim
+        if space == FACENET_SPACE:  # from a client's FaceNet embeddings (ISTRC)
             dims = {r.dim for r in self._snapshot(info.name).records.values() if r.space == space}
             if not dims:
                 raise InvalidArgument(f"{d.id}: pack {info.name} has no ISTRC directions, so no direction in the "
                                       f"FaceNet embedding space can join it")
             dim = dims.pop()
-        elif space != istrc_directions.LATENT_SPACE:
-            raise InvalidArgument(f"{d.id}: space {space!r}; use {istrc_directions.LATENT_SPACE!r} (the latent) or "
-                                  f"{istrc_directions.SPACE!r} (FaceNet embeddings, ISTRC)")
+        elif space != LATENT_SPACE:
+            raise InvalidArgument(f"{d.id}: space {space!r}; use {LATENT_SPACE!r} (the latent) or "
+                                  f"{FACENET_SPACE!r} (FaceNet embeddings, ISTRC)")
         record = DirectionRecord(id=d.id, attribute=d.attribute or name, method="custom",
                                  strength_min=d.strength_min, strength_max=d.strength_max,
                                  strength_limit=d.strength_limit, strength_meaning=d.strength_meaning,

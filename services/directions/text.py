@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
+from facedit_core.errors import InvalidArgument
+from facedit_core.pack import Pack
 from services.common import onnx
-from services.common.errors import InvalidArgument
-from services.common.pack import Pack
 
 MAX_TEXT_CHARS = 200
 MAX_TEXT_WORDS = 16

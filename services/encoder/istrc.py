@@ -9,7 +9,7 @@
   logit w . e + b is the constant w, so an edit is `sphere.walk` along the unit w / |w| with
   numpy only. The directions walked come with the request (the registry's `istrc/<attribute>`
   records, resolved by the directions service) or, when a request brings none, from the pack's
-  files by attribute - the same records (services/common/istrc_directions.py).
+  files by attribute - the same records (facedit_core/istrc_directions.py).
 """
 from __future__ import annotations
 
@@ -19,16 +19,15 @@ import json
 import numpy as np
 
 from facedit.v1 import common_pb2
-from services.common import images, istrc_directions, onnx, sphere
+from facedit_core import images, istrc_directions, sphere
+from facedit_core.errors import InvalidArgument
+from facedit_core.pack import Pack
+from facedit_core.records import FACENET_SPACE, MAX_EDITS, MAX_KEEP
+from services.common import onnx
 from services.common.batcher import DynamicBatcher
-from services.common.errors import InvalidArgument
-from services.common.pack import Pack
 from services.common.tensors import from_tensor
 
 ARTEFACTS = ("facenet", "istrc_mapping", "istrc_classifiers", "istrc")
-PREFIX = istrc_directions.PREFIX
-MAX_EDITS = 16
-MAX_KEEP = 16
 
 
 def require(pack: Pack, models: "IstrcModels | None") -> "IstrcModels":
@@ -42,7 +41,7 @@ def require(pack: Pack, models: "IstrcModels | None") -> "IstrcModels":
 
 @dataclasses.dataclass(frozen=True)
 class Target:
-    """One direction to walk on the sphere: a registry direction (services/common/istrc_directions.py).
+    """One direction to walk on the sphere: a registry direction (facedit_core/istrc_directions.py).
 
     vector: (E,) float64 unit; metrics: weight_norm and bias give the classifier logit; limit:
     hard limit on |strength| (radians); strength_min/max: the recommended range."""
@@ -64,9 +63,9 @@ class Target:
     def from_message(cls, d: common_pb2.Direction, dim: int, what: str) -> "Target":
         """A Direction message with its vector (from the directions service) -> Target; INVALID_ARGUMENT
         when it is not an embedding-space direction of length `dim` with a sane limit."""
-        if d.space != istrc_directions.SPACE:
+        if d.space != FACENET_SPACE:
             raise InvalidArgument(f"{what} {d.id!r}: space {d.space or 'unset'!r}; ISTRC walks directions of "
-                                  f"space {istrc_directions.SPACE!r} (the FaceNet embedding), not latent ones")
+                                  f"space {FACENET_SPACE!r} (the FaceNet embedding), not latent ones")
         if not d.HasField("vector"):
             raise InvalidArgument(f"{what} {d.id!r}: no vector given")
         v = from_tensor(d.vector, f"{what} {d.id} vector").astype(np.float64)

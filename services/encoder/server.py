@@ -12,9 +12,11 @@ from pathlib import Path
 import numpy as np
 
 from facedit.v1 import common_pb2, encoder_pb2, encoder_pb2_grpc
-from services.common import align, config, images, logs, onnx
-from services.common.errors import InvalidArgument
-from services.common.pack import Pack, load_pack
+from facedit_core import align, images
+from facedit_core.errors import InvalidArgument
+from facedit_core.pack import Pack, load_pack
+from facedit_core.records import ISTRC_PREFIX
+from services.common import config, logs, onnx
 from services.common.server import serve
 from services.common.tensors import from_tensor, to_tensor
 from services.encoder import istrc
@@ -76,11 +78,11 @@ def request_pixels(request, resolution: int) -> np.ndarray:
 
 class EncoderServicer(encoder_pb2_grpc.EncoderServicer):
     def __init__(self, models: dict[str, PackModels], default_pack: str, detector=None):
-        """detector: a services.encoder.detect.FaceDetector for DetectFaces; made here (MTCNN loads in
+        """detector: a facedit_faces.detect.FaceDetector for DetectFaces; made here (MTCNN loads in
         seconds, not on the first photo) when none is given and a pack has an alignment template."""
         self.models, self.default_pack = models, default_pack
         if detector is None and any(m.template is not None for m in models.values()):
-            from services.encoder.detect import FaceDetector
+            from facedit_faces.detect import FaceDetector
 
             detector = FaceDetector()
         self.detector = detector
@@ -136,8 +138,8 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServicer):
             targets = []
             for op in request.edits:
                 target = op.WhichOneof("target")
-                if target == "direction_id" and op.direction_id.startswith(istrc.PREFIX):
-                    targets.append(models.target(op.direction_id[len(istrc.PREFIX):], "edit"))
+                if target == "direction_id" and op.direction_id.startswith(ISTRC_PREFIX):
+                    targets.append(models.target(op.direction_id[len(ISTRC_PREFIX):], "edit"))
                 elif target == "attribute":
                     targets.append(models.target(op.attribute, "edit"))
                 else:
@@ -191,7 +193,7 @@ def main(argv: list[str] | None = None) -> None:
     logs.log(logger, "loaded", packs=packs, providers=onnx.providers())
     detector = None
     if any(m.template is not None for m in models.values()):
-        from services.encoder.detect import FaceDetector
+        from facedit_faces.detect import FaceDetector
 
         detector = FaceDetector(threads=args.threads)
     servicer = EncoderServicer(models, packs[0], detector)

@@ -10,9 +10,8 @@ import secrets
 import numpy as np
 import redis
 
-from services.common.errors import InvalidArgument, NotFound
-
-PREFIX = "facedit:latent:"
+from facedit_core.errors import InvalidArgument, NotFound
+from facedit_core.redis_keys import latent_key
 
 
 class LatentCache:
@@ -21,7 +20,7 @@ class LatentCache:
 
     def put(self, pack: str, z: np.ndarray) -> str:
         latent_id = secrets.token_hex(12)
-        key = PREFIX + latent_id
+        key = latent_key(latent_id)
         pipe = self.r.pipeline(transaction=True)
         pipe.hset(key, mapping={"pack": pack, "data": np.asarray(z, dtype="<f4").tobytes()})
         pipe.expire(key, self.ttl_s)
@@ -31,7 +30,7 @@ class LatentCache:
     def get(self, latent_id: str, pack: str) -> np.ndarray:
         if not latent_id or len(latent_id) > 64 or not latent_id.isalnum():
             raise InvalidArgument(f"latent_id {latent_id[:64]!r} is not an id this gateway issues")
-        key = PREFIX + latent_id
+        key = latent_key(latent_id)
         pipe = self.r.pipeline(transaction=True)
         pipe.hgetall(key)
         pipe.expire(key, self.ttl_s)

@@ -29,8 +29,8 @@ import numpy as np
 import redis
 
 from facedit.v1 import directions_pb2
+from services.common.redis_server import read_state
 from services.common.tensors import from_tensor, to_tensor
-from services.directions.registry import read_state
 
 
 class ComposeMemo:

@@ -12,12 +12,12 @@ from __future__ import annotations
 import numpy as np
 
 from facedit.v1 import common_pb2, directions_pb2, encoder_pb2, gateway_pb2
-from services.common import images, istrc_directions, sphere
-from services.common.errors import InvalidArgument
-from services.common.tensors import from_tensor, to_tensor
+from facedit_core import sphere
+from facedit_core.errors import InvalidArgument
+from facedit_core.records import FACENET_SPACE, ISTRC_PREFIX
+from services.common.tensors import encode_image, from_tensor, output_format, to_tensor
 
 MAX_BLEND_FACES = 16
-ISTRC_PREFIX = "istrc/"
 
 
 def is_istrc(op: common_pb2.EditOp) -> bool:
@@ -72,10 +72,10 @@ class IstrcRpcs:
         e = from_tensor(mapped.embeddings, "embeddings")
         pixels = self._generate(z, pack, budget)
         return gateway_pb2.IstrcFaceResponse(
-            pack=mapped.pack, image=images.encode(pixels[0], fmt), format=fmt,
+            pack=mapped.pack, image=encode_image(pixels[0], fmt), format=fmt,
             latent_id=self.cache.put(pack, z[0]), latent=to_tensor(z[0]), embedding=to_tensor(e[0]),
             angles=[sphere.angle(e[0].astype(np.float64), x.astype(np.float64)) for x in inputs],
-            inputs=[images.encode(p, fmt) for p in pixels[1:]])
+            inputs=[encode_image(p, fmt) for p in pixels[1:]])
 
     def _istrc_ops(self, request, budget) -> list[bool]:
         """Per edit of an Edit request: is it an ISTRC edit? Method METHOD_ISTRC, a direction id
@@ -89,14 +89,14 @@ class IstrcRpcs:
         info = self._pack(request.pack, budget)
         if any(i not in {d.id for d in info.directions} for i in ids):
             info = self._pack(request.pack, budget, fresh=True)
-        embedding = {d.id for d in info.directions if d.space == istrc_directions.SPACE}
+        embedding = {d.id for d in info.directions if d.space == FACENET_SPACE}
         return [f or (op.WhichOneof("target") == "direction_id" and op.direction_id in embedding)
                 for op, f in zip(request.edits, flags)]
 
     # -- RPCs ------------------------------------------------------------------
     def Blend(self, request, context):
         budget = self._budget(context)
-        fmt = images.output_format(request.format)
+        fmt = output_format(request.format)
         n = len(request.faces)
         if not 2 <= n <= MAX_BLEND_FACES:
             raise InvalidArgument(f"faces: give 2 to {MAX_BLEND_FACES} faces to blend, got {n}")
@@ -128,7 +128,7 @@ class IstrcRpcs:
 
     def Arithmetic(self, request, context):
         budget = self._budget(context)
-        fmt = images.output_format(request.format)
+        fmt = output_format(request.format)
         faces = [request.a, request.b, request.c]
         for name, face in zip("abc", faces):
             if face.WhichOneof("source") is None:
@@ -173,9 +173,9 @@ class IstrcRpcs:
                 score_after=float(scores[1, i]) if i is not None else float("nan"), projected_norm=1.0,
                 strength_min=d.strength_min, strength_max=d.strength_max))
         return gateway_pb2.EditResponse(
-            pack=resp.pack, image=images.encode(result, fmt), format=fmt, latent_id=ids[0],
+            pack=resp.pack, image=encode_image(result, fmt), format=fmt, latent_id=ids[0],
             latent=to_tensor(z[1]), quality=quality,
             scores_before={a: float(scores[0, i]) for a, i in index.items()},
             scores_after={a: float(scores[1, i]) for a, i in index.items()},
-            original=images.encode(original, fmt) if request.return_original else b"",
+            original=encode_image(original, fmt) if request.return_original else b"",
             latent_shift=float(np.linalg.norm(z[1] - z[0])))

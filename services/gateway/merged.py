@@ -26,11 +26,10 @@ import time
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Callable
 
-import grpc
 import numpy as np
 
+from facedit_core.errors import FaceditError
 from services.common.batcher import DynamicBatcher
-from services.common.errors import ServiceError
 
 LOG = logging.getLogger("gateway.merged")
 
@@ -57,28 +56,28 @@ class MergedHop:
         try:
             out, _ = future.result(timeout=max(0.0, deadline - time.monotonic()))
         except FutureTimeout:
-            raise ServiceError(f"{self.name}: no answer before the deadline", grpc.StatusCode.DEADLINE_EXCEEDED) \
+            raise FaceditError(f"{self.name}: no answer before the deadline", "DEADLINE_EXCEEDED") \
                 from None
         if isinstance(out[0], BaseException):
             raise out[0]
         return out[0]
 
     def _run(self, rows: np.ndarray) -> np.ndarray:
-        """(B,) object array of (item, deadline) -> (B,) object array of results or ServiceErrors."""
+        """(B,) object array of (item, deadline) -> (B,) object array of results or FaceditErrors."""
         items = [r[0] for r in rows]
         out = np.empty(len(rows), dtype=object)
         try:
             for k, result in enumerate(self.call_many(items, max(r[1] for r in rows))):
                 out[k] = result
-        except ServiceError as err:
-            if len(rows) == 1 or err.code != grpc.StatusCode.INVALID_ARGUMENT:
+        except FaceditError as err:
+            if len(rows) == 1 or err.status != "INVALID_ARGUMENT":
                 raise
             for k, (item, deadline) in enumerate(rows):  # find the bad item(s): each alone
                 try:
                     out[k] = self.call_many([item], deadline)[0]
-                except ServiceError as alone:
+                except FaceditError as alone:
                     out[k] = alone
-            if not any(isinstance(x, ServiceError) for x in out):  # the merge itself was refused
+            if not any(isinstance(x, FaceditError) for x in out):  # the merge itself was refused
                 LOG.warning("%s refused a merged call of %d items (%s) but took each alone: lower the gateway's "
                             "--merge-max-batch to what the service accepts in one request", self.name, len(rows),
                             err)

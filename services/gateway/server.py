@@ -22,18 +22,29 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import grpc
 import numpy as np
 
-from facedit.v1 import (common_pb2, directions_pb2, directions_pb2_grpc, encoder_pb2, encoder_pb2_grpc,
-                        gateway_pb2, gateway_pb2_grpc, generator_pb2, generator_pb2_grpc)
-from services.common import align, config, images, istrc_directions, latents, logs
-from services.common.errors import FailedPrecondition, InvalidArgument, ServiceError, reraise_downstream
+from facedit.v1 import (
+    common_pb2,
+    directions_pb2,
+    directions_pb2_grpc,
+    encoder_pb2,
+    encoder_pb2_grpc,
+    gateway_pb2,
+    gateway_pb2_grpc,
+    generator_pb2,
+    generator_pb2_grpc,
+)
+from facedit_core import align, images, latents, reference
+from facedit_core.errors import FaceditError, FailedPrecondition, InvalidArgument
+from facedit_core.records import FACENET_SPACE, LATENT_SPACE, NAME_PATTERN, custom_id
+from services.common import config, logs
+from services.common.errors import reraise_downstream
 from services.common.redis_server import connect
 from services.common.server import MAX_MESSAGE_BYTES, serve
-from services.common.tensors import check_latents, from_tensor, to_tensor
-from services.directions import reference
+from services.common.tensors import encode_image, from_tensor, output_format, to_tensor
 from services.gateway.cache import LatentCache
 from services.gateway.compose_memo import ComposeMemo
-from services.gateway.merged import MergedHops
 from services.gateway.istrc import IstrcRpcs
+from services.gateway.merged import MergedHops
 
 MAX_GENERATE = 64
 MAX_REFERENCE_IMAGES = 32  # per set (positive, negative) of CreateDirection
@@ -105,7 +116,7 @@ class Budget:
     def timeout(self, hop_s: float) -> float:
         left = self.deadline - time.monotonic()
         if left <= 0:
-            raise ServiceError("deadline exceeded before the next step", grpc.StatusCode.DEADLINE_EXCEEDED)
+            raise FaceditError("deadline exceeded before the next step", "DEADLINE_EXCEEDED")
         return min(hop_s, left)
 
 
@@ -164,13 +175,13 @@ class GatewayServicer(IstrcRpcs, gateway_pb2_grpc.GatewayServicer):
             raise InvalidArgument("face: set one of image, latent_id, latent or seed")
         if kind == "latent_id":
             z = self.cache.get(face.latent_id, pack)
-            return check_latents(z, dim, "cached latent")[0], face.latent_id
+            return latents.check(z, dim, "cached latent")[0], face.latent_id
         if kind == "image":
             if not face.image:
                 raise InvalidArgument("image: empty; send the bytes of a PNG or JPEG file")
             z = self._edit_call("encoder", pack, face.image, budget)
         elif kind == "latent":
-            z = check_latents(from_tensor(face.latent, "latent"), dim)[0]
+            z = latents.check(from_tensor(face.latent, "latent"), dim)[0]
         else:
             z = latents.from_seed(face.seed, dim)
         return z, None
@@ -249,7 +260,7 @@ class GatewayServicer(IstrcRpcs, gateway_pb2_grpc.GatewayServicer):
     # -- RPCs ----------------------------------------------------------------
     def Edit(self, request, context):
         budget = Budget(context, self.default_deadline_s)
-        fmt = images.output_format(request.format)
+        fmt = output_format(request.format)
         if not request.edits:
             raise InvalidArgument("no edits given; to render a face unchanged call Generate or Encode")
         istrc_ops = self._istrc_ops(request, budget)
@@ -271,16 +282,16 @@ class GatewayServicer(IstrcRpcs, gateway_pb2_grpc.GatewayServicer):
         if cached is not None:
             latent_id = cached.result()
         return gateway_pb2.EditResponse(
-            pack=composed.pack, image=images.encode(result, fmt), format=fmt, latent_id=latent_id,
+            pack=composed.pack, image=encode_image(result, fmt), format=fmt, latent_id=latent_id,
             latent=to_tensor(edited), quality=_quality(composed, index, scores[:1], scores[1:]),
             scores_before={a: float(scores[0, i]) for a, i in index.items()},
             scores_after={a: float(scores[1, i]) for a, i in index.items()},
-            original=images.encode(original, fmt) if request.return_original else b"",
+            original=encode_image(original, fmt) if request.return_original else b"",
             latent_shift=float(np.linalg.norm(edited - z)))
 
     def EditSweep(self, request, context):
         budget = Budget(context, self.default_deadline_s)
-        fmt = images.output_format(request.format)
+        fmt = output_format(request.format)
         if not request.HasField("edit"):
             raise InvalidArgument("edit: give the attribute or direction to sweep")
         if not 2 <= request.steps <= MAX_SWEEP_STEPS:
@@ -302,37 +313,37 @@ class GatewayServicer(IstrcRpcs, gateway_pb2_grpc.GatewayServicer):
         for i, (s, p) in enumerate(zip(strengths, pixels)):
             if not context.is_active():
                 return
-            yield gateway_pb2.SweepFrame(index=i, strength=float(s), image=images.encode(p, fmt), format=fmt,
+            yield gateway_pb2.SweepFrame(index=i, strength=float(s), image=encode_image(p, fmt), format=fmt,
                                          latent_id=latent_id if i == 0 else "")
 
     def Encode(self, request, context):
         budget = Budget(context, self.default_deadline_s)
-        fmt = images.output_format(request.format)
+        fmt = output_format(request.format)
         info = self._pack(request.pack, budget)
         z = self._encode([request.image], info.pack.name, budget)[0]
         latent_id = self.cache.put(info.pack.name, z)
         recon = b""
         if request.return_reconstruction:
-            recon = images.encode(self._generate(z[None], info.pack.name, budget)[0], fmt)
+            recon = encode_image(self._generate(z[None], info.pack.name, budget)[0], fmt)
         return gateway_pb2.EncodeResponse(pack=info.pack, latent_id=latent_id, latent=to_tensor(z),
                                           expires_in_s=self.cache.ttl_s, reconstruction=recon)
 
     def Generate(self, request, context):
         budget = Budget(context, self.default_deadline_s)
-        fmt = images.output_format(request.format)
+        fmt = output_format(request.format)
         info = self._pack(request.pack, budget)
         if request.seeds:
             if len(request.seeds) > MAX_GENERATE:
                 raise InvalidArgument(f"at most {MAX_GENERATE} seeds per request, got {len(request.seeds)}")
             z = np.stack([latents.from_seed(s, info.latent_dim) for s in request.seeds])
         elif request.latents.shape:
-            z = check_latents(from_tensor(request.latents, "latents"), info.latent_dim, "latents")
+            z = latents.check(from_tensor(request.latents, "latents"), info.latent_dim, "latents")
             if len(z) > MAX_GENERATE:
                 raise InvalidArgument(f"at most {MAX_GENERATE} latents per request, got {len(z)}")
         else:
             raise InvalidArgument("give seeds or latents")
         pixels = self._generate(z, info.pack.name, budget)
-        return gateway_pb2.GenerateResponse(pack=info.pack, images=[images.encode(p, fmt) for p in pixels],
+        return gateway_pb2.GenerateResponse(pack=info.pack, images=[encode_image(p, fmt) for p in pixels],
                                             latents=to_tensor(z), format=fmt)
 
     def ListAttributes(self, request, context):
@@ -346,8 +357,8 @@ class GatewayServicer(IstrcRpcs, gateway_pb2_grpc.GatewayServicer):
         """Positive and negative reference images -> a custom direction in the registry: CRG (latent) or,
         with method ISTRC, on the sphere of FaceNet embeddings."""
         budget = Budget(context, self.default_deadline_s)
-        direction_id = reference.custom_id(request.name)
-        if request.attribute and not reference.NAME_PATTERN.fullmatch(request.attribute):
+        direction_id = custom_id(request.name)
+        if request.attribute and not NAME_PATTERN.fullmatch(request.attribute):
             raise InvalidArgument(f"attribute {request.attribute[:60]!r}: use 1 to 40 characters of a-z, 0-9, "
                                   f"'_' and '-', or leave it empty")
         sets = (("positive_images", request.positive_images), ("negative_images", request.negative_images))
@@ -389,17 +400,17 @@ class GatewayServicer(IstrcRpcs, gateway_pb2_grpc.GatewayServicer):
         unit, norm = reference.direction(x_pos, x_neg)
         if embed:
             own = [d.strength_limit for d in info.directions
-                   if d.space == istrc_directions.SPACE and d.method == common_pb2.METHOD_ISTRC]
+                   if d.space == FACENET_SPACE and d.method == common_pb2.METHOD_ISTRC]
             if not own:
                 raise InvalidArgument(f"pack {pack} has no ISTRC directions, so ISTRC reference directions cannot "
                                       f"join it")
-            limit, space = max(own), istrc_directions.SPACE
+            limit, space = max(own), FACENET_SPACE
             project = lambda x: np.arcsin(np.clip(reference.project(x, unit), -1.0, 1.0))  # noqa: E731
             texts = ISTRC_REFERENCE_TEXTS
         else:
             limit = max((d.strength_limit for d in info.directions if d.strength_limit > 0 and
-                         d.space != istrc_directions.SPACE), default=DEFAULT_STRENGTH_LIMIT)
-            space, project = istrc_directions.LATENT_SPACE, lambda x: reference.project(x, unit)  # noqa: E731
+                         d.space != FACENET_SPACE), default=DEFAULT_STRENGTH_LIMIT)
+            space, project = LATENT_SPACE, lambda x: reference.project(x, unit)  # noqa: E731
             texts = CRG_REFERENCE_TEXTS
         found = reference.describe_projections(project(x_pos), project(x_neg), limit)
         provenance = {
@@ -427,20 +438,20 @@ class GatewayServicer(IstrcRpcs, gateway_pb2_grpc.GatewayServicer):
         try:
             resp = self.down.call("encoder", rpc, encoder_pb2.EncodeImagesRequest(pack=info.pack.name, images=files),
                                   budget)
-        except ServiceError as err:
+        except FaceditError as err:
             message = str(err)
-            if err.code == grpc.StatusCode.INVALID_ARGUMENT and message.startswith("images["):
+            if err.status == "INVALID_ARGUMENT" and message.startswith("images["):
                 message = field + message[len("images"):]
-            raise ServiceError(message, err.code) from None
+            raise FaceditError(message, err.status) from None
         if embed:
             return from_tensor(resp.embeddings, "embeddings"), resp.pack.version
-        return check_latents(from_tensor(resp.latents, "latents"), info.latent_dim, "encoded latents"), \
+        return latents.check(from_tensor(resp.latents, "latents"), info.latent_dim, "encoded latents"), \
             resp.pack.version
 
     def EditPhoto(self, request, context):
         """Every face of a photo: detect + align + encode (encoder), edit, render, blend back."""
         budget = Budget(context, self.default_deadline_s)
-        fmt = images.output_format(request.format)
+        fmt = output_format(request.format)
         if not request.edits:
             raise InvalidArgument("no edits given; add at least one edit (e.g. smile +2)")
         if not request.image:
@@ -464,7 +475,7 @@ class GatewayServicer(IstrcRpcs, gateway_pb2_grpc.GatewayServicer):
             raise InvalidArgument(f"no face found in the {found.width}x{found.height} photo: faces must be at "
                                   f"least about 20 pixels wide, seen from the front or side, and not cut off")
         composed = compose.result()
-        z = np.stack([check_latents(from_tensor(f.latent, "latent"), info.latent_dim, "encoded latent")[0]
+        z = np.stack([latents.check(from_tensor(f.latent, "latent"), info.latent_dim, "encoded latent")[0]
                       for f in found.faces])
         n = len(z)
         pixels = self._generate(np.concatenate([z, apply_composed(z, composed, 1.0)]), pack, budget)
@@ -482,9 +493,9 @@ class GatewayServicer(IstrcRpcs, gateway_pb2_grpc.GatewayServicer):
                 box=list(f.box), score=f.score, latent_id=self.cache.put(pack, z[k]),
                 scores_before={a: float(scores[k, i]) for a, i in index.items()},
                 scores_after={a: float(scores[n + k, i]) for a, i in index.items()},
-                crop_before=images.encode(pixels[k], fmt) if request.return_crops else b"",
-                crop_after=images.encode(pixels[n + k], fmt) if request.return_crops else b""))
-        return gateway_pb2.EditPhotoResponse(pack=composed.pack, image=images.encode(out, fmt), format=fmt,
+                crop_before=encode_image(pixels[k], fmt) if request.return_crops else b"",
+                crop_after=encode_image(pixels[n + k], fmt) if request.return_crops else b""))
+        return gateway_pb2.EditPhotoResponse(pack=composed.pack, image=encode_image(out, fmt), format=fmt,
                                              faces=faces, quality=_quality(composed, index, scores[:n], scores[n:]))
 
 

@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 
 from facedit.v1 import common_pb2, generator_pb2, generator_pb2_grpc
+from facedit_core import latents
+from facedit_core.errors import InvalidArgument
+from facedit_core.pack import Pack, load_pack
 from services.common import config, logs, onnx
-from services.common.errors import InvalidArgument
-from services.common.pack import Pack, load_pack
 from services.common.server import serve
-from services.common.tensors import check_latents, from_tensor, to_tensor
+from services.common.tensors import from_tensor, to_tensor
 
 
 class OnnxGenerator:
@@ -41,7 +42,7 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServicer):
         gen = self.generators.get(name)
         if gen is None:
             raise InvalidArgument(f"unknown pack {name!r}; this generator serves {sorted(self.generators)}")
-        z = check_latents(from_tensor(request.latents, "latents"), gen.pack.latent_dim, "latents")
+        z = latents.check(from_tensor(request.latents, "latents"), gen.pack.latent_dim, "latents")
         pixels, batch = gen.generate(np.ascontiguousarray(z), context.time_remaining())
         return generator_pb2.GenerateImagesResponse(
             pack=common_pb2.PackRef(name=gen.pack.name, version=gen.pack.version),

@@ -21,8 +21,8 @@ import grpc
 import numpy as np
 
 from facedit.torchserve import inference_pb2, inference_pb2_grpc
-from services.common.errors import FailedPrecondition, InvalidArgument, ServiceError
-from services.common.pack import Pack
+from facedit_core.errors import FaceditError, FailedPrecondition, InvalidArgument
+from facedit_core.pack import Pack
 
 # The handler's reply header (services/generator/ts_handler.py): magic, status, rows, size, batch, requests.
 _HEADER = struct.Struct("<6I")
@@ -57,11 +57,11 @@ class TorchServeGenerator:
         z = np.asarray(z)
         p = self.predict(np.ascontiguousarray(z, dtype="<f4").tobytes(), timeout_s)
         if p.pixels.shape[0] != z.shape[0]:
-            raise ServiceError(f"TorchServe returned {p.pixels.shape[0]} images for {z.shape[0]} latents")
+            raise FaceditError(f"TorchServe returned {p.pixels.shape[0]} images for {z.shape[0]} latents")
         return p.pixels, p.batch_rows
 
     def predict(self, body: bytes, timeout_s: float | None) -> Prediction:
-        """One raw request (the handler's wire format) -> its prediction; ServiceError on failure."""
+        """One raw request (the handler's wire format) -> its prediction; FaceditError on failure."""
         request = inference_pb2.PredictionsRequest(model_name=self.model_name, model_version=self.model_version,
                                                    input={"data": body})
         timeout = self.default_timeout_s if timeout_s is None else max(timeout_s, 0.001)
@@ -71,40 +71,40 @@ class TorchServeGenerator:
             raise self._error(err) from None
         return self._parse(reply.prediction)
 
-    def _error(self, err: grpc.RpcError) -> ServiceError:
+    def _error(self, err: grpc.RpcError) -> FaceditError:
         code, details = err.code(), (err.details() or "").split("\n")[0]
         where = f"TorchServe at {self.address}"
         if code == grpc.StatusCode.UNAVAILABLE:
-            return ServiceError(f"{where} is unavailable: {details}", grpc.StatusCode.UNAVAILABLE)
+            return FaceditError(f"{where} is unavailable: {details}", "UNAVAILABLE")
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-            return ServiceError(f"{where} did not answer within the deadline", grpc.StatusCode.DEADLINE_EXCEEDED)
+            return FaceditError(f"{where} did not answer within the deadline", "DEADLINE_EXCEEDED")
         if code == grpc.StatusCode.INVALID_ARGUMENT:
             return InvalidArgument(f"{where} rejected the request: {details}")
         if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-            return ServiceError(f"{where} is overloaded: {details}", grpc.StatusCode.RESOURCE_EXHAUSTED)
+            return FaceditError(f"{where} is overloaded: {details}", "RESOURCE_EXHAUSTED")
         # TorchServe 0.12 answers INTERNAL for an unknown model or version.
         if code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.NOT_FOUND) and (
                 "not found" in details.lower() or "does not exist" in details.lower()):
             return FailedPrecondition(
                 f"{where} does not serve model {self.model_name!r} version {self.model_version or '(default)'} "
                 f"({details}); build it with `python -m training.torchserve_export` and load it")
-        return ServiceError(f"{where} failed ({code.name}): {details}", grpc.StatusCode.INTERNAL)
+        return FaceditError(f"{where} failed ({code.name}): {details}", "INTERNAL")
 
     def _parse(self, body: bytes) -> Prediction:
         if len(body) < _HEADER.size:
-            raise ServiceError(f"TorchServe reply of {len(body)} bytes is not from ts_handler "
+            raise FaceditError(f"TorchServe reply of {len(body)} bytes is not from ts_handler "
                                f"({body[:80]!r})")
         magic, status, rows, size, batch_rows, batch_requests = _HEADER.unpack_from(body)
         if magic != _MAGIC:
-            raise ServiceError(f"TorchServe reply is not from ts_handler ({body[:80]!r})")
+            raise FaceditError(f"TorchServe reply is not from ts_handler ({body[:80]!r})")
         payload = body[_HEADER.size:]
         if status != 0:
             message = payload.decode("utf-8", errors="replace")
             if status == 400:
                 raise InvalidArgument(message)
-            raise ServiceError(f"TorchServe handler failed ({status}): {message}")
+            raise FaceditError(f"TorchServe handler failed ({status}): {message}")
         if len(payload) != rows * size * size * 3:
-            raise ServiceError(f"TorchServe reply: {len(payload)} pixel bytes for {rows} images of {size}x{size}")
+            raise FaceditError(f"TorchServe reply: {len(payload)} pixel bytes for {rows} images of {size}x{size}")
         pixels = np.frombuffer(payload, dtype=np.uint8).reshape(rows, size, size, 3)
         return Prediction(pixels, batch_rows, batch_requests)
 

@@ -1,6 +1,6 @@
 """Directions from reference images (CRG, Dogan et al., sec. 3.3-3.4 and 4.4): the maths.
 
-Shared by the offline CRG step (training/crg_directions.py, reference pairs rendered
+Shared by the offline CRG step (training, reference pairs rendered
 with and without an attribute) and the gateway's CreateDirection (a client's own
 positive and negative images), so both make and measure directions the same way.
 Pure numpy; no I/O.
@@ -41,21 +41,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 
 import numpy as np
 
-from services.common.errors import InvalidArgument
+from facedit_core.errors import InvalidArgument
+from facedit_core.records import OFFSET_MEANING
 
 SPREAD_SDS = 2.0            # the bulk of a Gaussian: mean +/- 2 sd (paper, sec. 4.4)
 MIN_DIFFERENCE_NORM = 1e-6  # |mean(P) - mean(N)| below this: the sets encode alike, no direction
-CUSTOM_PREFIX = "custom/"
-# what "strength" means for these directions: the same offset as every pack direction
-# (training/direction_sets.py OFFSET_MEANING; tests/test_crg_directions.py checks they agree)
-STRENGTH_MEANING = ("offset along the unit direction in latent units: z' = z + strength * n "
-                    "(n . z ~ N(0, 1) under the prior, so 3 is about three standard deviations)")
-NAME_PATTERN = re.compile(r"[a-z0-9_-]{1,40}")
-RANGE_RULE = ("services.directions.reference.strength_range: gap = mu_pos - mu_neg of the projections; "
+STRENGTH_MEANING = OFFSET_MEANING  # what "strength" means for these directions: as for every latent direction
+RANGE_RULE = ("facedit_core.reference.strength_range: gap = mu_pos - mu_neg of the projections; "
               "strength_max = clip(min(gap, gap + 2 (sd_pos - sd_neg)), gap / 2, limit), "
               "strength_min = -clip(min(gap, gap + 2 (sd_neg - sd_pos)), gap / 2, limit); (0, 0) if gap <= 0")
 
@@ -170,10 +165,3 @@ def describe_projections(pos_proj: np.ndarray, neg_proj: np.ndarray, limit: floa
                         "gap": pos.mean - neg.mean, "midpoint_accuracy": sep["midpoint_accuracy"],
                         "d_prime": sep["d_prime"]}}
 
-
-def custom_id(name: str) -> str:
-    """A client's direction name -> its registry id `custom/<name>`; InvalidArgument if malformed."""
-    if not NAME_PATTERN.fullmatch(name or ""):
-        raise InvalidArgument(f"name {name[:60]!r}: use 1 to 40 characters of a-z, 0-9, '_' and '-' "
-                              f"(it becomes the direction id custom/<name>)")
-    return CUSTOM_PREFIX + name

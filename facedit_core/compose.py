@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from services.common.errors import InvalidArgument
+from facedit_core.errors import InvalidArgument
 
 MIN_PROJECTED_NORM = 0.05  # below this the edit is (almost) entirely a kept attribute
 

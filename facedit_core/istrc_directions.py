@@ -2,7 +2,7 @@
 
 An ISTRC edit of attribute a walks the FaceNet embedding e (unit, 512-d) along the gradient
 of a's logistic classifier, logit = w . e + b, whose gradient is the constant w. The walk
-(services.common.sphere.walk) normalises every step, so only the direction of w matters:
+(facedit_core.sphere.walk) normalises every step, so only the direction of w matters:
 the record's vector is the unit n = w / |w|, and the logit is |w| (n . e) + b with |w| and b
 in the record's metrics (`weight_norm`, `bias`).
 
@@ -18,24 +18,25 @@ classifier metrics) and istrc_classifiers.npy (A, 512) float32 - nothing is rebu
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from services.common.pack import Pack
+from facedit_core.records import FACENET_SPACE, ISTRC_PREFIX
+
+if TYPE_CHECKING:  # facedit_core.pack reads these records when it loads a pack
+    from facedit_core.pack import Pack
 
 METHOD = "istrc"
-PREFIX = METHOD + "/"
-SPACE = "facenet"          # record `space` of embedding-space directions
-LATENT_SPACE = "latent"    # record `space` of every other direction
 FILES = ("istrc", "istrc_classifiers")
 
 
-def has_files(pack: Pack) -> bool:
+def has_files(pack: "Pack") -> bool:
     """True when the pack lists istrc.json and istrc_classifiers.npy."""
     return all(name in pack.manifest["artefacts"] for name in FILES)
 
 
-def records(pack: Pack) -> list[tuple[dict, np.ndarray]]:
+def records(pack: "Pack") -> list[tuple[dict, np.ndarray]]:
     """One (record, unit vector (512,) float32) per ISTRC classifier of the pack, in istrc.json's
     attribute order; [] for a pack without ISTRC files. Record keys: those of directions.json
     records (id, attribute, method, strength_min/max/limit, strength_meaning, metrics,
@@ -61,7 +62,7 @@ def records(pack: Pack) -> list[tuple[dict, np.ndarray]]:
                    if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "weight_norm"}
         metrics.update(weight_norm=norm, bias=b, step=float(meta["step"]))
         record = {
-            "id": PREFIX + a, "attribute": a, "method": METHOD,
+            "id": ISTRC_PREFIX + a, "attribute": a, "method": METHOD,
             "strength_min": float(meta["strength_min"]), "strength_max": float(meta["strength_max"]),
             "strength_limit": float(meta["strength_limit"]), "strength_meaning": meta["strength_meaning"],
             "metrics": metrics,
@@ -73,7 +74,7 @@ def records(pack: Pack) -> list[tuple[dict, np.ndarray]]:
                 "source": f"istrc.json + istrc_classifiers.npy of pack {pack.name} {pack.version}, "
                           f"derived when the pack was loaded",
             },
-            "space": SPACE, "dim": dim,
+            "space": FACENET_SPACE, "dim": dim,
         }
         out.append((record, (w / norm).astype(np.float32)))
     return out

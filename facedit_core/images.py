@@ -6,8 +6,7 @@ import io
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from facedit.v1 import common_pb2
-from services.common.errors import InvalidArgument
+from facedit_core.errors import InvalidArgument
 
 MAX_IMAGE_BYTES = 10 * 1024 * 1024   # 10 MiB per image file
 MAX_IMAGE_PIXELS = 4096 * 4096       # width * height after decoding
@@ -55,20 +54,17 @@ def resize(pixels: np.ndarray, size: int) -> np.ndarray:
 PNG_COMPRESS_LEVEL = 1  # zlib level: at 64x64 a third faster to write than the default 6, ~6 % larger
 
 
-def encode(pixels: np.ndarray, fmt: int = common_pb2.IMAGE_FORMAT_PNG) -> bytes:
+FORMATS = ("png", "jpeg")
+
+
+def encode(pixels: np.ndarray, fmt: str = "png") -> bytes:
     """(H, W, 3) uint8 -> PNG (default; lossless at any level) or JPEG (quality 92) bytes."""
+    if fmt not in FORMATS:
+        raise InvalidArgument(f"format: unknown image format {fmt!r}; use one of {FORMATS}")
     buf = io.BytesIO()
-    if fmt == common_pb2.IMAGE_FORMAT_JPEG:
+    if fmt == "jpeg":
         Image.fromarray(pixels).save(buf, format="JPEG", quality=92)
     else:
         Image.fromarray(pixels).save(buf, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     return buf.getvalue()
 
-
-def output_format(fmt: int) -> int:
-    """Resolve IMAGE_FORMAT_UNSPECIFIED to PNG and reject unknown values."""
-    if fmt == common_pb2.IMAGE_FORMAT_UNSPECIFIED:
-        return common_pb2.IMAGE_FORMAT_PNG
-    if fmt not in (common_pb2.IMAGE_FORMAT_PNG, common_pb2.IMAGE_FORMAT_JPEG):
-        raise InvalidArgument(f"format: unknown image format {fmt}; use IMAGE_FORMAT_PNG or IMAGE_FORMAT_JPEG")
-    return fmt
