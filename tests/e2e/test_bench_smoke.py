@@ -17,7 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from bench import bench
 from bench.flops import count_flops
-from services.common import images
+from facedit_core import images
 
 
 @pytest.fixture(scope="module")

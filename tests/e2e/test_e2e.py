@@ -9,13 +9,12 @@ import onnxruntime as ort
 import pytest
 from PIL import Image
 
+from facedit_core import images
+from facedit_core.pack import load_pack
 from services.client import FaceditClient
-from services.common import images
-from services.common.pack import load_pack
 from services.stack import Stack
+from tests.support import MODEL_STORE
 from training import renderer
-
-from .conftest import MODEL_STORE
 
 pytestmark = pytest.mark.e2e
 _A = list(renderer.ATTRIBUTES)

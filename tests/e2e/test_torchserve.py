@@ -18,12 +18,11 @@ import onnxruntime as ort
 import pytest
 
 from facedit.v1 import generator_pb2, generator_pb2_grpc
-from services.common.errors import ServiceError
+from facedit_core.errors import FaceditError
 from services.common.server import create_server
 from services.common.tensors import from_tensor, to_tensor
 from services.generator import ts_handler
-
-from .conftest import other_gateway
+from tests.support import other_gateway
 
 pytestmark = pytest.mark.torchserve
 
@@ -191,8 +190,8 @@ def test_malformed_request_fails_alone_with_invalid_argument(backend, reference)
     for _ in range(3):
         bad_result, good_result = concurrently([lambda: backend.predict(b"\0" * 10, 10),
                                                 lambda: backend.predict(good.tobytes(), 10)])
-        assert isinstance(bad_result, ServiceError), bad_result
-        assert bad_result.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert isinstance(bad_result, FaceditError), bad_result
+        assert bad_result.status == "INVALID_ARGUMENT"
         assert "10 bytes is not a positive multiple of 64" in str(bad_result)
         assert not isinstance(good_result, Exception), good_result
         assert np.abs(good_result.pixels.astype(int) - reference(good).astype(int)).max() <= 1

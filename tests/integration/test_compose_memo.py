@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from facedit.v1 import common_pb2, directions_pb2
-from services.common import latents
+from facedit_core import latents
+from services.common.redis_server import read_state
 from services.common.tensors import from_tensor
-from services.directions.registry import read_state
 from services.gateway.compose_memo import ComposeMemo
 
 from .test_crg_directions import glasses_pngs

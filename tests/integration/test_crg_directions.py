@@ -9,18 +9,18 @@ import numpy as np
 import pytest
 
 from facedit.v1 import common_pb2, directions_pb2, directions_pb2_grpc
-from services.common import images
-from services.common.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
-from services.common.pack import load_pack
+from facedit_core import images, records, reference
+from facedit_core.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
+from facedit_core.pack import load_pack
+from facedit_core.records import DirectionRecord
+from facedit_core.reference import Gaussian
 from services.common.redis_server import connect
 from services.common.tensors import from_tensor
-from services.directions import reference, registry as registry_module
-from services.directions.reference import Gaussian
-from services.directions.registry import DirectionRecord, Registry
+from services.directions import registry as registry_module
+from services.directions.registry import Registry
+from tests.support import ROOT
 from training import crg_directions, direction_sets, renderer
 from training.config import PackConfig
-
-from .conftest import ROOT
 
 TINY = PackConfig.load(ROOT / "training/configs/tiny.json")
 BAD = grpc.StatusCode.INVALID_ARGUMENT
@@ -112,14 +112,11 @@ def test_bad_reference_sets_and_names_are_refused():
         reference.direction(np.full((1, 8), np.nan), z)
     with pytest.raises(InvalidArgument, match="length"):
         reference.direction(np.ones((1, 8)), np.ones((1, 9)))
-    assert reference.custom_id("my_smile-2") == "custom/my_smile-2"
+    assert records.custom_id("my_smile-2") == "custom/my_smile-2"
     for name in ("", "My Smile", "a/b", "x" * 41, "smile!"):
         with pytest.raises(InvalidArgument, match="1 to 40 characters"):
-            reference.custom_id(name)
+            records.custom_id(name)
 
-
-def test_services_and_training_agree_on_what_strength_means():
-    assert reference.STRENGTH_MEANING == direction_sets.OFFSET_MEANING
 
 
 # --------------------------------------------------------------------------- offline step
@@ -136,14 +133,14 @@ def test_offline_step_on_the_tiny_pack(tiny_pack, tmp_path):
     work = tmp_path / "work"
     shutil.copytree(tiny_pack[0], work)  # leave the session's pack alone
     figures = crg_directions.train(TINY, work)
-    records = json.loads((work / "directions" / "crg.json").read_text())
+    saved = json.loads((work / "directions" / "crg.json").read_text())
     vectors = np.load(work / "directions" / "crg.npy")
-    assert [r["id"] for r in records] == [f"crg/{a}" for a in renderer.ATTRIBUTES]
+    assert [r["id"] for r in saved] == [f"crg/{a}" for a in renderer.ATTRIBUTES]
     assert vectors.shape == (len(renderer.ATTRIBUTES), TINY.latent_dim)
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
-    for r in records:
+    for r in saved:
         assert all(k in r for k in direction_sets.REQUIRED) and r["method"] == "crg"
-        assert r["strength_meaning"] == direction_sets.OFFSET_MEANING
+        assert r["strength_meaning"] == records.OFFSET_MEANING
         assert -r["strength_limit"] <= r["strength_min"] < 0 < r["strength_max"] <= r["strength_limit"]
         assert r["provenance"]["range_from"]
         m = r["metrics"]

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 
 from facedit.v1 import common_pb2, directions_pb2, directions_pb2_grpc
-from services.common.pack import load_pack
+from facedit_core.pack import load_pack
+from facedit_core.records import DirectionRecord
 from services.common.redis_server import connect
 from services.common.server import create_server
 from services.common.tensors import from_tensor
-from services.directions.registry import DirectionRecord, Registry
+from services.directions.registry import Registry
 from services.directions.server import DirectionsServicer
 
 

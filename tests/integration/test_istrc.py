@@ -13,16 +13,15 @@ import torch
 from PIL import Image
 
 from facedit.v1 import common_pb2, directions_pb2, directions_pb2_grpc, encoder_pb2, encoder_pb2_grpc, gateway_pb2
-from services.common import images, istrc_directions
-from services.common.pack import load_pack, sha256
+from facedit_core import images, istrc_directions
+from facedit_core.pack import load_pack, sha256
 from services.common.tensors import from_tensor, to_tensor
 from services.directions.registry import Registry
 from services.encoder.istrc import ARTEFACTS
+from tests.support import ROOT
 from training import istrc, renderer
 from training.config import PackConfig
 from training.third_party import FACENET
-
-from .conftest import ROOT
 
 TINY = PackConfig.load(ROOT / "training/configs/tiny.json")
 BAD = grpc.StatusCode.INVALID_ARGUMENT
@@ -177,8 +176,7 @@ def test_a_pack_without_istrc_names_its_methods(tiny_pack, tmp_path):
     stack of its own: ISTRC requests fail with the methods the pack has."""
     from services.client import FaceditClient
     from services.common.redis_server import EmbeddedRedis
-
-    from .conftest import _Servers
+    from tests.support import Servers
 
     _, store = tiny_pack
     plain = tmp_path / "store" / "tiny"
@@ -189,7 +187,7 @@ def test_a_pack_without_istrc_names_its_methods(tiny_pack, tmp_path):
     manifest["methods"].remove("istrc")
     (plain / "manifest.json").write_text(json.dumps(manifest))
     redis = EmbeddedRedis(workdir=str(tmp_path / "redis")).start()
-    servers = _Servers(plain.parent, "tiny", redis.url)
+    servers = Servers(plain.parent, "tiny", redis.url)
     c = FaceditClient(servers.addresses["gateway"], timeout_s=20)
     try:
         methods = ", ".join(manifest["methods"])

@@ -11,10 +11,10 @@ import time
 import grpc
 import pytest
 
-from services.common.errors import InvalidArgument, ServiceError
+from facedit_core.errors import FaceditError, InvalidArgument
 from services.gateway.merged import MergedHop
+from tests.support import other_gateway
 
-from .conftest import other_gateway
 from .test_services_integration import rendered_png
 
 
@@ -31,14 +31,14 @@ class Downstream:
             self.calls.append(list(items))
         time.sleep(self.delay_s)
         if self.down:
-            raise ServiceError("encoder: connection refused", grpc.StatusCode.UNAVAILABLE)
+            raise FaceditError("encoder: connection refused", "UNAVAILABLE")
         bad = [i for i, x in enumerate(items) if x == "bad"]
         if bad:
             raise InvalidArgument(f"images[{bad[0]}]: cannot decode the image")
         return [x * 10 for x in items]
 
 
-def at_once(fn, n, errors=(ServiceError, grpc.RpcError), timeout_s=60):
+def at_once(fn, n, errors=(FaceditError, grpc.RpcError), timeout_s=60):
     """fn(k) for k < n, each in its own thread, all released together -> {k: result or the error}."""
     out, barrier = {}, threading.Barrier(n)
 
@@ -94,7 +94,7 @@ def test_a_bad_item_fails_alone_and_an_outage_fails_everyone():
         assert {k: v for k, v in out.items() if k != 2} == {k: items[k] * 10 for k in (0, 1, 3, 4, 5)}
         down.down = True
         out = call_all(hop, [1, 2, 3, 4])
-        assert all(isinstance(v, ServiceError) and v.code == grpc.StatusCode.UNAVAILABLE for v in out.values())
+        assert all(isinstance(v, FaceditError) and v.status == "UNAVAILABLE" for v in out.values())
         down.down = False
         assert hop.call(7, time.monotonic() + 5) == 70  # and it keeps serving
     finally:
@@ -130,9 +130,9 @@ def test_each_caller_waits_no_longer_than_its_own_deadline():
         blocker.start()
         time.sleep(0.05)  # the worker is busy: this one queues
         t0 = time.monotonic()
-        with pytest.raises(ServiceError) as info:
+        with pytest.raises(FaceditError) as info:
             hop.call(2, time.monotonic() + 0.1)
-        assert info.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert info.value.status == "DEADLINE_EXCEEDED"
         assert time.monotonic() - t0 < 0.4
         blocker.join(5)
     finally:

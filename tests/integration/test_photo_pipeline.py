@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from services.common.redis_server import EmbeddedRedis
-from tests.conftest import MODEL_STORE, _Servers
+from tests.support import MODEL_STORE, Servers
 
 
 def _png(pixels: np.ndarray, exif_orientation: int | None = None) -> bytes:
@@ -36,7 +36,7 @@ def photo_client(tmp_path_factory):
 
     redis = EmbeddedRedis(workdir=str(tmp_path_factory.mktemp("redis-photo"))).start()
     try:
-        servers = _Servers(MODEL_STORE, "digiface64", redis.url, more_packs=("synth",))
+        servers = Servers(MODEL_STORE, "digiface64", redis.url, more_packs=("synth",))
         client = FaceditClient(servers.addresses["gateway"], timeout_s=60)
         yield client
         client.close()

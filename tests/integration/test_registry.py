@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from facedit.v1 import directions_pb2, directions_pb2_grpc
-from services.common.pack import load_pack
+from facedit_core.pack import load_pack
 from services.common.redis_server import EmbeddedRedis, connect
 from services.common.server import create_server
 from services.directions.registry import Registry

@@ -9,7 +9,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
 
 from facedit.v1 import common_pb2, gateway_pb2, generator_pb2, generator_pb2_grpc
-from services.common import images
+from facedit_core import images
 from services.common.tensors import from_tensor, to_tensor
 from training import renderer
 

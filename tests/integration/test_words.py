@@ -11,10 +11,9 @@ import pytest
 import torch
 
 from facedit.v1 import common_pb2
-from services.common.errors import InvalidArgument
+from facedit_core.errors import InvalidArgument
+from tests.support import MINILM, ROOT
 from training import lexicons, renderer, words
-
-from .conftest import MINILM, ROOT
 
 
 def test_closed_form_theta_is_the_least_squares_scale_and_can_be_negative():
@@ -120,7 +119,7 @@ def test_without_the_sentence_encoder_single_words_still_map(pack):
 
 
 def test_text_edits_through_the_gateway(client):
-    from services.common import latents
+    from facedit_core import latents
     from services.common.tensors import from_tensor
 
     face = client.face(seed=3)
@@ -168,16 +167,15 @@ SYNTH_STORE = Path(os.environ.get("FACEDIT_TEST_MODEL_STORE", ROOT / "model_stor
 
 @pytest.fixture(scope="module")
 def synth_client(tmp_path_factory):
+    from facedit_core.pack import load_pack
     from services.client import FaceditClient
-    from services.common.pack import load_pack
     from services.common.redis_server import EmbeddedRedis
-
-    from .conftest import _Servers
+    from tests.support import Servers
 
     if "words_mapper" not in load_pack("synth", SYNTH_STORE).manifest["artefacts"]:
         pytest.skip(f"{SYNTH_STORE}/synth has no words artefacts yet: run `python -m training words` and export")
     redis = EmbeddedRedis(workdir=str(tmp_path_factory.mktemp("redis-synth-words"))).start()
-    servers = _Servers(SYNTH_STORE, "synth", redis.url)
+    servers = Servers(SYNTH_STORE, "synth", redis.url)
     client = FaceditClient(servers.addresses["gateway"], timeout_s=30)
     yield client
     client.close()
@@ -219,10 +217,9 @@ def test_every_lexicon_fits_its_attribute_set_and_glove_and_a_mismatch_is_refuse
 
 
 def test_digiface64_pack_understands_phrases_of_its_own_attributes():
-    from services.common.pack import load_pack
+    from facedit_core.pack import load_pack
     from services.directions.text import SentenceEncoder, TextMapper
-
-    from .conftest import MODEL_STORE
+    from tests.support import MODEL_STORE
 
     mapper = TextMapper(load_pack("digiface64", MODEL_STORE), SentenceEncoder(MINILM))
     for text, attribute, word in [("a big grin", "smile", "smile"), ("mouth wide open", "mouth_open", "open"),

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from tests.conftest import MODEL_STORE, ROOT
+from tests.support import MODEL_STORE, ROOT
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def test_annotation_finds_most_generated_faces_and_a_plausible_template(tiny_dig
 
 
 def test_exported_pack_loads_with_every_method_and_its_alignment(tiny_digiface):
-    from services.common.pack import load_pack
+    from facedit_core.pack import load_pack
 
     _, out = tiny_digiface
     pack = load_pack(out.name, out.parent)

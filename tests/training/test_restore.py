@@ -8,14 +8,13 @@ import pytest
 import torch
 from PIL import Image
 
+from facedit_core.pack import load_pack
 from services.common.onnx import session
-from services.common.pack import load_pack
+from tests.support import MODEL_STORE, ROOT
 from training import checkpoints, crg_encoder, direction_sets, oracle
 from training.config import PackConfig
 from training.models import PixelsIn
 from training.restore import restore
-
-from .conftest import MODEL_STORE, ROOT
 
 
 @pytest.mark.parametrize("name", ["digiface64", "synth"])

@@ -6,12 +6,11 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from services.common.pack import load_pack
+from facedit_core.pack import load_pack
+from tests.support import ROOT
 from training import crg_encoder, gan, oracle, renderer
 from training.config import PackConfig
 from training.models import GeneratorExport, PixelsIn
-
-from .conftest import ROOT
 
 TINY = PackConfig.load(ROOT / "training/configs/tiny.json")
 

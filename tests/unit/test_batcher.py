@@ -5,8 +5,8 @@ import time
 import numpy as np
 import pytest
 
+from facedit_core.errors import InvalidArgument, ResourceExhausted
 from services.common.batcher import DynamicBatcher
-from services.common.errors import InvalidArgument, ResourceExhausted
 
 
 def test_each_request_gets_its_own_rows_back():

@@ -6,9 +6,9 @@ import pytest
 from PIL import Image
 
 from facedit.v1 import common_pb2
-from services.common import images, latents
-from services.common.errors import InvalidArgument
-from services.common.tensors import check_latents, from_tensor, to_tensor
+from facedit_core import images, latents
+from facedit_core.errors import InvalidArgument
+from services.common.tensors import from_tensor, to_tensor
 
 
 def png(pixels):
@@ -33,21 +33,21 @@ def test_tensor_with_wrong_byte_length_is_invalid():
 
 
 def test_check_latents_rejects_wrong_length_nan_and_empty():
-    assert check_latents(np.zeros(8, np.float32), 8).shape == (1, 8)
+    assert latents.check(np.zeros(8, np.float32), 8).shape == (1, 8)
     with pytest.raises(InvalidArgument, match="expected length 8"):
-        check_latents(np.zeros(7, np.float32), 8)
+        latents.check(np.zeros(7, np.float32), 8)
     z = np.zeros(8, np.float32)
     z[3] = np.nan
     with pytest.raises(InvalidArgument, match="NaN"):
-        check_latents(z, 8)
+        latents.check(z, 8)
     with pytest.raises(InvalidArgument, match="no latents"):
-        check_latents(np.zeros((0, 8), np.float32), 8)
+        latents.check(np.zeros((0, 8), np.float32), 8)
 
 
 def test_decode_png_and_jpeg_and_reject_garbage():
     pixels = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
     assert np.array_equal(images.decode(png(pixels)), pixels)
-    jpeg = images.encode(pixels, common_pb2.IMAGE_FORMAT_JPEG)
+    jpeg = images.encode(pixels, "jpeg")
     assert images.decode(jpeg).shape == (20, 30, 3)
     with pytest.raises(InvalidArgument, match="not an image"):
         images.decode(b"hello, this is text")

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from services.common.errors import InvalidArgument
-from services.directions.compose import compose, project_out
+from facedit_core.compose import compose, project_out
+from facedit_core.errors import InvalidArgument
 
 
 def unit(v):

@@ -6,14 +6,13 @@ import json
 import numpy as np
 import pytest
 
-from services.directions.compose import compose
+from facedit_core.compose import compose
+from tests.support import ROOT
 from training import edits, gan, istrc, oracle, renderer
 from training.config import PackConfig
 from training.data import latents
 from training.evaluate import label_changes, move_across
 from training.interfacegan import score_latents
-
-from .conftest import ROOT
 
 TINY = PackConfig.load(ROOT / "training/configs/tiny.json")
 

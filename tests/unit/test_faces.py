@@ -2,21 +2,18 @@
 MTCNN detection on a real portrait, paste-back, and the measured annotators."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
-from PIL import Image
 
-from services.common import align
-from tests.conftest import MODEL_STORE
+from facedit_core import align
+from tests.support import MODEL_STORE
 
 THIRD_PARTY = MODEL_STORE / "third_party"
 
 
 @pytest.fixture(scope="module")
 def detector():
-    from services.encoder.detect import FaceDetector
+    from facedit_faces.detect import FaceDetector
 
     return FaceDetector(threads=1)
 
@@ -45,7 +42,7 @@ def test_digiface_generator_onnx_matches_the_wheels_pytorch_weights():
 
 
 def test_digiface_import_is_byte_reproducible_and_listed_with_its_sha256():
-    from services.common.pack import load_pack, sha256
+    from facedit_core.pack import load_pack, sha256
 
     pack = load_pack("digiface64", MODEL_STORE)
     entry = pack.manifest["artefacts"]["generator"]

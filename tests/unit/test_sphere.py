@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from services.common import sphere
+from facedit_core import sphere
 
 
 def unit(rng, n=None, dim=16):
