@@ -60,7 +60,10 @@ run: setup
 stop:
 	-$(PY) -m services.stack stop
 
+# The layout rules first (.importlinter: core imports nothing of ours, services independent,
+# training never imports services, training layers top-down), then every test.
 test: setup
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q -ra tests
 
 test-fast: setup

@@ -1,6 +1,8 @@
 """Server bootstrap shared by every service.
 
-One call, `serve(...)`, builds a gRPC server with:
+Each service module has `create(args, logger) -> Service` (its servicer wired from its flags):
+`main()` serves it with `serve(service, ...)`, and the tests and tools start it in-process with
+`start_local(service, ...)`. Both build a gRPC server with:
 - an interceptor that turns a domain error (facedit_core.errors) into its status code (INVALID_ARGUMENT
   with the message for bad input), any other exception into INTERNAL (logged
   with its traceback; the server keeps serving), and logs each call with its
@@ -13,12 +15,13 @@ One call, `serve(...)`, builds a gRPC server with:
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 import threading
 import time
 from concurrent import futures
-from typing import Callable, Iterable
+from typing import Callable
 
 import grpc
 import redis
@@ -106,44 +109,59 @@ def _is_abort(err: Exception, context) -> bool:
     return type(err) is Exception and context.code() is not None
 
 
-def create_server(name: str, register: Iterable[Callable[[grpc.Server], None]], service_names: Iterable[str],
-                  logger: logging.Logger,
+@dataclasses.dataclass
+class Service:
+    """One service's servicer, ready to be added to a gRPC server.
+
+    add_to_server: the generated add_<Name>Servicer_to_server function; full_name: the proto
+    service ("facedit.v1.Gateway") for health and reflection; close: releases its threads and
+    models (batchers, connections) after the server stopped."""
+
+    name: str
+    servicer: object
+    add_to_server: Callable[[object, grpc.Server], None]
+    full_name: str
+    close: Callable[[], None] = lambda: None
+
+
+def create_server(service: Service, logger: logging.Logger,
                   max_workers: int = config.DEFAULT_WORKERS) -> tuple[grpc.Server, health.HealthServicer]:
     """A server with the interceptor, health and reflection; not yet bound or started."""
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=name),
+        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=service.name),
         interceptors=[ErrorAndLogInterceptor(logger)],
         options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                  ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                  ("grpc.so_reuseport", 0)],
         maximum_concurrent_rpcs=max_workers * 8,
     )
-    for add in register:
-        add(server)
+    service.add_to_server(service.servicer, server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    names = list(service_names)
-    reflection.enable_server_reflection(names + [health.SERVICE_NAME, reflection.SERVICE_NAME], server)
-    for service in ["", *names]:
-        health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+    reflection.enable_server_reflection([service.full_name, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    for name in ("", service.full_name):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     return server, health_servicer
 
 
-def serve(name: str, host: str, port: int, register: Iterable[Callable[[grpc.Server], None]],
-          service_names: Iterable[str], logger: logging.Logger, max_workers: int = config.DEFAULT_WORKERS,
-          grace_s: float = 5.0) -> None:
-    """Start the server, block until SIGTERM/SIGINT, then stop gracefully.
+def start_local(service: Service, logger: logging.Logger, max_workers: int = 8) -> tuple[grpc.Server, str]:
+    """Start `service` on a free port of 127.0.0.1 in this process (tests, tools); returns the
+    started server and its address. The caller stops it (server.stop(0)) and calls service.close()."""
+    server, _ = create_server(service, logger, max_workers)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    return server, f"127.0.0.1:{port}"
 
-    register: functions that add servicers to the server.
-    service_names: full names (e.g. "facedit.v1.Gateway") for health and reflection.
-    """
-    names = list(service_names)
-    server, health_servicer = create_server(name, register, names, logger, max_workers)
+
+def serve(service: Service, host: str, port: int, logger: logging.Logger,
+          max_workers: int = config.DEFAULT_WORKERS, grace_s: float = 5.0) -> None:
+    """Start the server, block until SIGTERM/SIGINT, then stop gracefully and close the service."""
+    server, health_servicer = create_server(service, logger, max_workers)
     address = f"{host}:{port}"
     if server.add_insecure_port(address) == 0:
-        raise SystemExit(f"{name}: cannot listen on {address} (port in use?)")
+        raise SystemExit(f"{service.name}: cannot listen on {address} (port in use?)")
     server.start()
-    log(logger, "serving", address=address, services=names)
+    log(logger, "serving", address=address, services=[service.full_name])
 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -152,4 +170,4 @@ def serve(name: str, host: str, port: int, register: Iterable[Callable[[grpc.Ser
     log(logger, "shutting down", grace_s=grace_s)
     health_servicer.enter_graceful_shutdown()
     server.stop(grace_s).wait()
-    log(logger, "stopped")
+    service.close()

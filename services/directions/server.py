@@ -4,7 +4,9 @@
 """
 from __future__ import annotations
 
+import argparse
 import json
+import logging
 import math
 import threading
 from pathlib import Path
@@ -26,7 +28,7 @@ from facedit_core.records import (
 )
 from services.common import config, logs, methods
 from services.common.redis_server import connect
-from services.common.server import serve
+from services.common.server import Service, serve
 from services.common.tensors import from_tensor, to_tensor
 from services.directions.registry import PackInfo, Registry, Snapshot
 from services.directions.text import SentenceEncoder, TextMapper
@@ -307,7 +309,7 @@ def _checked_strength(strength: float, rec: DirectionRecord) -> float:
     return strength
 
 
-def main(argv: list[str] | None = None) -> None:
+def parser() -> argparse.ArgumentParser:
     p = config.parser("directions", 50052)
     p.add_argument("--redis-url", default=config.env("redis_url", "redis://127.0.0.1:6379/0"))
     p.add_argument("--packs", default=config.env("packs", "digiface64"),
@@ -315,8 +317,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--sentence-encoder", default=config.env("sentence_encoder", "build/minilm"),
                    help="folder with the MiniLM model.onnx + tokenizer.json for text phrases (made by make setup); "
                         "without it text edits take single words only")
-    args = p.parse_args(argv)
-    logger = logs.setup("directions", args.log_level)
+    return p
+
+
+def create(args: argparse.Namespace, logger: logging.Logger) -> Service:
+    """Publish every pack of --packs into the registry in --redis-url, then the directions servicer."""
     store = Path(args.model_store)
     registry = Registry(connect(args.redis_url))
     packs = [name for name in args.packs.split(",") if name]
@@ -330,9 +335,14 @@ def main(argv: list[str] | None = None) -> None:
     else:
         logs.log(logger, "no sentence encoder: text edits take single words only", folder=args.sentence_encoder)
     servicer = DirectionsServicer(registry, store, packs[0] if packs else "", encoder)
-    serve("directions", args.host, args.port,
-          [lambda s: directions_pb2_grpc.add_DirectionsServicer_to_server(servicer, s)],
-          ["facedit.v1.Directions"], logger, max_workers=args.workers)
+    return Service("directions", servicer, directions_pb2_grpc.add_DirectionsServicer_to_server,
+                   "facedit.v1.Directions", registry.r.close)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    logger = logs.setup("directions", args.log_level)
+    serve(create(args, logger), args.host, args.port, logger, max_workers=args.workers)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ packs with ISTRC, FaceNet embeddings, the embedding -> latent mapping and embedd
 """
 from __future__ import annotations
 
+import argparse
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +19,7 @@ from facedit_core.errors import InvalidArgument
 from facedit_core.pack import Pack, load_pack
 from facedit_core.records import ISTRC_PREFIX
 from services.common import config, logs, onnx
-from services.common.server import serve
+from services.common.server import Service, serve
 from services.common.tensors import from_tensor, to_tensor
 from services.encoder import istrc
 
@@ -179,12 +181,15 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServicer):
         return response
 
 
-def main(argv: list[str] | None = None) -> None:
+def parser() -> argparse.ArgumentParser:
     p = config.parser("encoder", 50051)
     p.add_argument("--packs", default=config.env("packs", "digiface64"), help="comma-separated packs (first = default)")
     config.add_batching_flags(p)
-    args = p.parse_args(argv)
-    logger = logs.setup("encoder", args.log_level)
+    return p
+
+
+def create(args: argparse.Namespace, logger: logging.Logger) -> Service:
+    """The encoder servicer over every pack of --packs; with a face detector when a pack edits photos."""
     packs = [n for n in args.packs.split(",") if n]
     models = {n: PackModels(load_pack(n, Path(args.model_store)), onnx.Threading.from_flags(args),
                             min(args.max_batch, MAX_IMAGES), args.max_delay_ms / 1e3, args.max_queue, args.io_binding,
@@ -196,9 +201,19 @@ def main(argv: list[str] | None = None) -> None:
         from facedit_faces.detect import FaceDetector
 
         detector = FaceDetector(threads=args.threads)
-    servicer = EncoderServicer(models, packs[0], detector)
-    serve("encoder", args.host, args.port, [lambda s: encoder_pb2_grpc.add_EncoderServicer_to_server(servicer, s)],
-          ["facedit.v1.Encoder"], logger, max_workers=args.workers)
+
+    def close() -> None:
+        for m in models.values():
+            m.close()
+
+    return Service("encoder", EncoderServicer(models, packs[0], detector), encoder_pb2_grpc.add_EncoderServicer_to_server,
+                   "facedit.v1.Encoder", close)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    logger = logs.setup("encoder", args.log_level)
+    serve(create(args, logger), args.host, args.port, logger, max_workers=args.workers)
 
 
 if __name__ == "__main__":

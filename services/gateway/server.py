@@ -12,9 +12,11 @@ calls share one RPC per hop (merged.py).
 """
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import hashlib
 import json
+import logging
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -39,7 +41,7 @@ from facedit_core.records import FACENET_SPACE, LATENT_SPACE, NAME_PATTERN, cust
 from services.common import config, logs
 from services.common.errors import reraise_downstream
 from services.common.redis_server import connect
-from services.common.server import MAX_MESSAGE_BYTES, serve
+from services.common.server import MAX_MESSAGE_BYTES, Service, serve
 from services.common.tensors import encode_image, from_tensor, output_format, to_tensor
 from services.gateway.cache import LatentCache
 from services.gateway.compose_memo import ComposeMemo
@@ -80,6 +82,9 @@ class Downstream:
         self.generator = generator_pb2_grpc.GeneratorStub(grpc.insecure_channel(generator, opts))
         self.hop_timeout_s = hop_timeout_s
         self._aside = ThreadPoolExecutor(max_workers=aside_threads, thread_name_prefix="aside")
+
+    def close(self) -> None:
+        self._aside.shutdown(wait=False, cancel_futures=True)
 
     def aside(self, fn, *args) -> Future:
         """fn(*args) on a pool thread while the request's thread goes on; .result() gives its value or error."""
@@ -143,6 +148,12 @@ class GatewayServicer(IstrcRpcs, gateway_pb2_grpc.GatewayServicer):
         self.default_pack, self.default_deadline_s = default_pack, default_deadline_s
         self._pack_info: dict[str, tuple[float, directions_pb2.ListDirectionsResponse]] = {}
         self._lock = threading.Lock()
+
+    def close(self) -> None:
+        """Stop the merged-call workers and the aside threads (after the server stopped)."""
+        if self.merged is not None:
+            self.merged.close()
+        self.down.close()
 
     # -- helpers ---------------------------------------------------------------
     def _budget(self, context) -> Budget:
@@ -512,7 +523,7 @@ def _quality(composed, index: dict[str, int], before: np.ndarray, after: np.ndar
     return quality
 
 
-def main(argv: list[str] | None = None) -> None:
+def parser() -> argparse.ArgumentParser:
     p = config.parser("gateway", 50050)
     p.add_argument("--encoder", default=config.env("encoder_addr", "127.0.0.1:50051"))
     p.add_argument("--directions", default=config.env("directions_addr", "127.0.0.1:50052"))
@@ -534,16 +545,26 @@ def main(argv: list[str] | None = None) -> None:
                         "many per RPC; a lone Edit is never held back); 0 = one RPC per Edit")
     p.add_argument("--merge-workers", type=int, default=int(config.env("merge_workers", "2")),
                    help="merged RPCs of one hop in flight at once")
-    args = p.parse_args(argv)
-    logger = logs.setup("gateway", args.log_level)
+    return p
+
+
+def create(args: argparse.Namespace, logger: logging.Logger) -> Service:
+    """The gateway servicer over the encoder, directions and generator at their addresses, with the
+    latent cache and compose memo in --redis-url."""
     client = connect(args.redis_url)
     servicer = GatewayServicer(Downstream(args.encoder, args.directions, args.generator, args.hop_timeout_s,
                                           aside_threads=args.workers),
                                LatentCache(client, args.latent_ttl_s),
                                args.default_pack, args.default_deadline_s, ComposeMemo(client, args.compose_memo),
                                args.merge_max_batch, args.merge_workers)
-    serve("gateway", args.host, args.port, [lambda s: gateway_pb2_grpc.add_GatewayServicer_to_server(servicer, s)],
-          ["facedit.v1.Gateway"], logger, max_workers=args.workers)
+    return Service("gateway", servicer, gateway_pb2_grpc.add_GatewayServicer_to_server, "facedit.v1.Gateway",
+                   servicer.close)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    logger = logs.setup("gateway", args.log_level)
+    serve(create(args, logger), args.host, args.port, logger, max_workers=args.workers)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ or (--backend torchserve) forwarded to TorchServe, which batches (torchserve_bac
 """
 from __future__ import annotations
 
+import argparse
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +17,7 @@ from facedit_core import latents
 from facedit_core.errors import InvalidArgument
 from facedit_core.pack import Pack, load_pack
 from services.common import config, logs, onnx
-from services.common.server import serve
+from services.common.server import Service, serve
 from services.common.tensors import from_tensor, to_tensor
 
 
@@ -30,6 +32,9 @@ class OnnxGenerator:
 
     def generate(self, z: np.ndarray, timeout_s: float | None) -> tuple[np.ndarray, int]:
         return self.batcher.submit(z).result(timeout=timeout_s)
+
+    def close(self) -> None:
+        self.batcher.close()
 
 
 class GeneratorServicer(generator_pb2_grpc.GeneratorServicer):
@@ -49,17 +54,20 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServicer):
             pixels=to_tensor(pixels), batch_size=batch)
 
 
-def main(argv: list[str] | None = None) -> None:
+def parser() -> argparse.ArgumentParser:
     p = config.parser("generator", 50053)
     p.add_argument("--packs", default=config.env("packs", "digiface64"), help="comma-separated packs (first = default)")
     config.add_batching_flags(p)
     p.add_argument("--backend", choices=["onnx", "torchserve"], default=config.env("backend", "onnx"),
                    help="onnx: ONNX Runtime in this process; torchserve: forward to TorchServe "
-                        "(model <pack>-generator, see training/torchserve_export.py)")
+                        "(model <pack>-generator, made by the training package's TorchServe export)")
     p.add_argument("--torchserve-address", default=config.env("torchserve_address", "127.0.0.1:7070"),
                    help="TorchServe's gRPC inference address (--backend torchserve)")
-    args = p.parse_args(argv)
-    logger = logs.setup("generator", args.log_level)
+    return p
+
+
+def create(args: argparse.Namespace, logger: logging.Logger) -> Service:
+    """The generator servicer over every pack of --packs, on the backend of --backend."""
     packs = [n for n in args.packs.split(",") if n]
     if args.backend == "torchserve":
         from services.generator.torchserve_backend import TorchServeGenerator
@@ -73,10 +81,19 @@ def main(argv: list[str] | None = None) -> None:
                                        args.batch_workers)
                       for n in packs}
         logs.log(logger, "loaded", packs=packs, backend="onnx", providers=onnx.providers())
-    servicer = GeneratorServicer(generators, packs[0])
-    serve("generator", args.host, args.port,
-          [lambda s: generator_pb2_grpc.add_GeneratorServicer_to_server(servicer, s)],
-          ["facedit.v1.Generator"], logger, max_workers=args.workers)
+
+    def close() -> None:
+        for g in generators.values():
+            g.close()
+
+    return Service("generator", GeneratorServicer(generators, packs[0]),
+                   generator_pb2_grpc.add_GeneratorServicer_to_server, "facedit.v1.Generator", close)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    logger = logs.setup("generator", args.log_level)
+    serve(create(args, logger), args.host, args.port, logger, max_workers=args.workers)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ The last test stops TorchServe: keep it last.
 """
 from __future__ import annotations
 
-import logging
 import shutil
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -19,10 +18,10 @@ import pytest
 
 from facedit.v1 import generator_pb2, generator_pb2_grpc
 from facedit_core.errors import FaceditError
-from services.common.server import create_server
+from services.common.server import Service, start_local
 from services.common.tensors import from_tensor, to_tensor
 from services.generator import ts_handler
-from tests.support import other_gateway
+from tests.support import LOGGER, other_gateway
 
 pytestmark = pytest.mark.torchserve
 
@@ -66,13 +65,11 @@ def generator_stub(backend):
     from services.generator.server import GeneratorServicer
 
     servicer = GeneratorServicer({"tiny": backend}, "tiny")
-    server, _ = create_server("generator", [lambda s: generator_pb2_grpc.add_GeneratorServicer_to_server(servicer, s)],
-                              ["facedit.v1.Generator"], logging.getLogger("test"), max_workers=20)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    server, address = start_local(Service("generator", servicer, generator_pb2_grpc.add_GeneratorServicer_to_server,
+                                          "facedit.v1.Generator"), LOGGER, max_workers=20)
+    channel = grpc.insecure_channel(address)
     stub = generator_pb2_grpc.GeneratorStub(channel)
-    stub.port = port  # the gateway test points a gateway at this server
+    stub.port = int(address.rsplit(":", 1)[1])  # the gateway test points a gateway at this server
     yield stub
     channel.close()
     server.stop(0).wait()

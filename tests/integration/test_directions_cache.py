@@ -1,7 +1,6 @@
 """The directions service's in-process snapshot of a pack version, against a real Redis:
 one MGET per Compose when nothing changed, and never stale after a version switch, a
 custom direction (also one written by another replica) or a Redis that restarted empty."""
-import logging
 
 import grpc
 import numpy as np
@@ -11,10 +10,11 @@ from facedit.v1 import common_pb2, directions_pb2, directions_pb2_grpc
 from facedit_core.pack import load_pack
 from facedit_core.records import DirectionRecord
 from services.common.redis_server import connect
-from services.common.server import create_server
+from services.common.server import Service, start_local
 from services.common.tensors import from_tensor
 from services.directions.registry import Registry
 from services.directions.server import DirectionsServicer
+from tests.support import LOGGER
 
 
 @pytest.fixture()
@@ -82,13 +82,12 @@ def test_compose_sees_a_custom_direction_at_once_and_loses_it_on_switch(tiny_pac
     pack = load_pack("tiny", store)
     registry = Registry(redis_db)
     registry.publish(pack)
-    server, _ = create_server("directions", [lambda s: directions_pb2_grpc.add_DirectionsServicer_to_server(
-        DirectionsServicer(registry, store, "tiny"), s)], ["facedit.v1.Directions"], logging.getLogger("test"))
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
+    server, address = start_local(Service("directions", DirectionsServicer(registry, store, "tiny"),
+                                          directions_pb2_grpc.add_DirectionsServicer_to_server, "facedit.v1.Directions"),
+                                  LOGGER)
     edit = directions_pb2.ComposeRequest(edits=[common_pb2.EditOp(direction_id="custom/mine", strength=2.0)])
     try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        with grpc.insecure_channel(address) as ch:
             stub = directions_pb2_grpc.DirectionsStub(ch)
             smile = stub.Compose(directions_pb2.ComposeRequest(
                 edits=[common_pb2.EditOp(attribute="smile", strength=1.0)]), timeout=10)  # warms the snapshot

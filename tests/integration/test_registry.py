@@ -1,7 +1,6 @@
 """The direction registry against a real Redis server: publishing, atomic
 version switch, and what callers see when Redis goes away and comes back."""
 import json
-import logging
 
 import grpc
 import numpy as np
@@ -10,9 +9,10 @@ import pytest
 from facedit.v1 import directions_pb2, directions_pb2_grpc
 from facedit_core.pack import load_pack
 from services.common.redis_server import EmbeddedRedis, connect
-from services.common.server import create_server
+from services.common.server import Service, start_local
 from services.directions.registry import Registry
 from services.directions.server import DirectionsServicer
+from tests.support import LOGGER
 
 
 def test_publish_writes_every_direction_and_activates_the_version(tiny_pack, redis_client):
@@ -51,12 +51,11 @@ def test_redis_outage_is_unavailable_and_service_recovers(tiny_pack, tmp_path):
     redis_server = EmbeddedRedis(workdir=str(tmp_path)).start()
     registry = Registry(connect(redis_server.url))
     registry.publish(load_pack("tiny", store))
-    server, _ = create_server("directions", [lambda s: directions_pb2_grpc.add_DirectionsServicer_to_server(
-        DirectionsServicer(registry, store, "tiny"), s)], ["facedit.v1.Directions"], logging.getLogger("test"))
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
+    server, address = start_local(Service("directions", DirectionsServicer(registry, store, "tiny"),
+                                          directions_pb2_grpc.add_DirectionsServicer_to_server, "facedit.v1.Directions"),
+                                  LOGGER)
     try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        with grpc.insecure_channel(address) as ch:
             stub = directions_pb2_grpc.DirectionsStub(ch)
             assert stub.ListDirections(directions_pb2.ListDirectionsRequest(), timeout=10).directions
             redis_server.stop()
