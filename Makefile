@@ -69,16 +69,16 @@ test: setup
 test-fast: setup
 	$(PY) -m pytest -q -ra -m "not e2e" tests
 
-# make bench PACK=digiface64 BENCH_ARGS="--seconds 5 --env FACEDIT_WORKERS=64" (bench/README.md)
+# make bench PACK=digiface64 BENCH_ARGS="--seconds 5 --env FACEDIT_WORKERS=64" (docs/performance.md)
 bench: setup
 	$(PY) -m bench.bench --pack $(PACK) $(BENCH_ARGS)
 
-# Rebuild the committed synth pack from scratch (see README for the run time).
+# Rebuild the committed synth pack from scratch (docs/training.md has the run time).
 pack-synth: setup
 	$(PY) -m training pack --config training/configs/synth.json --out model_store/synth --fresh
 
 # Rebuild the committed digiface64 pack: encoder, annotation, classifier, directions, evaluation
-# against the frozen DigiFace DCGAN (see README for the run time). Resumes from runs/digiface64/.
+# against the frozen DigiFace DCGAN (docs/training.md has the run time). Resumes from runs/digiface64/.
 pack-digiface64: setup
 	$(PY) -m training.digiface pack --config training/configs/digiface64.json --out model_store/digiface64
 

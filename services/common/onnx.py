@@ -5,7 +5,7 @@ the ONNX services): intra-op threads split one model call; the graphs here are a
 chain of convolutions, so inter-op parallelism has nothing to overlap and defaults
 to 1. Spinning is off by default: a spinning intra-op thread busy-waits for work
 after each call, which on a small machine shared by several services takes the
-cores that gRPC and the other services need (bench/README.md has the measurement).
+cores that gRPC and the other services need (docs/performance.md has the measurement).
 
 `Model.run` uses IO binding on the CUDA provider (the input is copied to the device
 once and the output allocated there and copied back once, with no intermediate host
