@@ -36,34 +36,9 @@ from training.config import PackConfig
 from training.data import held_out
 from training.model_card import write_model_card
 from training.models import GeneratorExport, PixelsIn
+from training.onnx_io import export_onnx, strip_metadata  # noqa: F401 (strip_metadata: used by facenet_port)
 
 FORMAT = "facedit-pack/1"
-
-
-def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, input_name: str, output_name: str) -> None:
-    """One model with a dynamic batch axis, weights inside the file (torch.export based exporter)."""
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    torch.onnx.export(model.eval(), (example,), str(path), dynamo=True, opset_version=18, verbose=False,
-                      input_names=[input_name], output_names=[output_name],
-                      dynamic_shapes={input_name: {0: batch}}, external_data=False)
-    strip_metadata(path)
-
-
-def strip_metadata(path: Path) -> None:
-    """Drop the exporter's per-node metadata (Python stack traces with absolute file paths, module
-    names), so the same weights give the same bytes in any checkout: a manifest's sha256 of a
-    file that `make setup` builds must hold on every machine."""
-    import onnx
-
-    model = onnx.load(str(path))
-    for graph in [model.graph, *(f for f in model.functions)]:
-        nodes = graph.node
-        for node in nodes:
-            del node.metadata_props[:]
-            node.doc_string = ""
-    del model.metadata_props[:]
-    model.doc_string = model.graph.doc_string = ""
-    onnx.save(model, str(path))
 
 
 def export_words(cfg: PackConfig, work: Path, out: Path) -> dict:

@@ -30,10 +30,10 @@ import numpy as np
 import torch
 
 from facedit_core.pack import load_pack
-from services.common.onnx import session
 from training import checkpoints, crg_encoder, direction_sets, gan, oracle
 from training.config import PackConfig
 from training.models import GeneratorExport, PixelsIn
+from training.onnx_io import session
 from training.onnx_weights import torch_encoder, torch_generator, torch_oracle
 
 TOLERANCE = 1e-3  # max |torch - ONNX Runtime| of the encoder (z units) and the classifier (probabilities)
@@ -109,6 +109,7 @@ def restore(cfg: PackConfig, pack_dir: Path, work: Path, force: bool = False) ->
     for step, figures in pack.manifest.get("metrics", {}).items():
         if step not in report or force:
             checkpoints.record(work, step, figures)
+    report = checkpoints.read_report(work)  # as just written: a step's figures are not replaced by its time
     for step, seconds in pack.manifest.get("training", {}).get("timings_s", {}).items():
         if step not in report:  # steps whose only figure in the manifest is their time (synth: gan, encoder)
             checkpoints.record(work, step, {"seconds": seconds})
