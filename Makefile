@@ -71,7 +71,7 @@ test-fast: setup
 
 # make bench PACK=digiface64 BENCH_ARGS="--seconds 5 --env FACEDIT_WORKERS=64" (docs/performance.md)
 bench: setup
-	$(PY) -m bench.bench --pack $(PACK) $(BENCH_ARGS)
+	$(PY) -m bench --pack $(PACK) $(BENCH_ARGS)
 
 # Rebuild the committed synth pack from scratch (docs/training.md has the run time).
 pack-synth: setup

@@ -1,0 +1,204 @@
+"""The served parts of `python -m bench`: the generator service and the gateway of a real stack
+(services.stack.Stack), and TorchServe behind a generator service. Every load level runs once per
+repetition (--repeats), interleaved (bench/harness.py): the levels a target compares are each
+followed right away by their reference, measured in this process while the services idle."""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+
+from bench.clients import gateway_client, generator_client, rpc_round_trip_ms
+from bench.harness import Series, interleave, level_rows, reference_rows, run_load
+from bench.inprocess import InProcessEditor, RawGenerator, peer_editor, peer_edits
+from bench.workload import EDIT_KINDS, edit_choice
+from facedit_core.pack import Pack
+from services.stack import Stack
+
+# the levels the targets compare (bench/ratios.py): the generator service at concurrency 64 against raw
+# ONNX Runtime at batch 64, the gateway at concurrency 32 against the in-process pipeline at batch 32
+# and the peer, p99/p50 at concurrency 8, and concurrency 1 against a single in-process call + round trips
+SERVICE_BIG, EDIT_BIG, TAIL, SINGLE = 64, 32, 8, 1
+# series name -> results key of its level rows
+SERIES_KEYS = {"generator": "generator_service_onnx", "gateway_lean": "gateway_lean_edits",
+               "gateway_full": "gateway_full_edits"}
+
+
+@dataclasses.dataclass
+class OnlyGenerator(Stack):
+    """The generator service of a Stack alone, for a pack with nothing but a generator (the encoder
+    and directions services cannot load it). Stack.start() starts all four services; until it can
+    start a subset, this starts the one process with Stack's own command line, health wait and stop."""
+
+    def start(self, timeout_s: float = 60.0) -> OnlyGenerator:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            with open(self.log_dir / "generator.log", "ab") as log:
+                self.procs["generator"] = subprocess.Popen(
+                    self._command("generator"), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                    env={**os.environ, "ORT_DISABLE_TELEMETRY": "1", **self.extra_env})
+            self._wait_healthy("generator", timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+
+def stack_pids(stack: Stack) -> list[int]:
+    """Every process of a started stack: the services and the embedded Redis."""
+    return [p.pid for p in stack.procs.values()] + ([stack.redis.proc.pid] if stack.redis else [])
+
+
+def short_seconds(args) -> float:
+    """How long a latency reference (a single call's p50) runs: 1 s, or --seconds if shorter."""
+    return min(1.0, args.seconds)
+
+
+def load_series(name: str, label: str, make_client, args, stop: threading.Event, pids,
+                references: dict[int, Callable[[], dict]]) -> Series:
+    def measure(c: int) -> dict:
+        r = run_load(make_client, c, args.seconds, args.max_requests, stop=stop, pids=pids)
+        print(f"  {label} c{c}: {r['throughput']:.1f}/s p50 {r['latency_ms_p50']:.2f} ms "
+              f"p99 {r['latency_ms_p99']:.2f} ms" + (f" errors {r['errors']}" if r["errors"] else ""), flush=True)
+        return r
+
+    def announced(c: int, reference: Callable[[], dict]) -> Callable[[], dict]:
+        def run() -> dict:
+            figures = reference()
+            print(f"    next to c{c}: " + ", ".join(f"{k} {v:.2f}" for k, v in figures.items()), flush=True)
+            return figures
+        return run
+
+    return Series(name, list(args.concurrency), measure,
+                  {c: announced(c, ref) for c, ref in references.items() if c in args.concurrency})
+
+
+def generator_references(raw: RawGenerator, address: str, args, single: bool = True) -> dict[int, Callable]:
+    """The generator service's references: raw ORT batch-1 p50 + an empty RPC to the service next to
+    c1 (`single`), raw ORT images/s at batch 64 next to c64 (the faster of spinning off and on)."""
+    def single_call() -> dict:
+        return {"reference_p50_ms": raw.measure(SINGLE, short_seconds(args), warmup=1)["latency_ms_p50"],
+                "rpc_round_trip_ms": rpc_round_trip_ms(address)}
+
+    def big_batch() -> dict:
+        r = raw.measure(SERVICE_BIG, args.seconds, warmup=1)
+        return {"raw_images_per_s": r["images_per_s"], "raw_images_per_cpu_s": r["images_per_cpu_s"],
+                "raw_batch": SERVICE_BIG}
+
+    return {SINGLE: single_call, SERVICE_BIG: big_batch} if single else {SERVICE_BIG: big_batch}
+
+
+def gateway_references(editor: InProcessEditor, peer, pack: Pack, pngs: list[bytes], address: str, args,
+                       kind: str) -> dict[int, Callable]:
+    """The gateway's references: a single in-process edit of the same kind (p50) + an empty RPC to the
+    gateway next to c1; the in-process pipeline at batch 32 (and, for lean edits, the peer) next to c32."""
+    scores = kind == "full"
+
+    def single_edit() -> dict:
+        return {"reference_p50_ms": editor.timed(pngs, SINGLE, short_seconds(args), scores, warmup=1).p50_ms(),
+                "rpc_round_trip_ms": rpc_round_trip_ms(address)}
+
+    def big_batch() -> dict:
+        t = editor.timed(pngs, EDIT_BIG, args.seconds, scores, warmup=1)
+        out = {"inprocess_edits_per_s": t.rate(EDIT_BIG), "inprocess_edits_per_cpu_s": t.per_cpu_s(EDIT_BIG)}
+        if kind == "lean":
+            out["peer_edits_per_s"] = peer_edits(peer, pack, pngs, args.seconds, warmup=1).rate()
+        return out
+
+    return {SINGLE: single_edit, EDIT_BIG: big_batch}
+
+
+def collect(measured: dict[str, dict], keys: dict[str, str]) -> dict:
+    """interleave()'s measurements -> results keys: the level rows of each series, and its references."""
+    out: dict = {"references": {}}
+    for name, m in measured.items():
+        out[keys[name]] = level_rows(m["levels"])
+        out["references"][name] = reference_rows(m["references"])
+    return out
+
+
+def services_part(pack: Pack, store: Path, pngs: list[bytes], args, cleanup: contextlib.ExitStack,
+                  stop: threading.Event, log_dir: Path) -> dict:
+    """The generator service and, for a pack that can edit (`pngs` given), the gateway's lean and full
+    Edit, of a real stack (Redis + the four services; the generator service alone for a pack with
+    only a generator), every level --repeats times, interleaved with its references."""
+    cls = Stack if pngs else OnlyGenerator
+    stack = cls.on_free_ports(store, [pack.name], log_dir / "stack", extra_env=dict(args.env))
+    t0 = time.perf_counter()
+    print(f"starting {'the stack (Redis + 4 services' if pngs else 'the generator service (alone'}; logs in "
+          f"{stack.log_dir}) ...", flush=True)
+    cleanup.callback(stack.stop)
+    stack.start()
+    print(f"  up in {time.perf_counter() - t0:.1f}s: pids "
+          + ", ".join(f"{s} {p.pid}" for s, p in stack.procs.items()), flush=True)
+    pids = stack_pids(stack)
+    served = ("generator", "gateway") if pngs else ("generator",)
+    out: dict = {"stack_env": dict(args.env),
+                 "rpc_round_trip_ms": {s: rpc_round_trip_ms(stack.address(s)) for s in served}}
+    raw = RawGenerator(pack, args.threads)
+    series = [load_series("generator", "generator service (onnx)", generator_client(stack.address("generator"), pack),
+                          args, stop, pids, generator_references(raw, stack.address("generator"), args))]
+    if pngs:
+        editor = InProcessEditor(pack, args.threads)
+        peer, _, _ = peer_editor(pack)
+        edit, keep = edit_choice(pack)
+        for kind in EDIT_KINDS:
+            client = gateway_client(stack.address("gateway"), pngs, edit, keep, skip_scores=kind == "lean")
+            refs = gateway_references(editor, peer, pack, pngs, stack.address("gateway"), args, kind)
+            series.append(load_series(f"gateway_{kind}", f"gateway Edit ({kind})", client, args, stop, pids, refs))
+    measured = interleave(series, args.repeats, stop, announce=lambda r: print(
+        f"repetition {r + 1} of {args.repeats}", flush=True))
+    out.update(collect(measured, SERIES_KEYS))
+    stack.stop()
+    out["stack_exit_codes"] = dict(stack.exit_codes)
+    return out
+
+
+def torchserve_part(pack: Pack, store: Path, args, cleanup: contextlib.ExitStack, stop: threading.Event,
+                    work: Path, generator_only: bool = False) -> dict:
+    """A real TorchServe with the pack's .mar, and a stack whose generator service forwards to it
+    (--backend torchserve, given as FACEDIT_BACKEND to the stack); the levels interleaved with raw
+    ONNX Runtime at batch 64 next to c64."""
+    if shutil.which("java") is None:
+        return {"skipped": "TorchServe needs Java (`java` is not on PATH)"}
+    from services.generator.torchserve_runner import TorchServe
+    from training.packs.torchserve_export import build_mar
+
+    t0 = time.perf_counter()
+    mar = build_mar(pack.root, work / "mar", batch_size=args.ts_batch, max_batch_delay_ms=args.ts_delay_ms)
+    print(f"starting TorchServe with {mar.name} (batchSize {args.ts_batch}, maxBatchDelay "
+          f"{args.ts_delay_ms} ms; logs in {work / 'run' / 'logs'}) ...", flush=True)
+    ts = TorchServe(mar, work / "run")
+    cleanup.callback(ts.stop)
+    ts.start()
+    env = {**dict(args.env), "FACEDIT_BACKEND": "torchserve", "FACEDIT_TORCHSERVE_ADDRESS": ts.address}
+    stack = (OnlyGenerator if generator_only else Stack).on_free_ports(store, [pack.name], work / "stack",
+                                                                       extra_env=env)
+    cleanup.callback(stack.stop)
+    stack.start()
+    generator = stack.procs["generator"].pid
+    # the CPU of the serving path only: the generator service, the JVM and its Python worker
+    pids = [generator] + ([ts.pid, *(p.pid for p in psutil.Process(ts.pid).children(recursive=True))]
+                          if ts.pid else [])
+    print(f"  up in {time.perf_counter() - t0:.1f}s: TorchServe JVM pid {ts.pid}, generator pid {generator}",
+          flush=True)
+    address = stack.address("generator")
+    out = {"mar": {"batch_size": args.ts_batch, "max_batch_delay_ms": args.ts_delay_ms},
+           "rpc_round_trip_ms": rpc_round_trip_ms(address)}
+    raw = RawGenerator(pack, args.threads)
+    series = load_series("torchserve", "generator service (torchserve)", generator_client(address, pack), args,
+                         stop, pids, generator_references(raw, address, args, single=False))
+    measured = interleave([series], args.repeats, stop)["torchserve"]
+    out["levels"] = level_rows(measured["levels"])
+    out["references"] = reference_rows(measured["references"])
+    stack.stop()
+    ts.stop()
+    return out
