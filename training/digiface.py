@@ -40,31 +40,22 @@ import torch.nn.functional as F
 
 from facedit_core import align, reference
 from facedit_core.pack import load_pack, sha256
-from training import (
-    annotators,
-    checkpoints,
-    crg_encoder,
-    direction_sets,
-    edits,
-    gan,
-    identity,
-    interfacegan,
-    istrc,
-    oracle,
-    sefa,
-    third_party,
-    tlgan,
-    words,
-)
+from training import checkpoints
 from training.config import PackConfig
-from training.crg_directions import encode
-from training.data import latents
-from training.evaluate import generate, hash_similarity
-from training.export import export_istrc, export_onnx, export_words
-from training.interfacegan import score_latents
-from training.model_card import _table, istrc_section, restored_section, words_section
-from training.models import Oracle, PixelsIn, pixels_to_images
+from training.data import annotators
+from training.data.datasets import latents
+from training.encoders import crg_encoder, facenet
+from training.evaluation import edits
+from training.evaluation.ground_truth import hash_similarity
+from training.generators import gan
+from training.labels import oracle
+from training.labels.oracle import score_latents
+from training.methods import direction_sets, interfacegan, istrc, sefa, tlgan, words
+from training.models import Oracle, PixelsIn, encode, generate, pixels_to_images
+from training.packs.export import export_istrc, export_onnx, export_words
+from training.packs.model_card import _table, istrc_section, restored_section, words_section
 from training.progress import Progress
+from training.third_party import wheels as third_party
 
 ATTRIBUTES = annotators.ATTRIBUTES
 ANNOTATIONS = "annotations.npz"
@@ -383,11 +374,11 @@ def evaluate(cfg: PackConfig, work: Path) -> dict:
     records, vectors = direction_sets.collect(work)
     n_edit = min(300, len(z))
     base = oracle.predict(o, gen_pixels[:n_edit])
-    facenet, n_id = identity.FaceNet(), min(64, len(z))
-    ref = facenet.embed(gen_pixels[:n_id])
-    identity_figures = {"other_faces": round(float(identity.distance(ref, np.roll(ref, 1, axis=0)).mean()), 4),
-                "encoded_generated": round(float(identity.distance(
-                    ref, facenet.embed(generate(g, encode(e, gen_pixels[:n_id])))).mean()), 4)}
+    net, n_id = facenet.FaceNet(), min(64, len(z))
+    ref = net.embed(gen_pixels[:n_id])
+    identity_figures = {"other_faces": round(float(facenet.distance(ref, np.roll(ref, 1, axis=0)).mean()), 4),
+                "encoded_generated": round(float(facenet.distance(
+                    ref, net.embed(generate(g, encode(e, gen_pixels[:n_id])))).mean()), 4)}
     def row(attribute: str, hi: float, up: np.ndarray, down: np.ndarray, moved: np.ndarray) -> dict:
         """Scores of the first len(up) faces after +hi / the minimum, FaceNet of the first n_id after +hi."""
         i, n = ATTRIBUTES.index(attribute), len(up)
@@ -396,8 +387,8 @@ def evaluate(cfg: PackConfig, work: Path) -> dict:
         return {"strength_max": hi, "faces": n, "positive_after_plus": round(float((up[:, i] > 0.5).mean()), 4),
                 "negative_after_minus": round(float((down[:, i] <= 0.5).mean()), 4),
                 "leakage_after_plus": round(leak, 4),
-                "identity_distance_after_plus": round(float(identity.distance(
-                    facenet.embed(moved), ref[:len(moved)]).mean()), 4)}
+                "identity_distance_after_plus": round(float(facenet.distance(
+                    net.embed(moved), ref[:len(moved)]).mean()), 4)}
 
     success = {}
     for r in records:

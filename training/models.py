@@ -1,15 +1,17 @@
-"""Networks of a renderer-based pack: DCGAN generator and discriminator, the CRG
-encoder and the attribute oracle, plus the export wrappers that put pixel
+"""Networks of a pack: DCGAN generator and discriminator, the CRG encoder and the
+attribute oracle, plus the export wrappers that put pixel
 conversion inside the ONNX graph (uint8 NHWC at the edges, nothing to do in
 Python at serving time).
 
 Shapes: z (N, latent_dim) float32; images (N, 3, R, R) float32 in [-1, 1];
-pixels (N, R, R, 3) uint8.
+pixels (N, R, R, 3) uint8. `generate` and `encode` run a generator / an encoder on numpy
+arrays in batches.
 """
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -131,3 +133,18 @@ class PixelsIn(nn.Module):
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         out = self.model(pixels_to_images(pixels))
         return torch.sigmoid(out) if self.sigmoid else out
+
+
+@torch.no_grad()
+def generate(g: nn.Module, z: np.ndarray, batch: int = 500) -> np.ndarray:
+    """z (N, D) -> faces (N, R, R, 3) uint8, generated in batches."""
+    return np.concatenate([images_to_pixels(g(torch.from_numpy(np.ascontiguousarray(z[i:i + batch],
+                                                                                    np.float32)))).numpy()
+                           for i in range(0, len(z), batch)])
+
+
+@torch.no_grad()
+def encode(e: nn.Module, pixels: np.ndarray, batch: int = 500) -> np.ndarray:
+    """Faces (N, R, R, 3) uint8 -> (N, D) float32 latents, encoded in batches."""
+    return np.concatenate([e(pixels_to_images(torch.from_numpy(pixels[i:i + batch]))).numpy()
+                           for i in range(0, len(pixels), batch)])

@@ -14,7 +14,7 @@ from facedit_core.pack import load_pack
 from services.client import FaceditClient
 from services.stack import Stack
 from tests.support import MODEL_STORE
-from training import renderer
+from training.data import renderer
 
 pytestmark = pytest.mark.e2e
 _A = list(renderer.ATTRIBUTES)

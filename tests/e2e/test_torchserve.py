@@ -41,7 +41,7 @@ def torchserve(pack, tmp_path_factory):
     if shutil.which("java") is None:
         pytest.skip("TorchServe needs Java 17 (`java` is not on PATH)")
     from services.generator.torchserve_runner import TorchServe
-    from training.torchserve_export import build_mar
+    from training.packs.torchserve_export import build_mar
 
     base = tmp_path_factory.mktemp("torchserve")
     mar = build_mar(pack.root, base / "mar", batch_size=16, max_batch_delay_ms=DELAY_MS)

@@ -19,8 +19,9 @@ from services.common.tensors import from_tensor
 from services.directions import registry as registry_module
 from services.directions.registry import Registry
 from tests.support import ROOT
-from training import crg_directions, direction_sets, renderer
 from training.config import PackConfig
+from training.data import renderer
+from training.methods import crg_directions, direction_sets
 
 TINY = PackConfig.load(ROOT / "training/configs/tiny.json")
 BAD = grpc.StatusCode.INVALID_ARGUMENT
@@ -159,7 +160,7 @@ def test_offline_step_on_the_tiny_pack(tiny_pack, tmp_path):
 
 
 def test_offline_range_falls_back_to_the_reference_pairs_when_held_out_faces_do_not_separate(tiny_pack):
-    from training import crg_encoder
+    from training.encoders import crg_encoder
 
     e = crg_encoder.load(TINY, tiny_pack[0])
     z = crg_directions.encode(e, renderer.render(renderer.sample_faces(3, 6), size=TINY.resolution))

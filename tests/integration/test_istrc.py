@@ -19,9 +19,10 @@ from services.common.tensors import from_tensor, to_tensor
 from services.directions.registry import Registry
 from services.encoder.istrc import ARTEFACTS
 from tests.support import ROOT
-from training import istrc, renderer
 from training.config import PackConfig
-from training.third_party import FACENET
+from training.data import renderer
+from training.methods import istrc
+from training.third_party.wheels import FACENET
 
 TINY = PackConfig.load(ROOT / "training/configs/tiny.json")
 BAD = grpc.StatusCode.INVALID_ARGUMENT

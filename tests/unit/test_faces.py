@@ -36,7 +36,7 @@ def generated_faces():
 
 
 def test_digiface_generator_onnx_matches_the_wheels_pytorch_weights():
-    from training.third_party import check_generator
+    from training.third_party.build import check_generator
 
     assert check_generator(THIRD_PARTY / "digiface64_generator.onnx") <= 1.0  # pixel levels of 255
 
@@ -112,7 +112,7 @@ def test_mtcnn_finds_nothing_in_a_blank_photo(detector):
 
 
 def test_yaw_annotator_changes_sign_under_a_mirror_flip(detector, generated_faces):
-    from training import annotators
+    from training.data import annotators
 
     i = annotators.ATTRIBUTES.index("yaw")
     pairs = []
@@ -127,7 +127,7 @@ def test_yaw_annotator_changes_sign_under_a_mirror_flip(detector, generated_face
 
 
 def test_roll_annotator_follows_a_known_rotation(detector, generated_faces):
-    from training import annotators
+    from training.data import annotators
 
     i = annotators.ATTRIBUTES.index("roll")
     shifts = []

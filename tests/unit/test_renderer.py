@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training import renderer
-from training.renderer import ATTRIBUTES, IDENTITY_PARAMS, Faces
+from training.data import face_drawing, renderer
+from training.data.renderer import ATTRIBUTES, IDENTITY_PARAMS, Faces
 
 N = 200  # faces per check: enough for stable means, fast (~20 ms per render at 32x32)
 
@@ -63,7 +63,7 @@ def test_part_boxes_lose_nothing(monkeypatch, size):
     identity[::2] = rng.random(identity[::2].shape, dtype=np.float32)
     extreme = Faces(identity, attributes)
     boxed = renderer.render(extreme, size)
-    monkeypatch.setattr(renderer, "_FULL_FRAME", True)
+    monkeypatch.setattr(face_drawing, "_FULL_FRAME", True)
     assert np.array_equal(renderer.render(extreme, size), boxed)
 
 

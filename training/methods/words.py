@@ -42,10 +42,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from training import checkpoints, direction_sets, gan, lexicons, oracle
+from training import checkpoints
 from training.config import PackConfig
-from training.data import latents
-from training.interfacegan import score_latents
+from training.data import lexicons
+from training.data.datasets import latents
+from training.generators import gan
+from training.labels import oracle
+from training.labels.oracle import score_latents
+from training.methods import direction_sets
 from training.progress import Progress
 
 METHOD = "words"

@@ -12,25 +12,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 from sklearn.svm import LinearSVC
 
-from training import checkpoints, direction_sets, gan, oracle, renderer
+from training import checkpoints
 from training.config import PackConfig
-from training.data import latents
-from training.models import images_to_pixels
+from training.data import renderer
+from training.data.datasets import latents
+from training.generators import gan
+from training.labels import oracle
+from training.methods import direction_sets
 
 _LATENT_SEED = 4
-
-
-@torch.no_grad()
-def score_latents(g, o, z: np.ndarray, batch: int = 500) -> np.ndarray:
-    """z (N, D) -> oracle probabilities (N, A) of the generated faces."""
-    scores = []
-    for i in range(0, len(z), batch):
-        pixels = images_to_pixels(g(torch.from_numpy(z[i:i + batch]))).numpy()
-        scores.append(oracle.predict(o, pixels))
-    return np.concatenate(scores)
 
 
 def fit_direction(z: np.ndarray, score: np.ndarray, cfg: PackConfig, rng: np.random.Generator) -> dict:
@@ -72,7 +64,7 @@ def _record(cfg: PackConfig, attribute: str, fit: dict) -> dict:
 def train(cfg: PackConfig, work: Path) -> dict:
     g, o = gan.load_generator(cfg, work), oracle.load(cfg, work)
     z = latents(cfg.seed + _LATENT_SEED, cfg.svm_samples, cfg.latent_dim)
-    scores = score_latents(g, o, z)
+    scores = oracle.score_latents(g, o, z)
     rng = np.random.default_rng(cfg.seed)
     fits = {a: fit_direction(z, scores[:, i], cfg, rng) for i, a in enumerate(renderer.ATTRIBUTES)}
     normals = np.stack([fits[a]["normal"] for a in renderer.ATTRIBUTES])

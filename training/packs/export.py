@@ -19,24 +19,19 @@ from PIL import Image
 
 from facedit_core.pack import load_pack, sha256
 from facedit_core.records import ISTRC_STRENGTH_MEANING
-from training import (
-    checkpoints,
-    crg_encoder,
-    direction_sets,
-    gan,
-    istrc,
-    lexicons,
-    oracle,
-    plots,
-    renderer,
-    third_party,
-    words,
-)
+from training import checkpoints
 from training.config import PackConfig
-from training.data import held_out
-from training.model_card import write_model_card
+from training.data import lexicons, renderer
+from training.data.datasets import held_out
+from training.encoders import crg_encoder
+from training.evaluation import plots
+from training.generators import gan
+from training.labels import oracle
+from training.methods import direction_sets, istrc, words
 from training.models import GeneratorExport, PixelsIn
-from training.onnx_io import export_onnx, strip_metadata  # noqa: F401 (strip_metadata: used by facenet_port)
+from training.onnx_io import export_onnx
+from training.packs.model_card import write_model_card
+from training.third_party import wheels as third_party
 
 FORMAT = "facedit-pack/1"
 

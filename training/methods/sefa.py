@@ -15,10 +15,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from training import checkpoints, direction_sets, gan, oracle, renderer
+from training import checkpoints
 from training.config import PackConfig
-from training.data import latents
-from training.interfacegan import score_latents
+from training.data import renderer
+from training.data.datasets import latents
+from training.generators import gan
+from training.labels import oracle
+from training.labels.oracle import score_latents
+from training.methods import direction_sets
 
 _LATENT_SEED = 7
 MIN_LABEL_EFFECT = 0.2  # mean probability change that earns a component an attribute alias

@@ -20,7 +20,7 @@ import numpy as np
 import onnxruntime as ort
 
 from facedit_core.compose import compose
-from training import renderer
+from training.data import renderer
 
 
 def measure(pack_dir: Path, edit: str, keep: list[str], strength: float, n: int, seed: int,

@@ -41,24 +41,21 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from facedit_core import reference
-from training import checkpoints, crg_encoder, direction_sets, gan, oracle, renderer
+from training import checkpoints
 from training.config import PackConfig
-from training.data import held_out
-from training.interfacegan import score_latents
-from training.models import pixels_to_images
+from training.data import renderer
+from training.data.datasets import held_out
+from training.encoders import crg_encoder
+from training.generators import gan
+from training.labels import oracle
+from training.labels.oracle import score_latents
+from training.methods import direction_sets
+from training.models import encode
 
 METHOD = "crg"
 _STREAM = 3  # reference pairs: identities of data stream 3 (gan 0, encoder 1, oracle 2)
-
-
-@torch.no_grad()
-def encode(e, pixels: np.ndarray, batch: int = 500) -> np.ndarray:
-    """(N, R, R, 3) uint8 -> (N, D) float32 latents."""
-    return np.concatenate([e(pixels_to_images(torch.from_numpy(pixels[i:i + batch]))).numpy()
-                           for i in range(0, len(pixels), batch)])
 
 
 def reference_pairs(cfg: PackConfig, attribute: str) -> tuple[np.ndarray, np.ndarray]:

@@ -15,9 +15,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from training import augment, checkpoints, gan
+from training import checkpoints
 from training.config import PackConfig
-from training.data import rendered_batch
+from training.data import augment
+from training.data.datasets import rendered_batch
+from training.generators import gan
 from training.models import Encoder, pixels_to_images
 from training.progress import Progress
 

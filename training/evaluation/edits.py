@@ -32,8 +32,9 @@ from typing import Callable, Sequence
 import numpy as np
 
 from facedit_core.compose import compose
-from training import istrc, renderer
 from training.config import PackConfig
+from training.data import renderer
+from training.methods import istrc
 
 EditFn = Callable[[np.ndarray, str, float, Sequence[str]], np.ndarray]
 

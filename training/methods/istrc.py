@@ -4,19 +4,17 @@ in FaceNet's embedding space (the unit sphere) and map the result back into the 
 The circle: face pixels -> FaceNet embedding e (512,) with |e| = 1 -> edit / blend / arithmetic
 on the sphere -> mapping M: e -> z (N(0, I) latent of our generator) -> G(z) -> face.
 
-- FaceNet: the real CASIA-WebFace Inception-ResNet-v1 ported to PyTorch (training/facenet_port.py);
-  it takes 160x160 faces. The synth generator makes 32x32 faces, so every face is first brought
-  to the pack resolution and then upsampled to 160 px with `services.common.images.resize`
-  (PIL bicubic) - the same function the encoder service uses, so training and serving see the
-  same pixels. The 32 px faces are far below what FaceNet was trained on (aligned real faces);
+- FaceNet: the real CASIA-WebFace Inception-ResNet-v1 ported to PyTorch
+  (training/third_party/facenet_port.py); it takes 160x160 faces. The synth generator makes 32x32
+  faces, so every face is first brought to the pack resolution and then upsampled to 160 px with
+  `facedit_core.images.resize` (PIL bicubic) - the same function the encoder service uses, so
+  training and serving see the same pixels (training/encoders/facenet.py `embed`). The 32 px faces are far below what FaceNet was trained on (aligned real faces);
   how much identity its embedding still carries is what the figures below measure.
-- Mapping M (paper section 5.2: five fully connected layers with BatchNorm and tanh): `istrc_layers`
-  Linear layers, each hidden one followed by BatchNorm1d and tanh, and a plain Linear output. The
-  output has no tanh because our latent is z ~ N(0, I): a tanh would cap every coordinate at
-  +-1, yet a third of a standard normal's mass lies beyond it. Trained on (FaceNet(G(z)), z)
-  pairs with MSE(M(e), z) (the paper's loss), optionally plus `istrc_image_weight` x
-  MAE(G(M(e)), G(z)) through the frozen generator (default 0: the generator's backward pass made
-  the step ~30x slower on this shared machine).
+- Mapping M (paper section 5.2, training/encoders/istrc_mapping.py): `istrc_layers` Linear layers,
+  BatchNorm1d and tanh between, linear output (z ~ N(0, I) is unbounded). Trained on
+  (FaceNet(G(z)), z) pairs with MSE(M(e), z) (the paper's loss), optionally plus
+  `istrc_image_weight` x MAE(G(M(e)), G(z)) through the frozen generator (default 0: the
+  generator's backward pass made the step ~30x slower on this shared machine).
 - Classifiers: one logistic regression per attribute on e, labels = the pack's oracle on G(z)
   (probability > 0.5), 70/30 split. Linear, so the logit's gradient is the constant w (stored
   as istrc_classifiers.npy: serving needs no torch). The paper uses 4-7 FC layers on CelebA;
@@ -26,14 +24,14 @@ on the sphere -> mapping M: e -> z (N(0, I) latent of our generator) -> G(z) -> 
   gradient changes along the walk, so `Istrc.load(cfg, work, "mlp")` takes it at every step
   (torch autograd); the evaluation measures them as method `istrc_mlp`. Packs serve the
   logistic ones (a constant direction per attribute, the registry's `istrc/<attribute>`).
-- Edit (paper section 3.4): `services.common.sphere.walk`: steps of constant length
+- Edit (paper section 3.4): `facedit_core.sphere.walk`: steps of constant length
   `istrc_step` along the classifier gradient projected on the sphere's tangent plane,
   renormalised after each step. **Strength** = signed path length on the sphere, in radians:
   |s| / istrc_step steps, s > 0 raises the attribute's logit, s < 0 lowers it; each step turns e
   by atan(step) ~ step, so a strength of 1 walks about one radian (57 degrees; two random synth
   faces are about `pair_angle_mean` apart). `keep`: the kept attributes' gradients are projected
   off the step (conditional manipulation on the sphere).
-- Blend / average / arithmetic: `services.common.sphere` (slerp, Karcher mean, a - b + c with
+- Blend / average / arithmetic: `facedit_core.sphere` (slerp, Karcher mean, a - b + c with
   parallel transport).
 
 Outputs: <work>/istrc.pt (mapping + classifiers), <work>/istrc_pairs.npz (the embeddings, kept so
@@ -41,7 +39,6 @@ that a rerun does not recompute FaceNet), report.json "istrc". CLI: `python -m t
 """
 from __future__ import annotations
 
-import functools
 import time
 from pathlib import Path
 
@@ -51,100 +48,21 @@ import torch.nn.functional as F
 from sklearn.linear_model import LogisticRegression
 from torch import nn
 
-from facedit_core import images, sphere
-from training import checkpoints, gan, oracle
+from facedit_core import sphere
+from training import checkpoints
 from training.config import PackConfig
-from training.data import held_out, latents
-from training.facenet_port import EMBEDDING, SIZE, FaceNetPixels, port
-from training.models import images_to_pixels
+from training.data.datasets import held_out, latents
+from training.encoders.facenet import EMBEDDING, SIZE, UPSAMPLING, embed  # noqa: F401 (SIZE: for export)
+from training.encoders.istrc_mapping import Mapping, build, train_mapping
+from training.generators import gan
+from training.labels import oracle
+from training.models import generate
 from training.progress import Progress
 
 CHECKPOINT = "istrc.pt"
 PAIRS = "istrc_pairs.npz"
 _LATENT_SEED = 8        # training pairs
 _EVAL_SEED = 9          # held-out latents of the evaluation
-UPSAMPLING = "pack resolution -> 160x160 with services.common.images.resize (PIL bicubic)"
-
-
-# --------------------------------------------------------------------------- FaceNet on generated faces
-
-@functools.lru_cache(maxsize=1)
-def facenet() -> FaceNetPixels:
-    """The ported FaceNet (frozen, eval): (N, 160, 160, 3) uint8 -> (N, 512) unit embeddings."""
-    return FaceNetPixels(port()).eval().requires_grad_(False)
-
-
-def to_facenet_pixels(pixels: np.ndarray) -> np.ndarray:
-    """(N, R, R, 3) uint8 -> (N, 160, 160, 3) uint8, as the encoder service does it."""
-    return np.stack([images.resize(np.ascontiguousarray(p), SIZE) for p in pixels])
-
-
-@functools.lru_cache(maxsize=1)
-def _facenet_onnx():
-    import onnxruntime as ort
-
-    from training.third_party import DEFAULT_DIR, FACENET
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = torch.get_num_threads()
-    return ort.InferenceSession(str(DEFAULT_DIR / FACENET), opts, providers=["CPUExecutionProvider"])
-
-
-@torch.no_grad()
-def embed(pixels: np.ndarray, runtime: str = "torch", batch: int = 32, progress: str | None = None) -> np.ndarray:
-    """Faces (N, R, R, 3) uint8 -> FaceNet embeddings (N, 512) float32, unit rows.
-
-    runtime "torch": the PyTorch port; "onnx": model_store/third_party/facenet.onnx, the same port
-    exported by `make setup` (equal to 1e-6, tests/test_facenet_port.py), about 3x faster on CPU."""
-    if runtime == "torch":
-        net = facenet()
-        run = lambda px: net(torch.from_numpy(px)).numpy()  # noqa: E731
-    elif runtime == "onnx":
-        sess = _facenet_onnx()
-        run = lambda px: sess.run(None, {"pixels": px})[0]  # noqa: E731
-    else:
-        raise ValueError(f"istrc_facenet_runtime must be 'torch' or 'onnx', got {runtime!r}")
-    out = []
-    bar = Progress(progress, len(pixels), every=batch * max(1, len(pixels) // (10 * batch))) if progress else None
-    for i in range(0, len(pixels), batch):
-        out.append(run(to_facenet_pixels(pixels[i:i + batch])))
-        if bar:
-            bar.update(min(i + batch, len(pixels)) - 1)
-    return np.concatenate(out).astype(np.float32)
-
-
-@torch.no_grad()
-def generate(g, z: np.ndarray, batch: int = 500) -> np.ndarray:
-    """z (N, D) -> faces (N, R, R, 3) uint8."""
-    return np.concatenate([images_to_pixels(g(torch.from_numpy(np.ascontiguousarray(z[i:i + batch],
-                                                                                    np.float32)))).numpy()
-                           for i in range(0, len(z), batch)])
-
-
-# --------------------------------------------------------------------------- the mapping
-
-class Mapping(nn.Module):
-    """e (N, 512) -> z (N, latent_dim): `layers` Linear layers, BatchNorm1d + tanh after each
-    hidden one, linear output (z is N(0, I), unbounded)."""
-
-    def __init__(self, latent_dim: int, hidden: int, layers: int, embedding: int = EMBEDDING):
-        super().__init__()
-        if layers < 1:
-            raise ValueError("istrc_layers must be >= 1")
-        blocks: list[nn.Module] = []
-        width = embedding
-        for _ in range(layers - 1):
-            blocks += [nn.Linear(width, hidden), nn.BatchNorm1d(hidden), nn.Tanh()]
-            width = hidden
-        blocks.append(nn.Linear(width, latent_dim))
-        self.net = nn.Sequential(*blocks)
-
-    def forward(self, embedding: torch.Tensor) -> torch.Tensor:
-        return self.net(embedding)
-
-
-def build(cfg: PackConfig) -> Mapping:
-    return Mapping(cfg.latent_dim, cfg.istrc_hidden, cfg.istrc_layers)
 
 
 # --------------------------------------------------------------------------- data, training
@@ -165,35 +83,6 @@ def pairs(cfg: PackConfig, work: Path, g, o) -> dict[str, np.ndarray]:
     np.savez(tmp, z=z, e=e, y=y)
     tmp.replace(path)
     return {"z": z, "e": e, "y": y}
-
-
-def train_mapping(cfg: PackConfig, g, z: np.ndarray, e: np.ndarray) -> tuple[Mapping, float]:
-    """Fit M on (e, z) pairs; returns (M in eval mode, seconds)."""
-    torch.manual_seed(cfg.seed + _LATENT_SEED)
-    m = build(cfg)
-    opt = torch.optim.Adam(m.parameters(), lr=cfg.istrc_lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, cfg.istrc_steps))
-    zt, et = torch.from_numpy(z), torch.from_numpy(e)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    progress = Progress("istrc mapping", cfg.istrc_steps, every=max(1, cfg.istrc_steps // 10))
-    m.train()
-    for step in range(cfg.istrc_steps):
-        idx = torch.randint(0, len(zt), (min(cfg.istrc_batch, len(zt)),), generator=gen)
-        z_hat = m(et[idx])
-        loss = F.mse_loss(z_hat, zt[idx])
-        values = {"latent_mse": loss.item()}
-        if cfg.istrc_image_weight > 0:  # through the frozen generator, on the first istrc_image_batch rows
-            k = min(cfg.istrc_image_batch, len(idx))
-            with torch.no_grad():
-                target = g(zt[idx[:k]])
-            image = F.l1_loss(g(z_hat[:k]), target)
-            loss = loss + cfg.istrc_image_weight * image
-            values["image_mae"] = image.item()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step(), sched.step()
-        progress.update(step, **values)
-    return m.eval(), progress.seconds()
 
 
 def labels(cfg: PackConfig, y: np.ndarray) -> tuple[np.ndarray, list[str]]:
@@ -446,7 +335,7 @@ def train(cfg: PackConfig, work: Path) -> dict:
     g, o = gan.load_generator(cfg, work), oracle.load(cfg, work)
     data = pairs(cfg, work, g, o)
     t_pairs = time.perf_counter() - t0
-    mapping, t_map = train_mapping(cfg, g, data["z"], data["e"])
+    mapping, t_map = train_mapping(cfg, g, data["z"], data["e"], cfg.seed + _LATENT_SEED)
     weights, biases, cls_figures = fit_classifiers(cfg, data["e"], data["y"])
     state = {"mapping": mapping.state_dict(), "weights": torch.from_numpy(weights), "biases": torch.from_numpy(biases)}
     mlp_figures = None

