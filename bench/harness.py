@@ -246,7 +246,7 @@ class Series:
 def interleave(series: list[Series], repeats: int, stop: threading.Event | None = None,
                announce: Callable[[int], None] | None = None,
                clock: Callable[[], float] = time.perf_counter) -> dict[str, dict]:
-    """Repetition r = every series' levels in order, each level right followed by its reference:
+    """Repetition r = every series' levels in order, each level with a reference followed right away by it:
     level, reference, level, reference, ... then repetition r + 1. Returns {series name:
     {"levels": {level: [row of each repetition]}, "references": {level: [figures of each repetition]}}};
     each row and figure dict gets `repetition` and `at_s` (seconds since the first measurement)."""
