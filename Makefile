@@ -81,7 +81,7 @@ pack-synth: setup
 # Rebuild the committed digiface64 pack: encoder, annotation, classifier, directions, evaluation
 # against the frozen DigiFace DCGAN (docs/training.md has the run time). Resumes from runs/digiface64/.
 pack-digiface64: setup
-	$(PY) -m training.digiface pack --config training/configs/digiface64.json --out model_store/digiface64
+	$(PY) -m training pack --config training/configs/digiface64.json --out model_store/digiface64
 
 clean:
 	rm -rf $(VENV) $(STUBS) protos/facedit/v1/*_pb2*.py* out model_store/third_party

@@ -1,6 +1,6 @@
 """ONNX files of training: exporting a network, stripping the exporter's metadata, running one.
 
-    export_onnx(model, example, path, input_name, output_name)   torch -> ONNX, dynamic batch axis
+    export_onnx(model, example, path, input_name, output_name)   torch -> ONNX, dynamic batch axis, no metadata
     strip_metadata(path)                                         same weights -> same bytes anywhere
     session(path, threads=1)                                     an ONNX Runtime CPU session
 
@@ -13,11 +13,14 @@ from pathlib import Path
 import torch
 
 
-def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, input_name: str, output_name: str) -> None:
-    """One model with a dynamic batch axis, weights inside the file (torch.export based exporter)."""
+def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, input_name: str,
+                output_name: str | list[str]) -> None:
+    """One model with a dynamic batch axis, weights inside the file (torch.export based exporter),
+    without the exporter's metadata. output_name: one name, or a list for a model with several outputs."""
     batch = torch.export.Dim("batch", min=1, max=4096)
+    names = [output_name] if isinstance(output_name, str) else list(output_name)
     torch.onnx.export(model.eval(), (example,), str(path), dynamo=True, opset_version=18, verbose=False,
-                      input_names=[input_name], output_names=[output_name],
+                      input_names=[input_name], output_names=names,
                       dynamic_shapes={input_name: {0: batch}}, external_data=False)
     strip_metadata(path)
 

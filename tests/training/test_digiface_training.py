@@ -1,5 +1,6 @@
-"""Every step of an imported-generator pack (training/digiface.py) on a tiny config, seconds each:
-the real DigiFace generator and MTCNN, few samples, and the exported pack as services read it."""
+"""Every step of a pack with an imported generator and measured attributes (training/configs/
+tiny_digiface.json: the same pipeline as every pack, `python -m training pack`), seconds each: the
+real DigiFace generator and MTCNN, few samples, and the exported pack as services read it."""
 from __future__ import annotations
 
 import json
@@ -7,17 +8,17 @@ import json
 import numpy as np
 import pytest
 
-from tests.support import MODEL_STORE, ROOT
+from tests.support import ROOT
 
 
 @pytest.fixture(scope="module")
 def tiny_digiface(tmp_path_factory):
-    from training.digiface import main
+    from training.__main__ import main
 
     base = tmp_path_factory.mktemp("tiny_digiface")
     work, out = base / "work", base / "store" / "tiny_digiface"
     main(["pack", "--config", str(ROOT / "training/configs/tiny_digiface.json"), "--work", str(work),
-          "--out", str(out), "--third-party", str(MODEL_STORE / "third_party")])
+          "--out", str(out)])
     return work, out
 
 

@@ -4,7 +4,7 @@ An edit method is an `EditMethod`: its name, and per attribute it can edit the d
 strength range and its own accuracy figures, plus one function
 
     edit(z, attribute, strength, keep) -> z'
-      z: (N, latent_dim) float32 latents; attribute: one of renderer.ATTRIBUTES;
+      z: (N, latent_dim) float32 latents; attribute: one of the pack's attributes;
       strength: float in the method's own units (the documented range is what the
       evaluation uses); keep: attributes to hold fixed (conditional manipulation), each
       one of the method's `keepable`; returns z' (N, latent_dim) float32.
@@ -12,12 +12,12 @@ strength range and its own accuracy figures, plus one function
 Linear direction sets are found generically: every <work>/directions/<method>.json with a
 record `<method>/<attribute>` gives a method whose edit is z + s * n', where n' is that
 direction projected off the kept attributes' directions of the same method by
-services/directions/compose.py (what the directions service does at request time).
+facedit_core.compose (what the directions service does at request time).
 Attributes without a `<method>/<attribute>` record (e.g. SeFa components no attribute
 moves enough) are not editable by that method; records of other names (e.g. free words) are
-not evaluated, since the renderer knows no truth for them.
+not evaluated, since no attribute label says what they should do.
 
-Non-linear methods (ISTRC: latent -> FaceNet embedding -> classifier gradient steps ->
+Non-linear methods (ISTRC, training/methods/istrc.py: latent -> FaceNet embedding -> classifier gradient steps ->
 latent, `istrc_method`) add one factory to `FACTORIES`: a function (cfg, work) -> EditMethod,
 or None when the work folder lacks what it needs. A slow method may set `max_samples`: the
 evaluation then uses the first max_samples faces of each face set for it.
@@ -33,7 +33,7 @@ import numpy as np
 
 from facedit_core.compose import compose
 from training.config import PackConfig
-from training.data import renderer
+from training.labels import source
 from training.methods import istrc
 
 EditFn = Callable[[np.ndarray, str, float, Sequence[str]], np.ndarray]
@@ -62,10 +62,11 @@ class EditMethod:
         return list(self.strengths)
 
 
-def linear(name: str, records: list[dict], vectors: np.ndarray) -> EditMethod:
-    """A method from one direction set: records with ids `<name>/<attribute>` and unit rows."""
+def linear(name: str, records: list[dict], vectors: np.ndarray, attributes: Sequence[str]) -> EditMethod:
+    """A method from one direction set: records with ids `<name>/<attribute>` (one of `attributes`,
+    the pack's) and unit rows."""
     by_attr = {r["attribute"]: (r, v) for r, v in zip(records, vectors)
-               if r["id"] == f"{name}/{r['attribute']}" and r["attribute"] in renderer.ATTRIBUTES}
+               if r["id"] == f"{name}/{r['attribute']}" and r["attribute"] in attributes}
     directions = {a: v.astype(np.float32) for a, (_, v) in by_attr.items()}
 
     def edit(z: np.ndarray, attribute: str, strength: float, keep: Sequence[str]) -> np.ndarray:
@@ -84,20 +85,20 @@ def linear(name: str, records: list[dict], vectors: np.ndarray) -> EditMethod:
                     f"off the kept attributes' {name} directions")
 
 
-def linear_methods(work: Path) -> list[EditMethod]:
+def linear_methods(work: Path, attributes: Sequence[str]) -> list[EditMethod]:
     """One method per direction set saved in <work>/directions/*.json, in name order."""
     out = []
     for path in sorted((work / "directions").glob("*.json")):
         records = json.loads(path.read_text())
         vectors = np.load(path.with_suffix(".npy"), allow_pickle=False)
-        method = linear(path.stem, records, vectors)
+        method = linear(path.stem, records, vectors, attributes)
         if method.strengths:
             out.append(method)
     return out
 
 
 def istrc_method(cfg: PackConfig, work: Path, classifier: str = "logistic") -> EditMethod | None:
-    """ISTRC (training/istrc.py): each face through G -> FaceNet -> constant-length steps along the
+    """ISTRC (training/methods/istrc.py): each face through G -> FaceNet -> constant-length steps along the
     attribute classifier's gradient on the unit sphere (keep: the kept classifiers' gradients
     projected off every step) -> mapping M -> z'. Strength in radians walked; the documented range
     is +-istrc_strength. FaceNet per face is slow on CPU, so the evaluation uses the first
@@ -135,7 +136,7 @@ FACTORIES: tuple[Callable[[PackConfig, Path], EditMethod | None], ...] = (istrc_
 
 def load_methods(cfg: PackConfig, work: Path) -> list[EditMethod]:
     """Every linear direction set of the work folder, then every registered factory's method."""
-    methods = linear_methods(work)
+    methods = linear_methods(work, source.attributes(cfg))
     for factory in FACTORIES:
         method = factory(cfg, work)
         if method is not None:

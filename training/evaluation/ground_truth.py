@@ -43,10 +43,8 @@ import copy
 import time
 from pathlib import Path
 
-import imagehash
 import numpy as np
 import torch
-from PIL import Image
 
 from facedit_core.errors import InvalidArgument
 from training import checkpoints
@@ -55,6 +53,7 @@ from training.data import renderer
 from training.data.datasets import held_out, latents
 from training.encoders import crg_encoder, facenet
 from training.evaluation import edits, identity
+from training.evaluation.similarity import image_error
 from training.generators import gan
 from training.labels import oracle
 from training.labels.oracle import score_latents
@@ -90,25 +89,6 @@ def renderer_speed(resolution: int, n: int = 2000) -> float:
     t0 = time.perf_counter()
     renderer.render(faces, size=resolution)
     return n / (time.perf_counter() - t0)
-
-
-def hash_similarity(a: np.ndarray, b: np.ndarray) -> dict:
-    """Mean 1 - Hamming/bits between hashes of two (N, R, R, 3) uint8 stacks."""
-    sims = {"dhash": [], "phash": [], "whash": []}
-    for x, y in zip(a, b):
-        ix, iy = Image.fromarray(x), Image.fromarray(y)
-        for name in sims:
-            fn = getattr(imagehash, name)
-            hx, hy = fn(ix), fn(iy)
-            sims[name].append(1.0 - (hx - hy) / hx.hash.size)
-    return {k: _r(np.mean(v)) for k, v in sims.items()}
-
-
-def image_error(a: np.ndarray, b: np.ndarray, hashes: int) -> dict:
-    """MAE and MSE of pixels in [0, 1] over all images, hash similarities on the first `hashes`."""
-    x, y = a.astype(np.float32) / 255, b.astype(np.float32) / 255
-    return {"mae": _r(np.abs(x - y).mean()), "mse": _r(((x - y) ** 2).mean(), 5),
-            **hash_similarity(a[:hashes], b[:hashes])}
 
 
 def move_across(method: edits.EditMethod, attribute: str, z: np.ndarray, before: np.ndarray,

@@ -1,4 +1,6 @@
-"""Step 1: a DCGAN trained on rendered faces (non-saturating loss, Adam)."""
+"""The pack's generator: the `gan` step trains a DCGAN on rendered faces (non-saturating loss,
+Adam) when cfg.generator is "trained"; "digiface64" is the frozen DigiFace DCGAN of a wheel
+(training/third_party/wheels.py), which has no `gan` step. `load_generator` gives either."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,6 +16,14 @@ from training.progress import Progress
 from training.third_party.wheels import digiface_generator
 
 CHECKPOINT = "gan.pt"
+# cfg.generator -> what the manifest's "source" says about it
+SOURCES = {
+    "trained": {"generator": "DCGAN trained by this project on training/data/renderer.py faces",
+                "licence": "same as this repository"},
+    "digiface64": {"generator": "pre-trained DCGAN of the gan-face-generate wheel (DigiFace-1M), frozen",
+                   "licence": "generator weights MIT (gan-face-generate); DigiFace-1M terms: non-commercial research; "
+                              "encoder, classifier and directions: this repository"},
+}
 
 
 def build_generator(cfg: PackConfig) -> Generator:
@@ -25,8 +35,8 @@ def load_generator(cfg: PackConfig, work: Path) -> Generator:
     statistics) or imported from a wheel (cfg.generator, see training/third_party/wheels.py)."""
     if cfg.generator == "digiface64":
         return digiface_generator()
-    if cfg.generator != "trained":
-        raise ValueError(f"unknown generator {cfg.generator!r}: use 'trained' or 'digiface64'")
+    if cfg.generator not in SOURCES:
+        raise ValueError(f"unknown generator {cfg.generator!r}: use one of {sorted(SOURCES)}")
     g = build_generator(cfg)
     g.load_state_dict(checkpoints.load(work / CHECKPOINT)["generator"])
     return g.eval().requires_grad_(False)

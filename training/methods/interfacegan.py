@@ -1,4 +1,4 @@
-"""Step 4: InterFaceGAN directions (Shen et al.): one linear SVM per attribute.
+"""The `interfacegan` step: InterFaceGAN directions (Shen et al.): one linear SVM per attribute.
 
 Sample latents, score each generated face with the oracle, keep the top and
 bottom `svm_share` of the scores as positives and negatives, split 70/30, fit a
@@ -16,10 +16,9 @@ from sklearn.svm import LinearSVC
 
 from training import checkpoints
 from training.config import PackConfig
-from training.data import renderer
 from training.data.datasets import latents
 from training.generators import gan
-from training.labels import oracle
+from training.labels import oracle, source
 from training.methods import direction_sets
 
 _LATENT_SEED = 4
@@ -51,31 +50,31 @@ def fit_direction(z: np.ndarray, score: np.ndarray, cfg: PackConfig, rng: np.ran
 
 def _record(cfg: PackConfig, attribute: str, fit: dict) -> dict:
     span = round(fit["recommended_strength"], 3)
-    return {"id": f"interfacegan/{attribute}", "attribute": attribute, "method": "interfacegan",
-            "strength_min": -span, "strength_max": span, "strength_limit": cfg.strength_limit,
-            "strength_meaning": direction_sets.OFFSET_MEANING, "offset": fit["offset"],
-            "metrics": {"validation_accuracy": fit["validation_accuracy"],
-                        "all_samples_accuracy": fit["all_samples_accuracy"]},
-            "provenance": {"method": "InterFaceGAN linear SVM", "samples": cfg.svm_samples, "share": cfg.svm_share,
-                           "train_split": cfg.svm_train_split, "svm_c": cfg.svm_c,
-                           "scorer": "classifier.onnx (oracle)"}}
+    return direction_sets.record(
+        id=f"interfacegan/{attribute}", attribute=attribute, method="interfacegan",
+        strength_min=-span, strength_max=span, strength_limit=cfg.strength_limit,
+        metrics={"validation_accuracy": fit["validation_accuracy"], "all_samples_accuracy": fit["all_samples_accuracy"]},
+        provenance={"method": "InterFaceGAN linear SVM", "samples": cfg.svm_samples, "share": cfg.svm_share,
+                    "train_split": cfg.svm_train_split, "svm_c": cfg.svm_c, "scorer": source.source(cfg).scorer},
+        offset=fit["offset"])
 
 
 def train(cfg: PackConfig, work: Path) -> dict:
     g, o = gan.load_generator(cfg, work), oracle.load(cfg, work)
+    attrs = source.attributes(cfg)
     z = latents(cfg.seed + _LATENT_SEED, cfg.svm_samples, cfg.latent_dim)
     scores = oracle.score_latents(g, o, z)
     rng = np.random.default_rng(cfg.seed)
-    fits = {a: fit_direction(z, scores[:, i], cfg, rng) for i, a in enumerate(renderer.ATTRIBUTES)}
-    normals = np.stack([fits[a]["normal"] for a in renderer.ATTRIBUTES])
-    direction_sets.save(work, "interfacegan", [_record(cfg, a, fits[a]) for a in renderer.ATTRIBUTES], normals)
+    fits = {a: fit_direction(z, scores[:, i], cfg, rng) for i, a in enumerate(attrs)}
+    normals = np.stack([fits[a]["normal"] for a in attrs])
+    direction_sets.save(work, "interfacegan", [_record(cfg, a, fits[a]) for a in attrs], normals)
     figures = {"samples": cfg.svm_samples, "share": cfg.svm_share,
-               "score_mean": {a: round(float(scores[:, i].mean()), 4) for i, a in enumerate(renderer.ATTRIBUTES)},
+               "score_mean": {a: round(float(scores[:, i].mean()), 4) for i, a in enumerate(attrs)},
                "boundary_cosine": [[round(float(v), 3) for v in row] for row in normals @ normals.T],
                "attributes": {a: {k: (round(v, 4) if isinstance(v, float) else v)
                                   for k, v in f.items() if k != "normal"} for a, f in fits.items()}}
     checkpoints.record(work, "interfacegan", figures)
-    for a in renderer.ATTRIBUTES:
+    for a in attrs:
         print(f"[interfacegan] {a:12s} val acc {fits[a]['validation_accuracy']:.3f} "
               f"all {fits[a]['all_samples_accuracy']:.3f}")
     return figures

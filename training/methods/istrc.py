@@ -8,8 +8,9 @@ on the sphere -> mapping M: e -> z (N(0, I) latent of our generator) -> G(z) -> 
   (training/third_party/facenet_port.py); it takes 160x160 faces. The synth generator makes 32x32
   faces, so every face is first brought to the pack resolution and then upsampled to 160 px with
   `facedit_core.images.resize` (PIL bicubic) - the same function the encoder service uses, so
-  training and serving see the same pixels (training/encoders/facenet.py `embed`). The 32 px faces are far below what FaceNet was trained on (aligned real faces);
-  how much identity its embedding still carries is what the figures below measure.
+  training and serving see the same pixels (training/encoders/facenet.py `embed`). The 32 px
+  faces are far below what FaceNet was trained on (aligned real faces); how much identity its
+  embedding still carries is what the figures below measure.
 - Mapping M (paper section 5.2, training/encoders/istrc_mapping.py): `istrc_layers` Linear layers,
   BatchNorm1d and tanh between, linear output (z ~ N(0, I) is unbounded). Trained on
   (FaceNet(G(z)), z) pairs with MSE(M(e), z) (the paper's loss), optionally plus
@@ -55,7 +56,7 @@ from training.data.datasets import held_out, latents
 from training.encoders.facenet import EMBEDDING, SIZE, UPSAMPLING, embed  # noqa: F401 (SIZE: for export)
 from training.encoders.istrc_mapping import Mapping, build, train_mapping
 from training.generators import gan
-from training.labels import oracle
+from training.labels import oracle, source
 from training.models import generate
 from training.progress import Progress
 
@@ -91,7 +92,7 @@ def labels(cfg: PackConfig, y: np.ndarray) -> tuple[np.ndarray, list[str]]:
     smoke-test config) above its median, as InterFaceGAN's top/bottom share."""
     n_train = int(len(y) * cfg.svm_train_split)
     out, rules = np.zeros(y.shape, bool), []
-    for i, a in enumerate(oracle.attributes(cfg)):
+    for i, a in enumerate(source.attributes(cfg)):
         lab, rule = y[:, i] > 0.5, "oracle probability > 0.5"
         if lab[:n_train].all() or not lab[:n_train].any():
             lab, rule = y[:, i] > np.median(y[:n_train, i]), "oracle probability > its median (one class at 0.5)"
@@ -108,7 +109,7 @@ def fit_classifiers(cfg: PackConfig, e: np.ndarray, y: np.ndarray) -> tuple[np.n
     n_train = int(len(e) * cfg.svm_train_split)
     weights, biases, figures = [], [], {}
     all_labels, rules = labels(cfg, y)
-    for i, a in enumerate(oracle.attributes(cfg)):
+    for i, a in enumerate(source.attributes(cfg)):
         lab, rule = all_labels[:, i], rules[i]
         clf = LogisticRegression(C=cfg.istrc_classifier_c, max_iter=5000).fit(e[:n_train], lab[:n_train])
         weights.append(clf.coef_[0])
@@ -175,7 +176,7 @@ def fit_mlp_classifiers(cfg: PackConfig, e: np.ndarray, y: np.ndarray) -> tuple[
     figures = {a: {"validation_accuracy": round(float((predicted[n_train:, i] == lab[n_train:, i]).mean()), 4),
                    "train_accuracy": round(float((predicted[:n_train, i] == lab[:n_train, i]).mean()), 4),
                    "labels": rules[i], "layers": cfg.istrc_mlp_layers, "hidden": cfg.istrc_mlp_hidden}
-               for i, a in enumerate(oracle.attributes(cfg))}
+               for i, a in enumerate(source.attributes(cfg))}
     return net, figures
 
 
@@ -192,7 +193,7 @@ class Istrc:
         self.cfg, self.g, self.mapping = cfg, g, mapping.eval()
         self.weights, self.biases = weights.astype(np.float64), biases.astype(np.float64)
         self.mlp = mlp.eval() if mlp is not None else None
-        self.attributes = list(oracle.attributes(cfg))
+        self.attributes = list(source.attributes(cfg))
         self._embedded: dict[bytes, np.ndarray] = {}  # z row bytes -> FaceNet(G(z))
 
     @classmethod
@@ -287,7 +288,7 @@ def evaluate(cfg: PackConfig, work: Path, model: Istrc, o) -> dict:
         "pixel_mae_random_pairs": round(_mae(px, px[other]), 4),
         "latent_mse": round(float(((z - z_hat) ** 2).mean()), 4),
     }
-    if cfg.labels == "renderer":  # faces the generator did not make, through the circle
+    if source.has_ground_truth(cfg):  # rendered faces, which the generator did not make, through the circle
         rendered, _ = held_out(n, cfg.resolution, cfg.correlated_attributes)
         recon["rendered_faces_pixel_mae"] = round(_mae(rendered, generate(model.g, model.to_latent(model.embed(rendered)))), 4)
     pair_angle = float(np.arccos(np.clip((e * e[other]).sum(1), -1, 1)).mean())
@@ -360,7 +361,7 @@ def train(cfg: PackConfig, work: Path) -> dict:
     print(f"[istrc] reconstruction: embedding cosine {r['embedding_cosine']} (random pairs "
           f"{r['embedding_cosine_random_pairs']}), pixel MAE {r['pixel_mae']} (random pairs "
           f"{r['pixel_mae_random_pairs']}), rendered faces MAE {r.get('rendered_faces_pixel_mae', '-')}", flush=True)
-    for a in oracle.attributes(cfg):
+    for a in source.attributes(cfg):
         d = figures["edits"][a][f"{cfg.istrc_strength:g}"]
         print(f"[istrc] {a:12s} classifier val acc {cls_figures[a]['validation_accuracy']:.3f}  edit at "
               f"{cfg.istrc_strength:g}: success {d['success']:.3f} leakage {d['leakage']:.3f} identity "

@@ -1,4 +1,4 @@
-"""SeFa (Shen & Zhou, "Closed-Form Factorization of Latent Semantics in GANs"):
+"""The `sefa` step: SeFa (Shen & Zhou, "Closed-Form Factorization of Latent Semantics in GANs"):
 unsupervised directions from the generator's first layer.
 
 The first layer maps z (D,) linearly to its output: y = A z with A = the
@@ -17,10 +17,9 @@ import torch
 
 from training import checkpoints
 from training.config import PackConfig
-from training.data import renderer
 from training.data.datasets import latents
 from training.generators import gan
-from training.labels import oracle
+from training.labels import oracle, source
 from training.labels.oracle import score_latents
 from training.methods import direction_sets
 
@@ -40,7 +39,7 @@ def components(g: torch.nn.Module) -> tuple[np.ndarray, np.ndarray]:
 
 def train(cfg: PackConfig, work: Path) -> dict:
     g, o = gan.load_generator(cfg, work), oracle.load(cfg, work)
-    attrs = list(renderer.ATTRIBUTES)
+    attrs = list(source.attributes(cfg))
     values, vectors = components(g)
     k = min(cfg.sefa_components, len(values))
     z = latents(cfg.seed + _LATENT_SEED, 200, cfg.latent_dim)
@@ -55,22 +54,23 @@ def train(cfg: PackConfig, work: Path) -> dict:
         label = int(np.argmax(np.abs(effect)))
         sign = 1.0 if effect[label] >= 0 else -1.0
         effects[c] = {a: round(float(e), 4) for a, e in zip(attrs, effect)}
-        records.append({
-            "id": f"sefa/component_{c}", "attribute": attrs[label], "method": "sefa",
-            "strength_min": -s, "strength_max": s, "strength_limit": cfg.strength_limit,
-            "strength_meaning": direction_sets.OFFSET_MEANING,
-            "metrics": {"eigenvalue": float(values[c]), "label_effect": float(abs(effect[label]))},
-            "provenance": {"method": "SeFa eigenvector of A^T A (first generator layer)", "component": c,
-                           "labelled_by": "oracle probability change at +/- probe strength",
-                           "effects": effects[c]},
-        })
+        record = direction_sets.record(
+            id=f"sefa/component_{c}", attribute=attrs[label], method="sefa",
+            strength_min=-s, strength_max=s, strength_limit=cfg.strength_limit,
+            metrics={"eigenvalue": float(values[c]), "label_effect": float(abs(effect[label]))},
+            provenance={"method": "SeFa eigenvector of A^T A (first generator layer)", "component": c,
+                        "labelled_by": f"{source.source(cfg).scorer}: probability change at +/- probe strength",
+                        "effects": effects[c]})
+        records.append(record)
         rows.append(sign * vectors[c])
         if abs(effect[label]) > best.get(attrs[label], (0.0,))[0]:
             best[attrs[label]] = (abs(effect[label]), c, sign)
     for a, (effect, c, sign) in sorted(best.items()):
         if effect >= MIN_LABEL_EFFECT:
-            records.append({**records[c], "id": f"sefa/{a}", "attribute": a,
-                            "provenance": {**records[c]["provenance"], "alias_of": f"sefa/component_{c}"}})
+            base = records[c]
+            records.append(direction_sets.record(
+                **{k: base[k] for k in direction_sets.REQUIRED if k not in ("id", "attribute", "provenance")},
+                id=f"sefa/{a}", attribute=a, provenance={**base["provenance"], "alias_of": f"sefa/component_{c}"}))
             rows.append(sign * vectors[c])
     direction_sets.save(work, "sefa", records, np.stack(rows))
     figures = {"components": k, "top_eigenvalues": [round(float(v), 3) for v in values[:k]],

@@ -1,4 +1,4 @@
-"""TL-GAN feature axes (Guan, "Transparent Latent-space GAN"): regression from latents to
+"""The `tlgan` step: TL-GAN feature axes (Guan, "Transparent Latent-space GAN"): regression from latents to
 attributes, then Gram-Schmidt in a priority order.
 
 (z, y) pairs: `tlgan_samples` latents, y = the oracle's probabilities of the generated faces.
@@ -22,10 +22,9 @@ from sklearn.linear_model import LinearRegression, LogisticRegression
 
 from training import checkpoints
 from training.config import PackConfig
-from training.data import renderer
 from training.data.datasets import latents
 from training.generators import gan
-from training.labels import oracle
+from training.labels import oracle, source
 from training.labels.oracle import score_latents
 from training.methods import direction_sets
 
@@ -67,7 +66,7 @@ def fit_axes(z: np.ndarray, y: np.ndarray, model: str, split: float) -> tuple[np
 
 def train(cfg: PackConfig, work: Path) -> dict:
     g, o = gan.load_generator(cfg, work), oracle.load(cfg, work)
-    attrs = list(renderer.ATTRIBUTES)
+    attrs = list(source.attributes(cfg))
     z = latents(cfg.seed + _LATENT_SEED, cfg.tlgan_samples, cfg.latent_dim)
     y = score_latents(g, o, z)
     axes, fits = fit_axes(z, y, cfg.tlgan_model, cfg.svm_train_split)
@@ -78,15 +77,14 @@ def train(cfg: PackConfig, work: Path) -> dict:
     along = {a: [round(float(score_latents(g, o, (z_eval + s * axes[i]).astype(np.float32))[:, i].mean()), 4)
                  for s in SWEEP] for i, a in enumerate(attrs)}
     spread = float(np.subtract(*np.percentile(z_eval @ axes.T, [95, 5], axis=0)).mean())
-    records = [{
-        "id": f"tlgan/{a}", "attribute": a, "method": "tlgan",
-        "strength_min": -round(spread, 3), "strength_max": round(spread, 3), "strength_limit": cfg.strength_limit,
-        "strength_meaning": direction_sets.OFFSET_MEANING,
-        "metrics": {k: round(v, 4) for k, v in fits[i].items()},
-        "provenance": {"method": f"TL-GAN {cfg.tlgan_model} regression", "samples": cfg.tlgan_samples,
-                       "train_split": cfg.svm_train_split, "scorer": "classifier.onnx (oracle)",
-                       "locking": "pass the attributes to lock as `keep` (Gram-Schmidt at request time)"},
-    } for i, a in enumerate(attrs)]
+    records = [direction_sets.record(
+        id=f"tlgan/{a}", attribute=a, method="tlgan",
+        strength_min=-round(spread, 3), strength_max=round(spread, 3), strength_limit=cfg.strength_limit,
+        metrics={k: round(v, 4) for k, v in fits[i].items()},
+        provenance={"method": f"TL-GAN {cfg.tlgan_model} regression", "samples": cfg.tlgan_samples,
+                    "train_split": cfg.svm_train_split, "scorer": source.source(cfg).scorer,
+                    "locking": "pass the attributes to lock as `keep` (Gram-Schmidt at request time)"})
+        for i, a in enumerate(attrs)]
     direction_sets.save(work, "tlgan", records, axes)
     figures = {"samples": cfg.tlgan_samples, "model": cfg.tlgan_model,
                "validation": {a: fits[i] for i, a in enumerate(attrs)},

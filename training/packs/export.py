@@ -1,9 +1,12 @@
-"""Step 6: export a pack into the model store.
+"""The `export` step: a pack into the model store, from the work folder.
 
-Writes <out>/generator.onnx, encoder.onnx, classifier.onnx (uint8 NHWC pixels
-at the edges), directions.json + directions.npy, manifest.json (every artefact
-with its sha256) and model_card.md. The format is documented in
-model_store/README.md; it is all that services read.
+Writes into <out>/: the generator (generator.onnx, or for an imported generator a reference to
+the file `make setup` builds, ../third_party/<name>), encoder.onnx and classifier.onnx (uint8
+NHWC pixels at the edges), directions.json + directions.npy, the words method's and ISTRC's
+serving files when their steps ran, example faces, manifest.json (every artefact with its
+sha256; format facedit_core.pack.FORMAT), model_card.md and evaluation.json. The format is
+documented in docs/packs.md; it is all that services read. The pack is read back with
+facedit_core.pack.load_pack (every sha256 checked) before the step ends.
 """
 from __future__ import annotations
 
@@ -17,23 +20,28 @@ import numpy as np
 import torch
 from PIL import Image
 
-from facedit_core.pack import load_pack, sha256
+from facedit_core.pack import FORMAT, load_pack, sha256
 from facedit_core.records import ISTRC_STRENGTH_MEANING
 from training import checkpoints
 from training.config import PackConfig
-from training.data import lexicons, renderer
-from training.data.datasets import held_out
+from training.data import lexicons
+from training.data.datasets import held_out, latents
 from training.encoders import crg_encoder
-from training.evaluation import plots
+from training.encoders.facenet import EMBEDDING, SIZE, UPSAMPLING
+from training.evaluation import measured, plots
 from training.generators import gan
-from training.labels import oracle
+from training.labels import oracle, source
 from training.methods import direction_sets, istrc, words
-from training.models import GeneratorExport, PixelsIn
+from training.models import GeneratorExport, PixelsIn, generate
 from training.onnx_io import export_onnx
 from training.packs.model_card import write_model_card
-from training.third_party import wheels as third_party
+from training.third_party import wheels
 
-FORMAT = "facedit-pack/1"
+# report.json entries copied into the manifest's metrics, in this order (those present)
+METRICS = ("annotate", "oracle", "interfacegan", "tlgan", "sefa", "crg", "directions", "words", "istrc", "evaluation",
+           "encoder")
+TIMED = ("gan", "encoder", "annotate", "oracle")  # steps whose seconds the manifest lists under training.timings_s
+IMPORTED_GENERATORS = {"digiface64": wheels.DIGIFACE_GENERATOR}  # cfg.generator -> file `make setup` builds
 
 
 def export_words(cfg: PackConfig, work: Path, out: Path) -> dict:
@@ -43,11 +51,8 @@ def export_words(cfg: PackConfig, work: Path, out: Path) -> dict:
     add, avg = (words.WordMapper(state["latent_dim"], state["hidden"]) for _ in range(2))
     add.load_state_dict(state["addition"])
     avg.load_state_dict(state["averaging"])
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    torch.onnx.export(words.PackMapper(add, avg).eval(), (torch.zeros(2, words.GLOVE_DIM),),
-                      str(out / "words.onnx"), dynamo=True, opset_version=18, verbose=False,
-                      input_names=["glove"], output_names=["vector", "anchor"],
-                      dynamic_shapes={"glove": {0: batch}}, external_data=False)
+    export_onnx(words.PackMapper(add, avg), torch.zeros(2, words.GLOVE_DIM), out / "words.onnx", "glove",
+                ["vector", "anchor"])
     vocab, table, concepts = words.serving_tables(work, lexicons.get(cfg.words_lexicon))
     np.save(out / "words_glove.npy", table)
     (out / "words_vocab.json").write_text(json.dumps(vocab))
@@ -64,7 +69,7 @@ def export_istrc(cfg: PackConfig, work: Path, out: Path, figures: dict) -> dict:
     """ISTRC: istrc_mapping.onnx (embedding -> z), istrc_classifiers.npy (A, 512) logistic weights,
     istrc.json (biases, step, strength range, preprocessing) and the reference to FaceNet."""
     model = istrc.Istrc.load(cfg, work)
-    e = istrc.EMBEDDING
+    e = EMBEDDING
     export_onnx(model.mapping, torch.zeros(2, e), out / "istrc_mapping.onnx", "embedding", "z")
     np.save(out / "istrc_classifiers.npy", model.weights.astype(np.float32))
     s = cfg.istrc_strength
@@ -73,14 +78,14 @@ def export_istrc(cfg: PackConfig, work: Path, out: Path, figures: dict) -> dict:
         "classifier": "logistic regression on the FaceNet embedding: logit = w . e + b, w = the rows of "
                       "istrc_classifiers.npy in attribute order",
         "step": cfg.istrc_step, "strength_min": -s, "strength_max": s, "strength_limit": cfg.istrc_strength_limit,
-        "strength_meaning": ISTRC_STRENGTH_MEANING, "facenet_input": istrc.SIZE, "embedding_dim": e,
-        "upsampling": istrc.UPSAMPLING,
+        "strength_meaning": ISTRC_STRENGTH_MEANING, "facenet_input": SIZE, "embedding_dim": e,
+        "upsampling": UPSAMPLING,
         "metrics": {a: f for a, f in figures.get("classifiers", {}).items()},
     }, indent=2))
-    facenet_path, _ = third_party.pack_reference(out, third_party.FACENET)
+    facenet_path, _ = wheels.pack_reference(out, wheels.FACENET)
     return {
-        "facenet": {"path": facenet_path, "source": third_party.FACENET_SOURCE,
-                    "inputs": {"pixels": f"(N, {istrc.SIZE}, {istrc.SIZE}, 3) uint8 RGB"},
+        "facenet": {"path": facenet_path, "source": wheels.FACENET_SOURCE,
+                    "inputs": {"pixels": f"(N, {SIZE}, {SIZE}, 3) uint8 RGB"},
                     "outputs": {"embedding": f"(N, {e}) float32, unit rows"}},
         "istrc_mapping": {"path": "istrc_mapping.onnx", "inputs": {"embedding": f"(N, {e}) float32"},
                           "outputs": {"z": f"(N, {cfg.latent_dim}) float32"}},
@@ -89,38 +94,63 @@ def export_istrc(cfg: PackConfig, work: Path, out: Path, figures: dict) -> dict:
     }
 
 
+def export_generator(cfg: PackConfig, work: Path, out: Path) -> dict:
+    """generator.onnx for a generator trained here; for an imported one, the reference to the file
+    `make setup` converts from its wheel (../third_party/<name>)."""
+    r, d = cfg.resolution, cfg.latent_dim
+    shapes = {"inputs": {"z": f"(N, {d}) float32"}, "outputs": {"pixels": f"(N, {r}, {r}, 3) uint8"}}
+    if cfg.generator in IMPORTED_GENERATORS:
+        path, _ = wheels.pack_reference(out, IMPORTED_GENERATORS[cfg.generator])
+        return {"path": path, **shapes, "built_by": "make setup (python -m training.third_party), not in git",
+                "source": wheels.DIGIFACE_SOURCE}
+    g = gan.load_generator(cfg, work)
+    export_onnx(GeneratorExport(g), torch.zeros(2, d), out / "generator.onnx", "z", "pixels")
+    return {"path": "generator.onnx", **shapes}
+
+
+def example_faces(cfg: PackConfig, work: Path, out: Path) -> None:
+    """Four faces the pack's encoder can take: held-out rendered faces, or generated ones when no
+    renderer draws the pack's faces."""
+    examples = out / "examples"
+    examples.mkdir(exist_ok=True)
+    if source.has_ground_truth(cfg):
+        pixels, _ = held_out(4, cfg.resolution, cfg.correlated_attributes)
+    else:
+        pixels = generate(gan.load_generator(cfg, work), latents(cfg.seed + measured.EVAL_SEED + 1, 4, cfg.latent_dim))
+    for i, p in enumerate(pixels):
+        Image.fromarray(p).save(examples / f"face_{i}.png")
+
+
+def observations(pack: str) -> str:
+    """What people saw looking at the pack's edits (training/configs/<pack>.observations.md), if written."""
+    path = Path(__file__).resolve().parents[1] / "configs" / f"{pack}.observations.md"
+    return path.read_text().strip() if path.exists() else ""
+
+
 def export(cfg: PackConfig, work: Path, out: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
-    g, e, o = gan.load_generator(cfg, work), crg_encoder.load(cfg, work), oracle.load(cfg, work)
+    attrs = list(source.attributes(cfg))
     r, d = cfg.resolution, cfg.latent_dim
-    export_onnx(GeneratorExport(g), torch.zeros(2, d), out / "generator.onnx", "z", "pixels")
+    artefacts = {"generator": export_generator(cfg, work, out)}
+    e, o = crg_encoder.load(cfg, work), oracle.load(cfg, work)
     pixels = torch.zeros(2, r, r, 3, dtype=torch.uint8)
     export_onnx(PixelsIn(e), pixels, out / "encoder.onnx", "pixels", "z")
     export_onnx(PixelsIn(o, sigmoid=True), pixels, out / "classifier.onnx", "pixels", "probabilities")
-
-    examples = out / "examples"
-    examples.mkdir(exist_ok=True)
-    pixels, _ = held_out(4, r, cfg.correlated_attributes)
-    for i, p in enumerate(pixels):
-        Image.fromarray(p).save(examples / f"face_{i}.png")
+    example_faces(cfg, work, out)
 
     report = checkpoints.read_report(work)
     records, vectors = direction_sets.collect(work)
     np.save(out / "directions.npy", vectors)
     (out / "directions.json").write_text(json.dumps(records, indent=2))
-
-    shapes = {
-        "generator": ({"z": f"(N, {d}) float32"}, {"pixels": f"(N, {r}, {r}, 3) uint8"}),
-        "encoder": ({"pixels": f"(N, {r}, {r}, 3) uint8"}, {"z": f"(N, {d}) float32"}),
-        "classifier": ({"pixels": f"(N, {r}, {r}, 3) uint8"},
-                       {"probabilities": f"(N, {len(renderer.ATTRIBUTES)}) float32"}),
-    }
-    artefacts = {name: {"path": f"{name}.onnx", "inputs": i, "outputs": o_} for name, (i, o_) in shapes.items()}
+    artefacts["encoder"] = {"path": "encoder.onnx", "inputs": {"pixels": f"(N, {r}, {r}, 3) uint8"},
+                            "outputs": {"z": f"(N, {d}) float32"}}
+    artefacts["classifier"] = {"path": "classifier.onnx", "inputs": {"pixels": f"(N, {r}, {r}, 3) uint8"},
+                               "outputs": {"probabilities": f"(N, {len(attrs)}) float32"}}
     artefacts["directions"] = {"path": "directions.json"}
     artefacts["direction_vectors"] = {"path": "directions.npy", "shape": list(vectors.shape)}
+    methods = {x["method"] for x in records}
     if (work / words.METHOD / "mapper.pt").exists():
         artefacts.update(export_words(cfg, work, out))
-    methods = {r["method"] for r in records}
     if (work / istrc.CHECKPOINT).exists():
         artefacts.update(export_istrc(cfg, work, out, report.get("istrc", {})))
         methods.add("istrc")
@@ -128,6 +158,8 @@ def export(cfg: PackConfig, work: Path, out: Path) -> dict:
         p = out / a["path"]
         a["sha256"], a["bytes"] = sha256(p), p.stat().st_size
     digest = hashlib.sha256("".join(a["sha256"] for a in artefacts.values()).encode()).hexdigest()[:10]
+    timings = {k: report[k]["seconds"] for k in TIMED if "seconds" in report.get(k, {})}
+    notes = observations(cfg.pack)
     manifest = {
         "format": FORMAT,
         "pack": cfg.pack,
@@ -137,21 +169,19 @@ def export(cfg: PackConfig, work: Path, out: Path) -> dict:
         "latent_dim": d,
         "latent_space": "z",
         "latent_prior": "standard normal N(0, I)",
-        "attributes": list(renderer.ATTRIBUTES),
+        "attributes": attrs,
         "default_method": "interfacegan",
         "methods": sorted(methods),
+        **({"alignment": alignment(report["annotate"])} if "annotate" in report else {}),
         "artefacts": artefacts,
-        "metrics": {k: report[k] for k in ("oracle", "interfacegan", "tlgan", "sefa", "crg", "words", "istrc",
-                                           "evaluation")
-                    if k in report},
-        "training": {"config": cfg.to_dict(), "timings_s": {k: report[k]["seconds"] for k in
-                                                           ("gan", "encoder", "oracle") if k in report},
+        "metrics": {k: report[k] for k in METRICS if k in report},
+        "training": {"config": cfg.to_dict(), **({"timings_s": timings} if timings else {}),
                      **({"restored": report["restored"]} if "restored" in report else {})},
-        "source": {"generator": "DCGAN trained by this project on training/renderer.py faces",
-                   "licence": "same as this repository"},
+        **({"notes": notes} if notes else {}),
+        "source": gan.SOURCES[cfg.generator],
     }
     if "probability_along_axis" in report.get("tlgan", {}):  # pictures for the model card
-        manifest["figures"] = plots.tlgan(report["tlgan"], list(renderer.ATTRIBUTES), out)
+        manifest["figures"] = plots.tlgan(report["tlgan"], attrs, out)
     tmp = out / "manifest.json.tmp"
     tmp.write_text(json.dumps(manifest, indent=2))
     os.replace(tmp, out / "manifest.json")
@@ -161,5 +191,13 @@ def export(cfg: PackConfig, work: Path, out: Path) -> dict:
     pack = load_pack(out.name, out.parent)  # what services will read: every sha256 checked
     for name in artefacts:
         pack.artefact(name)
-    print(f"[export] wrote {out} version {manifest['version']}")
+    print(f"[export] wrote {out} version {manifest['version']}", flush=True)
     return {"version": manifest["version"]}
+
+
+def alignment(annotation: dict) -> dict:
+    """The manifest's alignment entry (photos are cut out and blended back with it) from the annotation."""
+    return {"template": annotation["template"],
+            "landmarks": "MTCNN order: eye, eye, nose, mouth corner, mouth corner (image left first), crop pixel "
+                         "coordinates",
+            "detector": annotation["detector"], "found_share_on_generated_faces": annotation["found_share"]}

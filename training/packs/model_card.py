@@ -1,4 +1,5 @@
-"""model_card.md of a pack, written from its manifest's figures."""
+"""model_card.md of any pack, written from its manifest's figures: a section per step whose figures
+the manifest holds (renderer packs and packs with measured attributes alike)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,48 +12,89 @@ def _table(header: list[str], rows: list[list]) -> str:
 
 
 def write_model_card(manifest: dict, path: Path) -> None:
-    m = manifest["metrics"]
-    cfg = manifest["training"]["config"]
-    t = manifest["training"]["timings_s"]
-    attrs = manifest["attributes"]
-    parts = [
-        f"# Pack `{manifest['pack']}` — version {manifest['version']}",
-        "",
-        f"Generator: {manifest['source']['generator']}. Resolution {manifest['resolution']}x"
-        f"{manifest['resolution']}, latent z of {manifest['latent_dim']} ~ {manifest['latent_prior']}.",
-        f"Attributes: {', '.join(attrs)}. Default edit method: {manifest['default_method']}.",
-        "",
-        "All figures below were measured by `python -m training pack` (see the README) and are",
-        "copied from `manifest.json`; nothing here is typed by hand.",
-        "",
-        "## Training",
-        _table(["step", "steps", "batch", "seconds (2 cores)"],
-               [["DCGAN", cfg["gan_steps"], cfg["gan_batch"], t.get("gan")],
-                ["CRG encoder", cfg["encoder_steps"], cfg["encoder_batch"], t.get("encoder")],
-                ["oracle", cfg["oracle_steps"], cfg["oracle_batch"], t.get("oracle")]]),
-    ]
-    if "evaluation" in m:
-        ev = m["evaluation"]
-        rec, tg = ev["reconstruction"], ev.get("reconstruction_targets", {})
-        parts += [
-            "", f"Renderer speed: {ev['renderer_images_per_s']} images/s at {manifest['resolution']}px (one process).",
-            "", f"## Encoder reconstruction (held-out rendered faces, n={ev['held_out_samples']}; "
-                f"hashes on {ev.get('hash_samples', 500)})",
-            _table(["", "dhash", "phash", "whash", "MAE", "MSE"],
-                   [["this pack", rec["dhash"], rec["phash"], rec["whash"], rec["mae"], rec["mse"]]]
-                   + ([["target (CRG paper, CRG row)"] + [f"{tg[k]['target']}: {_mark(tg[k]['met'])}"
-                                                          for k in ("dhash", "phash", "whash")] + ["-", "-"]]
-                      if tg else [])),
-            "", "Pixel values in [0, 1]; hash similarity = 1 - Hamming distance / 64.",
-            f"Latent cycle MSE(z, E(G(z))): {ev['latent_cycle_mse']}.",
-        ]
+    path.write_text(model_card(manifest))
+
+
+def model_card(manifest: dict) -> str:
+    """The card of any pack: each section is there when the manifest has its figures."""
+    m, attrs = manifest["metrics"], manifest["attributes"]
+    ev = m.get("evaluation", {})
+    parts = _header(manifest) + _training(manifest)
+    if "annotate" in m:
+        parts += _annotation(m["annotate"], attrs)
+    if "reconstruction" in ev:
+        parts += _reconstruction_rendered(ev, manifest["resolution"])
     if "oracle" in m:
-        o = m["oracle"]
-        parts += ["", f"## Attribute oracle (held-out rendered faces, n={o['held_out_samples']})",
-                  _table(["attribute", "accuracy", "MAE of value"],
-                         [[a, o["accuracy"][a], o["mae"][a]] for a in attrs]),
-                  "", "Continuous attributes (smile, blond_hair, yaw, age) are uniform in [0, 1], so some faces",
-                  "lie close to the 0.5 threshold where the label is ambiguous."]
+        parts += _oracle(m["oracle"], attrs)
+    parts += _directions(manifest)
+    if "directions" in m:  # the combined directions step of earlier digiface64 versions
+        parts += _legacy_directions(m["directions"], attrs)
+    if "words" in m:
+        parts += words_section(m["words"])
+    if "methods" in ev:
+        parts += evaluation_section(ev, attrs)
+    if "reconstruction_generated" in ev:
+        parts += _evaluation_measured(ev, manifest["training"]["config"])
+    if "istrc" in m:
+        parts += ["", *istrc_section(m["istrc"], attrs)]
+    parts += restored_section(manifest)
+    if manifest.get("notes"):
+        parts += ["", "## Looked at by eye", "", manifest["notes"]]
+    return "\n".join(parts) + "\n"
+
+
+def _header(manifest: dict) -> list[str]:
+    src, r = manifest["source"], manifest["resolution"]
+    return [f"# Pack `{manifest['pack']}` — version {manifest['version']}", "",
+            f"Generator: {src['generator']}. Resolution {r}x{r}, latent z of {manifest['latent_dim']} ~ "
+            f"{manifest['latent_prior']}. Licence: {src['licence']}.",
+            f"Attributes: {', '.join(manifest['attributes'])} "
+            f"(labels: {manifest['training']['config'].get('attributes', {}).get('source', 'renderer')}). "
+            f"Default edit method: {manifest['default_method']}.", "",
+            "All figures below were measured by `python -m training pack` (docs/training.md) and are",
+            "copied from `manifest.json`; nothing here is typed by hand."]
+
+
+def _training(manifest: dict) -> list[str]:
+    cfg, t = manifest["training"]["config"], manifest["training"].get("timings_s", {})
+    rows = [[name, cfg[f"{key}_steps"], cfg[f"{key}_batch"], t.get(step)]
+            for name, key, step in (("DCGAN", "gan", "gan"), ("CRG encoder", "encoder", "encoder"),
+                                    ("oracle", "oracle", "oracle"))
+            if step in t and f"{key}_steps" in cfg]
+    return ["", "## Training", _table(["step", "steps", "batch", "seconds (2 cores)"], rows)] if rows else []
+
+
+def _reconstruction_rendered(ev: dict, resolution: int) -> list[str]:
+    rec, tg = ev["reconstruction"], ev.get("reconstruction_targets", {})
+    return [
+        "", f"Renderer speed: {ev['renderer_images_per_s']} images/s at {resolution}px (one process).",
+        "", f"## Encoder reconstruction (held-out rendered faces, n={ev['held_out_samples']}; "
+            f"hashes on {ev.get('hash_samples', 500)})",
+        _table(["", "dhash", "phash", "whash", "MAE", "MSE"],
+               [["this pack", rec["dhash"], rec["phash"], rec["whash"], rec["mae"], rec["mse"]]]
+               + ([["target (CRG paper, CRG row)"] + [f"{tg[k]['target']}: {_mark(tg[k]['met'])}"
+                                                      for k in ("dhash", "phash", "whash")] + ["-", "-"]]
+                  if tg else [])),
+        "", "Pixel values in [0, 1]; hash similarity = 1 - Hamming distance / 64.",
+        f"Latent cycle MSE(z, E(G(z))): {ev['latent_cycle_mse']}.",
+    ]
+
+
+def _oracle(o: dict, attrs: list[str]) -> list[str]:
+    if "mae" in o:  # trained on the renderer's ground truth
+        return ["", f"## Attribute oracle (held-out rendered faces, n={o['held_out_samples']})",
+                _table(["attribute", "accuracy", "MAE of value"], [[a, o["accuracy"][a], o["mae"][a]] for a in attrs]),
+                "", "Continuous attributes (smile, blond_hair, yaw, age) are uniform in [0, 1], so some faces",
+                "lie close to the 0.5 threshold where the label is ambiguous."]
+    return ["", f"## Classifier (CNN on the annotations; {o['held_out_samples']} held-out faces)", "",
+            _table(["attribute", "agreement with annotator (> median)", "correlation of probabilities"],
+                   [[a, o["accuracy"][a], o["correlation"][a]] for a in attrs])]
+
+
+def _directions(manifest: dict) -> list[str]:
+    """InterFaceGAN, TL-GAN, SeFa and CRG, each when its step ran."""
+    m, attrs = manifest["metrics"], manifest["attributes"]
+    parts: list[str] = []
     if "interfacegan" in m:
         ig = m["interfacegan"]
         rows = [[a, ig["attributes"][a]["validation_accuracy"], ig["attributes"][a]["all_samples_accuracy"],
@@ -80,7 +122,8 @@ def write_model_card(manifest: dict, path: Path) -> None:
         rows = [[c, sf["top_eigenvalues"][int(c)], max(e, key=lambda a: abs(e[a])),
                  " ".join(f"{a} {v:+.2f}" for a, v in e.items())] for c, e in sf["effects"].items()]
         parts += ["", f"## SeFa components (first generator layer, top {sf['components']})",
-                  _table(["component", "eigenvalue", "label", "mean probability change at +strength (raw eigenvector; exported rows are sign-corrected)"], rows),
+                  _table(["component", "eigenvalue", "label", "mean probability change at +strength (raw eigenvector; "
+                          "exported rows are sign-corrected)"], rows),
                   "", f"Aliases `sefa/<attribute>` (effect >= 0.2): {sf['attribute_aliases']}"]
     if "crg" in m:
         c = m["crg"]
@@ -91,18 +134,14 @@ def write_model_card(manifest: dict, path: Path) -> None:
             rows.append([a, f"{f['positive_mean']:+.2f} ± {f['positive_std']:.2f}",
                          f"{f['negative_mean']:+.2f} ± {f['negative_std']:.2f}",
                          f"{f['strength_min']:+.2f}..{f['strength_max']:+.2f}", f["midpoint_accuracy"],
-                         f["single_pair_cosine"], e.get("positive_after_plus", "-"), e.get("negative_after_minus", "-")])
-        parts += ["", f"## CRG directions ({c['pairs']} rendered reference pairs, {c['eval_samples']} labelled faces projected)",
+                         f.get("single_pair_cosine", "-"), e.get("positive_after_plus", "-"),
+                         e.get("negative_after_minus", "-")])
+        refs = (f"{c['pairs']} rendered reference pairs" if c.get("references", "rendered pairs") == "rendered pairs"
+                else f"up to {c['pairs']} + {c['pairs']} annotated faces as references")
+        parts += ["", f"## CRG directions ({refs}, {c['eval_samples']} labelled faces projected)",
                   _table(["attribute", "positive projection", "negative projection", "range", "midpoint acc.",
                           "single-pair vs averaged cosine", "positive after +max", "negative after min"], rows)]
-    if "words" in m:
-        parts += words_section(m["words"])
-    if "evaluation" in m and "methods" in m["evaluation"]:
-        parts += evaluation_section(m["evaluation"], attrs)
-    if "istrc" in m:
-        parts += ["", *istrc_section(m["istrc"], attrs)]
-    parts += restored_section(manifest)
-    path.write_text("\n".join(parts) + "\n")
+    return parts
 
 
 def restored_section(manifest: dict) -> list[str]:
@@ -165,7 +204,7 @@ def _f(entry: dict, key: str) -> str:
 
 
 def evaluation_section(ev: dict, attrs: list[str]) -> list[str]:
-    """Markdown of `python -m training evaluate`'s figures (report.json "evaluation")."""
+    """Markdown of the ground-truth evaluation's figures (report.json "evaluation", renderer packs)."""
     refs = ev["references"]
     n = ev["samples"]
     reg = refs["regressor_accuracy"]
@@ -265,3 +304,64 @@ def istrc_section(f: dict, attrs: list[str]) -> list[str]:
         _table(["attribute", "MLP layers", "width", "val. acc.", "train acc."],
                [[a, m["layers"], m["hidden"], m["validation_accuracy"], m["train_accuracy"]]
                 for a, m in f["mlp_classifiers"].items() if a in attrs])])
+
+
+# --------------------------------------------------------------------------- packs with measured attributes
+
+def _annotation(ann: dict, attrs: list[str]) -> list[str]:
+    return ["", f"## Annotation ({ann['found']} of {ann['samples']} generated faces found by MTCNN, "
+                f"{ann['seconds']} s)",
+            "", "Measurements are described in training/data/annotators.py; 'present' = above the median face.", "",
+            _table(["attribute", "median", "IQR", "5th pct", "95th pct"],
+                   [[a, round(s["median"], 3), round(s["iqr"], 3), round(s["p05"], 3), round(s["p95"], 3)]
+                    for a, s in ann["stats"].items()]), "",
+            "Correlation of the measurements:", "",
+            _table([""] + attrs, [[a] + [f"{v:+.2f}" for v in row] for a, row in zip(attrs, ann["correlation"])])]
+
+
+def _legacy_directions(dirs: dict, attrs: list[str]) -> list[str]:
+    """The figures of the one `directions` step (InterFaceGAN, TL-GAN, SeFa, CRG on the same scored
+    latents) that packs built before the unified pipeline carry."""
+    ig = dirs["interfacegan"]
+    return ["", f"## Directions ({dirs['samples']} latents scored by the classifier)", "",
+            _table(["attribute", "SVM val. acc.", "SVM all-samples acc.", "TL-GAN validation", "CRG midpoint acc.",
+                    "CRG range"],
+                   [[a, ig[a]["validation_accuracy"], ig[a]["all_samples_accuracy"],
+                     ", ".join(f"{k} {v:.3f}" for k, v in dirs["tlgan"][a].items()),
+                     dirs["crg"][a]["midpoint_accuracy"],
+                     f"{dirs['crg'][a]['strength_min']:+.2f}..{dirs['crg'][a]['strength_max']:+.2f}"]
+                    for a in attrs]), "",
+            "Cosine between InterFaceGAN boundaries:", "",
+            _table([""] + attrs, [[a] + [f"{v:+.2f}" for v in row] for a, row in zip(attrs, dirs["boundary_cosine"])]),
+            "", f"SeFa top eigenvalues: {dirs['sefa']['top_eigenvalues']}; aliases: {dirs['sefa']['aliases']}"]
+
+
+def _evaluation_measured(ev: dict, cfg: dict) -> list[str]:
+    """Markdown of the measured evaluation's figures (report.json "evaluation", annotator packs)."""
+    g_, r_, lfw = ev["reconstruction_generated"], ev["reconstruction_real"], ev.get("reconstruction_real_lfw", {})
+    edit_faces = min(300, cfg["eval_samples"])
+    rows = [["generated (held out)", g_["samples"], g_["dhash"], g_["phash"], g_["whash"], g_["mae"], g_["mse"]],
+            [f"real, aligned ({', '.join(r_['photos'])})", r_["samples"], r_["dhash"], r_["phash"], r_["whash"],
+             r_["mae"], r_["mse"]]]
+    if lfw.get("samples"):
+        rows.append([f"real, aligned, gray 25x25 (skimage.data.lfw_subset: MTCNN found {lfw['samples']} of "
+                     f"{lfw['tried']} LFW faces)", lfw["samples"], lfw["dhash"], lfw["phash"], lfw["whash"],
+                     lfw["mae"], lfw["mse"]])
+    return ["", "## Encoder reconstruction (CRG paper Table 2 format; pixels in [0, 1])", "",
+            _table(["faces", "n", "dhash", "phash", "whash", "MAE", "MSE"], rows),
+            "", "The LFW row compares luminance only, on the crop pixels that lie inside the 25x25 photo "
+                "(outside, the reconstruction is given the photo's black frame); the faces are upsampled "
+                "from 25 px, so they are blurrier than anything the encoder was trained on.",
+            "", f"Latent cycle MSE(z, E(G(z))): {ev['latent_cycle_mse']}.", "",
+            f"## Edit success ({edit_faces} held-out latents moved to the recommended extremes, scored by the "
+            "classifier)", "",
+            "ISTRC rows (radians walked on FaceNet's sphere, not a latent offset) use the first "
+            "`eval_istrc_samples` of these faces (FaceNet per face is the slow part).", "",
+            _table(["direction", "strength max", "faces", "present after +max", "absent after min",
+                    "other labels changed after +max", "FaceNet distance after +max"],
+                   [[k, v["strength_max"], v.get("faces", edit_faces), v["positive_after_plus"],
+                     v["negative_after_minus"], v["leakage_after_plus"], v.get("identity_distance_after_plus", "-")]
+                    for k, v in ev["edit_success"].items()]),
+            "", f"FaceNet distance (unit embeddings, 160 px) for scale: between different generated faces "
+                f"{ev['identity']['other_faces']}, between a generated face and its encoding "
+                f"{ev['identity']['encoded_generated']}."]

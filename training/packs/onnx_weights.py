@@ -10,8 +10,10 @@ from the graph's layers in order and put into the `training.models` network, che
 
 A conv whose torch module has no bias but is followed by a BatchNorm that the graph folded away
 gets its bias through that BatchNorm set to the identity (weight 1, mean 0, var 1 - eps,
-bias = the folded bias), so the eval-mode network computes the same function. Used by the
-peer baseline of the benchmark (bench/peer.py) and by `python -m training.restore`.
+bias = the folded bias), so the eval-mode network computes the same function; a Linear with a
+bias followed by a folded BatchNorm1d (ISTRC's mapping) takes the folded bias itself and the
+BatchNorm1d becomes the identity (bias 0). Used by the peer baseline of the benchmark
+(bench/peer.py) and by `python -m training restore`.
 """
 from __future__ import annotations
 
@@ -26,7 +28,8 @@ from torch import nn
 from training.models import Encoder, Generator, Oracle
 
 _LAYER_OPS = ("Conv", "ConvTranspose", "Gemm", "BatchNormalization")
-_TORCH_LAYERS = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.BatchNorm2d)
+_BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
+_TORCH_LAYERS = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, *_BATCHNORMS)
 
 
 def onnx_layers(path: Path) -> list[tuple[str, dict[str, np.ndarray], dict]]:
@@ -64,7 +67,7 @@ def load_from_onnx(module: nn.Module, path: Path) -> nn.Module:
     i = 0
     for t, target in enumerate(targets):
         what = f"{path.name} layer {i} -> {type(target).__name__} #{t}"
-        if isinstance(target, nn.BatchNorm2d):
+        if isinstance(target, _BATCHNORMS):
             if i < len(layers) and layers[i][0] == "BatchNormalization":
                 arrays = layers[i][1]
                 _copy(target.weight, arrays["scale"], what)
@@ -85,18 +88,20 @@ def load_from_onnx(module: nn.Module, path: Path) -> nn.Module:
             weight = weight.T
         _copy(target.weight, weight, what)
         bias = arrays.get("bias")
+        nxt = targets[t + 1] if t + 1 < len(targets) else None
+        folded = isinstance(nxt, _BATCHNORMS) and not (i + 1 < len(layers) and
+                                                       layers[i + 1][0] == "BatchNormalization")
+        if folded:  # the BatchNorm after this layer is folded into it: the identity
+            with torch.no_grad():
+                nxt.weight.fill_(1.0)
+                nxt.bias.zero_()
+                nxt.running_mean.zero_()
+                nxt.running_var.fill_(1.0 - nxt.eps)
         if target.bias is not None:
             _copy(target.bias, bias if bias is not None else np.zeros(target.bias.shape, np.float32), what)
         elif bias is not None:
-            nxt = targets[t + 1] if t + 1 < len(targets) else None
-            folded = isinstance(nxt, nn.BatchNorm2d) and not (i + 1 < len(layers) and
-                                                             layers[i + 1][0] == "BatchNormalization")
             if not folded:
                 raise ValueError(f"{what}: the ONNX layer has a bias and the network has no place for it")
-            with torch.no_grad():
-                nxt.weight.fill_(1.0)
-                nxt.running_mean.zero_()
-                nxt.running_var.fill_(1.0 - nxt.eps)
             _copy(nxt.bias, bias, what)
         i += 1
     if i != len(layers):

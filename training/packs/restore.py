@@ -1,27 +1,33 @@
-"""A training work folder from a built pack, so that later steps run without retraining.
+"""The `restore` step: a training work folder from a built pack, so that later steps run without
+retraining.
 
-    python -m training.restore --config training/configs/digiface64.json [--pack model_store/digiface64] [--work runs/digiface64]
+    python -m training restore --config training/configs/digiface64.json \\
+        [--pack model_store/digiface64] [--work runs/digiface64] [--force]
 
 A pack holds ONNX files, directions and the figures of its training run; its PyTorch
 checkpoints stay in the work folder of the machine that trained it. On a fresh clone that folder
 is gone, and the digiface64 encoder alone is 1.5 hours on 2 cores. Restoring puts back:
 
 - encoder.pt, oracle.pt (and gan.pt for a trained generator): the ONNX weights in the
-  `training.models` networks (training/onnx_weights.py), checked against ONNX Runtime on random
-  faces / latents (max |difference| printed; more than 1e-3, or one pixel level, is an error);
+  `training.models` networks (training/packs/onnx_weights.py), checked against ONNX Runtime on
+  random faces / latents (max |difference| printed; more than 1e-3, or one pixel level, is an error);
+- words/mapper.pt and words/vocab.json (when the pack has the words method): both FC mappings
+  from words.onnx, the trained words from words_vocab.json; istrc.pt (when it has ISTRC): the
+  mapping from istrc_mapping.onnx, the classifiers from istrc_classifiers.npy and istrc.json
+  (checked against ONNX Runtime like the others);
 - report.json: the manifest's `metrics` (the figures of every step), plus `restored` (which
   pack version, when);
 - directions/<method>.json/.npy: the pack's directions, per method, in the pack's order.
 
-Then e.g. `python -m training.digiface words`, `istrc`, `evaluate`, `export` run on it. Not
-restorable (the pack does not hold them): the annotations of digiface64 (steps `annotate`,
-`oracle`, `crg` redo them), the synth pack's identity regressor, words mapper and ISTRC mapping
-(their steps retrain them). An existing file in the work folder is never overwritten unless
---force is given.
+Then e.g. `python -m training words`, `istrc`, `evaluate`, `export` run on it; exporting a
+restored folder gives the pack's artefacts again. Not restorable (the pack does not hold them):
+the annotations of packs with measured attributes (steps `annotate`, `oracle`, `crg` redo them),
+the ground-truth evaluation's identity regressor (`evaluate` retrains it), ISTRC's MLP classifiers
+and FaceNet pairs (`istrc` redoes them). An existing file in the work folder is never overwritten
+unless --force is given.
 """
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 from pathlib import Path
@@ -29,16 +35,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from facedit_core.pack import load_pack
+from facedit_core.pack import Pack, load_pack
 from training import checkpoints
 from training.config import PackConfig
-from training.encoders import crg_encoder
+from training.encoders import crg_encoder, istrc_mapping
 from training.generators import gan
-from training.labels import oracle
-from training.methods import direction_sets
+from training.labels import oracle, source
+from training.methods import direction_sets, istrc, words
 from training.models import GeneratorExport, PixelsIn
 from training.onnx_io import session
-from training.packs.onnx_weights import torch_encoder, torch_generator, torch_oracle
+from training.packs.onnx_weights import load_from_onnx, onnx_layers, torch_encoder, torch_generator, torch_oracle
 
 TOLERANCE = 1e-3  # max |torch - ONNX Runtime| of the encoder (z units) and the classifier (probabilities)
 PIXEL_TOLERANCE = 1  # of the generator, in uint8 pixel levels (rounding may differ by one)
@@ -67,8 +73,8 @@ def restore(cfg: PackConfig, pack_dir: Path, work: Path, force: bool = False) ->
     if pack.latent_dim != cfg.latent_dim or pack.resolution != cfg.resolution:
         raise ValueError(f"{pack_dir}: latent {pack.latent_dim} / {pack.resolution} px, config {cfg.latent_dim} / "
                          f"{cfg.resolution} px: not this config's pack")
-    if list(pack.attributes) != list(oracle.attributes(cfg)):
-        raise ValueError(f"{pack_dir}: attributes {list(pack.attributes)}, config {list(oracle.attributes(cfg))}")
+    if list(pack.attributes) != list(source.attributes(cfg)):
+        raise ValueError(f"{pack_dir}: attributes {list(pack.attributes)}, config {list(source.attributes(cfg))}")
     work.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     r, d = cfg.resolution, cfg.latent_dim
@@ -98,6 +104,11 @@ def restore(cfg: PackConfig, pack_dir: Path, work: Path, force: bool = False) ->
                                      session(pack.artefact("generator")).run(None, {"z": z})[0], PIXEL_TOLERANCE)
         _write(work / gan.CHECKPOINT, force, lambda p: checkpoints.save(p, {
             "generator": g.state_dict(), "restored_from": pack.version}))
+    artefacts = pack.manifest["artefacts"]
+    if "words_mapper" in artefacts:
+        checks["words"] = _restore_words(cfg, pack, work, force)
+    if "istrc_mapping" in artefacts:
+        checks["istrc"] = _restore_istrc(cfg, pack, work, force)
     # the directions, per method
     records = json.loads(pack.artefact("directions").read_text())
     vectors = np.load(pack.artefact("direction_vectors"), allow_pickle=False)
@@ -125,17 +136,45 @@ def restore(cfg: PackConfig, pack_dir: Path, work: Path, force: bool = False) ->
     return restored
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m training.restore", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="the pack's training config (training/configs/<pack>.json)")
-    parser.add_argument("--pack", type=Path, help="the built pack (default model_store/<pack>)")
-    parser.add_argument("--work", type=Path, help="work folder to write (default runs/<pack>)")
-    parser.add_argument("--force", action="store_true", help="replace files that exist in the work folder")
-    args = parser.parse_args(argv)
-    cfg = PackConfig.load(args.config)
-    restore(cfg, args.pack or Path("model_store") / cfg.pack, args.work or Path("runs") / cfg.pack, args.force)
+def _restore_words(cfg: PackConfig, pack: Pack, work: Path, force: bool) -> float:
+    """words/mapper.pt (both FC mappings of words.onnx) and words/vocab.json (the trained words)."""
+    path = pack.artefact("words_mapper")
+    hidden = int(onnx_layers(path)[0][1]["weight"].shape[0])  # FC(50, hidden) first
+    mappers = words.PackMapper(words.WordMapper(cfg.latent_dim, hidden), words.WordMapper(cfg.latent_dim, hidden))
+    load_from_onnx(mappers, path)
+    g = np.random.default_rng(1).standard_normal((8, words.GLOVE_DIM)).astype(np.float32)
+    with torch.no_grad():
+        ours = np.concatenate([t.numpy() for t in mappers(torch.from_numpy(g))], axis=1)
+    diff = _check("words mapper", ours, np.concatenate(session(path).run(None, {"glove": g}), axis=1))
+    folder = work / words.METHOD
+    _write(folder / "mapper.pt", force, lambda p: checkpoints.save(p, {
+        "addition": mappers.addition.state_dict(), "averaging": mappers.averaging.state_dict(), "hidden": hidden,
+        "latent_dim": cfg.latent_dim, "restored_from": pack.version}))
+    trained = json.loads(pack.artefact("words_vocab").read_text())["trained"]
+    _write(folder / "vocab.json", force, lambda p: p.write_text(json.dumps(trained, indent=2)))
+    return diff
 
 
-if __name__ == "__main__":
-    main()
+def _restore_istrc(cfg: PackConfig, pack: Pack, work: Path, force: bool) -> float:
+    """istrc.pt: the mapping of istrc_mapping.onnx, the logistic classifiers of the pack."""
+    path = pack.artefact("istrc_mapping")
+    mapping = load_from_onnx(istrc_mapping.build(cfg), path)
+    e = np.random.default_rng(2).standard_normal((8, istrc.EMBEDDING)).astype(np.float32)
+    e /= np.linalg.norm(e, axis=1, keepdims=True)
+    with torch.no_grad():
+        ours = mapping(torch.from_numpy(e)).numpy()
+    diff = _check("ISTRC mapping", ours, session(path).run(None, {"embedding": e})[0])
+    meta = json.loads(pack.artefact("istrc").read_text())
+    if meta["attributes"] != list(source.attributes(cfg)):
+        raise ValueError(f"{pack.root}: ISTRC attributes {meta['attributes']}, config {list(source.attributes(cfg))}")
+    weights = np.load(pack.artefact("istrc_classifiers"), allow_pickle=False)
+    biases = np.asarray(meta["biases"], np.float32)
+    _write(work / istrc.CHECKPOINT, force, lambda p: checkpoints.save(p, {
+        "mapping": mapping.state_dict(), "weights": torch.from_numpy(weights), "biases": torch.from_numpy(biases),
+        "restored_from": pack.version}))
+    return diff
+
+
+def run(cfg: PackConfig, work: Path, pack_dir: Path | None = None, force: bool = False) -> dict:
+    """The CLI's `restore` step: from --pack (default model_store/<pack>) into the work folder."""
+    return restore(cfg, pack_dir or Path("model_store") / cfg.pack, work, force)
