@@ -146,8 +146,8 @@ def test_card_and_json_beside_it_carry_the_evaluation(tiny_pack):
 
 @pytest.mark.parametrize("name", ["istrc", "istrc_mlp"])
 def test_istrc_is_evaluated_on_a_bounded_number_of_faces(tiny_pack, name):
-    """ISTRC (training/edits.py istrc_method; logistic and MLP classifiers) has rows like every
-    method, on the first eval_istrc_samples faces of each set; its edit is training.istrc.Istrc's."""
+    """ISTRC (training/evaluation/edits.py istrc_method; logistic and MLP classifiers) has rows like every
+    method, on the first eval_istrc_samples faces of each set; its edit is training.methods.istrc.Istrc's."""
     work, _ = tiny_pack
     mf = _evaluation(work)["methods"][name]
     n = TINY.eval_istrc_samples

@@ -1,4 +1,4 @@
-"""Tests of training/renderer.py: the procedural faces and their ground truth."""
+"""Tests of training/data/renderer.py: the procedural faces and their ground truth."""
 from __future__ import annotations
 
 import numpy as np

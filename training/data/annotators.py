@@ -14,7 +14,7 @@ MTCNN, MIT licence, weights in its wheel) and its pixels, not a learned guess:
 | skin_tone  | mean luminance (Rec. 601, [0, 1]) of two cheek patches (+ = lighter; lighting     |
 |            | counts too: a lit dark face and a shadowed light face can score alike)           |
 
-Checks of each measurement are in tests/test_annotators.py (flips negate yaw, rotations shift
+Checks of each measurement are in tests/unit/test_faces.py (flips negate yaw, rotations shift
 roll by the rotation) and in the model card (extremes of every attribute, looked at by eye).
 """
 from __future__ import annotations

@@ -79,7 +79,7 @@ SYNTH = Lexicon(
     },
 )
 
-# digiface64's measured attributes (training/annotators.py): yaw + = nose towards the image's
+# digiface64's measured attributes (training/data/annotators.py): yaw + = nose towards the image's
 # right; roll + = eye line turned clockwise in the image; smile = mouth width; mouth_open =
 # darkness between the lips; skin_tone + = lighter cheeks (lighting counts too).
 DIGIFACE64 = Lexicon(
@@ -114,5 +114,5 @@ LEXICONS = {"synth": SYNTH, "digiface64": DIGIFACE64}
 
 def get(name: str) -> Lexicon:
     if name not in LEXICONS:
-        raise ValueError(f"unknown words lexicon {name!r}: use one of {sorted(LEXICONS)} (training/lexicons.py)")
+        raise ValueError(f"unknown words lexicon {name!r}: use one of {sorted(LEXICONS)} (training/data/lexicons.py)")
     return LEXICONS[name]

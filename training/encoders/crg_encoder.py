@@ -4,7 +4,7 @@ Each step makes the two updates of the Cyclic Reverse Generator paper:
   (1) latent cycle on generated images: z -> G -> E -> z',  loss MSE(z, z')
   (2) image cycle on rendered images:   x -> E -> G -> x',  loss MAE(x, x')
       (packs without a renderer or dataset, cfg.image_cycle_data == "generator": generated faces
-      under random flips, shifts, scale, rotation and colour jitter, see training/augment.py)
+      under random flips, shifts, scale, rotation and colour jitter, see training/data/augment.py)
 The generator is frozen (eval mode, no parameter updates); gradients of (2)
 flow through it into the encoder only.
 """
@@ -60,7 +60,7 @@ def train(cfg: PackConfig, work: Path) -> dict:
     if path.exists():
         state = checkpoints.load(path)
         e.load_state_dict(state["encoder"])
-        if "opt" in state:  # not in a checkpoint restored from a pack (python -m training.restore)
+        if "opt" in state:  # not in a checkpoint restored from a pack (python -m training restore)
             opt.load_state_dict(state["opt"]), sched.load_state_dict(state["sched"])
         start, seconds_before = state["step"], state["seconds"]
     progress = Progress("encoder", cfg.encoder_steps, every=100, start=start)

@@ -3,7 +3,7 @@
     python -m training evaluate --config training/configs/synth.json   # -> <work>/report.json
 
 Methods: every direction set in <work>/directions/*.json plus the non-linear methods registered
-in training/edits.py (FACTORIES: ISTRC), all through edit(z, attribute, strength, keep) -> z'. A
+in training/evaluation/edits.py (FACTORIES: ISTRC), all through edit(z, attribute, strength, keep) -> z'. A
 method with `max_samples` (ISTRC: `eval_istrc_samples`) is measured on the first max_samples
 faces of every face set below; its figures carry "samples".
 
@@ -23,7 +23,7 @@ Per method and attribute:
 - correlated pairs (`eval_correlated_pairs`, both orders): share of faces whose kept attribute's
   label changes without keep, keeping only that attribute, and keeping all;
 - identity (encoded faces, plain edit): FaceNet distance before vs after on the first
-  `eval_identity_samples` faces (training/identity.py: upsampled to 160 px, L2 of unit
+  `eval_identity_samples` faces (training/encoders/facenet.py: upsampled to 160 px, L2 of unit
   embeddings), and the L2 distance of the identity parameters a trained regressor reads from
   the two faces (all faces, plain and keep);
 - counterfactual error: `eval_counterfactual_samples` identities (held-out stream 2) rendered

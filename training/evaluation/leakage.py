@@ -1,7 +1,7 @@
 """Quick leakage check of a pack's directions on rendered faces, with and without
 conditional manipulation (the full evaluation is `python -m training evaluate`).
 
-    python -m training.leakage --pack-dir model_store/synth --edit beard --keep age
+    python -m training.evaluation.leakage --pack-dir model_store/synth --edit beard --keep age
 
 For N rendered faces whose edited attribute is set absent (for +s) or present (for -s)
 by the renderer: encode -> move by +/-s along the direction (projected off the kept
@@ -62,7 +62,7 @@ def measure(pack_dir: Path, edit: str, keep: list[str], strength: float, n: int,
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m training.leakage", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m training.evaluation.leakage", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pack-dir", default="model_store/synth", type=Path)
     p.add_argument("--edit", required=True)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facedit_faces.detect import FaceDetector
 from training import checkpoints
 from training.config import PackConfig
 from training.data import annotators
@@ -77,8 +78,6 @@ def annotate(cfg: PackConfig, work: Path) -> dict:
         print(f"[annotate] the attributes of {cfg.pack} come from the renderer's ground truth: nothing to annotate",
               flush=True)
         return {}
-    from facedit_faces.detect import FaceDetector  # heavy (MTCNN weights); only this step needs it
-
     g, det = gan.load_generator(cfg, work), FaceDetector(threads=cfg.threads)
     n = int(cfg.attributes["samples"])
     path = work / ANNOTATIONS

