@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> dict:
             if "torchserve" not in skip:
                 try:
                     results["generator_service_torchserve"] = served.torchserve_part(
-                        pack, store, args, cleanup, stop, work / "torchserve", generator_only=bool(missing))
+                        pack, store, args, cleanup, stop, work / "torchserve")
                 except Exception as err:  # noqa: BLE001
                     errors["torchserve"] = f"{type(err).__name__}: {err}"
                     print(f"TorchServe part failed: {err}", flush=True)

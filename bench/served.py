@@ -5,10 +5,7 @@ followed right away by their reference, measured in this process while the servi
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import os
 import shutil
-import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -21,7 +18,7 @@ from bench.harness import Series, interleave, level_rows, reference_rows, run_lo
 from bench.inprocess import InProcessEditor, RawGenerator, peer_editor, peer_edits
 from bench.workload import EDIT_KINDS, edit_choice
 from facedit_core.pack import Pack
-from services.stack import Stack
+from services.stack import SERVICES, Stack
 
 # the levels the targets compare (bench/ratios.py): the generator service at concurrency 64 against raw
 # ONNX Runtime at batch 64, the gateway at concurrency 32 against the in-process pipeline at batch 32
@@ -32,29 +29,9 @@ SERIES_KEYS = {"generator": "generator_service_onnx", "gateway_lean": "gateway_l
                "gateway_full": "gateway_full_edits"}
 
 
-@dataclasses.dataclass
-class OnlyGenerator(Stack):
-    """The generator service of a Stack alone, for a pack with nothing but a generator (the encoder
-    and directions services cannot load it). Stack.start() starts all four services; until it can
-    start a subset, this starts the one process with Stack's own command line, health wait and stop."""
-
-    def start(self, timeout_s: float = 60.0) -> OnlyGenerator:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            with open(self.log_dir / "generator.log", "ab") as log:
-                self.procs["generator"] = subprocess.Popen(
-                    self._command("generator"), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                    env={**os.environ, "ORT_DISABLE_TELEMETRY": "1", **self.extra_env})
-            self._wait_healthy("generator", timeout_s)
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-
 def stack_pids(stack: Stack) -> list[int]:
     """Every process of a started stack: the services and the embedded Redis."""
-    return [p.pid for p in stack.procs.values()] + ([stack.redis.proc.pid] if stack.redis else [])
+    return list(stack.pids().values())
 
 
 def short_seconds(args) -> float:
@@ -130,15 +107,15 @@ def services_part(pack: Pack, store: Path, pngs: list[bytes], args, cleanup: con
     """The generator service and, for a pack that can edit (`pngs` given), the gateway's lean and full
     Edit, of a real stack (Redis + the four services; the generator service alone for a pack with
     only a generator), every level --repeats times, interleaved with its references."""
-    cls = Stack if pngs else OnlyGenerator
-    stack = cls.on_free_ports(store, [pack.name], log_dir / "stack", extra_env=dict(args.env))
+    stack = Stack.on_free_ports(store, [pack.name], log_dir / "stack", extra_env=dict(args.env),
+                                services=SERVICES if pngs else ("generator",))
     t0 = time.perf_counter()
     print(f"starting {'the stack (Redis + 4 services' if pngs else 'the generator service (alone'}; logs in "
           f"{stack.log_dir}) ...", flush=True)
     cleanup.callback(stack.stop)
     stack.start()
     print(f"  up in {time.perf_counter() - t0:.1f}s: pids "
-          + ", ".join(f"{s} {p.pid}" for s, p in stack.procs.items()), flush=True)
+          + ", ".join(f"{s} {pid}" for s, pid in stack.pids().items()), flush=True)
     pids = stack_pids(stack)
     served = ("generator", "gateway") if pngs else ("generator",)
     out: dict = {"stack_env": dict(args.env),
@@ -163,7 +140,7 @@ def services_part(pack: Pack, store: Path, pngs: list[bytes], args, cleanup: con
 
 
 def torchserve_part(pack: Pack, store: Path, args, cleanup: contextlib.ExitStack, stop: threading.Event,
-                    work: Path, generator_only: bool = False) -> dict:
+                    work: Path) -> dict:
     """A real TorchServe with the pack's .mar, and a stack whose generator service forwards to it
     (--backend torchserve, given as FACEDIT_BACKEND to the stack); the levels interleaved with raw
     ONNX Runtime at batch 64 next to c64."""
@@ -180,11 +157,10 @@ def torchserve_part(pack: Pack, store: Path, args, cleanup: contextlib.ExitStack
     cleanup.callback(ts.stop)
     ts.start()
     env = {**dict(args.env), "FACEDIT_BACKEND": "torchserve", "FACEDIT_TORCHSERVE_ADDRESS": ts.address}
-    stack = (OnlyGenerator if generator_only else Stack).on_free_ports(store, [pack.name], work / "stack",
-                                                                       extra_env=env)
+    stack = Stack.on_free_ports(store, [pack.name], work / "stack", extra_env=env, services=("generator",))
     cleanup.callback(stack.stop)
     stack.start()
-    generator = stack.procs["generator"].pid
+    generator = stack.pids()["generator"]
     # the CPU of the serving path only: the generator service, the JVM and its Python worker
     pids = [generator] + ([ts.pid, *(p.pid for p in psutil.Process(ts.pid).children(recursive=True))]
                           if ts.pid else [])

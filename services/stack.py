@@ -36,7 +36,8 @@ PID_FILE = Path("out/stack.pid")
 
 @dataclasses.dataclass
 class Stack:
-    """Redis + the four services as child processes on 127.0.0.1."""
+    """Redis + the four services (or `services`, a subset) as child processes on 127.0.0.1. Redis is
+    started only for a subset that needs it (directions, gateway) and when no redis_url is given."""
 
     model_store: Path
     packs: list[str]
@@ -47,6 +48,7 @@ class Stack:
     procs: dict[str, subprocess.Popen] = dataclasses.field(default_factory=dict)
     redis: EmbeddedRedis | None = None
     exit_codes: dict[str, int] = dataclasses.field(default_factory=dict)
+    services: tuple[str, ...] = SERVICES
 
     @classmethod
     def on_free_ports(cls, model_store: Path, packs: list[str], log_dir: Path, **kw) -> "Stack":
@@ -71,15 +73,15 @@ class Stack:
     def start(self, timeout_s: float = 60.0) -> "Stack":
         self.log_dir.mkdir(parents=True, exist_ok=True)
         try:
-            if not self.redis_url:
+            if not self.redis_url and {"directions", "gateway"} & set(self.services):
                 self.redis = EmbeddedRedis(workdir=str(self.log_dir / "redis")).start()
                 self.redis_url = self.redis.url
             env = {**os.environ, "ORT_DISABLE_TELEMETRY": "1", **self.extra_env}
-            for service in SERVICES:
+            for service in self.services:
                 log = open(self.log_dir / f"{service}.log", "ab")
                 self.procs[service] = subprocess.Popen(self._command(service), stdout=log, stderr=subprocess.STDOUT,
                                                        env=env, start_new_session=True)
-            for service in SERVICES:
+            for service in self.services:
                 self._wait_healthy(service, timeout_s)
         except BaseException:
             self.stop()
@@ -104,6 +106,13 @@ class Stack:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"{service} not healthy after {timeout_s}s:\n{self.tail(service)}")
                 time.sleep(0.1)
+
+    def pids(self) -> dict[str, int]:
+        """Process ids of the running services and of the embedded Redis (key \"redis\")."""
+        out = {service: proc.pid for service, proc in self.procs.items()}
+        if self.redis is not None and self.redis.proc is not None:
+            out["redis"] = self.redis.proc.pid
+        return out
 
     def tail(self, service: str, lines: int = 20) -> str:
         path = self.log_dir / f"{service}.log"
