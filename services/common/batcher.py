@@ -16,6 +16,10 @@ With `inline=True`, a lone request - none other submitted in the last `max_delay
 nothing queued or running - runs at once in the submitting thread (submit() returns a
 done Future): no hand-off to a worker and back, which at concurrency 1 is two thread
 wake-ups per call. Requests that come closer together are batched as above.
+
+`call(rows, timeout_s)` submits and waits at most `timeout_s`: a request whose caller's
+deadline passed (or whose future was cancelled) while it was queued leaves the queue without
+running, so a flood of abandoned requests does not keep the model busy after its callers left.
 """
 from __future__ import annotations
 
@@ -23,19 +27,21 @@ import queue
 import threading
 import time
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Callable
 
 import numpy as np
 
-from facedit_core.errors import InvalidArgument, ResourceExhausted
+from facedit_core.errors import DeadlineExceeded, InvalidArgument, ResourceExhausted
 
 
 class _Request:
-    __slots__ = ("rows", "future")
+    __slots__ = ("rows", "future", "deadline")
 
-    def __init__(self, rows: np.ndarray):
+    def __init__(self, rows: np.ndarray, deadline: float | None):
         self.rows = rows
         self.future: Future = Future()
+        self.deadline = deadline  # time.monotonic() after which nobody waits for the answer; None: no limit
 
 
 class DynamicBatcher:
@@ -50,6 +56,7 @@ class DynamicBatcher:
                  run_shared: Callable[[np.ndarray], np.ndarray] | None = None, inline: bool = False):
         if max_batch < 1 or max_queue < 1 or max_delay_s < 0 or workers < 1:
             raise ValueError("max_batch, max_queue and workers must be >= 1, max_delay_s >= 0")
+        self.name = name
         self.run_batch, self.max_batch, self.max_delay_s = run_batch, max_batch, max_delay_s
         self.run_shared = run_shared or run_batch
         self.inline = inline
@@ -62,15 +69,28 @@ class DynamicBatcher:
         self.batches = 0
         self.rows = 0
         self.shared = 0  # batches that ran beside another (run_shared)
+        self.expired = 0  # requests dropped from the queue: their deadline passed before they ran
         self._threads = [threading.Thread(target=self._loop, name=f"{name}-{k}" if workers > 1 else name,
                                           daemon=True) for k in range(workers)]
         for t in self._threads:
             t.start()
 
-    def submit(self, rows: np.ndarray) -> Future:
+    def call(self, rows: np.ndarray, timeout_s: float):
+        """submit(rows) and wait at most timeout_s for (outputs, batch size); DeadlineExceeded after
+        that, and the request leaves the queue if it has not started."""
+        future = self.submit(rows, time.monotonic() + timeout_s)
+        try:
+            return future.result(timeout=max(timeout_s, 0.0))
+        except FutureTimeout:
+            future.cancel()
+            raise DeadlineExceeded(f"{self.name}: no answer within the deadline ({timeout_s:.3g} s)") from None
+
+    def submit(self, rows: np.ndarray, deadline: float | None = None) -> Future:
+        """Queue rows (n, ...); a Future of (outputs (n, ...), batch size). deadline: time.monotonic()
+        after which the request is dropped unrun (its future fails with DeadlineExceeded)."""
         if len(rows) > self.max_batch:
             raise InvalidArgument(f"{len(rows)} rows in one request; the limit is {self.max_batch}")
-        request = _Request(rows)
+        request = _Request(rows, deadline)
         now = time.perf_counter()
         lone = now - self._last_submit >= self.max_delay_s
         self._last_submit = now
@@ -145,7 +165,7 @@ class DynamicBatcher:
                 batch = self._collect()
             if batch is None:
                 return
-            live = [r for r in batch if r.future.set_running_or_notify_cancel()]
+            live = self._live(batch)
             if not live:
                 continue
             with self._stats:
@@ -171,3 +191,17 @@ class DynamicBatcher:
             for r in live:
                 r.future.set_result((out[offset:offset + len(r.rows)], len(out)))
                 offset += len(r.rows)
+
+    def _live(self, batch: list[_Request]) -> list[_Request]:
+        """The requests of a batch still worth running: not cancelled, deadline not passed."""
+        now, live = time.monotonic(), []
+        for r in batch:
+            if not r.future.set_running_or_notify_cancel():
+                continue
+            if r.deadline is not None and r.deadline <= now:
+                r.future.set_exception(DeadlineExceeded(f"{self.name}: the deadline passed while queued"))
+                with self._stats:
+                    self.expired += 1
+                continue
+            live.append(r)
+        return live

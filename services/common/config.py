@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from services.common import deadlines
+
 DEFAULT_WORKERS = 128
 
 
@@ -22,6 +24,9 @@ def parser(service: str, default_port: int) -> argparse.ArgumentParser:
                    help="RPC handler threads: calls in progress at once (a batch can only merge calls that "
                         "hold a thread, so keep it >= the concurrency to batch)")
     p.add_argument("--log-level", default=env("log_level", "INFO"))
+    p.add_argument("--default-deadline-s", type=float,
+                   default=float(env("default_deadline_s", str(deadlines.DEFAULT_DEADLINE_S))),
+                   help="deadline of a call whose caller set none")
     return p
 
 

@@ -23,7 +23,7 @@ from facedit_core import images, istrc_directions, sphere
 from facedit_core.errors import InvalidArgument
 from facedit_core.pack import Pack
 from facedit_core.records import FACENET_SPACE, MAX_EDITS, MAX_KEEP
-from services.common import onnx
+from services.common import deadlines, onnx
 from services.common.batcher import DynamicBatcher
 from services.common.tensors import from_tensor
 
@@ -96,10 +96,10 @@ class IstrcModels:
         self.facenet = DynamicBatcher(lambda px: facenet.run(None, {"pixels": px})[0], max_batch, max_delay_s,
                                       max_queue, name=f"facenet-{pack.name}")
 
-    def embed(self, pixels: np.ndarray, timeout_s: float | None = None) -> np.ndarray:
+    def embed(self, pixels: np.ndarray, timeout_s: float = deadlines.DEFAULT_DEADLINE_S) -> np.ndarray:
         """(N, R, R, 3) uint8 at the pack resolution -> (N, 512) float32 unit embeddings."""
         big = np.stack([images.resize(p, self.size) for p in pixels])
-        return self.facenet.submit(big).result(timeout=timeout_s)[0]
+        return self.facenet.call(big, timeout_s)[0]
 
     def to_latents(self, embeddings: np.ndarray) -> np.ndarray:
         """(N, 512) unit float32 -> z (N, latent_dim) float32."""

@@ -18,7 +18,7 @@ from facedit_core import align, images
 from facedit_core.errors import InvalidArgument
 from facedit_core.pack import Pack, load_pack
 from facedit_core.records import ISTRC_PREFIX
-from services.common import config, logs, onnx
+from services.common import config, deadlines, logs, onnx
 from services.common.server import Service, serve
 from services.common.tensors import from_tensor, to_tensor
 from services.encoder import istrc
@@ -43,13 +43,13 @@ class PackModels:
         has_istrc = all(a in pack.manifest["artefacts"] for a in istrc.ARTEFACTS)
         self.istrc = istrc.IstrcModels(pack, threading, max_batch, max_delay_s, max_queue) if has_istrc else None
 
-    def encode(self, pixels: np.ndarray, timeout_s: float | None = None) -> np.ndarray:
+    def encode(self, pixels: np.ndarray, timeout_s: float = deadlines.DEFAULT_DEADLINE_S) -> np.ndarray:
         """(N, R, R, 3) uint8 -> z (N, latent_dim) float32."""
-        return self.encoder.submit(pixels).result(timeout=timeout_s)[0]
+        return self.encoder.call(pixels, timeout_s)[0]
 
-    def score(self, pixels: np.ndarray, timeout_s: float | None = None) -> np.ndarray:
+    def score(self, pixels: np.ndarray, timeout_s: float = deadlines.DEFAULT_DEADLINE_S) -> np.ndarray:
         """(N, R, R, 3) uint8 -> probabilities (N, len(attributes)) float32."""
-        return self.classifier.submit(pixels).result(timeout=timeout_s)[0]
+        return self.classifier.call(pixels, timeout_s)[0]
 
     def close(self) -> None:
         self.encoder.close()
@@ -79,10 +79,12 @@ def request_pixels(request, resolution: int) -> np.ndarray:
 
 
 class EncoderServicer(encoder_pb2_grpc.EncoderServicer):
-    def __init__(self, models: dict[str, PackModels], default_pack: str, detector=None):
+    def __init__(self, models: dict[str, PackModels], default_pack: str, detector=None,
+                 default_deadline_s: float = deadlines.DEFAULT_DEADLINE_S):
         """detector: a facedit_faces.detect.FaceDetector for DetectFaces; made here (MTCNN loads in
         seconds, not on the first photo) when none is given and a pack has an alignment template."""
         self.models, self.default_pack = models, default_pack
+        self.default_deadline_s = default_deadline_s
         if detector is None and any(m.template is not None for m in models.values()):
             from facedit_faces.detect import FaceDetector
 
@@ -97,13 +99,13 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServicer):
 
     def EncodeImages(self, request, context):
         m = self._models(request.pack)
-        z = m.encode(request_pixels(request, m.pack.resolution), context.time_remaining())
+        z = m.encode(request_pixels(request, m.pack.resolution), deadlines.remaining(context, self.default_deadline_s))
         return encoder_pb2.EncodeImagesResponse(pack=common_pb2.PackRef(name=m.pack.name, version=m.pack.version),
                                                 latents=to_tensor(z))
 
     def ScoreImages(self, request, context):
         m = self._models(request.pack)
-        scores = m.score(request_pixels(request, m.pack.resolution), context.time_remaining())
+        scores = m.score(request_pixels(request, m.pack.resolution), deadlines.remaining(context, self.default_deadline_s))
         return encoder_pb2.ScoreImagesResponse(pack=common_pb2.PackRef(name=m.pack.name, version=m.pack.version),
                                                attributes=list(m.pack.attributes), scores=to_tensor(scores))
 
@@ -111,7 +113,7 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServicer):
     def EmbedImages(self, request, context):
         m = self._models(request.pack)
         models = istrc.require(m.pack, m.istrc)
-        e = models.embed(request_pixels(request, m.pack.resolution), context.time_remaining())
+        e = models.embed(request_pixels(request, m.pack.resolution), deadlines.remaining(context, self.default_deadline_s))
         return encoder_pb2.EmbedImagesResponse(pack=common_pb2.PackRef(name=m.pack.name, version=m.pack.version),
                                                embeddings=to_tensor(e), latents=to_tensor(models.to_latents(e)))
 
@@ -174,7 +176,7 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServicer):
             return response
         affines = [align.similarity(d.landmarks, m.template) for d in found]
         crops = np.stack([align.crop(photo, a, m.pack.resolution) for a in affines])
-        z = m.encode(crops, context.time_remaining())
+        z = m.encode(crops, deadlines.remaining(context, self.default_deadline_s))
         for d, a, c, zi in zip(found, affines, crops, z):
             response.faces.add(box=d.box.tolist(), score=d.score, landmarks=d.landmarks.ravel().tolist(),
                                affine=a.ravel().tolist(), crop=to_tensor(c), latent=to_tensor(zi))
@@ -206,7 +208,7 @@ def create(args: argparse.Namespace, logger: logging.Logger) -> Service:
         for m in models.values():
             m.close()
 
-    return Service("encoder", EncoderServicer(models, packs[0], detector), encoder_pb2_grpc.add_EncoderServicer_to_server,
+    return Service("encoder", EncoderServicer(models, packs[0], detector, args.default_deadline_s), encoder_pb2_grpc.add_EncoderServicer_to_server,
                    "facedit.v1.Encoder", close)
 
 

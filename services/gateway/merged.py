@@ -23,12 +23,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Callable
 
 import numpy as np
 
-from facedit_core.errors import FaceditError
+from facedit_core.errors import DeadlineExceeded, FaceditError
 from services.common.batcher import DynamicBatcher
 
 LOG = logging.getLogger("gateway.merged")
@@ -52,12 +51,10 @@ class MergedHop:
     def call(self, item: Any, deadline: float) -> Any:
         rows = np.empty(1, dtype=object)
         rows[0] = (item, deadline)
-        future = self.batcher.submit(rows)
         try:
-            out, _ = future.result(timeout=max(0.0, deadline - time.monotonic()))
-        except FutureTimeout:
-            raise FaceditError(f"{self.name}: no answer before the deadline", "DEADLINE_EXCEEDED") \
-                from None
+            out, _ = self.batcher.call(rows, deadline - time.monotonic())
+        except DeadlineExceeded:
+            raise DeadlineExceeded(f"{self.name}: no answer before the deadline") from None
         if isinstance(out[0], BaseException):
             raise out[0]
         return out[0]

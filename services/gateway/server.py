@@ -38,7 +38,7 @@ from facedit.v1 import (
 from facedit_core import align, images, latents, reference
 from facedit_core.errors import FaceditError, FailedPrecondition, InvalidArgument
 from facedit_core.records import FACENET_SPACE, LATENT_SPACE, NAME_PATTERN, custom_id
-from services.common import config, logs
+from services.common import config, deadlines, logs
 from services.common.errors import reraise_downstream
 from services.common.redis_server import connect
 from services.common.server import MAX_MESSAGE_BYTES, Service, serve
@@ -108,8 +108,7 @@ class Budget:
     """What is left of a request's deadline."""
 
     def __init__(self, context, default_s: float):
-        remaining = context.time_remaining()
-        self.deadline = time.monotonic() + (remaining if remaining is not None else default_s)
+        self.deadline = time.monotonic() + deadlines.remaining(context, default_s)
 
     @classmethod
     def until(cls, deadline: float) -> "Budget":
@@ -533,8 +532,6 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--latent-ttl-s", type=int, default=int(config.env("latent_ttl_s", "3600")))
     p.add_argument("--hop-timeout-s", type=float, default=float(config.env("hop_timeout_s", "10")),
                    help="deadline of each downstream call")
-    p.add_argument("--default-deadline-s", type=float, default=float(config.env("default_deadline_s", "30")),
-                   help="budget of a request whose caller set no deadline")
     p.add_argument("--compose-memo", type=int,
                    default=int(config.env("compose_memo", str(ComposeMemo.DEFAULT_SIZE))),
                    help="Compose answers remembered while the registry is unchanged (checked with one Redis "

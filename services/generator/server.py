@@ -16,7 +16,7 @@ from facedit.v1 import common_pb2, generator_pb2, generator_pb2_grpc
 from facedit_core import latents
 from facedit_core.errors import InvalidArgument
 from facedit_core.pack import Pack, load_pack
-from services.common import config, logs, onnx
+from services.common import config, deadlines, logs, onnx
 from services.common.server import Service, serve
 from services.common.tensors import from_tensor, to_tensor
 
@@ -30,17 +30,19 @@ class OnnxGenerator:
         self.batcher = onnx.batched(pack.artefact("generator"), threading, io_binding, max_batch, max_delay_s,
                                     max_queue, workers, name=f"gen-{pack.name}")
 
-    def generate(self, z: np.ndarray, timeout_s: float | None) -> tuple[np.ndarray, int]:
-        return self.batcher.submit(z).result(timeout=timeout_s)
+    def generate(self, z: np.ndarray, timeout_s: float) -> tuple[np.ndarray, int]:
+        """z (N, D) -> (pixels, batch size), within timeout_s (DeadlineExceeded after it)."""
+        return self.batcher.call(z, timeout_s)
 
     def close(self) -> None:
         self.batcher.close()
 
 
 class GeneratorServicer(generator_pb2_grpc.GeneratorServicer):
-    def __init__(self, generators: dict, default_pack: str):
+    def __init__(self, generators: dict, default_pack: str, default_deadline_s: float = deadlines.DEFAULT_DEADLINE_S):
         # name -> OnnxGenerator or TorchServeGenerator: anything with .pack and .generate(z, timeout_s)
         self.generators, self.default_pack = generators, default_pack
+        self.default_deadline_s = default_deadline_s
 
     def GenerateImages(self, request, context):
         name = request.pack or self.default_pack
@@ -48,7 +50,7 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServicer):
         if gen is None:
             raise InvalidArgument(f"unknown pack {name!r}; this generator serves {sorted(self.generators)}")
         z = latents.check(from_tensor(request.latents, "latents"), gen.pack.latent_dim, "latents")
-        pixels, batch = gen.generate(np.ascontiguousarray(z), context.time_remaining())
+        pixels, batch = gen.generate(np.ascontiguousarray(z), deadlines.remaining(context, self.default_deadline_s))
         return generator_pb2.GenerateImagesResponse(
             pack=common_pb2.PackRef(name=gen.pack.name, version=gen.pack.version),
             pixels=to_tensor(pixels), batch_size=batch)
@@ -86,7 +88,7 @@ def create(args: argparse.Namespace, logger: logging.Logger) -> Service:
         for g in generators.values():
             g.close()
 
-    return Service("generator", GeneratorServicer(generators, packs[0]),
+    return Service("generator", GeneratorServicer(generators, packs[0], args.default_deadline_s),
                    generator_pb2_grpc.add_GeneratorServicer_to_server, "facedit.v1.Generator", close)
 
 

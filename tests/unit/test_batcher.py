@@ -5,7 +5,7 @@ import time
 import numpy as np
 import pytest
 
-from facedit_core.errors import InvalidArgument, ResourceExhausted
+from facedit_core.errors import DeadlineExceeded, InvalidArgument, ResourceExhausted
 from services.common.batcher import DynamicBatcher
 
 
@@ -151,5 +151,32 @@ def test_inline_runs_a_lone_request_in_the_callers_thread_and_queues_the_rest():
             failing.submit(np.ones((1, 1), np.float32)).result(0)
         failing.close()
         assert b.running == 0 and b.batches == 3
+    finally:
+        b.close()
+
+
+def test_a_request_whose_deadline_passed_in_the_queue_never_runs():
+    gate, ran = threading.Event(), []
+
+    def slow(x):
+        gate.wait(5)
+        ran.append(len(x))
+        return x
+
+    b = DynamicBatcher(slow, max_batch=4, max_delay_s=0.0, name="gen")
+    try:
+        first = b.submit(np.zeros((1, 1), np.float32))  # holds the only worker
+        time.sleep(0.05)
+        with pytest.raises(DeadlineExceeded, match="gen: no answer within the deadline"):
+            b.call(np.zeros((2, 1), np.float32), timeout_s=0.05)  # its caller gives up while it waits
+        late = b.submit(np.zeros((3, 1), np.float32), deadline=time.monotonic() + 0.05)
+        time.sleep(0.1)
+        gate.set()
+        first.result(5)
+        with pytest.raises(DeadlineExceeded, match="passed while queued"):
+            late.result(5)
+        assert b.call(np.zeros((1, 1), np.float32), timeout_s=5)[0].shape == (1, 1)
+        assert ran == [1, 1]  # neither abandoned request reached the model
+        assert b.expired == 1  # the cancelled one is not counted as expired: its caller cancelled it
     finally:
         b.close()

