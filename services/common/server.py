@@ -34,6 +34,7 @@ from services.common.errors import status_code
 from services.common.logs import log
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+STREAM_IDLE_S = 1.0  # a bidirectional stream (reflection) whose client sent nothing for this long is cancelled
 
 
 class ErrorAndLogInterceptor(grpc.ServerInterceptor):
@@ -59,6 +60,11 @@ class ErrorAndLogInterceptor(grpc.ServerInterceptor):
         elif handler.unary_stream:
             wrapped = grpc.unary_stream_rpc_method_handler(
                 self._wrap_stream(handler.unary_stream, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer)
+        elif handler.stream_stream:
+            wrapped = grpc.stream_stream_rpc_method_handler(
+                _idle_cancelled(handler.stream_stream),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer)
         else:
@@ -102,6 +108,32 @@ class ErrorAndLogInterceptor(grpc.ServerInterceptor):
                     raise
                 self._fail(context, method, err, t0)
         return wrapped
+
+
+def _idle_cancelled(behaviour, idle_s: float | None = None):
+    """A bidirectional stream (server reflection) cancelled when its client sends nothing for idle_s.
+
+    A stream holds one of the server's handler threads for its whole life, and a reflection client
+    such as grpcurl keeps its stream open until its own call has finished: enough concurrent
+    grpcurls would hold every thread in idle reflection streams while their calls wait for one.
+    Cancelling idle streams frees the threads (a client that asks again opens a new stream)."""
+    def wrapped(request_iterator, context):
+        limit = STREAM_IDLE_S if idle_s is None else idle_s
+
+        def requests():
+            while True:
+                timer = threading.Timer(limit, context.cancel)
+                timer.daemon = True
+                timer.start()
+                try:
+                    request = next(request_iterator)
+                except StopIteration:
+                    return
+                finally:
+                    timer.cancel()
+                yield request
+        yield from behaviour(requests(), context)
+    return wrapped
 
 
 def _is_abort(err: Exception, context) -> bool:
