@@ -70,3 +70,28 @@ def test_grpcurl_without_max_time_edits_concurrently(tiny_servers):
     failed = [(err, code) for _, err, code in results if code != 0]
     assert not failed, failed
     assert all(json.loads(out)["image"] for out, _, _ in results)
+
+
+def test_idle_reflection_streams_cannot_starve_the_server(tiny_servers):
+    """More open, idle reflection streams than the gateway has handler threads (8 here): each holds a
+    thread until its client has been idle for STREAM_IDLE_S; then an Edit gets a thread again."""
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    release = threading.Event()
+
+    def one_request_then_idle():
+        yield reflection_pb2.ServerReflectionRequest(list_services="")
+        release.wait(60)
+
+    with grpc.insecure_channel(tiny_servers.addresses["gateway"]) as channel:
+        reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+        streams = [reflection.ServerReflectionInfo(one_request_then_idle()) for _ in range(12)]
+        try:
+            firsts = [next(s) for s in streams[:8]]  # the first 8 get a thread and an answer, then idle
+            assert all(f.list_services_response.service for f in firsts)
+            reply = gateway_pb2_grpc.GatewayStub(channel).Edit(edit_request(1), timeout=20)
+            assert reply.image.startswith(b"\x89PNG")
+        finally:
+            release.set()
+            for s in streams:
+                s.cancel()
