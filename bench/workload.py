@@ -55,7 +55,7 @@ def model_flops(pack: Pack) -> dict:
 
 
 def face_pngs(pack: Pack, count: int = 64, seed: int = 1234) -> list[bytes]:
-    """PNG files of rendered faces (training.renderer) at the pack's resolution."""
+    """PNG files of rendered faces (training.data.renderer) at the pack's resolution."""
     from training.data.renderer import render_seed
 
     pixels, _ = render_seed(seed, count, size=pack.resolution)

@@ -1,4 +1,4 @@
-"""Text -> latent vectors for the words method (training/words.py made the artefacts).
+"""Text -> latent vectors for the words method (training/methods/words.py made the artefacts).
 
 A text is split into clauses (at ',', ';', 'and', 'then'); each clause is understood as one
 trained word of the pack's vocabulary, or not at all:
@@ -91,7 +91,7 @@ class TextMapper:
             got = encoder([self.vocab["concepts"][0]["text"]])[0]
             if float(got @ self.concepts[0]) < 0.999:
                 raise RuntimeError("the sentence encoder does not reproduce the pack's concept embeddings "
-                                   "(another model?); rebuild it with `python -m training.minilm_onnx`")
+                                   "(another model?); rebuild it with `python -m training.third_party.minilm_onnx build/minilm` (make setup)")
 
     def _map(self, words: list[str]) -> tuple[np.ndarray, np.ndarray]:
         g = self.glove[[self.glove_index[w] for w in words]]

@@ -1,7 +1,7 @@
 """The generator's second backend: forward latents to a real TorchServe over its gRPC API.
 
 TorchServe does the batching (batchSize / maxBatchDelay from the .mar's
-model-config.yaml, see training/torchserve_export.py); the handler and its wire format
+model-config.yaml, see training/packs/torchserve_export.py); the handler and its wire format
 are in services/generator/ts_handler.py. `TorchServeGenerator.generate` has the same
 contract as `OnnxGenerator.generate`, so the servicer does not know which one it has.
 
@@ -87,7 +87,7 @@ class TorchServeGenerator:
                 "not found" in details.lower() or "does not exist" in details.lower()):
             return FailedPrecondition(
                 f"{where} does not serve model {self.model_name!r} version {self.model_version or '(default)'} "
-                f"({details}); build it with `python -m training.torchserve_export` and load it")
+                f"({details}); build it with `python -m training.packs.torchserve_export` and load it")
         return FaceditError(f"{where} failed ({code.name}): {details}", "INTERNAL")
 
     def _parse(self, body: bytes) -> Prediction:

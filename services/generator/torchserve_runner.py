@@ -205,7 +205,7 @@ class TorchServe:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m services.generator.torchserve_runner", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--mar", required=True, help="model archive (python -m training.torchserve_export)")
+    p.add_argument("--mar", required=True, help="model archive (python -m training.packs.torchserve_export)")
     p.add_argument("--workdir", default="out/torchserve/run", help="TMPDIR, config and logs go here")
     p.add_argument("--grpc-port", type=int, default=7070, help="gRPC inference port (others: free ports)")
     args = p.parse_args(argv)

@@ -1,7 +1,7 @@
 """TorchServe handler for a pack's generator.onnx (runs inside TorchServe's Python worker).
 
 It imports nothing from this repository (the worker has only the .mar's files on its
-path): numpy and onnxruntime only. `training/torchserve_export.py` packs it into the
+path): numpy and onnxruntime only. `training/packs/torchserve_export.py` packs it into the
 .mar; `services/generator/torchserve_backend.py` is its client.
 
 Wire format (one TorchServe request):
