@@ -10,6 +10,16 @@ STATUSES = ("INVALID_ARGUMENT", "NOT_FOUND", "FAILED_PRECONDITION", "RESOURCE_EX
             "DEADLINE_EXCEEDED", "INTERNAL")
 
 
+MAX_ECHO_CHARS = 80  # a caller's input quoted back in a message is cut to this
+
+
+def shorten(value, limit: int = MAX_ECHO_CHARS) -> str:
+    """str(value) cut to `limit` characters (with a note of the full length): a caller's input
+    quoted in an error message or a log line never makes it large."""
+    text = value if isinstance(value, str) else str(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 class FaceditError(Exception):
     """A failure with a message for a person; `status` says which kind (default INTERNAL)."""
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from facedit_core import istrc_directions
-from facedit_core.errors import FailedPrecondition
+from facedit_core.errors import FailedPrecondition, InvalidArgument
 from facedit_core.records import ISTRC_PREFIX, LATENT_SPACE, DirectionRecord
 
 FORMAT = "facedit-pack/1"
@@ -117,4 +117,9 @@ def read_directions(pack: Pack) -> list[tuple[DirectionRecord, np.ndarray]]:
         except (ValueError, KeyError) as err:
             raise PackError(f"{pack.name}: cannot read its ISTRC directions: {err}")
         out += [(DirectionRecord.from_dict(rec), vec.astype("<f4")) for rec, vec in derived]
+    for record, _ in out:
+        try:
+            record.check()
+        except InvalidArgument as err:
+            raise PackError(f"{pack.name}: {err}") from None
     return out

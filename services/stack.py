@@ -14,6 +14,7 @@ import dataclasses
 import io
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -27,7 +28,7 @@ from PIL import Image, ImageDraw
 
 from services.common import config
 from services.common.processes import terminate
-from services.common.redis_server import EmbeddedRedis, free_port, redis_url_from_env
+from services.common.redis_server import EmbeddedRedis, free_port, redact, redis_url_from_env
 
 SERVICES = ("directions", "encoder", "generator", "gateway")
 DEFAULT_PORTS = {"gateway": 50050, "encoder": 50051, "directions": 50052, "generator": 50053}
@@ -61,11 +62,11 @@ class Stack:
         common = ["--host", "127.0.0.1", "--port", str(self.ports[service]), "--model-store", str(self.model_store)]
         packs = ["--packs", ",".join(self.packs)]
         extra = {
-            "directions": [*packs, "--redis-url", self.redis_url],
+            "directions": packs,
             "encoder": packs,
             "generator": packs,
             "gateway": ["--encoder", self.address("encoder"), "--directions", self.address("directions"),
-                        "--generator", self.address("generator"), "--redis-url", self.redis_url,
+                        "--generator", self.address("generator"),
                         "--default-pack", self.packs[0]],
         }[service]
         return [sys.executable, "-m", f"services.{service}.server", *common, *extra]
@@ -74,9 +75,12 @@ class Stack:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         try:
             if not self.redis_url and {"directions", "gateway"} & set(self.services):
-                self.redis = EmbeddedRedis(workdir=str(self.log_dir / "redis")).start()
+                # a password of its own, and an append-only file: a restart of the stack keeps the registry
+                self.redis = EmbeddedRedis(workdir=str(self.log_dir / "redis"), password=secrets.token_hex(16)).start()
                 self.redis_url = self.redis.url
             env = {**os.environ, "ORT_DISABLE_TELEMETRY": "1", **self.extra_env}
+            if self.redis_url:  # in the environment, not on the command line where `ps` shows its password
+                env["FACEDIT_REDIS_URL"] = self.redis_url
             for service in self.services:
                 log = open(self.log_dir / f"{service}.log", "ab")
                 self.procs[service] = subprocess.Popen(self._command(service), stdout=log, stderr=subprocess.STDOUT,
@@ -275,7 +279,7 @@ def run(args) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     try:
-        print(f"stack up in {time.perf_counter() - t0:.1f}s; redis {stack.redis_url}")
+        print(f"stack up in {time.perf_counter() - t0:.1f}s; redis {redact(stack.redis_url)}")
         grid = demo(stack, Path("out/demo_grid.png"))
         gw = stack.address("gateway")
         print(f"\ndemo edit grid written to {grid}\n")

