@@ -2,12 +2,15 @@
 service needs."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from facedit.v1 import common_pb2
 from facedit_core import images
-from facedit_core.errors import InvalidArgument
+from facedit_core.errors import InvalidArgument, shorten
 
+MAX_DIMS = 8  # dimensions of a tensor message
 _DTYPES = {common_pb2.DTYPE_FLOAT32: np.dtype("<f4"), common_pb2.DTYPE_UINT8: np.dtype("u1")}
 _CODES = {np.dtype("float32"): common_pb2.DTYPE_FLOAT32, np.dtype("uint8"): common_pb2.DTYPE_UINT8}
 
@@ -30,11 +33,11 @@ def from_tensor(tensor: common_pb2.Tensor, what: str = "tensor") -> np.ndarray:
         raise InvalidArgument(f"{what}: dtype must be DTYPE_FLOAT32 or DTYPE_UINT8")
     dtype = _DTYPES[tensor.dtype]
     shape = tuple(int(s) for s in tensor.shape)
-    if any(s < 0 for s in shape):
-        raise InvalidArgument(f"{what}: negative dimension in shape {list(shape)}")
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if len(shape) > MAX_DIMS or any(s < 0 for s in shape):
+        raise InvalidArgument(f"{what}: shape {shorten(list(shape))} needs 0 to {MAX_DIMS} dimensions, none negative")
+    expected = math.prod(shape) * dtype.itemsize  # Python ints: a shape like [2**62, 4] cannot overflow
     if len(tensor.data) != expected:
-        raise InvalidArgument(f"{what}: shape {list(shape)} of {np.dtype(dtype).name} needs "
+        raise InvalidArgument(f"{what}: shape {shorten(list(shape))} of {np.dtype(dtype).name} needs "
                               f"{expected} bytes, got {len(tensor.data)}")
     return np.frombuffer(tensor.data, dtype=dtype).reshape(shape)
 

@@ -85,3 +85,10 @@ def test_seed_latents_are_deterministic_standard_normal():
     assert abs(many.mean()) < 0.05 and abs(many.std() - 1) < 0.05
     with pytest.raises(InvalidArgument):
         latents.from_seed(-1, 64)
+
+
+def test_a_tensor_shape_too_large_to_multiply_is_a_clear_invalid_argument():
+    """Seen answering INTERNAL: np.prod of [2**62, 4] overflowed int64."""
+    for shape, match in (([2**62, 4], "needs 73786976294838206464 bytes"), ([1] * 9, "0 to 8 dimensions")):
+        with pytest.raises(InvalidArgument, match=match):
+            from_tensor(common_pb2.Tensor(dtype=common_pb2.DTYPE_FLOAT32, shape=shape, data=b""))
