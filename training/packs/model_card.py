@@ -1,5 +1,5 @@
-"""model_card.md of any pack, written from its manifest's figures: a section per step whose figures
-the manifest holds (renderer packs and packs with measured attributes alike)."""
+"""model_card.md of any pack, written from its manifest's figures and its evaluation's (evaluation.json):
+a section per step whose figures the pack holds (renderer packs and packs with measured attributes alike)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,14 +11,16 @@ def _table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
-def write_model_card(manifest: dict, path: Path) -> None:
-    path.write_text(model_card(manifest))
+def write_model_card(manifest: dict, path: Path, evaluation: dict | None = None) -> None:
+    path.write_text(model_card(manifest, evaluation))
 
 
-def model_card(manifest: dict) -> str:
-    """The card of any pack: each section is there when the manifest has its figures."""
+def model_card(manifest: dict, evaluation: dict | None = None) -> str:
+    """The card of any pack: each section is there when the manifest has its figures; `evaluation`:
+    the evaluation's figures (evaluation.json; packs exported before it moved there: the manifest's
+    metrics["evaluation"])."""
     m, attrs = manifest["metrics"], manifest["attributes"]
-    ev = m.get("evaluation", {})
+    ev = evaluation if evaluation is not None else m.get("evaluation", {})
     parts = _header(manifest) + _training(manifest)
     if "annotate" in m:
         parts += _annotation(m["annotate"], attrs)
@@ -52,7 +54,7 @@ def _header(manifest: dict) -> list[str]:
             f"(labels: {manifest['training']['config'].get('attributes', {}).get('source', 'renderer')}). "
             f"Default edit method: {manifest['default_method']}.", "",
             "All figures below were measured by `python -m training pack` (docs/training.md) and are",
-            "copied from `manifest.json`; nothing here is typed by hand."]
+            "copied from `manifest.json` and `evaluation.json`; nothing here is typed by hand."]
 
 
 def _training(manifest: dict) -> list[str]:

