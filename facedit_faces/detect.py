@@ -2,7 +2,10 @@
 facenet-pytorch wheel ships (pnet.pt, rnet.pt, onet.pt; nothing is downloaded).
 
 Runs on CUDA when torch sees a GPU, else on the CPU. Small photos are upsampled before
-detection (MTCNN misses faces that fill an image of less than ~160 pixels).
+detection (MTCNN misses faces that fill an image of less than ~160 pixels); large ones are
+downscaled to MAX_DETECT_SIDE, which bounds the time one detection holds the detector (a
+4096x4096 photo took seconds; faces narrower than about min_face_size x 4096 / 1280 = 64
+pixels of such a photo are then missed). A caller waits for the detector at most its timeout.
 """
 from __future__ import annotations
 
@@ -12,7 +15,10 @@ import threading
 import numpy as np
 from PIL import Image
 
-MIN_DETECT_SIDE = 256  # photos whose longer side is smaller are upsampled to about this
+from facedit_core.errors import DeadlineExceeded
+
+MIN_DETECT_SIDE = 256   # photos whose longer side is smaller are upsampled to about this
+MAX_DETECT_SIDE = 1280  # photos whose longer side is larger are downscaled to this for detection
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,15 +44,22 @@ class FaceDetector:
         self.min_score = min_score
         self._lock = threading.Lock()  # one detection at a time per process (torch module state)
 
-    def detect(self, photo: np.ndarray) -> list[Detection]:
-        """photo (H, W, 3) uint8 RGB -> detections with score >= min_score, best first."""
+    def detect(self, photo: np.ndarray, timeout_s: float | None = None) -> list[Detection]:
+        """photo (H, W, 3) uint8 RGB -> detections with score >= min_score, best first, in photo
+        pixels. timeout_s: how long to wait for the detector (DeadlineExceeded after it)."""
         h, w = photo.shape[:2]
-        factor = max(1.0, MIN_DETECT_SIDE / max(h, w))
+        factor = min(max(1.0, MIN_DETECT_SIDE / max(h, w)), MAX_DETECT_SIDE / max(h, w))
         image = Image.fromarray(photo)
-        if factor > 1.0:
-            image = image.resize((round(w * factor), round(h * factor)), Image.Resampling.BICUBIC)
-        with self._lock, self._torch.inference_mode():
-            boxes, probs, points = self.mtcnn.detect(image, landmarks=True)
+        if factor != 1.0:
+            size = (max(1, round(w * factor)), max(1, round(h * factor)))
+            image = image.resize(size, Image.Resampling.BICUBIC if factor > 1 else Image.Resampling.BOX)
+        if not self._lock.acquire(timeout=-1 if timeout_s is None else max(timeout_s, 0.0)):
+            raise DeadlineExceeded("face detection is busy with other photos; no turn before the deadline")
+        try:
+            with self._torch.inference_mode():
+                boxes, probs, points = self.mtcnn.detect(image, landmarks=True)
+        finally:
+            self._lock.release()
         if boxes is None:
             return []
         sx, sy = w / image.width, h / image.height

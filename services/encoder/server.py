@@ -169,7 +169,8 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServicer):
         if not 0 <= request.max_faces <= MAX_FACES:
             raise InvalidArgument(f"max_faces must be 0 (= {MAX_FACES}) to {MAX_FACES}, got {request.max_faces}")
         photo = images.decode(request.image, "image")
-        found = self.detector.detect(photo)[:request.max_faces or MAX_FACES]
+        found = self.detector.detect(photo, deadlines.remaining(context, self.default_deadline_s))[
+            :request.max_faces or MAX_FACES]
         ref = common_pb2.PackRef(name=m.pack.name, version=m.pack.version)
         response = encoder_pb2.DetectFacesResponse(pack=ref, width=photo.shape[1], height=photo.shape[0])
         if not found:

@@ -137,3 +137,28 @@ def test_roll_annotator_follows_a_known_rotation(detector, generated_faces):
             shifts.append(annotators.measure(face, b[0].landmarks)[i] - annotators.measure(face, a[0].landmarks)[i])
     assert len(shifts) >= 5
     assert abs(np.median(shifts) - 10.0) < 3.0, shifts
+
+
+def test_a_huge_photo_is_detected_at_a_bounded_size_and_the_face_found(detector, astronaut, monkeypatch):
+    """A 4096x4096 photo (the astronaut enlarged 8x) is detected on a copy of at most MAX_DETECT_SIDE
+    pixels, so one photo cannot hold the detector for long; boxes come back in photo pixels."""
+    from PIL import Image
+
+    from facedit_faces.detect import MAX_DETECT_SIDE
+
+    huge = np.asarray(Image.fromarray(astronaut).resize((4096, 4096), Image.Resampling.BILINEAR))
+    sizes, real = [], detector.mtcnn.detect
+    monkeypatch.setattr(detector.mtcnn, "detect", lambda image, **kw: (sizes.append(image.size), real(image, **kw))[1])
+    small, big = detector.detect(astronaut), detector.detect(huge)
+    assert sizes[-1] == (MAX_DETECT_SIDE, MAX_DETECT_SIDE)
+    assert len(big) == len(small) >= 1
+    assert np.allclose(big[0].box, small[0].box * 8, atol=8 * 6)  # the same face, in the big photo's pixels
+
+
+def test_a_caller_waits_for_a_busy_detector_no_longer_than_its_timeout(detector, astronaut):
+    from facedit_core.errors import DeadlineExceeded
+
+    with detector._lock:  # another photo's detection is running
+        with pytest.raises(DeadlineExceeded, match="busy"):
+            detector.detect(astronaut, timeout_s=0.05)
+    assert detector.detect(astronaut, timeout_s=5)  # free again
