@@ -23,9 +23,11 @@ LOGGER = logging.getLogger("test")
 
 class Servers:
     """The four services, each wired by its own `create` (as its main() does) and started on its own
-    real gRPC server on 127.0.0.1, in this process."""
+    real gRPC server on 127.0.0.1, in this process. extra: more flags per service name (security
+    flags: TLS files, tokens file)."""
 
-    def __init__(self, store: Path, pack: str, redis_url: str, more_packs: tuple[str, ...] = ()):
+    def __init__(self, store: Path, pack: str, redis_url: str, more_packs: tuple[str, ...] = (),
+                 extra: dict[str, list[str]] | None = None):
         from services.directions import server as directions
         from services.encoder import server as encoder
         from services.gateway import server as gateway
@@ -36,6 +38,7 @@ class Servers:
         batching = ["--threads", "1", "--max-queue", "64"]
         self.redis_client = connect(redis_url)  # the registry's Redis, for tests that look inside it
         self.servers, self.services, self.addresses = [], [], {}
+        self.extra = extra or {}
         self._start(directions, [*common, "--redis-url", redis_url, "--sentence-encoder", str(MINILM)])
         self._start(encoder, [*common, *batching])
         self._start(generator, [*common, *batching])
@@ -47,7 +50,8 @@ class Servers:
 
     def _start(self, module, argv: list[str]):
         """Start `module`'s service from its command-line flags; returns its servicer."""
-        service = module.create(module.parser().parse_args(argv), LOGGER)
+        name = module.__name__.split(".")[-2]
+        service = module.create(module.parser().parse_args([*argv, *self.extra.get(name, [])]), LOGGER)
         server, address = start_local(service, LOGGER)
         self.servers.append(server)
         self.services.append(service)
@@ -84,3 +88,70 @@ def other_gateway(servers: "Servers", generator: str, redis_client, **gateway_kw
         client.close()
         server.stop(0).wait()
         service.close()
+
+
+class Pki:
+    """A certificate authority of its own in `folder` (tests make theirs with the cryptography package):
+    ca.pem / ca.key, and per name <name>.pem / <name>.key with common name = name, subject alternative
+    names localhost, 127.0.0.1 and the name, usable as server and as client certificate."""
+
+    def __init__(self, folder: Path, names: tuple[str, ...] = ("gateway", "encoder", "directions", "generator"),
+                 ca_name: str = "facedit test CA"):
+        import datetime as dt
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+        self._x509, self._hashes, self._ec, self._ser = x509, hashes, ec, serialization
+        self._eku = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+        self._cn = NameOID.COMMON_NAME
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        now = dt.datetime.now(dt.timezone.utc)
+        self._valid = (now - dt.timedelta(minutes=5), now + dt.timedelta(days=2))
+        self._ca_key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(self._cn, ca_name)])
+        self._ca_name = name
+        ca = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+              .public_key(self._ca_key.public_key()).serial_number(x509.random_serial_number())
+              .not_valid_before(self._valid[0]).not_valid_after(self._valid[1])
+              .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+              .sign(self._ca_key, hashes.SHA256()))
+        self._write("ca", ca, self._ca_key)
+        for n in names:
+            self.issue(n)
+
+    @property
+    def ca(self) -> Path:
+        return self.folder / "ca.pem"
+
+    def cert(self, name: str) -> Path:
+        return self.folder / f"{name}.pem"
+
+    def key(self, name: str) -> Path:
+        return self.folder / f"{name}.key"
+
+    def issue(self, name: str) -> Path:
+        import ipaddress
+
+        x509 = self._x509
+        key = self._ec.generate_private_key(self._ec.SECP256R1())
+        cert = (x509.CertificateBuilder()
+                .subject_name(x509.Name([x509.NameAttribute(self._cn, name)])).issuer_name(self._ca_name)
+                .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(self._valid[0]).not_valid_after(self._valid[1])
+                .add_extension(x509.SubjectAlternativeName([
+                    x509.DNSName("localhost"), x509.DNSName(name), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                    critical=False)
+                .add_extension(x509.ExtendedKeyUsage(self._eku), critical=False)
+                .sign(self._ca_key, self._hashes.SHA256()))
+        self._write(name, cert, key)
+        return self.cert(name)
+
+    def _write(self, name: str, cert, key) -> None:
+        ser = self._ser
+        self.cert(name).write_bytes(cert.public_bytes(ser.Encoding.PEM))
+        self.key(name).write_bytes(key.private_bytes(ser.Encoding.PEM, ser.PrivateFormat.PKCS8, ser.NoEncryption()))
+        self.key(name).chmod(0o600)

@@ -27,7 +27,38 @@ def parser(service: str, default_port: int) -> argparse.ArgumentParser:
     p.add_argument("--default-deadline-s", type=float,
                    default=float(env("default_deadline_s", str(deadlines.DEFAULT_DEADLINE_S))),
                    help="deadline of a call whose caller set none")
+    add_security_flags(p, service)
     return p
+
+
+def add_security_flags(p: argparse.ArgumentParser, service: str) -> None:
+    """TLS, mTLS and caller checks (services/common/security.py, docs/security.md)."""
+    g = p.add_argument_group("security (docs/security.md)")
+    g.add_argument("--tls-cert", default=env("tls_cert", ""), help="PEM certificate (chain) to serve TLS with")
+    g.add_argument("--tls-key", default=env("tls_key", ""), help="PEM private key of --tls-cert")
+    g.add_argument("--tls-client-ca", default=env("tls_client_ca", ""),
+                   help="PEM CA: callers must present a client certificate it signed (mTLS; health checks excepted)")
+    g.add_argument("--peer-roles", default=env("peer_roles", "gateway=gateway;admin=admin"),
+                   help="roles of client certificates by common name, name=role[+role];... (roles: internal, "
+                        "gateway: stores custom directions for the clients it forwards, admin: publishes packs)")
+    g.add_argument("--reflection", choices=("auth", "open", "off"), default=env("reflection", "auth"),
+                   help="server reflection: for callers that pass the checks of every other RPC (auth), for "
+                        "anyone (open), or not served (off)")
+    g.add_argument("--insecure", action="store_true", default=env("insecure", "0") not in ("", "0", "false"),
+                   help="allow plaintext or unchecked callers on an address other than loopback")
+    g.add_argument("--health-port", type=int, default=int(env("health_port", "0")),
+                   help="also serve grpc.health.v1 alone in plaintext on this port (probes without TLS); 0 = no")
+    if service == "gateway":
+        g.add_argument("--tokens-file", default=env("tokens_file", ""),
+                       help="JSON file of the clients' bearer tokens and roles (a mounted secret); empty = no "
+                            "tokens asked")
+        g.add_argument("--internal-ca", default=env("internal_ca", ""),
+                       help="PEM CA of the internal services' certificates: calls them over TLS")
+        g.add_argument("--internal-cert", default=env("internal_cert", ""),
+                       help="PEM client certificate presented to the internal services (mTLS)")
+        g.add_argument("--internal-key", default=env("internal_key", ""), help="PEM key of --internal-cert")
+        g.add_argument("--internal-server-name", default=env("internal_server_name", ""),
+                       help="name to check in the internal services' certificates instead of their address's host")
 
 
 def add_batching_flags(p: argparse.ArgumentParser) -> None:

@@ -7,6 +7,18 @@ import grpc
 from facedit_core.errors import FaceditError
 
 
+class Unauthenticated(FaceditError):
+    """No or unknown credentials (services/common/security.py)."""
+
+    status = "UNAUTHENTICATED"
+
+
+class PermissionDenied(FaceditError):
+    """The caller is known but may not do this: a role it lacks, another client's custom direction."""
+
+    status = "PERMISSION_DENIED"
+
+
 def status_code(err: FaceditError) -> grpc.StatusCode:
     """The gRPC code of a domain error (its `status` name)."""
     return grpc.StatusCode[err.status]
@@ -24,6 +36,8 @@ def reraise_downstream(err: grpc.RpcError, hop: str) -> FaceditError:
     passthrough = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
                    grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.RESOURCE_EXHAUSTED,
                    grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE}
+    if code == grpc.StatusCode.PERMISSION_DENIED:  # e.g. replacing another client's custom direction
+        return PermissionDenied(details)
     if code in passthrough:
         return FaceditError(f"{hop}: {details}" if code in (grpc.StatusCode.UNAVAILABLE,
                                                              grpc.StatusCode.DEADLINE_EXCEEDED) else details, code.name)

@@ -7,8 +7,10 @@ Each service module has `create(args, logger) -> Service` (its servicer wired fr
   with the message for bad input), any other exception into INTERNAL (logged
   with its traceback; the server keeps serving), and logs each call with its
   duration and status;
-- grpc.health.v1 (the overall "" service and each named service) and server
-  reflection;
+- the caller checks of services/common/security.py (TLS / mTLS, bearer tokens, roles) when the
+  service has a Security;
+- grpc.health.v1 (the overall "" service and each named service; callable without credentials)
+  and server reflection (`--reflection`);
 - explicit message size limits;
 - graceful shutdown on SIGTERM/SIGINT: health turns NOT_SERVING, in-flight
   calls get `grace_s` to finish.
@@ -30,6 +32,7 @@ from grpc_reflection.v1alpha import reflection
 
 from facedit_core.errors import FaceditError
 from services.common import config
+from services.common.security import Security, SecurityInterceptor
 from services.common.errors import status_code
 from services.common.logs import log
 
@@ -147,21 +150,29 @@ class Service:
 
     add_to_server: the generated add_<Name>Servicer_to_server function; full_name: the proto
     service ("facedit.v1.Gateway") for health and reflection; close: releases its threads and
-    models (batchers, connections) after the server stopped."""
+    models (batchers, connections) after the server stopped. security: TLS and caller checks (None:
+    plaintext, no checks, loopback only); access: full method name -> the role it needs ("*": every
+    other method; no entry: any authenticated caller)."""
 
     name: str
     servicer: object
     add_to_server: Callable[[object, grpc.Server], None]
     full_name: str
     close: Callable[[], None] = lambda: None
+    security: Security | None = None
+    access: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 def create_server(service: Service, logger: logging.Logger,
                   max_workers: int = config.DEFAULT_WORKERS) -> tuple[grpc.Server, health.HealthServicer]:
-    """A server with the interceptor, health and reflection; not yet bound or started."""
+    """A server with the interceptors, health and reflection; not yet bound or started."""
+    interceptors = [ErrorAndLogInterceptor(logger)]
+    security = service.security
+    if security is not None and (security.checks_callers or security.trust_forwarded):
+        interceptors.insert(0, SecurityInterceptor(security, service.access, service.name, logger))
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=service.name),
-        interceptors=[ErrorAndLogInterceptor(logger)],
+        interceptors=interceptors,
         options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                  ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                  ("grpc.so_reuseport", 0)],
@@ -170,7 +181,9 @@ def create_server(service: Service, logger: logging.Logger,
     service.add_to_server(service.servicer, server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection([service.full_name, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    if security is None or security.reflection != "off":
+        reflection.enable_server_reflection([service.full_name, health.SERVICE_NAME, reflection.SERVICE_NAME],
+                                            server)
     for name in ("", service.full_name):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     return server, health_servicer
@@ -180,20 +193,45 @@ def start_local(service: Service, logger: logging.Logger, max_workers: int = 8) 
     """Start `service` on a free port of 127.0.0.1 in this process (tests, tools); returns the
     started server and its address. The caller stops it (server.stop(0)) and calls service.close()."""
     server, _ = create_server(service, logger, max_workers)
-    port = server.add_insecure_port("127.0.0.1:0")
+    port = _bind(server, service, "127.0.0.1:0")
     server.start()
     return server, f"127.0.0.1:{port}"
 
 
+def _bind(server: grpc.Server, service: Service, address: str) -> int:
+    """Listen on `address` with TLS when the service has a certificate, else in plaintext; the port (0: failed)."""
+    if service.security is not None and service.security.tls:
+        return server.add_secure_port(address, service.security.server_credentials())
+    return server.add_insecure_port(address)
+
+
+def _health_only_server(health_servicer: health.HealthServicer, host: str, port: int, name: str) -> grpc.Server:
+    """grpc.health.v1 alone, in plaintext, for probes that cannot do TLS (Kubernetes' own gRPC probe)."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix=f"{name}-health"))
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    if server.add_insecure_port(f"{host}:{port}") == 0:
+        raise SystemExit(f"{name}: cannot listen on {host}:{port} for health checks (port in use?)")
+    return server
+
+
 def serve(service: Service, host: str, port: int, logger: logging.Logger,
           max_workers: int = config.DEFAULT_WORKERS, grace_s: float = 5.0) -> None:
-    """Start the server, block until SIGTERM/SIGINT, then stop gracefully and close the service."""
+    """Start the server, block until SIGTERM/SIGINT, then stop gracefully and close the service.
+    Refuses (SystemExit) to listen beyond loopback without TLS and caller checks unless --insecure."""
+    security = service.security if service.security is not None else Security()
+    security.check_listen(service.name, host)
     server, health_servicer = create_server(service, logger, max_workers)
     address = f"{host}:{port}"
-    if server.add_insecure_port(address) == 0:
+    if _bind(server, service, address) == 0:
         raise SystemExit(f"{service.name}: cannot listen on {address} (port in use?)")
     server.start()
-    log(logger, "serving", address=address, services=[service.full_name])
+    health_server = None
+    if security.health_port:
+        health_server = _health_only_server(health_servicer, host, security.health_port, service.name)
+        health_server.start()
+    log(logger, "serving", address=address, services=[service.full_name], tls=security.tls,
+        client_certificates=security.client_ca is not None, tokens=security.tokens is not None,
+        reflection=security.reflection, health_port=security.health_port or None)
 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -202,4 +240,6 @@ def serve(service: Service, host: str, port: int, logger: logging.Logger,
     log(logger, "shutting down", grace_s=grace_s)
     health_servicer.enter_graceful_shutdown()
     server.stop(grace_s).wait()
+    if health_server is not None:
+        health_server.stop(0)
     service.close()

@@ -18,7 +18,7 @@ from facedit_core import align, images
 from facedit_core.errors import InvalidArgument
 from facedit_core.pack import Pack, load_pack
 from facedit_core.records import ISTRC_PREFIX
-from services.common import config, deadlines, logs, onnx
+from services.common import config, deadlines, logs, onnx, security
 from services.common.server import Service, serve
 from services.common.tensors import from_tensor, to_tensor
 from services.encoder import istrc
@@ -210,7 +210,7 @@ def create(args: argparse.Namespace, logger: logging.Logger) -> Service:
             m.close()
 
     return Service("encoder", EncoderServicer(models, packs[0], detector, args.default_deadline_s), encoder_pb2_grpc.add_EncoderServicer_to_server,
-                   "facedit.v1.Encoder", close)
+                   "facedit.v1.Encoder", close, security.from_args(args, "encoder", logger))
 
 
 def main(argv: list[str] | None = None) -> None:

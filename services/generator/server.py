@@ -16,7 +16,7 @@ from facedit.v1 import common_pb2, generator_pb2, generator_pb2_grpc
 from facedit_core import latents
 from facedit_core.errors import InvalidArgument
 from facedit_core.pack import Pack, load_pack
-from services.common import config, deadlines, logs, onnx
+from services.common import config, deadlines, logs, onnx, security
 from services.common.server import Service, serve
 from services.common.tensors import from_tensor, to_tensor
 
@@ -89,7 +89,8 @@ def create(args: argparse.Namespace, logger: logging.Logger) -> Service:
             g.close()
 
     return Service("generator", GeneratorServicer(generators, packs[0], args.default_deadline_s),
-                   generator_pb2_grpc.add_GeneratorServicer_to_server, "facedit.v1.Generator", close)
+                   generator_pb2_grpc.add_GeneratorServicer_to_server, "facedit.v1.Generator", close,
+                   security.from_args(args, "generator", logger))
 
 
 def main(argv: list[str] | None = None) -> None:
