@@ -26,10 +26,11 @@ from facedit_core.records import (
     NAME_PATTERN,
     DirectionRecord,
 )
-from services.common import config, logs, methods
+from services.common import config, logs, methods, security
 from services.common.redis_server import connect
 from services.common.server import Service, serve
 from services.common.tensors import from_tensor, to_tensor
+from services.directions.owners import Owners, owner_of_call
 from services.directions.registry import PackInfo, Registry, Snapshot
 from services.directions.republish import DEFAULT_INTERVAL_S, Republisher
 from services.directions.text import SentenceEncoder, TextMapper
@@ -51,6 +52,7 @@ class DirectionsServicer(directions_pb2_grpc.DirectionsServicer):
     def __init__(self, registry: Registry, model_store, default_pack: str,
                  sentence_encoder: SentenceEncoder | None = None):
         self.registry, self.model_store, self.default_pack = registry, model_store, default_pack
+        self.owners = Owners(registry.r)  # who owns each custom direction (docs/security.md)
         self.sentence_encoder = sentence_encoder
         self._text: dict[tuple[str, str], TextMapper] = {}
         self._text_lock = threading.Lock()
@@ -288,7 +290,12 @@ class DirectionsServicer(directions_pb2_grpc.DirectionsServicer):
         vector = from_tensor(d.vector, "vector")
         if vector.dtype != np.float32:
             raise InvalidArgument(f"{d.id}: vector must be float32")
-        self.registry.put(info, record, vector, replace=request.replace)
+        claim = self.owners.claim(info.name, info.version, record.id, request.replace, owner_of_call())
+        try:
+            self.registry.put(info, record, vector, replace=request.replace)
+        except BaseException:
+            self.owners.undo(claim)
+            raise
         return direction_message(record, info)
 
     def LoadPack(self, request, context):
@@ -299,6 +306,10 @@ class DirectionsServicer(directions_pb2_grpc.DirectionsServicer):
         count = self.registry.publish(pack)
         return directions_pb2.LoadPackResponse(pack=common_pb2.PackRef(name=pack.name, version=pack.version),
                                                directions=count)
+
+
+# the peer role each RPC needs when callers present certificates (docs/security.md); others: any internal peer
+ACCESS = {"/facedit.v1.Directions/LoadPack": "admin", "/facedit.v1.Directions/PutDirection": "gateway"}
 
 
 def _checked_strength(strength: float, rec: DirectionRecord) -> float:
@@ -347,7 +358,8 @@ def create(args: argparse.Namespace, logger: logging.Logger) -> Service:
         registry.r.close()
 
     return Service("directions", servicer, directions_pb2_grpc.add_DirectionsServicer_to_server,
-                   "facedit.v1.Directions", close)
+                   "facedit.v1.Directions", close,
+                   security.from_args(args, "directions", logger, trust_forwarded=True), ACCESS)
 
 
 def main(argv: list[str] | None = None) -> None:

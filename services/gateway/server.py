@@ -38,7 +38,7 @@ from facedit.v1 import (
 from facedit_core import align, images, latents, reference
 from facedit_core.errors import FaceditError, FailedPrecondition, InvalidArgument
 from facedit_core.records import FACENET_SPACE, LATENT_SPACE, NAME_PATTERN, custom_id
-from services.common import config, deadlines, logs
+from services.common import config, deadlines, logs, security
 from services.common.errors import reraise_downstream
 from services.common.redis_server import connect
 from services.common.server import MAX_MESSAGE_BYTES, Service, serve
@@ -54,6 +54,7 @@ DEFAULT_STRENGTH_LIMIT = 10.0  # for custom directions of a pack that lists no l
 MAX_SWEEP_STEPS = 64
 MAX_PHOTO_FACES = 16  # faces edited per EditPhoto (the encoder's limit too)
 PACK_INFO_TTL_S = 10.0
+ACCESS = {"*": "edit", "/facedit.v1.Gateway/CreateDirection": "create"}  # role per RPC (docs/security.md)
 CRG_REFERENCE_TEXTS = {  # CreateDirection's record texts (provenance, strength meaning) per method
     "method": "CRG: normalised mean of the encoded positive images minus that of the negative images "
               "(eq. 3; one of each = the paper's single reference pair)",
@@ -74,12 +75,14 @@ class Downstream:
     """Stubs of the three internal services, each call with a deadline, and a pool of threads for
     work that overlaps a request's blocking calls (start, aside)."""
 
-    def __init__(self, encoder: str, directions: str, generator: str, hop_timeout_s: float, aside_threads: int = 32):
+    def __init__(self, encoder: str, directions: str, generator: str, hop_timeout_s: float, aside_threads: int = 32,
+                 tls: security.ChannelSecurity | None = None):
+        """tls: (m)TLS of the channels to the three services; None = plaintext."""
         opts = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
-        self.encoder = encoder_pb2_grpc.EncoderStub(grpc.insecure_channel(encoder, opts))
-        self.directions = directions_pb2_grpc.DirectionsStub(grpc.insecure_channel(directions, opts))
-        self.generator = generator_pb2_grpc.GeneratorStub(grpc.insecure_channel(generator, opts))
+        self.encoder = encoder_pb2_grpc.EncoderStub(security.channel(encoder, tls, opts))
+        self.directions = directions_pb2_grpc.DirectionsStub(security.channel(directions, tls, opts))
+        self.generator = generator_pb2_grpc.GeneratorStub(security.channel(generator, tls, opts))
         self.hop_timeout_s = hop_timeout_s
         self._aside = ThreadPoolExecutor(max_workers=aside_threads, thread_name_prefix="aside")
 
@@ -90,10 +93,10 @@ class Downstream:
         """fn(*args) on a pool thread while the request's thread goes on; .result() gives its value or error."""
         return self._aside.submit(fn, *args)
 
-    def call(self, hop: str, method, request, budget: "Budget"):
+    def call(self, hop: str, method, request, budget: "Budget", metadata=()):
         """A blocking call: cheaper than a future (no hand-off to the channel's spin thread)."""
         try:
-            return method(request, timeout=budget.timeout(self.hop_timeout_s))
+            return method(request, timeout=budget.timeout(self.hop_timeout_s), metadata=metadata or None)
         except grpc.RpcError as err:
             raise reraise_downstream(err, hop) from None
 
@@ -387,7 +390,8 @@ class GatewayServicer(IstrcRpcs, gateway_pb2_grpc.GatewayServicer):
         direction, pos, neg = self._reference_direction(request, direction_id, sets, info, budget)
         stored = self.down.call("directions", self.down.directions.PutDirection,
                                 directions_pb2.PutDirectionRequest(pack=pack, direction=direction,
-                                                                   replace=request.replace), budget)
+                                                                   replace=request.replace), budget,
+                                metadata=security.forward_metadata())  # the owner of the direction
         with self._lock:
             self._pack_info.pop(pack, None)  # ListAttributes shows it at once (on this gateway)
         return gateway_pb2.CreateDirectionResponse(
@@ -548,14 +552,16 @@ def parser() -> argparse.ArgumentParser:
 def create(args: argparse.Namespace, logger: logging.Logger) -> Service:
     """The gateway servicer over the encoder, directions and generator at their addresses, with the
     latent cache and compose memo in --redis-url."""
+    sec = security.from_args(args, "gateway", logger)
+    sec.check_downstream("gateway", [args.encoder, args.directions, args.generator])
     client = connect(args.redis_url)
     servicer = GatewayServicer(Downstream(args.encoder, args.directions, args.generator, args.hop_timeout_s,
-                                          aside_threads=args.workers),
+                                          aside_threads=args.workers, tls=sec.internal),
                                LatentCache(client, args.latent_ttl_s),
                                args.default_pack, args.default_deadline_s, ComposeMemo(client, args.compose_memo),
                                args.merge_max_batch, args.merge_workers)
     return Service("gateway", servicer, gateway_pb2_grpc.add_GatewayServicer_to_server, "facedit.v1.Gateway",
-                   servicer.close)
+                   servicer.close, sec, ACCESS)
 
 
 def main(argv: list[str] | None = None) -> None:
