@@ -13,7 +13,7 @@ PACK ?= digiface64
 
 export ORT_DISABLE_TELEMETRY := 1
 
-.PHONY: setup stubs run stop test test-fast fuzz bench pack-synth pack-digiface64 clean
+.PHONY: setup stubs run stop test test-fast fuzz soak bench pack-synth pack-digiface64 clean
 
 MINILM := build/minilm/model.onnx
 
@@ -70,6 +70,11 @@ test: setup
 
 test-fast: setup
 	$(PY) -m pytest -q -ra -m "not e2e" tests
+
+# 10,000 mixed edits (lean, full, photo, sweep) at concurrency 32 against the stack as processes;
+# fails on any failed call; prints the services' RSS before and after (make test runs 240).
+soak: setup
+	$(PY) -m bench.soak --pack $(PACK) --edits 10000 --concurrency 32 --out out/soak.json
 
 # The gateway's request validation under property-based fuzzing, 20,000 cases per RPC
 # (make test runs the same tests with 2,000).
