@@ -451,6 +451,40 @@ def test_a_service_refuses_to_listen_beyond_loopback_without_security(service, t
             sec.check_downstream("gateway", ["encoder.facedit:50051"])
 
 
+def test_a_plaintext_health_port_answers_probes_and_nothing_else(tiny_pack, pki, tmp_path):
+    """A generator with mTLS as a process: its --health-port answers a plaintext health check (Kubernetes'
+    gRPC probe cannot do TLS) and serves no other RPC; its main port refuses plaintext."""
+    from services.common.processes import terminate
+
+    _, store = tiny_pack
+    port, health_port = free_port(), free_port()
+    argv = [sys.executable, "-m", "services.generator.server", "--port", str(port), "--model-store", str(store),
+            "--packs", "tiny", "--threads", "1", "--tls-cert", str(pki.cert("generator")),
+            "--tls-key", str(pki.key("generator")), "--tls-client-ca", str(pki.ca), "--health-port", str(health_port)]
+    with open(tmp_path / "generator.log", "wb") as log:
+        proc = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                env={**os.environ, "ORT_DISABLE_TELEMETRY": "1"})
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{health_port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            assert health.Check(health_pb2.HealthCheckRequest(), timeout=60, wait_for_ready=True).status == \
+                health_pb2.HealthCheckResponse.SERVING
+            generate = generator_pb2_grpc.GeneratorStub(channel).GenerateImages
+            assert code_of(lambda: generate(generator_pb2.GenerateImagesRequest(pack="tiny"), timeout=5)) == \
+                grpc.StatusCode.UNIMPLEMENTED
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            assert code_of(lambda: health.Check(health_pb2.HealthCheckRequest(), timeout=5)) == \
+                grpc.StatusCode.UNAVAILABLE
+    finally:
+        assert terminate(proc, 10) == 0, (tmp_path / "generator.log").read_text()[-2000:]
+
+
+def test_loopback_addresses():
+    assert all(security.is_loopback(h) for h in ("127.0.0.1", "127.1.2.3", "localhost", "::1", "[::1]"))
+    assert not any(security.is_loopback(h) for h in ("0.0.0.0", "::", "10.0.0.1", "gateway", "example.com", ""))
+
+
 # -- the whole stack as processes ------------------------------------------------------------------------
 @pytest.mark.e2e
 def test_the_secured_stack_as_processes_answers_grpcurl(tiny_pack, tmp_path, pki, tokens_file):
