@@ -338,6 +338,7 @@ def parser() -> argparse.ArgumentParser:
 
 def create(args: argparse.Namespace, logger: logging.Logger) -> Service:
     """Publish every pack of --packs into the registry in --redis-url, then the directions servicer."""
+    sec = security.from_args(args, "directions", logger, trust_forwarded=True)  # before any work
     store = Path(args.model_store)
     registry = Registry(connect(args.redis_url))
     packs = [name for name in args.packs.split(",") if name]
@@ -358,8 +359,7 @@ def create(args: argparse.Namespace, logger: logging.Logger) -> Service:
         registry.r.close()
 
     return Service("directions", servicer, directions_pb2_grpc.add_DirectionsServicer_to_server,
-                   "facedit.v1.Directions", close,
-                   security.from_args(args, "directions", logger, trust_forwarded=True), ACCESS)
+                   "facedit.v1.Directions", close, sec, ACCESS)
 
 
 def main(argv: list[str] | None = None) -> None:

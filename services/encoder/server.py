@@ -193,6 +193,7 @@ def parser() -> argparse.ArgumentParser:
 
 def create(args: argparse.Namespace, logger: logging.Logger) -> Service:
     """The encoder servicer over every pack of --packs; with a face detector when a pack edits photos."""
+    sec = security.from_args(args, "encoder", logger)  # refuses an unsafe address before loading models
     packs = [n for n in args.packs.split(",") if n]
     models = {n: PackModels(load_pack(n, Path(args.model_store)), onnx.Threading.from_flags(args),
                             min(args.max_batch, MAX_IMAGES), args.max_delay_ms / 1e3, args.max_queue, args.io_binding,
@@ -210,7 +211,7 @@ def create(args: argparse.Namespace, logger: logging.Logger) -> Service:
             m.close()
 
     return Service("encoder", EncoderServicer(models, packs[0], detector, args.default_deadline_s), encoder_pb2_grpc.add_EncoderServicer_to_server,
-                   "facedit.v1.Encoder", close, security.from_args(args, "encoder", logger))
+                   "facedit.v1.Encoder", close, sec)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -70,6 +70,7 @@ def parser() -> argparse.ArgumentParser:
 
 def create(args: argparse.Namespace, logger: logging.Logger) -> Service:
     """The generator servicer over every pack of --packs, on the backend of --backend."""
+    sec = security.from_args(args, "generator", logger)  # refuses an unsafe address before loading models
     packs = [n for n in args.packs.split(",") if n]
     if args.backend == "torchserve":
         from services.generator.torchserve_backend import TorchServeGenerator
@@ -89,8 +90,7 @@ def create(args: argparse.Namespace, logger: logging.Logger) -> Service:
             g.close()
 
     return Service("generator", GeneratorServicer(generators, packs[0], args.default_deadline_s),
-                   generator_pb2_grpc.add_GeneratorServicer_to_server, "facedit.v1.Generator", close,
-                   security.from_args(args, "generator", logger))
+                   generator_pb2_grpc.add_GeneratorServicer_to_server, "facedit.v1.Generator", close, sec)
 
 
 def main(argv: list[str] | None = None) -> None:
