@@ -107,6 +107,17 @@ class ChannelSecurity:
         return grpc.secure_channel(address, self.credentials(), opts)
 
 
+def _stamps(files: list[Path]) -> tuple:
+    out = []
+    for f in files:
+        try:
+            st = Path(f).stat()  # follows the symbolic links of a mounted secret
+            out.append((st.st_mtime_ns, st.st_size, st.st_ino))
+        except OSError:
+            out.append(None)
+    return tuple(out)
+
+
 def channel(address: str, tls: ChannelSecurity | None, options: list | tuple = ()) -> grpc.Channel:
     return tls.channel(address, options) if tls is not None else grpc.insecure_channel(address, options)
 
@@ -141,10 +152,32 @@ class Security:
         return self.client_ca is not None or self.tokens is not None
 
     def server_credentials(self) -> grpc.ServerCredentials:
-        pair = (_read(self.key, "TLS key"), _read(self.cert, "TLS certificate"))
-        ca = _read(self.client_ca, "client CA certificate") if self.client_ca else None
-        # with a client CA the handshake requires a certificate it signed (grpcio cannot ask for an optional one)
-        return grpc.ssl_server_credentials([pair], root_certificates=ca, require_client_auth=ca is not None)
+        """TLS credentials that follow their files: each new connection's handshake checks whether the
+        certificate, key or client CA changed (a rotated Kubernetes secret) and then uses the new ones;
+        files that cannot be read keep the ones read before. With a client CA the handshake requires a
+        certificate it signed (grpcio cannot ask for an optional one)."""
+        files = [p for p in (self.key, self.cert, self.client_ca) if p is not None]
+
+        def configuration():
+            pair = (_read(self.key, "TLS key"), _read(self.cert, "TLS certificate"))
+            ca = _read(self.client_ca, "client CA certificate") if self.client_ca else None
+            return grpc.ssl_server_certificate_configuration([pair], root_certificates=ca)
+
+        seen = [_stamps(files)]
+
+        def fetch():
+            try:
+                stamps = _stamps(files)
+                if stamps == seen[0]:
+                    return None
+                changed = configuration()
+                seen[0] = stamps
+                return changed
+            except BaseException:  # noqa: BLE001 - half-written files: try again at the next handshake
+                return None
+
+        return grpc.dynamic_ssl_server_credentials(configuration(), fetch,
+                                                   require_client_authentication=self.client_ca is not None)
 
     def check_listen(self, service: str, host: str) -> None:
         """Refuse (SystemExit) to listen beyond loopback without TLS or without caller checks, unless insecure."""

@@ -480,6 +480,43 @@ def test_a_plaintext_health_port_answers_probes_and_nothing_else(tiny_pack, pki,
         assert terminate(proc, 10) == 0, (tmp_path / "generator.log").read_text()[-2000:]
 
 
+def test_a_rotated_server_certificate_is_used_without_a_restart(tmp_path, pki):
+    """The certificate files are replaced (as a rotated Kubernetes secret is): new connections get the new
+    certificate, from another CA here, while the server keeps running."""
+    import shutil
+    from concurrent import futures
+
+    from grpc_health.v1 import health
+
+    folder = tmp_path / "mounted"
+    folder.mkdir()
+    for suffix in ("pem", "key"):
+        shutil.copy(pki.folder / f"generator.{suffix}", folder / f"server.{suffix}")
+    sec = security.Security(cert=folder / "server.pem", key=folder / "server.key")
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    health_pb2_grpc.add_HealthServicer_to_server(health.HealthServicer(), server)
+    address = f"127.0.0.1:{server.add_secure_port('127.0.0.1:0', sec.server_credentials())}"
+    server.start()
+
+    def status(ca: Path):
+        creds = grpc.ssl_channel_credentials(root_certificates=ca.read_bytes())
+        with grpc.secure_channel(address, creds, [("grpc.use_local_subchannel_pool", 1)]) as channel:
+            try:
+                return health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5).status
+            except grpc.RpcError as err:
+                return err.code()
+    try:
+        assert status(pki.ca) == health_pb2.HealthCheckResponse.SERVING
+        rotated = Pki(tmp_path / "next", ("generator",), ca_name="next year's CA")
+        for suffix in ("key", "pem"):  # each file replaced at once, as a secret's symbolic link swap does
+            shutil.copy(rotated.folder / f"generator.{suffix}", folder / f"new.{suffix}")
+            os.replace(folder / f"new.{suffix}", folder / f"server.{suffix}")
+        assert status(rotated.ca) == health_pb2.HealthCheckResponse.SERVING
+        assert status(pki.ca) == grpc.StatusCode.UNAVAILABLE
+    finally:
+        server.stop(0).wait()
+
+
 def test_loopback_addresses():
     assert all(security.is_loopback(h) for h in ("127.0.0.1", "127.1.2.3", "localhost", "::1", "[::1]"))
     assert not any(security.is_loopback(h) for h in ("0.0.0.0", "::", "10.0.0.1", "gateway", "example.com", ""))
