@@ -30,7 +30,7 @@ ARTEFACTS = {
     "direction_vectors": "npy: (K, latent_dim) float32 unit rows",
     "words_mapper": "ONNX: GloVe vectors (N, 50) float32 -> latent directions (N, latent_dim)",
     "words_vocab": "JSON: the words and concepts the words method knows",
-    "words_glove": "npy: (V, 50) float32 GloVe vectors of words_vocab's words",
+    "words_glove": "npy: (V, 50) float16 GloVe vectors of words_vocab's words (built by make setup: ../third_party/)",
     "words_concepts": "npy: (C, 384) float32 sentence-encoder vectors of the concepts",
     "facenet": "ONNX: FaceNet, face (N, 160, 160, 3) -> unit embedding (N, 512)",
     "istrc_mapping": "ONNX: FaceNet embedding (N, 512) -> z (N, latent_dim) (ISTRC MLP)",
