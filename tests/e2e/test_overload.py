@@ -2,7 +2,7 @@
 
 - a 15 s flood of the generator by callers who give up after 0.2 s: the requests they abandoned
   never run (the batcher drops them), so normal service is back within 2 s of the flood's end;
-- SIGTERM to the gateway with Edits in flight: every one of them is answered (the grace period).
+- SIGTERM to the gateway with sweeps in flight: every one of them finishes (the grace period).
 """
 from __future__ import annotations
 
@@ -85,21 +85,25 @@ def stack(tiny_pack, tmp_path):
     s.stop()
 
 
-def test_sigterm_to_the_gateway_answers_every_edit_in_flight(stack):
-    request = gateway_pb2.EditRequest(face=gateway_pb2.FaceSource(seed=3),
-                                      edits=[common_pb2.EditOp(attribute="smile", strength=1.0)])
+def test_sigterm_to_the_gateway_finishes_every_call_in_flight(stack):
+    """8 EditSweeps of 64 frames, each provably in flight (its first frame received, the rest still
+    to be sent), then SIGTERM to the gateway: every sweep still delivers all 64 frames and OK
+    within the grace period, and the gateway exits 0. (Calls that reach a draining gateway after
+    SIGTERM are refused; clients retry them elsewhere.)"""
+    request = gateway_pb2.EditSweepRequest(face=gateway_pb2.FaceSource(seed=3),
+                                           edit=common_pb2.EditOp(attribute="smile"), start=-2.0, stop=2.0, steps=64)
     with grpc.insecure_channel(stack.address("gateway")) as channel:
         stub = gateway_pb2_grpc.GatewayStub(channel)
-        stub.Edit(request, timeout=20)  # warm
-        futures = [stub.Edit.future(request, timeout=20) for _ in range(24)]
-        time.sleep(0.05)  # they are in flight
+        sweeps = [stub.EditSweep(request, timeout=30) for _ in range(8)]
+        first = [next(s) for s in sweeps]  # each sweep has started on the gateway
         stack.procs["gateway"].send_signal(signal.SIGTERM)
-        codes = []
-        for f in futures:
+        frames, codes = [], []
+        for s, f in zip(sweeps, first):
             try:
-                f.result()
+                frames.append(1 + sum(1 for _ in s))
                 codes.append("OK")
             except grpc.RpcError as err:
                 codes.append(err.code().name)
-    assert codes.count("OK") == len(futures), codes
+    assert codes == ["OK"] * 8 and frames == [64] * 8, (codes, frames)
+    assert all(f.index == 0 for f in first)
     assert stack.procs["gateway"].wait(10) == 0  # and it stopped cleanly
