@@ -68,3 +68,16 @@ def tiny_servers(tiny_pack, tmp_path_factory):
     yield servers
     servers.stop()
     redis.stop()
+
+
+@pytest.fixture()
+def tiny_stack(tiny_pack, tmp_path):
+    """Redis and the four services as their own processes on free ports, serving the tiny pack
+    (services.stack.Stack, as `make run` starts them); stopped after the test."""
+    from services.stack import Stack
+
+    _, store = tiny_pack
+    s = Stack.on_free_ports(store, ["tiny"], tmp_path / "stack")
+    s.start(timeout_s=90)
+    yield s
+    s.stop()

@@ -76,27 +76,18 @@ def test_after_a_flood_of_abandoned_requests_service_is_back_within_2_s(generato
     assert answered_after is not None and answered_after <= RECOVERY_S, (answered_after, counts)
 
 
-@pytest.fixture()
-def stack(tiny_pack, tmp_path):
-    _, store = tiny_pack
-    s = Stack.on_free_ports(store, ["tiny"], tmp_path / "stack")
-    s.start(timeout_s=90)
-    yield s
-    s.stop()
-
-
-def test_sigterm_to_the_gateway_finishes_every_call_in_flight(stack):
+def test_sigterm_to_the_gateway_finishes_every_call_in_flight(tiny_stack):
     """8 EditSweeps of 64 frames, each provably in flight (its first frame received, the rest still
     to be sent), then SIGTERM to the gateway: every sweep still delivers all 64 frames and OK
     within the grace period, and the gateway exits 0. (Calls that reach a draining gateway after
     SIGTERM are refused; clients retry them elsewhere.)"""
     request = gateway_pb2.EditSweepRequest(face=gateway_pb2.FaceSource(seed=3),
                                            edit=common_pb2.EditOp(attribute="smile"), start=-2.0, stop=2.0, steps=64)
-    with grpc.insecure_channel(stack.address("gateway")) as channel:
+    with grpc.insecure_channel(tiny_stack.address("gateway")) as channel:
         stub = gateway_pb2_grpc.GatewayStub(channel)
         sweeps = [stub.EditSweep(request, timeout=30) for _ in range(8)]
         first = [next(s) for s in sweeps]  # each sweep has started on the gateway
-        stack.procs["gateway"].send_signal(signal.SIGTERM)
+        tiny_stack.procs["gateway"].send_signal(signal.SIGTERM)
         frames, codes = [], []
         for s, f in zip(sweeps, first):
             try:
@@ -106,4 +97,4 @@ def test_sigterm_to_the_gateway_finishes_every_call_in_flight(stack):
                 codes.append(err.code().name)
     assert codes == ["OK"] * 8 and frames == [64] * 8, (codes, frames)
     assert all(f.index == 0 for f in first)
-    assert stack.procs["gateway"].wait(10) == 0  # and it stopped cleanly
+    assert tiny_stack.procs["gateway"].wait(10) == 0  # and it stopped cleanly

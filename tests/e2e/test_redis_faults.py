@@ -23,15 +23,6 @@ from tests.integration.test_crg_directions import glasses_pngs
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture()
-def stack(tiny_pack, tmp_path):
-    _, store = tiny_pack
-    s = Stack.on_free_ports(store, ["tiny"], tmp_path / "stack")
-    s.start(timeout_s=90)
-    yield s
-    s.stop()
-
-
 def restart_redis(stack: Stack, empty: bool) -> float:
     """SIGKILL the stack's Redis and start another on the same port and password: on the same
     folder (its append-only file), or on an empty one. Returns time.monotonic() of the restart."""
@@ -56,14 +47,14 @@ def edit_until_it_works(client: FaceditClient, face, within_s: float) -> float:
     raise AssertionError(f"no successful Edit within {within_s} s; last error {last}")
 
 
-def test_redis_killed_and_restarted_on_its_data_keeps_directions_and_latents(stack):
-    client = FaceditClient(stack.address("gateway"), timeout_s=10)
+def test_redis_killed_and_restarted_on_its_data_keeps_directions_and_latents(tiny_stack):
+    client = FaceditClient(tiny_stack.address("gateway"), timeout_s=10)
     try:
         positive, negative = glasses_pngs()
         client.create_direction("my_glasses", positive, negative)
         latent_id = client.edit(client.face(seed=4), [("smile", 1.0)]).latent_id
         time.sleep(1.2)  # the append-only file is written to disk every second
-        restart_redis(stack, empty=False)
+        restart_redis(tiny_stack, empty=False)
         edit_until_it_works(client, client.face(seed=5), within_s=10)
         kept = client.edit(client.face(latent_id=latent_id), [("custom/my_glasses", 1.0)])
         assert kept.image.startswith(b"\x89PNG")
@@ -72,23 +63,23 @@ def test_redis_killed_and_restarted_on_its_data_keeps_directions_and_latents(sta
         client.close()
 
 
-def test_redis_restarted_empty_gets_the_packs_back_without_a_manual_step(stack):
-    client = FaceditClient(stack.address("gateway"), timeout_s=10)
+def test_redis_restarted_empty_gets_the_packs_back_without_a_manual_step(tiny_stack):
+    client = FaceditClient(tiny_stack.address("gateway"), timeout_s=10)
     try:
         client.edit(client.face(seed=1), [("smile", 1.0)])
-        t_restart = restart_redis(stack, empty=True)
+        t_restart = restart_redis(tiny_stack, empty=True)
         waited = edit_until_it_works(client, client.face(seed=2), within_s=5)
         assert time.monotonic() - t_restart < 5, waited
-        r = connect(stack.redis_url)
+        r = connect(tiny_stack.redis_url)
         assert r.get("facedit:pack:tiny:active") is not None  # published again by the directions service
     finally:
         client.close()
 
 
-def test_the_embedded_redis_wants_its_password_and_evicts_only_cached_latents(stack):
+def test_the_embedded_redis_wants_its_password_and_evicts_only_cached_latents(tiny_stack):
     with pytest.raises(redis.AuthenticationError):
-        redis.Redis(port=stack.redis.port).ping()
-    r = connect(stack.redis_url)
+        redis.Redis(port=tiny_stack.redis.port).ping()
+    r = connect(tiny_stack.redis_url)
     assert r.config_get("maxmemory-policy") == {"maxmemory-policy": "volatile-lru"}
     assert r.config_get("appendonly") == {"appendonly": "yes"}
-    assert stack.redis.password not in " ".join(str(a) for a in stack.redis.command())
+    assert tiny_stack.redis.password not in " ".join(str(a) for a in tiny_stack.redis.command())
