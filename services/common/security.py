@@ -34,6 +34,7 @@ from pathlib import Path
 import grpc
 
 from services.common.errors import PermissionDenied, Unauthenticated
+from services.common.interceptors import WrappingInterceptor
 from services.common.logs import log
 from services.common.tokens import ROLES, Client, TokenStore
 
@@ -287,13 +288,13 @@ def _forwarded(metadata) -> Client | None:
     return Client(str(found[FORWARD_CLIENT])[:64], roles, None if quota == "none" else int(quota), "forwarded")
 
 
-class SecurityInterceptor(grpc.ServerInterceptor):
+class SecurityInterceptor(WrappingInterceptor):
     """Checks every call's credentials (docs at the top of this module); access: full method name ->
     the role it needs ("*": every other method; no entry: any authenticated caller)."""
 
     def __init__(self, security: Security, access: dict[str, str], service: str, logger: logging.Logger):
+        super().__init__()
         self.security, self.access, self.service, self.logger = security, access, service, logger
-        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
     def check(self, method: str, context) -> tuple[Client | None, Client | None]:
         """(caller, client) of a call, or Unauthenticated / PermissionDenied."""
@@ -334,29 +335,8 @@ class SecurityInterceptor(grpc.ServerInterceptor):
             context.abort(grpc.StatusCode[err.status], str(err))
         return _caller.set(who), _client.set(on_behalf)
 
-    def intercept_service(self, continuation, handler_call_details):
-        method = handler_call_details.method
-        wrapped = self._wrapped.get(method)
-        if wrapped is not None:
-            return wrapped
-        handler = continuation(handler_call_details)
-        if handler is None:
-            return None
-        kinds = (("unary_unary", grpc.unary_unary_rpc_method_handler, False),
-                 ("unary_stream", grpc.unary_stream_rpc_method_handler, True),
-                 ("stream_unary", grpc.stream_unary_rpc_method_handler, False),
-                 ("stream_stream", grpc.stream_stream_rpc_method_handler, True))
-        for attr, make, streams in kinds:
-            behaviour = getattr(handler, attr)
-            if behaviour is not None:
-                wrapped = make(self._wrap(behaviour, method, streams),
-                               request_deserializer=handler.request_deserializer,
-                               response_serializer=handler.response_serializer)
-                break
-        else:
-            wrapped = handler
-        self._wrapped[method] = wrapped
-        return wrapped
+    def wrap(self, kind: str, behaviour, method: str):
+        return self._wrap(behaviour, method, streams=kind.endswith("_stream"))
 
     def _wrap(self, behaviour, method: str, streams: bool):
         def unary(request, context):

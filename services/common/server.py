@@ -32,48 +32,30 @@ from grpc_reflection.v1alpha import reflection
 
 from facedit_core.errors import FaceditError
 from services.common import config
-from services.common.security import Security, SecurityInterceptor
 from services.common.errors import status_code
+from services.common.interceptors import WrappingInterceptor
 from services.common.logs import log
+from services.common.security import Security, SecurityInterceptor
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 STREAM_IDLE_S = 1.0  # a bidirectional stream (reflection) whose client sent nothing for this long is cancelled
 
 
-class ErrorAndLogInterceptor(grpc.ServerInterceptor):
+class ErrorAndLogInterceptor(WrappingInterceptor):
     """Maps exceptions to statuses and logs every call (method, status, ms)."""
 
     def __init__(self, logger: logging.Logger):
+        super().__init__()
         self.logger = logger
-        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}  # a server's handlers never change
 
-    def intercept_service(self, continuation, handler_call_details):
-        method = handler_call_details.method
-        wrapped = self._wrapped.get(method)
-        if wrapped is not None:
-            return wrapped
-        handler = continuation(handler_call_details)
-        if handler is None:
-            return None
-        if handler.unary_unary:
-            wrapped = grpc.unary_unary_rpc_method_handler(
-                self._wrap_unary(handler.unary_unary, method),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer)
-        elif handler.unary_stream:
-            wrapped = grpc.unary_stream_rpc_method_handler(
-                self._wrap_stream(handler.unary_stream, method),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer)
-        elif handler.stream_stream:
-            wrapped = grpc.stream_stream_rpc_method_handler(
-                _idle_cancelled(handler.stream_stream),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer)
-        else:
-            wrapped = handler
-        self._wrapped[method] = wrapped
-        return wrapped
+    def wrap(self, kind: str, behaviour, method: str):
+        if kind == "unary_unary":
+            return self._wrap_unary(behaviour, method)
+        if kind == "unary_stream":
+            return self._wrap_stream(behaviour, method)
+        if kind == "stream_stream":
+            return _idle_cancelled(behaviour)
+        return None
 
     def _fail(self, context, method: str, err: Exception, t0: float):
         ms = round((time.perf_counter() - t0) * 1e3, 2)
