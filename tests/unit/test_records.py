@@ -5,8 +5,7 @@ import dataclasses
 import pytest
 
 from facedit_core.errors import InvalidArgument, shorten
-from facedit_core.records import (MAX_PROVENANCE_BYTES, MAX_STRENGTH_LIMIT, OFFSET_MEANING, DirectionRecord,
-                                  custom_id)
+from facedit_core.records import MAX_PROVENANCE_BYTES, MAX_STRENGTH_LIMIT, OFFSET_MEANING, DirectionRecord, custom_id
 
 GOOD = DirectionRecord(id="custom/smile", attribute="smile", method="custom", strength_min=-2.0, strength_max=2.0,
                        strength_limit=10.0, strength_meaning=OFFSET_MEANING, metrics={"gap": 2.0},
