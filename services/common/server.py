@@ -3,7 +3,8 @@
 Each service module has `create(args, logger) -> Service` (its servicer wired from its flags):
 `main()` serves it with `serve(service, ...)`, and the tests and tools start it in-process with
 `start_local(service, ...)`. Both build a gRPC server with:
-- an interceptor that turns a domain error (facedit_core.errors) into its status code (INVALID_ARGUMENT
+- an interceptor that refuses requests holding undefined enum values (services/common/enums.py),
+  turns a domain error (facedit_core.errors) into its status code (INVALID_ARGUMENT
   with the message for bad input), any other exception into INTERNAL (logged
   with its traceback; the server keeps serving), and logs each call with its
   duration and status;
@@ -32,6 +33,7 @@ from grpc_reflection.v1alpha import reflection
 
 from facedit_core.errors import FaceditError
 from services.common import config
+from services.common.enums import check_enums
 from services.common.errors import status_code
 from services.common.interceptors import WrappingInterceptor
 from services.common.logs import log
@@ -72,6 +74,7 @@ class ErrorAndLogInterceptor(WrappingInterceptor):
         def wrapped(request, context):
             t0 = time.perf_counter()
             try:
+                check_enums(request)
                 response = behaviour(request, context)
             except Exception as err:  # noqa: BLE001 - every error gets a status
                 if _is_abort(err, context):
@@ -87,6 +90,7 @@ class ErrorAndLogInterceptor(WrappingInterceptor):
         def wrapped(request, context):
             t0 = time.perf_counter()
             try:
+                check_enums(request)
                 yield from behaviour(request, context)
             except Exception as err:  # noqa: BLE001
                 if _is_abort(err, context):

@@ -106,17 +106,35 @@ def gateway(tiny_servers):
         yield gateway_pb2_grpc.GatewayStub(channel)
 
 
+def undefined_enum(message) -> bool:
+    """Whether any enum field of the message, at any depth, holds a number its enum does not define."""
+    for field, value in message.ListFields():
+        if field.enum_type is not None:
+            values = value if field.is_repeated else [value]
+            if any(v not in field.enum_type.values_by_number for v in values):
+                return True
+        elif field.message_type is not None:
+            items = value if field.is_repeated else [value]
+            if any(undefined_enum(item) for item in items):
+                return True
+    return False
+
+
 def answer(call, request, stream: bool = False):
-    """Make the call; return its status code, failing on anything but OK or a caller's error."""
+    """Make the call; return its status code, failing on anything but OK or a caller's error, and on
+    anything but INVALID_ARGUMENT for a request with an undefined enum value."""
     try:
         out = call(request, timeout=20)
         if stream:
             list(out)
-        return grpc.StatusCode.OK
+        code = grpc.StatusCode.OK
     except grpc.RpcError as err:
         assert err.code() in CALLER_ERRORS, f"{err.code().name}: {err.details()}\nrequest: {str(request)[:500]}"
         assert len(err.details() or "") <= MAX_MESSAGE_CHARS, f"{len(err.details())}-character message"
-        return err.code()
+        code = err.code()
+    if undefined_enum(request):
+        assert code == grpc.StatusCode.INVALID_ARGUMENT, f"{code.name} for {str(request)[:500]}"
+    return code
 
 
 @FUZZ

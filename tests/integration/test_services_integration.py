@@ -77,7 +77,7 @@ def test_edit_with_skip_scores_returns_the_same_edited_image_without_scores(clie
 
 def test_edit_with_skip_scores_keeps_clear_errors(client):
     face = client.face(seed=1)
-    lean = dict(skip_scores=True)
+    lean = {"skip_scores": True}
     cases = [
         (lambda: client.edit(client.face(image=b"this is not an image"), [("smile", 1)], **lean), "not an image"),
         (lambda: client.edit(face, [("moustache", 1)], **lean), "unknown attribute 'moustache'"),
@@ -173,7 +173,8 @@ def test_method_is_chosen_per_edit_and_a_missing_one_is_a_clear_error(client):
     expect(BAD, lambda: client.edit(face, [(missing, 1.0)], method="sefa"), f"has no sefa direction for {missing!r}")
 
 
-def test_encoder_batches_concurrent_requests_and_answers_each_its_own(tiny_servers):
+def test_encoder_batches_concurrent_requests_and_answers_each_its_own(tiny_servers, monkeypatch):
+    import time
     from concurrent.futures import ThreadPoolExecutor
 
     from facedit.v1 import encoder_pb2, encoder_pb2_grpc
@@ -181,7 +182,19 @@ def test_encoder_batches_concurrent_requests_and_answers_each_its_own(tiny_serve
     pixels = renderer.render(renderer.sample_faces(9, 32), size=32)
     models = tiny_servers.encoder_models
     alone = models.encode(pixels)  # reference: one model call for all 32
-    before = models.encoder.batches
+    batcher = models.encoder
+
+    def waiting_for_company(run):
+        def run_after_others_queued(rows):  # a busy model: requests pile up meanwhile (at most 5 s)
+            give_up = time.monotonic() + 5
+            while batcher.queue.qsize() < 4 and time.monotonic() < give_up:
+                time.sleep(0.005)
+            return run(rows)
+        return run_after_others_queued
+
+    monkeypatch.setattr(batcher, "run_batch", waiting_for_company(batcher.run_batch))
+    monkeypatch.setattr(batcher, "run_shared", waiting_for_company(batcher.run_shared))
+    before = batcher.batches
     with grpc.insecure_channel(tiny_servers.addresses["encoder"]) as ch:
         stub = encoder_pb2_grpc.EncoderStub(ch)
         call = lambda i: from_tensor(stub.EncodeImages(encoder_pb2.EncodeImagesRequest(
@@ -189,4 +202,15 @@ def test_encoder_batches_concurrent_requests_and_answers_each_its_own(tiny_serve
         with ThreadPoolExecutor(16) as pool:
             latents = np.concatenate(list(pool.map(call, range(32))))
     assert np.allclose(latents, alone, atol=1e-5)  # each request got its own face's latent
-    assert models.encoder.batches - before < 32  # some requests shared a model call
+    assert batcher.batches - before < 32  # some requests shared a model call
+
+
+@pytest.mark.parametrize("request_, rpc, field", [
+    (gateway_pb2.EditPhotoRequest(image=b"x", paste=99), "EditPhoto", "paste: 99"),
+    (gateway_pb2.EditRequest(face=gateway_pb2.FaceSource(seed=1),
+                             edits=[common_pb2.EditOp(attribute="smile", strength=1, method=42)]), "Edit",
+     "edits[0].method: 42"),
+    (gateway_pb2.GenerateRequest(seeds=[1], format=7), "Generate", "format: 7"),
+])
+def test_the_gateway_refuses_undefined_enum_values_naming_the_field(client, request_, rpc, field):
+    expect(BAD, lambda: getattr(client.stub, rpc)(request_, timeout=10), f"{field} is not a value of")
