@@ -12,7 +12,9 @@ Each service module has `create(args, logger) -> Service` (its servicer wired fr
   service has a Security;
 - grpc.health.v1 (the overall "" service and each named service; callable without credentials)
   and server reflection (`--reflection`);
-- explicit message size limits;
+- explicit message size limits: a request of at most Service.max_receive_bytes (by default one
+  image file of facedit_core.images.MAX_IMAGE_BYTES and 1 MiB for its other fields), so that
+  nobody makes a service hold large messages it will refuse anyway; answers up to 64 MiB;
 - graceful shutdown on SIGTERM/SIGINT: health turns NOT_SERVING, in-flight
   calls get `grace_s` to finish.
 """
@@ -33,13 +35,13 @@ from grpc_reflection.v1alpha import reflection
 
 from facedit_core.errors import FaceditError
 from services.common import config
+from services.common.channels import MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES
 from services.common.enums import check_enums
 from services.common.errors import status_code
 from services.common.interceptors import WrappingInterceptor
 from services.common.logs import log
 from services.common.security import Security, SecurityInterceptor
 
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 STREAM_IDLE_S = 1.0  # a bidirectional stream (reflection) whose client sent nothing for this long is cancelled
 
 
@@ -147,6 +149,7 @@ class Service:
     close: Callable[[], None] = lambda: None
     security: Security | None = None
     access: dict[str, str] = dataclasses.field(default_factory=dict)
+    max_receive_bytes: int = MAX_REQUEST_BYTES
 
 
 def create_server(service: Service, logger: logging.Logger,
@@ -159,8 +162,8 @@ def create_server(service: Service, logger: logging.Logger,
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=service.name),
         interceptors=interceptors,
-        options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        options=[("grpc.max_receive_message_length", service.max_receive_bytes),
+                 ("grpc.max_send_message_length", MAX_RESPONSE_BYTES),
                  ("grpc.so_reuseport", 0)],
         maximum_concurrent_rpcs=max_workers * 8,
     )

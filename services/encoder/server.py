@@ -18,7 +18,7 @@ from facedit_core import align, images
 from facedit_core.errors import InvalidArgument
 from facedit_core.pack import Pack, load_pack
 from facedit_core.records import ISTRC_PREFIX
-from services.common import config, deadlines, logs, onnx, security
+from services.common import channels, config, deadlines, logs, onnx, security
 from services.common.server import Service, serve
 from services.common.tensors import from_tensor, to_tensor
 from services.encoder import istrc
@@ -210,8 +210,11 @@ def create(args: argparse.Namespace, logger: logging.Logger) -> Service:
         for m in models.values():
             m.close()
 
-    return Service("encoder", EncoderServicer(models, packs[0], detector, args.default_deadline_s), encoder_pb2_grpc.add_EncoderServicer_to_server,
-                   "facedit.v1.Encoder", close, sec)
+    # its largest legitimate request: one photo, or MAX_IMAGES crops (uint8) of its largest pack
+    pixels = max(MAX_IMAGES * m.pack.resolution ** 2 * 3 for m in models.values())
+    return Service("encoder", EncoderServicer(models, packs[0], detector, args.default_deadline_s),
+                   encoder_pb2_grpc.add_EncoderServicer_to_server, "facedit.v1.Encoder", close, sec,
+                   max_receive_bytes=max(channels.MAX_REQUEST_BYTES, pixels + 1024 * 1024))
 
 
 def main(argv: list[str] | None = None) -> None:

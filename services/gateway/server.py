@@ -38,10 +38,10 @@ from facedit.v1 import (
 from facedit_core import align, images, latents, reference
 from facedit_core.errors import FaceditError, FailedPrecondition, InvalidArgument
 from facedit_core.records import FACENET_SPACE, LATENT_SPACE, NAME_PATTERN, custom_id
-from services.common import config, deadlines, logs, security
+from services.common import channels, config, deadlines, logs, security
 from services.common.errors import reraise_downstream
 from services.common.redis_server import connect
-from services.common.server import MAX_MESSAGE_BYTES, Service, serve
+from services.common.server import Service, serve
 from services.common.tensors import encode_image, from_tensor, output_format, to_tensor
 from services.gateway.cache import LatentCache
 from services.gateway.compose_memo import ComposeMemo
@@ -78,8 +78,7 @@ class Downstream:
     def __init__(self, encoder: str, directions: str, generator: str, hop_timeout_s: float, aside_threads: int = 32,
                  tls: security.ChannelSecurity | None = None):
         """tls: (m)TLS of the channels to the three services; None = plaintext."""
-        opts = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
+        opts = channels.options(max_send_bytes=channels.MAX_RESPONSE_BYTES)
         self.encoder = encoder_pb2_grpc.EncoderStub(security.channel(encoder, tls, opts))
         self.directions = directions_pb2_grpc.DirectionsStub(security.channel(directions, tls, opts))
         self.generator = generator_pb2_grpc.GeneratorStub(security.channel(generator, tls, opts))
@@ -219,8 +218,10 @@ class GatewayServicer(IstrcRpcs, gateway_pb2_grpc.GatewayServicer):
         raise ValueError(f"no merged form of hop {hop!r}")
 
     def _edit_call(self, hop: str, pack: str, item, budget: Budget):
-        """One Edit's call to `hop` (see _call_many), merged with concurrent Edits' unless merging is off."""
-        if self.merged is None:
+        """One Edit's call to `hop` (see _call_many), merged with concurrent Edits' unless merging is off
+        or the item is large (a merged call stays within what a service accepts: MAX_REQUEST_BYTES)."""
+        size = len(item) if isinstance(item, bytes) else item.nbytes
+        if self.merged is None or size > channels.MAX_REQUEST_BYTES // self.merged.max_batch:
             return self._call_many(hop, pack)([item], budget.deadline)[0]
         return self.merged.call(hop, pack, item, budget.deadline)
 

@@ -23,11 +23,11 @@ import numpy as np
 from facedit.torchserve import inference_pb2, inference_pb2_grpc
 from facedit_core.errors import FaceditError, FailedPrecondition, InvalidArgument
 from facedit_core.pack import Pack
+from services.common import channels
 
 # The handler's reply header (services/generator/ts_handler.py): magic, status, rows, size, batch, requests.
 _HEADER = struct.Struct("<6I")
 _MAGIC = 0x31474446
-_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,9 +47,7 @@ class TorchServeGenerator:
         self.model_name = model_name or f"{pack.name}-generator"
         self.model_version = pack.version if pin_version else ""
         self.default_timeout_s = default_timeout_s
-        self.channel = grpc.insecure_channel(address, options=[
-            ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES)])
+        self.channel = grpc.insecure_channel(address, options=channels.options())
         self.stub = inference_pb2_grpc.InferenceAPIsServiceStub(self.channel)
 
     def generate(self, z: np.ndarray, timeout_s: float | None) -> tuple[np.ndarray, int]:
