@@ -119,13 +119,8 @@ class Stack:
                 # a password of its own, and an append-only file: a restart of the stack keeps the registry
                 self.redis = EmbeddedRedis(workdir=str(self.log_dir / "redis"), password=secrets.token_hex(16)).start()
                 self.redis_url = self.redis.url
-            env = {**os.environ, "ORT_DISABLE_TELEMETRY": "1", **self.extra_env}
-            if self.redis_url:  # in the environment, not on the command line where `ps` shows its password
-                env["FACEDIT_REDIS_URL"] = self.redis_url
             for service in self.services:
-                log = open(self.log_dir / f"{service}.log", "ab")
-                self.procs[service] = subprocess.Popen(self._command(service), stdout=log, stderr=subprocess.STDOUT,
-                                                       env=env, start_new_session=True)
+                self._launch(service)
             for service in self.services:
                 self._wait_healthy(service, timeout_s)
         except BaseException:
@@ -151,6 +146,25 @@ class Stack:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"{service} not healthy after {timeout_s}s:\n{self.tail(service)}")
                 time.sleep(0.1)
+
+    def kill(self, service: str) -> None:
+        """SIGKILL one service (a crashed process or a lost pod) and wait for it to be gone."""
+        proc = self.procs[service]
+        proc.kill()
+        proc.wait(10)
+
+    def restart(self, service: str, timeout_s: float = 60.0) -> None:
+        """Start one (stopped or killed) service again on its port and wait until it is healthy."""
+        self._launch(service)
+        self._wait_healthy(service, timeout_s)
+
+    def _launch(self, service: str) -> None:
+        env = {**os.environ, "ORT_DISABLE_TELEMETRY": "1", **self.extra_env}
+        if self.redis_url:  # in the environment, not on the command line where `ps` shows its password
+            env["FACEDIT_REDIS_URL"] = self.redis_url
+        with open(self.log_dir / f"{service}.log", "ab") as log:
+            self.procs[service] = subprocess.Popen(self._command(service), stdout=log, stderr=subprocess.STDOUT,
+                                                   env=env, start_new_session=True)
 
     def pids(self) -> dict[str, int]:
         """Process ids of the running services and of the embedded Redis (key \"redis\")."""
