@@ -40,6 +40,7 @@ class Servers:
         packs = ",".join((pack, *more_packs))
         common = ["--model-store", str(store), "--packs", packs]
         batching = ["--threads", "1", "--max-queue", "64"]
+        self.redis_url = redis_url
         self.redis_client = connect(redis_url)  # the registry's Redis, for tests that look inside it
         self.servers, self.services, self.addresses = [], [], {}
         self.extra = extra or {}

@@ -5,6 +5,7 @@ import argparse
 import os
 
 from services.common import deadlines
+from services.common.admission import Limits
 
 DEFAULT_WORKERS = 128
 
@@ -59,6 +60,24 @@ def add_security_flags(p: argparse.ArgumentParser, service: str) -> None:
         g.add_argument("--internal-key", default=env("internal_key", ""), help="PEM key of --internal-cert")
         g.add_argument("--internal-server-name", default=env("internal_server_name", ""),
                        help="name to check in the internal services' certificates instead of their address's host")
+
+
+def add_client_limit_flags(p: argparse.ArgumentParser) -> None:
+    """Per-client admission limits (services/common/admission.py); a tokens-file entry may set its own."""
+    p.add_argument("--client-rate-per-s", type=float, default=float(env("client_rate_per_s", "1000")),
+                   help="calls per second one client may make on average (0 = no rate limit)")
+    p.add_argument("--client-burst", type=int, default=int(env("client_burst", "1000")),
+                   help="calls one client may make at once after a quiet spell")
+    p.add_argument("--client-concurrency", type=int, default=int(env("client_concurrency", "64")),
+                   help="calls one client may have in progress (0 = no limit)")
+
+
+def client_limits(args: argparse.Namespace) -> Limits:
+    """The Limits of --client-* flags; SystemExit when they make no sense."""
+    try:
+        return Limits(args.client_rate_per_s, args.client_burst, args.client_concurrency)
+    except ValueError as err:
+        raise SystemExit(f"{err} (--client-rate-per-s, --client-burst, --client-concurrency)") from None
 
 
 def add_batching_flags(p: argparse.ArgumentParser) -> None:

@@ -9,7 +9,8 @@ Each service module has `create(args, logger) -> Service` (its servicer wired fr
   with its traceback; the server keeps serving), and logs each call with its
   duration and status;
 - the caller checks of services/common/security.py (TLS / mTLS, bearer tokens, roles) when the
-  service has a Security;
+  service has a Security, then per-client rate and concurrency limits (services/common/admission.py)
+  when it has client_limits;
 - grpc.health.v1 (the overall "" service and each named service; callable without credentials)
   and server reflection (`--reflection`);
 - explicit message size limits: a request of at most Service.max_receive_bytes (by default one
@@ -35,6 +36,7 @@ from grpc_reflection.v1alpha import reflection
 
 from facedit_core.errors import FaceditError
 from services.common import config
+from services.common.admission import AdmissionInterceptor, Limits
 from services.common.channels import MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES
 from services.common.enums import check_enums
 from services.common.errors import status_code
@@ -150,6 +152,7 @@ class Service:
     security: Security | None = None
     access: dict[str, str] = dataclasses.field(default_factory=dict)
     max_receive_bytes: int = MAX_REQUEST_BYTES
+    client_limits: Limits | None = None
 
 
 def create_server(service: Service, logger: logging.Logger,
@@ -157,6 +160,8 @@ def create_server(service: Service, logger: logging.Logger,
     """A server with the interceptors, health and reflection; not yet bound or started."""
     interceptors = [ErrorAndLogInterceptor(logger)]
     security = service.security
+    if service.client_limits is not None:  # after the security checks: the client is known
+        interceptors.insert(0, AdmissionInterceptor(service.client_limits, logger))
     if security is not None and (security.checks_callers or security.trust_forwarded):
         interceptors.insert(0, SecurityInterceptor(security, service.access, service.name, logger))
     server = grpc.server(

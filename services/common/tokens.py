@@ -3,11 +3,15 @@
     {"default_custom_quota": 10,
      "clients": [
        {"name": "web", "token_sha256": "<64 hex digits>", "roles": ["edit", "create"], "custom_quota": 50},
-       {"name": "ops", "token": "<a long random string>", "roles": ["admin"]}]}
+       {"name": "ops", "token": "<a long random string>", "roles": ["admin"]},
+       {"name": "batch", "token_sha256": "<64 hex digits>", "roles": ["edit"], "rate_per_s": 5, "burst": 10,
+        "concurrency": 2}]}
 
 Each client has a name, its token (`token`) or better the token's sha256 (`token_sha256`, so the
 file does not hold the secret itself), roles (ROLES) and a quota of custom directions per pack
-version (`custom_quota`, default `default_custom_quota`; admins have none). Only sha256 digests
+version (`custom_quota`, default `default_custom_quota`; admins have none), and optionally its own
+admission limits at the gateway (`rate_per_s`, `burst`, `concurrency`: services/common/admission.py;
+missing ones are the gateway's --client-* flags). Only sha256 digests
 are kept in memory; a presented token is hashed and compared with every client's digest by
 hmac.compare_digest. The file is read again when it changes (a rotated Kubernetes secret), at
 most every RELOAD_CHECK_S; a file that no longer parses keeps the clients it had.
@@ -51,12 +55,16 @@ class TokensFileError(ValueError):
 class Client:
     """Who called: a named client of the tokens file (kind "token"), a peer identified by its
     client certificate (kind "peer"), or a client whose identity the gateway forwarded
-    (kind "forwarded"). quota: custom directions it may own per pack version (None: no limit)."""
+    (kind "forwarded"). quota: custom directions it may own per pack version (None: no limit);
+    rate_per_s, burst, concurrency: its own admission limits (None: the service's defaults)."""
 
     name: str
     roles: frozenset[str]
     quota: int | None = None
     kind: str = "token"
+    rate_per_s: float | None = None
+    burst: int | None = None
+    concurrency: int | None = None
 
     def has(self, role: str) -> bool:
         return role in self.roles or "admin" in self.roles
@@ -88,7 +96,7 @@ def parse(text: str, source: str = "tokens file") -> list[tuple[bytes, Client]]:
         where = f"{source}: clients[{i}]"
         if not isinstance(entry, dict):
             raise TokensFileError(f"{where}: expected an object")
-        unknown = set(entry) - {"name", "token", "token_sha256", "roles", "custom_quota"}
+        unknown = set(entry) - {"name", "token", "token_sha256", "roles", "custom_quota", *LIMITS}
         if unknown:
             raise TokensFileError(f"{where}: unknown keys {sorted(unknown)}")
         name = entry.get("name")
@@ -119,14 +127,29 @@ def parse(text: str, source: str = "tokens file") -> list[tuple[bytes, Client]]:
         quota = entry.get("custom_quota", default_quota)
         if not _is_count(quota):
             raise TokensFileError(f"{where}: custom_quota must be an integer >= 0")
+        for key, (ok, what) in LIMITS.items():
+            if key in entry and not ok(entry[key]):
+                raise TokensFileError(f"{where}: {key} must be {what}")
         names.add(name)
         digests.add(value)
-        out.append((value, Client(name, frozenset(roles), None if "admin" in roles else quota)))
+        out.append((value, Client(name, frozenset(roles), None if "admin" in roles else quota,
+                                  rate_per_s=entry.get("rate_per_s"), burst=entry.get("burst"),
+                                  concurrency=entry.get("concurrency"))))
     return out
 
 
 def _is_count(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_rate(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1e6
+
+
+# a client's own admission limits: key -> (check, what it must be)
+LIMITS = {"rate_per_s": (_is_rate, "a number of calls per second >= 0 (0: no rate limit)"),
+          "burst": (lambda v: _is_count(v) and v >= 1, "an integer >= 1"),
+          "concurrency": (_is_count, "an integer >= 0 (0: no limit)")}
 
 
 class TokenStore:

@@ -547,6 +547,7 @@ def parser() -> argparse.ArgumentParser:
                         "many per RPC; a lone Edit is never held back); 0 = one RPC per Edit")
     p.add_argument("--merge-workers", type=int, default=int(config.env("merge_workers", "2")),
                    help="merged RPCs of one hop in flight at once")
+    config.add_client_limit_flags(p)
     return p
 
 
@@ -562,7 +563,7 @@ def create(args: argparse.Namespace, logger: logging.Logger) -> Service:
                                args.default_pack, args.default_deadline_s, ComposeMemo(client, args.compose_memo),
                                args.merge_max_batch, args.merge_workers)
     return Service("gateway", servicer, gateway_pb2_grpc.add_GatewayServicer_to_server, "facedit.v1.Gateway",
-                   servicer.close, sec, ACCESS)
+                   servicer.close, sec, ACCESS, client_limits=config.client_limits(args))
 
 
 def main(argv: list[str] | None = None) -> None:
