@@ -75,6 +75,20 @@ class Pack:
         return path
 
 
+    def verify(self, names: tuple[str, ...] | None = None) -> None:
+        """Check that the listed artefacts among `names` (default: every artefact of the manifest) exist
+        and match their sha256; PackError naming every one that does not."""
+        listed = self.manifest["artefacts"]
+        problems = []
+        for name in (listed if names is None else [n for n in names if n in listed]):
+            try:
+                self.artefact(name)
+            except PackError as err:
+                problems.append(f"{name}: {err}")
+        if problems:
+            raise PackError(f"pack {self.name!r} {self.version}: " + "; ".join(problems))
+
+
 def sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

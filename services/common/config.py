@@ -28,6 +28,9 @@ def parser(service: str, default_port: int) -> argparse.ArgumentParser:
     p.add_argument("--default-deadline-s", type=float,
                    default=float(env("default_deadline_s", str(deadlines.DEFAULT_DEADLINE_S))),
                    help="deadline of a call whose caller set none")
+    p.add_argument("--pack-retry-s", type=float, default=float(env("pack_retry_s", "5")),
+                   help="while a pack's files are missing or do not match their sha256, the service runs "
+                        "NOT_SERVING and tries them again this often")
     add_security_flags(p, service)
     return p
 

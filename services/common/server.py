@@ -41,6 +41,7 @@ from services.common.channels import MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES
 from services.common.enums import check_enums
 from services.common.errors import status_code
 from services.common.interceptors import WrappingInterceptor
+from services.common.loading import Loading
 from services.common.logs import log
 from services.common.security import Security, SecurityInterceptor
 
@@ -153,6 +154,7 @@ class Service:
     access: dict[str, str] = dataclasses.field(default_factory=dict)
     max_receive_bytes: int = MAX_REQUEST_BYTES
     client_limits: Limits | None = None
+    loading: Loading | None = None
 
 
 def create_server(service: Service, logger: logging.Logger,
@@ -178,8 +180,15 @@ def create_server(service: Service, logger: logging.Logger,
     if security is None or security.reflection != "off":
         reflection.enable_server_reflection([service.full_name, health.SERVICE_NAME, reflection.SERVICE_NAME],
                                             server)
-    for name in ("", service.full_name):
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    def set_health(status) -> None:
+        for name in ("", service.full_name):
+            health_servicer.set(name, status)
+
+    if service.loading is not None and not service.loading.ready:
+        set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        service.loading.on_ready(lambda: set_health(health_pb2.HealthCheckResponse.SERVING))
+    else:
+        set_health(health_pb2.HealthCheckResponse.SERVING)
     return server, health_servicer
 
 

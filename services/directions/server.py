@@ -28,6 +28,7 @@ from facedit_core.records import (
 )
 from services.common import config, logs, methods, security
 from services.common.redis_server import connect
+from services.common.loading import Loading
 from services.common.server import Service, serve
 from services.common.tensors import from_tensor, to_tensor
 from services.directions.owners import Owners, owner_of_call
@@ -337,29 +338,35 @@ def parser() -> argparse.ArgumentParser:
 
 
 def create(args: argparse.Namespace, logger: logging.Logger) -> Service:
-    """Publish every pack of --packs into the registry in --redis-url, then the directions servicer."""
+    """Publish every pack of --packs into the registry in --redis-url, then the directions servicer
+    (NOT_SERVING while the packs' files are not valid: services/common/loading.py)."""
     sec = security.from_args(args, "directions", logger, trust_forwarded=True)  # before any work
     store = Path(args.model_store)
-    registry = Registry(connect(args.redis_url))
     packs = [name for name in args.packs.split(",") if name]
-    loaded = [load_pack(name, store) for name in packs]
-    for pack in loaded:
-        count = registry.publish(pack)
-        logs.log(logger, "published pack", pack=pack.name, version=pack.version, directions=count)
-    republisher = Republisher(registry, loaded, logger, args.republish_interval_s)
     encoder = None
     if args.sentence_encoder and (Path(args.sentence_encoder) / "model.onnx").exists():
         encoder = SentenceEncoder(Path(args.sentence_encoder))
     else:
         logs.log(logger, "no sentence encoder: text edits take single words only", folder=args.sentence_encoder)
-    servicer = DirectionsServicer(registry, store, packs[0] if packs else "", encoder)
 
-    def close() -> None:
-        republisher.close()
-        registry.r.close()
+    def build():
+        loaded = [load_pack(name, store) for name in packs]
+        for pack in loaded:
+            pack.verify()  # every artefact: the registry publishes the whole pack
+        registry = Registry(connect(args.redis_url))
+        for pack in loaded:
+            count = registry.publish(pack)
+            logs.log(logger, "published pack", pack=pack.name, version=pack.version, directions=count)
+        republisher = Republisher(registry, loaded, logger, args.republish_interval_s)
 
-    return Service("directions", servicer, directions_pb2_grpc.add_DirectionsServicer_to_server,
-                   "facedit.v1.Directions", close, sec, ACCESS)
+        def close() -> None:
+            republisher.close()
+            registry.r.close()
+        return DirectionsServicer(registry, store, packs[0] if packs else "", encoder), close
+
+    loading = Loading("directions", build, logger, args.pack_retry_s)
+    return Service("directions", loading.servicer, directions_pb2_grpc.add_DirectionsServicer_to_server,
+                   "facedit.v1.Directions", loading.close, sec, ACCESS, loading=loading)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -16,14 +16,16 @@ import numpy as np
 from facedit.v1 import common_pb2, encoder_pb2, encoder_pb2_grpc
 from facedit_core import align, images
 from facedit_core.errors import InvalidArgument
-from facedit_core.pack import Pack, load_pack
+from facedit_core.pack import Pack, PackError, load_pack
 from facedit_core.records import ISTRC_PREFIX
 from services.common import channels, config, deadlines, logs, onnx, security
+from services.common.loading import Loading
 from services.common.server import Service, serve
 from services.common.tensors import from_tensor, to_tensor
 from services.encoder import istrc
 
 MAX_IMAGES = 64  # per request
+MAX_RESOLUTION = 256  # assumed for a pack whose manifest cannot be read yet (the request limit is set at start)
 MAX_FACES = 16   # per photo (DetectFaces)
 
 
@@ -191,30 +193,52 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+# the pack artefacts it reads (checked against their sha256 at start)
+USES = ("encoder", "classifier", *istrc.ARTEFACTS)
+
+
 def create(args: argparse.Namespace, logger: logging.Logger) -> Service:
-    """The encoder servicer over every pack of --packs; with a face detector when a pack edits photos."""
+    """The encoder servicer over every pack of --packs; with a face detector when a pack edits photos
+    (NOT_SERVING while their files are not valid: services/common/loading.py)."""
     sec = security.from_args(args, "encoder", logger)  # refuses an unsafe address before loading models
     packs = [n for n in args.packs.split(",") if n]
-    models = {n: PackModels(load_pack(n, Path(args.model_store)), onnx.Threading.from_flags(args),
-                            min(args.max_batch, MAX_IMAGES), args.max_delay_ms / 1e3, args.max_queue, args.io_binding,
-                            args.batch_workers)
-              for n in packs}
-    logs.log(logger, "loaded", packs=packs, providers=onnx.providers())
-    detector = None
-    if any(m.template is not None for m in models.values()):
-        from facedit_faces.detect import FaceDetector
 
-        detector = FaceDetector(threads=args.threads)
+    def build():
+        store = Path(args.model_store)
+        loaded = [load_pack(n, store) for n in packs]
+        for pack in loaded:
+            pack.verify(USES)
+        models = {p.name: PackModels(p, onnx.Threading.from_flags(args), min(args.max_batch, MAX_IMAGES),
+                                     args.max_delay_ms / 1e3, args.max_queue, args.io_binding, args.batch_workers)
+                  for p in loaded}
+        logs.log(logger, "loaded", packs=packs, providers=onnx.providers())
+        detector = None
+        if any(m.template is not None for m in models.values()):
+            from facedit_faces.detect import FaceDetector
 
-    def close() -> None:
-        for m in models.values():
-            m.close()
+            detector = FaceDetector(threads=args.threads)
 
-    # its largest legitimate request: one photo, or MAX_IMAGES crops (uint8) of its largest pack
-    pixels = max(MAX_IMAGES * m.pack.resolution ** 2 * 3 for m in models.values())
-    return Service("encoder", EncoderServicer(models, packs[0], detector, args.default_deadline_s),
-                   encoder_pb2_grpc.add_EncoderServicer_to_server, "facedit.v1.Encoder", close, sec,
-                   max_receive_bytes=max(channels.MAX_REQUEST_BYTES, pixels + 1024 * 1024))
+        def close() -> None:
+            for m in models.values():
+                m.close()
+        return EncoderServicer(models, packs[0], detector, args.default_deadline_s), close
+
+    loading = Loading("encoder", build, logger, args.pack_retry_s)
+    return Service("encoder", loading.servicer, encoder_pb2_grpc.add_EncoderServicer_to_server, "facedit.v1.Encoder",
+                   loading.close, sec, max_receive_bytes=max_request_bytes(packs, Path(args.model_store)),
+                   loading=loading)
+
+
+def max_request_bytes(packs: list[str], store: Path) -> int:
+    """The largest request the encoder accepts: one photo, or MAX_IMAGES crops (uint8) of its largest pack
+    (a pack whose manifest cannot be read yet counts as MAX_RESOLUTION)."""
+    largest = 0
+    for name in packs:
+        try:
+            largest = max(largest, load_pack(name, store).resolution)
+        except PackError:
+            largest = max(largest, MAX_RESOLUTION)
+    return max(channels.MAX_REQUEST_BYTES, MAX_IMAGES * largest ** 2 * 3 + 1024 * 1024)
 
 
 def main(argv: list[str] | None = None) -> None:

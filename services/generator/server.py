@@ -17,6 +17,7 @@ from facedit_core import latents
 from facedit_core.errors import InvalidArgument
 from facedit_core.pack import Pack, load_pack
 from services.common import config, deadlines, logs, onnx, security
+from services.common.loading import Loading
 from services.common.server import Service, serve
 from services.common.tensors import from_tensor, to_tensor
 
@@ -68,29 +69,40 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+USES = ("generator",)  # the pack artefacts it reads (checked against their sha256 at start)
+
+
 def create(args: argparse.Namespace, logger: logging.Logger) -> Service:
-    """The generator servicer over every pack of --packs, on the backend of --backend."""
+    """The generator servicer over every pack of --packs, on the backend of --backend (NOT_SERVING while
+    their files are not valid: services/common/loading.py)."""
     sec = security.from_args(args, "generator", logger)  # refuses an unsafe address before loading models
     packs = [n for n in args.packs.split(",") if n]
-    if args.backend == "torchserve":
-        from services.generator.torchserve_backend import TorchServeGenerator
 
-        generators = {n: TorchServeGenerator(load_pack(n, Path(args.model_store)), args.torchserve_address)
-                      for n in packs}
-        logs.log(logger, "loaded", packs=packs, backend="torchserve", address=args.torchserve_address)
-    else:
-        generators = {n: OnnxGenerator(load_pack(n, Path(args.model_store)), onnx.Threading.from_flags(args),
-                                       args.max_batch, args.max_delay_ms / 1e3, args.max_queue, args.io_binding,
-                                       args.batch_workers)
-                      for n in packs}
-        logs.log(logger, "loaded", packs=packs, backend="onnx", providers=onnx.providers())
+    def build():
+        store = Path(args.model_store)
+        loaded = [load_pack(n, store) for n in packs]
+        for pack in loaded:
+            pack.verify(USES)
+        if args.backend == "torchserve":
+            from services.generator.torchserve_backend import TorchServeGenerator
 
-    def close() -> None:
-        for g in generators.values():
-            g.close()
+            generators = {p.name: TorchServeGenerator(p, args.torchserve_address) for p in loaded}
+            logs.log(logger, "loaded", packs=packs, backend="torchserve", address=args.torchserve_address)
+        else:
+            generators = {p.name: OnnxGenerator(p, onnx.Threading.from_flags(args), args.max_batch,
+                                                args.max_delay_ms / 1e3, args.max_queue, args.io_binding,
+                                                args.batch_workers)
+                          for p in loaded}
+            logs.log(logger, "loaded", packs=packs, backend="onnx", providers=onnx.providers())
 
-    return Service("generator", GeneratorServicer(generators, packs[0], args.default_deadline_s),
-                   generator_pb2_grpc.add_GeneratorServicer_to_server, "facedit.v1.Generator", close, sec)
+        def close() -> None:
+            for g in generators.values():
+                g.close()
+        return GeneratorServicer(generators, packs[0], args.default_deadline_s), close
+
+    loading = Loading("generator", build, logger, args.pack_retry_s)
+    return Service("generator", loading.servicer, generator_pb2_grpc.add_GeneratorServicer_to_server,
+                   "facedit.v1.Generator", loading.close, sec, loading=loading)
 
 
 def main(argv: list[str] | None = None) -> None:
