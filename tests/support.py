@@ -67,7 +67,7 @@ class Servers:
         for s in self.servers:
             s.stop(0).wait()
         for service in self.services:
-            service.close()
+            service.stop()
 
 
 @contextlib.contextmanager
@@ -92,7 +92,7 @@ def other_gateway(servers: "Servers", generator: str, redis_client, **gateway_kw
     finally:
         client.close()
         server.stop(0).wait()
-        service.close()
+        service.stop()
 
 
 class Pki:

@@ -11,7 +11,8 @@ Each service module has `create(args, logger) -> Service` (its servicer wired fr
 - the caller checks of services/common/security.py (TLS / mTLS, bearer tokens, roles) when the
   service has a Security, then per-client rate and concurrency limits (services/common/admission.py)
   when it has client_limits;
-- grpc.health.v1 (the overall "" service and each named service; callable without credentials)
+- grpc.health.v1 (the overall "" service and each named service: readiness; "liveness"; callable
+  without credentials; services/common/readiness.py)
   and server reflection (`--reflection`);
 - explicit message size limits: a request of at most Service.max_receive_bytes (by default one
   image file of facedit_core.images.MAX_IMAGE_BYTES and 1 MiB for its other fields), so that
@@ -26,12 +27,12 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from concurrent import futures
-from typing import Callable
 
 import grpc
 import redis
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from facedit_core.errors import FaceditError
@@ -43,6 +44,7 @@ from services.common.errors import status_code
 from services.common.interceptors import WrappingInterceptor
 from services.common.loading import Loading
 from services.common.logs import log
+from services.common.readiness import Checks, Readiness
 from services.common.security import Security, SecurityInterceptor
 
 STREAM_IDLE_S = 1.0  # a bidirectional stream (reflection) whose client sent nothing for this long is cancelled
@@ -155,6 +157,14 @@ class Service:
     max_receive_bytes: int = MAX_REQUEST_BYTES
     client_limits: Limits | None = None
     loading: Loading | None = None
+    checks: Checks = dataclasses.field(default_factory=dict)
+    readiness: Readiness | None = None  # set by create_server
+
+    def stop(self) -> None:
+        """After its server stopped: stop the readiness checks, then close the servicer."""
+        if self.readiness is not None:
+            self.readiness.close()
+        self.close()
 
 
 def create_server(service: Service, logger: logging.Logger,
@@ -180,21 +190,17 @@ def create_server(service: Service, logger: logging.Logger,
     if security is None or security.reflection != "off":
         reflection.enable_server_reflection([service.full_name, health.SERVICE_NAME, reflection.SERVICE_NAME],
                                             server)
-    def set_health(status) -> None:
-        for name in ("", service.full_name):
-            health_servicer.set(name, status)
-
+    readiness = Readiness(health_servicer, ("", service.full_name), logger, service.checks)
     if service.loading is not None and not service.loading.ready:
-        set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
-        service.loading.on_ready(lambda: set_health(health_pb2.HealthCheckResponse.SERVING))
-    else:
-        set_health(health_pb2.HealthCheckResponse.SERVING)
+        readiness.loading(service.loading.reason)
+        service.loading.on_ready(lambda: readiness.loading(None))
+    service.readiness = readiness.start()
     return server, health_servicer
 
 
 def start_local(service: Service, logger: logging.Logger, max_workers: int = 8) -> tuple[grpc.Server, str]:
     """Start `service` on a free port of 127.0.0.1 in this process (tests, tools); returns the
-    started server and its address. The caller stops it (server.stop(0)) and calls service.close()."""
+    started server and its address. The caller stops it (server.stop(0)) and calls service.stop()."""
     server, _ = create_server(service, logger, max_workers)
     port = _bind(server, service, "127.0.0.1:0")
     server.start()
@@ -241,8 +247,8 @@ def serve(service: Service, host: str, port: int, logger: logging.Logger,
         signal.signal(sig, lambda *_: stop.set())
     stop.wait()
     log(logger, "shutting down", grace_s=grace_s)
-    health_servicer.enter_graceful_shutdown()
+    health_servicer.enter_graceful_shutdown()  # NOT_SERVING for every name, for good
     server.stop(grace_s).wait()
     if health_server is not None:
         health_server.stop(0)
-    service.close()
+    service.stop()

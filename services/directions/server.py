@@ -26,9 +26,9 @@ from facedit_core.records import (
     NAME_PATTERN,
     DirectionRecord,
 )
-from services.common import config, logs, methods, security
-from services.common.redis_server import connect
+from services.common import config, logs, methods, readiness, security
 from services.common.loading import Loading
+from services.common.redis_server import connect
 from services.common.server import Service, serve
 from services.common.tensors import from_tensor, to_tensor
 from services.directions.owners import Owners, owner_of_call
@@ -366,7 +366,8 @@ def create(args: argparse.Namespace, logger: logging.Logger) -> Service:
 
     loading = Loading("directions", build, logger, args.pack_retry_s)
     return Service("directions", loading.servicer, directions_pb2_grpc.add_DirectionsServicer_to_server,
-                   "facedit.v1.Directions", loading.close, sec, ACCESS, loading=loading)
+                   "facedit.v1.Directions", loading.close, sec, ACCESS, loading=loading,
+                   checks={"redis": readiness.redis(connect(args.redis_url))})
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -39,6 +39,7 @@ from facedit_core import align, images, latents, reference
 from facedit_core.errors import FaceditError, FailedPrecondition, InvalidArgument
 from facedit_core.records import FACENET_SPACE, LATENT_SPACE, NAME_PATTERN, custom_id
 from services.common import channels, config, deadlines, logs, security
+from services.common import readiness as readiness_checks
 from services.common.errors import reraise_downstream
 from services.common.redis_server import connect
 from services.common.server import Service, serve
@@ -79,14 +80,21 @@ class Downstream:
                  tls: security.ChannelSecurity | None = None):
         """tls: (m)TLS of the channels to the three services; None = plaintext."""
         opts = channels.options(max_send_bytes=channels.MAX_RESPONSE_BYTES)
-        self.encoder = encoder_pb2_grpc.EncoderStub(security.channel(encoder, tls, opts))
-        self.directions = directions_pb2_grpc.DirectionsStub(security.channel(directions, tls, opts))
-        self.generator = generator_pb2_grpc.GeneratorStub(security.channel(generator, tls, opts))
+        self.channels = {name: security.channel(address, tls, opts)
+                         for name, address in (("encoder", encoder), ("directions", directions),
+                                               ("generator", generator))}
+        self.encoder = encoder_pb2_grpc.EncoderStub(self.channels["encoder"])
+        self.directions = directions_pb2_grpc.DirectionsStub(self.channels["directions"])
+        self.generator = generator_pb2_grpc.GeneratorStub(self.channels["generator"])
         self.hop_timeout_s = hop_timeout_s
         self._aside = ThreadPoolExecutor(max_workers=aside_threads, thread_name_prefix="aside")
 
     def close(self) -> None:
         self._aside.shutdown(wait=False, cancel_futures=True)
+
+    def checks(self) -> dict:
+        """Readiness checks (services/common/readiness.py): each internal service answers SERVING."""
+        return {name: readiness_checks.health(channel) for name, channel in self.channels.items()}
 
     def aside(self, fn, *args) -> Future:
         """fn(*args) on a pool thread while the request's thread goes on; .result() gives its value or error."""
@@ -563,7 +571,8 @@ def create(args: argparse.Namespace, logger: logging.Logger) -> Service:
                                args.default_pack, args.default_deadline_s, ComposeMemo(client, args.compose_memo),
                                args.merge_max_batch, args.merge_workers)
     return Service("gateway", servicer, gateway_pb2_grpc.add_GatewayServicer_to_server, "facedit.v1.Gateway",
-                   servicer.close, sec, ACCESS, client_limits=config.client_limits(args))
+                   servicer.close, sec, ACCESS, client_limits=config.client_limits(args),
+                   checks={**servicer.down.checks(), "redis": readiness_checks.redis(client)})
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -65,7 +65,7 @@ def limited(tiny_servers, tmp_path_factory, pack):
     for c in clients.values():
         c.close()
     server.stop(0).wait()
-    service.close()
+    service.stop()
     fake_server.stop(0).wait()
 
 

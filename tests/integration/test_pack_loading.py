@@ -85,7 +85,7 @@ def test_a_spoiled_artefact_keeps_the_service_not_serving_until_it_is_right(serv
             call(channel, pack)
     finally:
         server.stop(0).wait()
-        svc.close()
+        svc.stop()
 
 
 def test_a_service_with_valid_packs_serves_at_once(tiny_pack, pack):

@@ -323,7 +323,7 @@ def test_a_gateway_with_a_foreign_client_certificate_cannot_edit(secure, pki, fo
     finally:
         alice.close()
         server.stop(0).wait()
-        service.close()
+        service.stop()
 
 
 # -- custom directions: owners and quotas ---------------------------------------------------------------
