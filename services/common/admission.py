@@ -26,6 +26,7 @@ import grpc
 from services.common import security
 from services.common.interceptors import WrappingInterceptor
 from services.common.logs import log
+from services.common.tracing import add_trailing_metadata
 
 MAX_CLIENTS = 10_000
 CONCURRENCY_RETRY_S = 0.1  # the hint when a client has too many calls in progress
@@ -157,7 +158,7 @@ class AdmissionInterceptor(WrappingInterceptor):
         except Refused as err:
             log(self.logger, "call refused", logging.INFO, method=method, code="RESOURCE_EXHAUSTED", client=key,
                 error=str(err))
-            context.set_trailing_metadata(((RETRY_PUSHBACK, str(max(1, round(err.retry_after_s * 1000)))),))
+            add_trailing_metadata(context, ((RETRY_PUSHBACK, str(max(1, round(err.retry_after_s * 1000)))),))
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(err))
         return key
 

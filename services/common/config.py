@@ -31,6 +31,9 @@ def parser(service: str, default_port: int) -> argparse.ArgumentParser:
     p.add_argument("--pack-retry-s", type=float, default=float(env("pack_retry_s", "5")),
                    help="while a pack's files are missing or do not match their sha256, the service runs "
                         "NOT_SERVING and tries them again this often")
+    p.add_argument("--otlp-endpoint", default=env("otlp_endpoint", ""),
+                   help="send traces to this OpenTelemetry collector (OTLP/gRPC, e.g. http://collector:4317); "
+                        "empty = none sent (trace ids still go to logs and answers)")
     add_security_flags(p, service)
     return p
 

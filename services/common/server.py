@@ -46,6 +46,7 @@ from services.common.loading import Loading
 from services.common.logs import log
 from services.common.readiness import Checks, Readiness
 from services.common.security import Security, SecurityInterceptor
+from services.common.tracing import Tracing, TracingInterceptor
 
 STREAM_IDLE_S = 1.0  # a bidirectional stream (reflection) whose client sent nothing for this long is cancelled
 
@@ -158,13 +159,16 @@ class Service:
     client_limits: Limits | None = None
     loading: Loading | None = None
     checks: Checks = dataclasses.field(default_factory=dict)
+    tracing: Tracing | None = None
     readiness: Readiness | None = None  # set by create_server
 
     def stop(self) -> None:
-        """After its server stopped: stop the readiness checks, then close the servicer."""
+        """After its server stopped: stop the readiness checks, close the servicer, send the last spans."""
         if self.readiness is not None:
             self.readiness.close()
         self.close()
+        if self.tracing is not None:
+            self.tracing.close()
 
 
 def create_server(service: Service, logger: logging.Logger,
@@ -176,6 +180,9 @@ def create_server(service: Service, logger: logging.Logger,
         interceptors.insert(0, AdmissionInterceptor(service.client_limits, logger))
     if security is not None and (security.checks_callers or security.trust_forwarded):
         interceptors.insert(0, SecurityInterceptor(security, service.access, service.name, logger))
+    if service.tracing is None:
+        service.tracing = Tracing(service.name)
+    interceptors.insert(0, TracingInterceptor(service.tracing, logger))  # outermost: refusals are traced too
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=service.name),
         interceptors=interceptors,

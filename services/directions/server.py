@@ -31,6 +31,7 @@ from services.common.loading import Loading
 from services.common.redis_server import connect
 from services.common.server import Service, serve
 from services.common.tensors import from_tensor, to_tensor
+from services.common.tracing import Tracing
 from services.directions.owners import Owners, owner_of_call
 from services.directions.registry import PackInfo, Registry, Snapshot
 from services.directions.republish import DEFAULT_INTERVAL_S, Republisher
@@ -367,7 +368,8 @@ def create(args: argparse.Namespace, logger: logging.Logger) -> Service:
     loading = Loading("directions", build, logger, args.pack_retry_s)
     return Service("directions", loading.servicer, directions_pb2_grpc.add_DirectionsServicer_to_server,
                    "facedit.v1.Directions", loading.close, sec, ACCESS, loading=loading,
-                   checks={"redis": readiness.redis(connect(args.redis_url))})
+                   checks={"redis": readiness.redis(connect(args.redis_url))},
+                   tracing=Tracing.from_args(args, "directions"))
 
 
 def main(argv: list[str] | None = None) -> None:

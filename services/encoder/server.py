@@ -18,7 +18,7 @@ from facedit_core import align, images
 from facedit_core.errors import InvalidArgument
 from facedit_core.pack import Pack, PackError, load_pack
 from facedit_core.records import ISTRC_PREFIX
-from services.common import channels, config, deadlines, logs, onnx, security
+from services.common import channels, config, deadlines, logs, onnx, security, tracing
 from services.common.loading import Loading
 from services.common.server import Service, serve
 from services.common.tensors import from_tensor, to_tensor
@@ -76,8 +76,9 @@ def request_pixels(request, resolution: int) -> np.ndarray:
         return np.stack([images.resize(p, resolution) for p in pixels])
     if len(request.images) > MAX_IMAGES:
         raise InvalidArgument(f"images: at most {MAX_IMAGES} per request, got {len(request.images)}")
-    return np.stack([images.resize(images.decode(b, f"images[{i}]"), resolution)
-                     for i, b in enumerate(request.images)])
+    with tracing.step("decode", images=len(request.images)):
+        return np.stack([images.resize(images.decode(b, f"images[{i}]"), resolution)
+                         for i, b in enumerate(request.images)])
 
 
 class EncoderServicer(encoder_pb2_grpc.EncoderServicer):
@@ -170,9 +171,11 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServicer):
             raise InvalidArgument("image: empty; send the bytes of a PNG or JPEG photo")
         if not 0 <= request.max_faces <= MAX_FACES:
             raise InvalidArgument(f"max_faces must be 0 (= {MAX_FACES}) to {MAX_FACES}, got {request.max_faces}")
-        photo = images.decode(request.image, "image")
-        found = self.detector.detect(photo, deadlines.remaining(context, self.default_deadline_s))[
-            :request.max_faces or MAX_FACES]
+        with tracing.step("decode"):
+            photo = images.decode(request.image, "image")
+        with tracing.step("detect"):
+            found = self.detector.detect(photo, deadlines.remaining(context, self.default_deadline_s))[
+                :request.max_faces or MAX_FACES]
         ref = common_pb2.PackRef(name=m.pack.name, version=m.pack.version)
         response = encoder_pb2.DetectFacesResponse(pack=ref, width=photo.shape[1], height=photo.shape[0])
         if not found:
@@ -226,7 +229,7 @@ def create(args: argparse.Namespace, logger: logging.Logger) -> Service:
     loading = Loading("encoder", build, logger, args.pack_retry_s)
     return Service("encoder", loading.servicer, encoder_pb2_grpc.add_EncoderServicer_to_server, "facedit.v1.Encoder",
                    loading.close, sec, max_receive_bytes=max_request_bytes(packs, Path(args.model_store)),
-                   loading=loading)
+                   loading=loading, tracing=tracing.Tracing.from_args(args, "encoder"))
 
 
 def max_request_bytes(packs: list[str], store: Path) -> int:

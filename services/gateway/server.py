@@ -13,6 +13,7 @@ calls share one RPC per hop (merged.py).
 from __future__ import annotations
 
 import argparse
+import contextvars
 import datetime as dt
 import hashlib
 import json
@@ -38,12 +39,13 @@ from facedit.v1 import (
 from facedit_core import align, images, latents, reference
 from facedit_core.errors import FaceditError, FailedPrecondition, InvalidArgument
 from facedit_core.records import FACENET_SPACE, LATENT_SPACE, NAME_PATTERN, custom_id
-from services.common import channels, config, deadlines, logs, security
+from services.common import channels, config, deadlines, logs, security, tracing
 from services.common import readiness as readiness_checks
 from services.common.errors import reraise_downstream
 from services.common.redis_server import connect
 from services.common.server import Service, serve
 from services.common.tensors import encode_image, from_tensor, output_format, to_tensor
+from services.common.tracing import Tracing
 from services.gateway.cache import LatentCache
 from services.gateway.compose_memo import ComposeMemo
 from services.gateway.istrc import IstrcRpcs
@@ -72,9 +74,13 @@ ISTRC_REFERENCE_TEXTS = {
                         "each; s > 0 moves towards the positive images, s < 0 away"}
 
 
+STEPS = {"EncodeImages": "encode", "Compose": "compose", "GenerateImages": "generate", "ScoreImages": "score",
+         "DetectFaces": "detect", "ListDirections": "pack", "EmbedImages": "embed"}  # trace span per method
+
+
 class Downstream:
-    """Stubs of the three internal services, each call with a deadline, and a pool of threads for
-    work that overlaps a request's blocking calls (start, aside)."""
+    """Stubs of the three internal services, each call with a deadline and a span of the current trace,
+    and a pool of threads for work that overlaps a request's blocking calls (start, aside)."""
 
     def __init__(self, encoder: str, directions: str, generator: str, hop_timeout_s: float, aside_threads: int = 32,
                  tls: security.ChannelSecurity | None = None):
@@ -86,6 +92,8 @@ class Downstream:
         self.encoder = encoder_pb2_grpc.EncoderStub(self.channels["encoder"])
         self.directions = directions_pb2_grpc.DirectionsStub(self.channels["directions"])
         self.generator = generator_pb2_grpc.GeneratorStub(self.channels["generator"])
+        self._steps = {id(m): STEPS.get(name, name) for stub in (self.encoder, self.directions, self.generator)
+                       for name, m in vars(stub).items()}
         self.hop_timeout_s = hop_timeout_s
         self._aside = ThreadPoolExecutor(max_workers=aside_threads, thread_name_prefix="aside")
 
@@ -97,15 +105,19 @@ class Downstream:
         return {name: readiness_checks.health(channel) for name, channel in self.channels.items()}
 
     def aside(self, fn, *args) -> Future:
-        """fn(*args) on a pool thread while the request's thread goes on; .result() gives its value or error."""
-        return self._aside.submit(fn, *args)
+        """fn(*args) on a pool thread, in the request's context (its trace span and client), while the
+        request's thread goes on; .result() gives its value or error."""
+        return self._aside.submit(contextvars.copy_context().run, fn, *args)
 
     def call(self, hop: str, method, request, budget: "Budget", metadata=()):
-        """A blocking call: cheaper than a future (no hand-off to the channel's spin thread)."""
-        try:
-            return method(request, timeout=budget.timeout(self.hop_timeout_s), metadata=metadata or None)
-        except grpc.RpcError as err:
-            raise reraise_downstream(err, hop) from None
+        """A blocking call (cheaper than a future: no hand-off to the channel's spin thread), in a span
+        named after its step that the service called continues."""
+        with tracing.step(self._steps.get(id(method), "call"), hop=hop):
+            try:
+                return method(request, timeout=budget.timeout(self.hop_timeout_s),
+                              metadata=(*metadata, *tracing.outgoing_metadata()))
+            except grpc.RpcError as err:
+                raise reraise_downstream(err, hop) from None
 
     def start(self, hop: str, method, request, budget: "Budget") -> Future:
         """Make the call now on a pool thread (a blocking call there: a grpc future would start the
@@ -509,9 +521,10 @@ class GatewayServicer(IstrcRpcs, gateway_pb2_grpc.GatewayServicer):
         for k, f in enumerate(found.faces):
             affine = np.asarray(f.affine, np.float64).reshape(2, 3)
             crop_landmarks = align.apply(affine, np.asarray(f.landmarks, np.float64).reshape(5, 2))
-            mask = align.blend_mask(crop_landmarks, res)
-            original = pixels[k] if request.paste == gateway_pb2.PASTE_MODE_DELTA else None
-            out = align.paste(out, affine, pixels[n + k], mask, original_face=original)
+            with tracing.step("blend", face=k):
+                mask = align.blend_mask(crop_landmarks, res)
+                original = pixels[k] if request.paste == gateway_pb2.PASTE_MODE_DELTA else None
+                out = align.paste(out, affine, pixels[n + k], mask, original_face=original)
             faces.append(gateway_pb2.PhotoFace(
                 box=list(f.box), score=f.score, latent_id=self.cache.put(pack, z[k]),
                 scores_before={a: float(scores[k, i]) for a, i in index.items()},
@@ -572,7 +585,8 @@ def create(args: argparse.Namespace, logger: logging.Logger) -> Service:
                                args.merge_max_batch, args.merge_workers)
     return Service("gateway", servicer, gateway_pb2_grpc.add_GatewayServicer_to_server, "facedit.v1.Gateway",
                    servicer.close, sec, ACCESS, client_limits=config.client_limits(args),
-                   checks={**servicer.down.checks(), "redis": readiness_checks.redis(client)})
+                   checks={**servicer.down.checks(), "redis": readiness_checks.redis(client)},
+                   tracing=Tracing.from_args(args, "gateway"))
 
 
 def main(argv: list[str] | None = None) -> None:

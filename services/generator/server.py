@@ -20,6 +20,7 @@ from services.common import config, deadlines, logs, onnx, security
 from services.common.loading import Loading
 from services.common.server import Service, serve
 from services.common.tensors import from_tensor, to_tensor
+from services.common.tracing import Tracing
 
 
 class OnnxGenerator:
@@ -102,7 +103,8 @@ def create(args: argparse.Namespace, logger: logging.Logger) -> Service:
 
     loading = Loading("generator", build, logger, args.pack_retry_s)
     return Service("generator", loading.servicer, generator_pb2_grpc.add_GeneratorServicer_to_server,
-                   "facedit.v1.Generator", loading.close, sec, loading=loading)
+                   "facedit.v1.Generator", loading.close, sec, loading=loading,
+                   tracing=Tracing.from_args(args, "generator"))
 
 
 def main(argv: list[str] | None = None) -> None:
