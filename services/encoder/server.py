@@ -18,6 +18,7 @@ from facedit_core import align, images
 from facedit_core.errors import InvalidArgument
 from facedit_core.pack import Pack, PackError, load_pack
 from facedit_core.records import ISTRC_PREFIX
+from facedit_faces.detect import FaceDetector
 from services.common import channels, config, deadlines, logs, onnx, security, tracing
 from services.common.loading import Loading
 from services.common.server import Service, serve
@@ -84,14 +85,14 @@ def request_pixels(request, resolution: int) -> np.ndarray:
 class EncoderServicer(encoder_pb2_grpc.EncoderServicer):
     def __init__(self, models: dict[str, PackModels], default_pack: str, detector=None,
                  default_deadline_s: float = deadlines.DEFAULT_DEADLINE_S):
-        """detector: a facedit_faces.detect.FaceDetector for DetectFaces; made here (MTCNN loads in
-        seconds, not on the first photo) when none is given and a pack has an alignment template."""
+        """detector: a facedit_faces.detect.FaceDetector for DetectFaces; made here (at start, not on the
+        first photo) from the third_party folder of the packs' model store when none is given and a pack
+        has an alignment template."""
         self.models, self.default_pack = models, default_pack
         self.default_deadline_s = default_deadline_s
-        if detector is None and any(m.template is not None for m in models.values()):
-            from facedit_faces.detect import FaceDetector
-
-            detector = FaceDetector()
+        photo_packs = [m.pack for m in models.values() if m.template is not None]
+        if detector is None and photo_packs:
+            detector = FaceDetector(folder=photo_packs[0].root.parent / "third_party")
         self.detector = detector
 
     def _models(self, pack: str) -> PackModels:
@@ -211,15 +212,14 @@ def create(args: argparse.Namespace, logger: logging.Logger) -> Service:
         loaded = [load_pack(n, store) for n in packs]
         for pack in loaded:
             pack.verify(USES)
+        detector = None
+        if any(p.manifest.get("alignment", {}).get("template") for p in loaded):
+            # MTCNN's networks, checked against mtcnn.json's sha256 (PackError) before any model starts
+            detector = FaceDetector(threads=args.threads, folder=store / "third_party")
         models = {p.name: PackModels(p, onnx.Threading.from_flags(args), min(args.max_batch, MAX_IMAGES),
                                      args.max_delay_ms / 1e3, args.max_queue, args.io_binding, args.batch_workers)
                   for p in loaded}
         logs.log(logger, "loaded", packs=packs, providers=onnx.providers())
-        detector = None
-        if any(m.template is not None for m in models.values()):
-            from facedit_faces.detect import FaceDetector
-
-            detector = FaceDetector(threads=args.threads)
 
         def close() -> None:
             for m in models.values():

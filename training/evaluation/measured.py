@@ -32,6 +32,7 @@ from training.labels import annotate, oracle, source
 from training.labels.oracle import score_latents
 from training.methods import direction_sets
 from training.models import encode, generate
+from training.third_party.wheels import DEFAULT_DIR
 
 EVAL_SEED = 13  # held-out latents (the export's example faces come from EVAL_SEED + 1)
 
@@ -109,7 +110,7 @@ def evaluate(cfg: PackConfig, work: Path) -> dict:
     rec_gen, _ = _reconstruction(g, e, gen_pixels[:500])
     with torch.no_grad():
         cycle = float(((e(g(torch.from_numpy(z))).numpy() - z) ** 2).mean())
-    det = FaceDetector()
+    det = FaceDetector(folder=DEFAULT_DIR)
     real, names = aligned_real_faces(det, template, cfg.resolution)
     rec_real, recon_real = _reconstruction(g, e, real)
     lfw, valid, tried = lfw_faces(det, template, cfg.resolution, cfg.eval_lfw_faces)

@@ -26,6 +26,7 @@ from training.generators import gan
 from training.labels import source
 from training.models import generate
 from training.progress import Progress
+from training.third_party.wheels import DEFAULT_DIR
 
 ANNOTATIONS = "annotations.npz"
 ATTRIBUTES = annotators.ATTRIBUTES
@@ -78,7 +79,7 @@ def annotate(cfg: PackConfig, work: Path) -> dict:
         print(f"[annotate] the attributes of {cfg.pack} come from the renderer's ground truth: nothing to annotate",
               flush=True)
         return {}
-    g, det = gan.load_generator(cfg, work), FaceDetector(threads=cfg.threads)
+    g, det = gan.load_generator(cfg, work), FaceDetector(threads=cfg.threads, folder=DEFAULT_DIR)
     n = int(cfg.attributes["samples"])
     path = work / ANNOTATIONS
     z = latents(cfg.seed + _SEED, n, cfg.latent_dim)
