@@ -94,3 +94,43 @@ def test_a_service_with_valid_packs_serves_at_once(tiny_pack, pack):
     assert svc.loading.ready and type(svc.servicer).__name__ == "GeneratorServicer"  # no stand-in in the way
     svc.close()
 
+
+
+def test_a_spoiled_face_detector_keeps_the_encoder_not_serving_until_it_is_right(tiny_pack, pack, tmp_path):
+    """A pack that takes photos (an alignment template) needs MTCNN's networks: the encoder checks them against
+    third_party/mtcnn.json at start like a pack artefact."""
+    import json
+
+    from facedit_faces.detect import MANIFEST
+    from tests.support import MODEL_STORE
+
+    store = tmp_path / "store"
+    shutil.copytree(tiny_pack[1], store)
+    manifest = json.loads((store / "tiny" / "manifest.json").read_text())
+    manifest["alignment"] = {"template": [[9.0, 12.0], [19.0, 12.0], [14.0, 17.0], [10.0, 22.0], [18.0, 22.0]]}
+    (store / "tiny" / "manifest.json").write_text(json.dumps(manifest))
+    for name in ("mtcnn_pnet.onnx", "mtcnn_rnet.onnx", "mtcnn_onet.onnx", MANIFEST):
+        shutil.copy(MODEL_STORE / "third_party" / name, store / "third_party" / name)
+    target = store / "third_party" / "mtcnn_pnet.onnx"
+    good = target.read_bytes()
+    target.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))  # one bit flipped
+    svc = encoder.create(encoder.parser().parse_args(["--model-store", str(store), "--packs", "tiny",
+                                                      "--pack-retry-s", "0.2"]), LOGGER)
+    server, address = start_local(svc, LOGGER)
+    try:
+        with grpc.insecure_channel(address) as channel:
+            assert health(channel) == NOT_SERVING
+            with pytest.raises(grpc.RpcError) as info:
+                encode(channel, pack)
+            assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert "mtcnn_pnet.onnx: sha256" in info.value.details() and "does not match mtcnn.json" in info.value.details()
+            target.write_bytes(good)
+            give_up = time.monotonic() + 10
+            while health(channel) != SERVING and time.monotonic() < give_up:
+                time.sleep(0.05)
+            assert health(channel) == SERVING
+            encode(channel, pack)
+            assert svc.loading.target().detector is not None
+    finally:
+        server.stop(0).wait()
+        svc.stop()
