@@ -60,11 +60,19 @@ def requests_for(pack, kinds: tuple[str, ...]):
     return itertools.cycle([(k, *made[k]) for k in kinds])
 
 
-def soak(address: str, pack, edits: int, concurrency: int, kinds: tuple[str, ...], timeout_s: float = 30.0) -> dict:
-    """`edits` calls from `concurrency` threads; returns counts by kind and failures by status."""
+def soak(address: str, pack, edits: int, concurrency: int, kinds: tuple[str, ...], timeout_s: float = 30.0,
+         progress=None, every: int = 1000) -> dict:
+    """`edits` calls from `concurrency` threads; returns counts by kind and failures by status.
+    progress(finished calls, failed calls, seconds) is called after every `every` finished calls."""
     cycle, lock = requests_for(pack, kinds), threading.Lock()
     done, failures, examples = Counter(), Counter(), {}
     remaining = [edits]
+    t0 = time.perf_counter()
+
+    def finished() -> None:  # under the lock
+        total = sum(done.values()) + sum(failures.values())
+        if progress is not None and total % every == 0:
+            progress(total, sum(failures.values()), time.perf_counter() - t0)
 
     def worker(stub):
         while True:
@@ -79,14 +87,15 @@ def soak(address: str, pack, edits: int, concurrency: int, kinds: tuple[str, ...
                     list(answer)
                 with lock:
                     done[kind] += 1
+                    finished()
             except grpc.RpcError as err:
                 with lock:
                     failures[err.code().name] += 1
                     examples.setdefault(err.code().name, f"{kind}: {err.details()}")
+                    finished()
 
     with grpc.insecure_channel(address) as channel:
         stub = gateway_pb2_grpc.GatewayStub(channel)
-        t0 = time.perf_counter()
         threads = [threading.Thread(target=worker, args=(stub,)) for _ in range(concurrency)]
         for t in threads:
             t.start()
@@ -104,10 +113,19 @@ def run(store: Path, pack_name: str, edits: int, concurrency: int, log_dir: Path
     with Stack.on_free_ports(store, [pack_name], log_dir) as stack:
         warm = soak(stack.address("gateway"), pack, 2 * len(kinds), 1, kinds)  # load every model once
         before = {s: round(rss_mb(pid), 1) for s, pid in stack.pids().items()}
-        result = soak(stack.address("gateway"), pack, edits, concurrency, kinds)
+        rss_during = []
+
+        def progress(calls: int, failed: int, seconds: float) -> None:
+            rss = {s: round(rss_mb(pid), 1) for s, pid in stack.pids().items()}
+            rss_during.append({"calls": calls, **rss})
+            print(f"  {calls}/{edits} calls, {failed} failed, {calls / seconds:.1f} calls/s; RSS MB {rss}", flush=True)
+
+        result = soak(stack.address("gateway"), pack, edits, concurrency, kinds, progress=progress,
+                      every=max(1, min(1000, edits // 10)))
         after = {s: round(rss_mb(pid), 1) for s, pid in stack.pids().items()}
     return {"pack": pack_name, "edits": edits, "concurrency": concurrency, "kinds": list(kinds),
-            "warm_failures": warm["failures"], **result, "rss_mb_before": before, "rss_mb_after": after}
+            "warm_failures": warm["failures"], **result, "rss_mb_before": before, "rss_mb_during": rss_during,
+            "rss_mb_after": after}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -109,12 +109,13 @@ class Downstream:
         request's thread goes on; .result() gives its value or error."""
         return self._aside.submit(contextvars.copy_context().run, fn, *args)
 
-    def call(self, hop: str, method, request, budget: "Budget", metadata=()):
+    def call(self, hop: str, method, request, budget: "Budget", metadata=(), hop_timeout_s: float | None = None):
         """A blocking call (cheaper than a future: no hand-off to the channel's spin thread), in a span
-        named after its step that the service called continues."""
+        named after its step that the service called continues; at most hop_timeout_s (default: the
+        gateway's --hop-timeout-s) of the caller's budget."""
         with tracing.step(self._steps.get(id(method), "call"), hop=hop):
             try:
-                return method(request, timeout=budget.timeout(self.hop_timeout_s),
+                return method(request, timeout=budget.timeout(hop_timeout_s or self.hop_timeout_s),
                               metadata=(*metadata, *tracing.outgoing_metadata()))
             except grpc.RpcError as err:
                 raise reraise_downstream(err, hop) from None
@@ -499,9 +500,11 @@ class GatewayServicer(IstrcRpcs, gateway_pb2_grpc.GatewayServicer):
         pack = info.pack.name
         compose = self._start_compose(pack, request.edits, request.keep, budget)
         try:
+            # photos queue for the encoder's face detector under load: they may wait all of their budget
             found = self.down.call("encoder", self.down.encoder.DetectFaces,
                                    encoder_pb2.DetectFacesRequest(pack=pack, image=request.image,
-                                                                  max_faces=request.max_faces), budget)
+                                                                  max_faces=request.max_faces), budget,
+                                   hop_timeout_s=deadlines.MAX_DEADLINE_S)
         except BaseException:
             compose.cancel()
             raise

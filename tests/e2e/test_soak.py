@@ -13,3 +13,4 @@ def test_a_short_soak_of_mixed_edits_has_no_failure(tmp_path):
     assert summary["failures"] == {} and summary["warm_failures"] == {}, summary["failure_examples"]
     assert summary["calls"] == {kind: 60 for kind in soak.KINDS}
     assert set(summary["rss_mb_after"]) == {"directions", "encoder", "generator", "gateway", "redis"}
+    assert [r["calls"] for r in summary["rss_mb_during"]] == list(range(24, 241, 24))  # progress every tenth
