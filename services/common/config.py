@@ -25,6 +25,9 @@ def parser(service: str, default_port: int) -> argparse.ArgumentParser:
                    help="RPC handler threads: calls in progress at once (a batch can only merge calls that "
                         "hold a thread, so keep it >= the concurrency to batch)")
     p.add_argument("--log-level", default=env("log_level", "INFO"))
+    p.add_argument("--metrics-port", type=int, default=int(env("metrics_port", "0")),
+                   help="serve Prometheus metrics at http://<host>:<port>/metrics (docs/operations.md); "
+                        "0 = off: no endpoint and nothing recorded")
     p.add_argument("--default-deadline-s", type=float,
                    default=float(env("default_deadline_s", str(deadlines.DEFAULT_DEADLINE_S))),
                    help="deadline of a call whose caller set none")

@@ -1,8 +1,10 @@
 """Server bootstrap shared by every service.
 
 Each service module has `create(args, logger) -> Service` (its servicer wired from its flags):
-`main()` serves it with `serve(service, ...)`, and the tests and tools start it in-process with
-`start_local(service, ...)`. Both build a gRPC server with:
+`main()` serves it with `service_main(name, parser, create)` (flags, logs, metrics, `serve(service, ...)`), and
+the tests and tools start it in-process with `start_local(service, ...)`. Both build a gRPC server with:
+- an interceptor that counts and times every call (services/common/metrics.py; served over HTTP at
+  --metrics-port by `serve`);
 - an interceptor that refuses requests holding undefined enum values (services/common/enums.py),
   turns a domain error (facedit_core.errors) into its status code (INVALID_ARGUMENT
   with the message for bad input), any other exception into INTERNAL (logged
@@ -36,7 +38,7 @@ from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from facedit_core.errors import FaceditError
-from services.common import config
+from services.common import config, logs, metrics
 from services.common.admission import AdmissionInterceptor, Limits
 from services.common.channels import MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES
 from services.common.enums import check_enums
@@ -72,6 +74,8 @@ class ErrorAndLogInterceptor(WrappingInterceptor):
         if isinstance(err, FaceditError):
             log(self.logger, "call failed", logging.INFO, method=method, code=err.status, ms=ms, error=str(err))
             context.abort(status_code(err), str(err))
+        if isinstance(err, redis.RedisError):
+            metrics.redis_error(err)
         if isinstance(err, (redis.ConnectionError, redis.TimeoutError)):
             log(self.logger, "redis unavailable", logging.WARNING, method=method, ms=ms, error=str(err))
             context.abort(grpc.StatusCode.UNAVAILABLE, f"Redis is unavailable ({err}); retry later")
@@ -180,6 +184,8 @@ def create_server(service: Service, logger: logging.Logger,
         interceptors.insert(0, AdmissionInterceptor(service.client_limits, logger))
     if security is not None and (security.checks_callers or security.trust_forwarded):
         interceptors.insert(0, SecurityInterceptor(security, service.access, service.name, logger))
+    if metrics.enabled():
+        interceptors.insert(0, metrics.RpcMetrics())  # outside the caller checks: refused calls count too
     if service.tracing is None:
         service.tracing = Tracing(service.name)
     interceptors.insert(0, TracingInterceptor(service.tracing, logger))  # outermost: refusals are traced too
@@ -230,9 +236,20 @@ def _health_only_server(health_servicer: health.HealthServicer, host: str, port:
     return server
 
 
+def service_main(name: str, parser, create: Callable, argv: list[str] | None = None) -> None:
+    """A service's main(): its flags, logs and metrics (recorded only with a --metrics-port), then
+    create(args, logger) served until SIGTERM."""
+    args = parser.parse_args(argv)
+    logger = logs.setup(name, args.log_level)
+    metrics.enable(args.metrics_port > 0)
+    serve(create(args, logger), args.host, args.port, logger, max_workers=args.workers,
+          metrics_port=args.metrics_port)
+
+
 def serve(service: Service, host: str, port: int, logger: logging.Logger,
-          max_workers: int = config.DEFAULT_WORKERS, grace_s: float = 5.0) -> None:
-    """Start the server, block until SIGTERM/SIGINT, then stop gracefully and close the service.
+          max_workers: int = config.DEFAULT_WORKERS, grace_s: float = 5.0, metrics_port: int = 0) -> None:
+    """Start the server (and the metrics at http://<host>:<metrics_port>/metrics unless 0), block until
+    SIGTERM/SIGINT, then stop gracefully and stop the service.
     Refuses (SystemExit) to listen beyond loopback without TLS and caller checks unless --insecure."""
     security = service.security if service.security is not None else Security()
     security.check_listen(service.name, host)
@@ -241,13 +258,19 @@ def serve(service: Service, host: str, port: int, logger: logging.Logger,
     if _bind(server, service, address) == 0:
         raise SystemExit(f"{service.name}: cannot listen on {address} (port in use?)")
     server.start()
-    health_server = None
+    health_server = metrics_server = None
     if security.health_port:
         health_server = _health_only_server(health_servicer, host, security.health_port, service.name)
         health_server.start()
+    if metrics_port:
+        try:
+            metrics_server = metrics.serve_http(host, metrics_port)
+        except OSError as err:
+            raise SystemExit(f"{service.name}: cannot serve metrics on {host}:{metrics_port} ({err})") from None
     log(logger, "serving", address=address, services=[service.full_name], tls=security.tls,
         client_certificates=security.client_ca is not None, tokens=security.tokens is not None,
-        reflection=security.reflection, health_port=security.health_port or None)
+        reflection=security.reflection, health_port=security.health_port or None,
+        metrics=f"http://{host}:{metrics_port}/metrics" if metrics_port else None)
 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -258,4 +281,6 @@ def serve(service: Service, host: str, port: int, logger: logging.Logger,
     server.stop(grace_s).wait()
     if health_server is not None:
         health_server.stop(0)
+    if metrics_server is not None:
+        metrics_server.shutdown()
     service.stop()

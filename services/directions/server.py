@@ -26,10 +26,10 @@ from facedit_core.records import (
     NAME_PATTERN,
     DirectionRecord,
 )
-from services.common import config, logs, methods, readiness, security
+from services.common import config, logs, methods, metrics, readiness, security
 from services.common.loading import Loading
 from services.common.redis_server import connect
-from services.common.server import Service, serve
+from services.common.server import Service, service_main
 from services.common.tensors import from_tensor, to_tensor
 from services.common.tracing import Tracing
 from services.directions.owners import Owners, owner_of_call
@@ -358,6 +358,7 @@ def create(args: argparse.Namespace, logger: logging.Logger) -> Service:
         for pack in loaded:
             count = registry.publish(pack)
             logs.log(logger, "published pack", pack=pack.name, version=pack.version, directions=count)
+        metrics.set_build_info("directions", {p.name: p.version for p in loaded})
         republisher = Republisher(registry, loaded, logger, args.republish_interval_s)
 
         def close() -> None:
@@ -373,9 +374,7 @@ def create(args: argparse.Namespace, logger: logging.Logger) -> Service:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parser().parse_args(argv)
-    logger = logs.setup("directions", args.log_level)
-    serve(create(args, logger), args.host, args.port, logger, max_workers=args.workers)
+    service_main("directions", parser(), create, argv)
 
 
 if __name__ == "__main__":

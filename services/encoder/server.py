@@ -19,9 +19,9 @@ from facedit_core.errors import InvalidArgument
 from facedit_core.pack import Pack, PackError, load_pack
 from facedit_core.records import ISTRC_PREFIX
 from facedit_faces.detect import FaceDetector
-from services.common import channels, config, deadlines, logs, onnx, security, tracing
+from services.common import channels, config, deadlines, logs, metrics, onnx, security, tracing
 from services.common.loading import Loading
-from services.common.server import Service, serve
+from services.common.server import Service, service_main
 from services.common.tensors import from_tensor, to_tensor
 from services.encoder import istrc
 
@@ -220,6 +220,7 @@ def create(args: argparse.Namespace, logger: logging.Logger) -> Service:
                                      args.max_delay_ms / 1e3, args.max_queue, args.io_binding, args.batch_workers)
                   for p in loaded}
         logs.log(logger, "loaded", packs=packs, providers=onnx.providers())
+        metrics.set_build_info("encoder", {p.name: p.version for p in loaded})
 
         def close() -> None:
             for m in models.values():
@@ -245,9 +246,7 @@ def max_request_bytes(packs: list[str], store: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parser().parse_args(argv)
-    logger = logs.setup("encoder", args.log_level)
-    serve(create(args, logger), args.host, args.port, logger, max_workers=args.workers)
+    service_main("encoder", parser(), create, argv)
 
 
 if __name__ == "__main__":

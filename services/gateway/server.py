@@ -39,11 +39,12 @@ from facedit.v1 import (
 from facedit_core import align, images, latents, reference
 from facedit_core.errors import FaceditError, FailedPrecondition, InvalidArgument
 from facedit_core.records import FACENET_SPACE, LATENT_SPACE, NAME_PATTERN, custom_id
-from services.common import channels, config, deadlines, logs, security, tracing
+from services.common import channels, config, deadlines, security, tracing
 from services.common import readiness as readiness_checks
 from services.common.errors import reraise_downstream
+from services.common.metrics import set_build_info
 from services.common.redis_server import connect
-from services.common.server import Service, serve
+from services.common.server import Service, service_main
 from services.common.tensors import encode_image, from_tensor, output_format, to_tensor
 from services.common.tracing import Tracing
 from services.gateway.cache import LatentCache
@@ -580,6 +581,7 @@ def create(args: argparse.Namespace, logger: logging.Logger) -> Service:
     latent cache and compose memo in --redis-url."""
     sec = security.from_args(args, "gateway", logger)
     sec.check_downstream("gateway", [args.encoder, args.directions, args.generator])
+    set_build_info("gateway", {args.default_pack: ""})  # pack versions are the directions service's
     client = connect(args.redis_url)
     servicer = GatewayServicer(Downstream(args.encoder, args.directions, args.generator, args.hop_timeout_s,
                                           aside_threads=args.workers, tls=sec.internal),
@@ -593,9 +595,7 @@ def create(args: argparse.Namespace, logger: logging.Logger) -> Service:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parser().parse_args(argv)
-    logger = logs.setup("gateway", args.log_level)
-    serve(create(args, logger), args.host, args.port, logger, max_workers=args.workers)
+    service_main("gateway", parser(), create, argv)
 
 
 if __name__ == "__main__":

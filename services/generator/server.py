@@ -16,9 +16,9 @@ from facedit.v1 import common_pb2, generator_pb2, generator_pb2_grpc
 from facedit_core import latents
 from facedit_core.errors import InvalidArgument
 from facedit_core.pack import Pack, load_pack
-from services.common import config, deadlines, logs, onnx, security
+from services.common import config, deadlines, logs, metrics, onnx, security
 from services.common.loading import Loading
-from services.common.server import Service, serve
+from services.common.server import Service, service_main
 from services.common.tensors import from_tensor, to_tensor
 from services.common.tracing import Tracing
 
@@ -95,6 +95,7 @@ def create(args: argparse.Namespace, logger: logging.Logger) -> Service:
                                                 args.batch_workers)
                           for p in loaded}
             logs.log(logger, "loaded", packs=packs, backend="onnx", providers=onnx.providers())
+        metrics.set_build_info("generator", {p.name: p.version for p in loaded})
 
         def close() -> None:
             for g in generators.values():
@@ -108,9 +109,7 @@ def create(args: argparse.Namespace, logger: logging.Logger) -> Service:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parser().parse_args(argv)
-    logger = logs.setup("generator", args.log_level)
-    serve(create(args, logger), args.host, args.port, logger, max_workers=args.workers)
+    service_main("generator", parser(), create, argv)
 
 
 if __name__ == "__main__":
