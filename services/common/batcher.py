@@ -20,6 +20,9 @@ wake-ups per call. Requests that come closer together are batched as above.
 `call(rows, timeout_s)` submits and waits at most `timeout_s`: a request whose caller's
 deadline passed (or whose future was cancelled) while it was queued leaves the queue without
 running, so a flood of abandoned requests does not keep the model busy after its callers left.
+
+Each batcher reports its batch sizes, queue waits, model call times, queue depth and dropped
+requests as facedit_batcher_*{batcher=name} (services/common/metrics.py).
 """
 from __future__ import annotations
 
@@ -33,15 +36,17 @@ from typing import Callable
 import numpy as np
 
 from facedit_core.errors import DeadlineExceeded, InvalidArgument, ResourceExhausted
+from services.common.metrics import BatcherMetrics
 
 
 class _Request:
-    __slots__ = ("rows", "future", "deadline")
+    __slots__ = ("deadline", "future", "queued_at", "rows")
 
-    def __init__(self, rows: np.ndarray, deadline: float | None):
+    def __init__(self, rows: np.ndarray, deadline: float | None, queued_at: float):
         self.rows = rows
         self.future: Future = Future()
         self.deadline = deadline  # time.monotonic() after which nobody waits for the answer; None: no limit
+        self.queued_at = queued_at  # time.perf_counter() of submit
 
 
 class DynamicBatcher:
@@ -70,6 +75,7 @@ class DynamicBatcher:
         self.rows = 0
         self.shared = 0  # batches that ran beside another (run_shared)
         self.expired = 0  # requests dropped from the queue: their deadline passed before they ran
+        self.metrics = BatcherMetrics(name, self)
         self._threads = [threading.Thread(target=self._loop, name=f"{name}-{k}" if workers > 1 else name,
                                           daemon=True) for k in range(workers)]
         for t in self._threads:
@@ -90,16 +96,21 @@ class DynamicBatcher:
         after which the request is dropped unrun (its future fails with DeadlineExceeded)."""
         if len(rows) > self.max_batch:
             raise InvalidArgument(f"{len(rows)} rows in one request; the limit is {self.max_batch}")
-        request = _Request(rows, deadline)
         now = time.perf_counter()
+        request = _Request(rows, deadline, now)
         lone = now - self._last_submit >= self.max_delay_s
         self._last_submit = now
         if self.inline and lone and self._pending is None and self.queue.empty() and self._claim_idle():
+            m = self.metrics
             try:
-                request.future.set_result((self.run_batch(rows), len(rows)))
+                out = self.run_batch(rows)
+                m.execution.observe(time.perf_counter() - now)
+                m.queue_wait.observe(0.0)
+                m.rows.observe(len(rows))
                 with self._stats:
                     self.batches += 1
                     self.rows += len(rows)
+                request.future.set_result((out, len(rows)))
             except Exception as err:  # noqa: BLE001 - the caller gets it from the future, as from a batch
                 request.future.set_exception(err)
             finally:
@@ -109,8 +120,13 @@ class DynamicBatcher:
         try:
             self.queue.put_nowait(request)
         except queue.Full:
+            self.metrics.rejected.inc()
             raise ResourceExhausted(f"server busy: {self.queue.maxsize} requests already queued; retry with backoff")
         return request.future
+
+    def queued(self) -> int:
+        """Requests waiting to run (the facedit_batcher_queued_requests gauge)."""
+        return self.queue.qsize() + (self._pending is not None)
 
     def _claim_idle(self) -> bool:
         """True (and the model counted as running) when no batch is running."""
@@ -168,6 +184,9 @@ class DynamicBatcher:
             live = self._live(batch)
             if not live:
                 continue
+            m, started = self.metrics, time.perf_counter()
+            for r in live:
+                m.queue_wait.observe(started - r.queued_at)
             with self._stats:
                 # a lone request with the model idle gets every thread (latency); a batch of several
                 # requests means load: other workers will run beside it, so it takes its share
@@ -176,6 +195,8 @@ class DynamicBatcher:
             try:
                 rows = live[0].rows if len(live) == 1 else np.concatenate([r.rows for r in live])
                 out = (self.run_shared if shared else self.run_batch)(rows)
+                m.execution.observe(time.perf_counter() - started)
+                m.rows.observe(len(out))
             except Exception as err:  # noqa: BLE001 - every request of the batch gets the error
                 for r in live:
                     r.future.set_exception(err)
@@ -202,6 +223,7 @@ class DynamicBatcher:
                 r.future.set_exception(DeadlineExceeded(f"{self.name}: the deadline passed while queued"))
                 with self._stats:
                     self.expired += 1
+                self.metrics.expired.inc()
                 continue
             live.append(r)
         return live
