@@ -1,7 +1,8 @@
 """The gateway's latent cache in Redis: a client sends a photo once, then edits by id.
 
 Key facedit:latent:<id> (hash: pack, data = float32 little-endian bytes) with a TTL
-that each use renews.
+that each use renews. Lookups by id count as hits or misses in
+facedit_cache_lookups_total{cache="latent"} (services/common/metrics.py).
 """
 from __future__ import annotations
 
@@ -12,11 +13,13 @@ import redis
 
 from facedit_core.errors import InvalidArgument, NotFound
 from facedit_core.redis_keys import latent_key
+from services.common.metrics import cache_counters
 
 
 class LatentCache:
     def __init__(self, client: redis.Redis, ttl_s: int):
         self.r, self.ttl_s = client, ttl_s
+        self._hit, self._miss = cache_counters("latent")
 
     def put(self, pack: str, z: np.ndarray) -> str:
         latent_id = secrets.token_hex(12)
@@ -36,8 +39,10 @@ class LatentCache:
         pipe.expire(key, self.ttl_s)
         entry, _ = pipe.execute()
         if not entry:
+            self._miss.inc()
             raise NotFound(f"latent {latent_id} is unknown or expired (kept {self.ttl_s}s after last use); "
                            f"send the image again")
+        self._hit.inc()
         if entry[b"pack"].decode() != pack:
             raise InvalidArgument(f"latent {latent_id} belongs to pack {entry[b'pack'].decode()!r}, "
                                   f"not {pack!r}")

@@ -17,7 +17,8 @@ moves one edit hits too. Only strengths the stored answer's directions allow
 which says what is wrong with them.
 
 Errors are not remembered (a bad request costs its Compose call every time). The memo holds
-at most `size` answers, least recently used first out; size 0 turns it off.
+at most `size` answers, least recently used first out; size 0 turns it off. Lookups count as
+hits or misses in facedit_cache_lookups_total{cache="compose_memo"} (services/common/metrics.py).
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ import numpy as np
 import redis
 
 from facedit.v1 import directions_pb2
+from services.common.metrics import cache_counters
 from services.common.redis_server import read_state
 from services.common.tensors import from_tensor, to_tensor
 
@@ -45,6 +47,7 @@ class ComposeMemo:
             OrderedDict()
         self._lock = threading.Lock()
         self.hits = self.misses = self.scaled_hits = 0  # scaled_hits: of the hits, answers scaled to a strength
+        self._hit, self._miss = cache_counters("compose_memo")
 
     def lookup(self, request: directions_pb2.ComposeRequest
                ) -> tuple[tuple | None, directions_pb2.ComposeResponse | None]:
@@ -60,6 +63,7 @@ class ComposeMemo:
             if hit is not None and hit[0] == state:
                 self._answers.move_to_end(exact)
                 self.hits += 1
+                self._hit.inc()
                 return state, hit[1]
         shape = _shape_key(request)  # only for a miss of the exact request
         with self._lock:
@@ -70,8 +74,10 @@ class ComposeMemo:
                     self._answers.move_to_end(shape)
                     self.hits += 1
                     self.scaled_hits += 1
+                    self._hit.inc()
                     return state, scaled
             self.misses += 1
+            self._miss.inc()
         return state, None
 
     def store(self, state: tuple | None, request: directions_pb2.ComposeRequest,

@@ -42,7 +42,7 @@ from facedit_core.records import FACENET_SPACE, LATENT_SPACE, NAME_PATTERN, cust
 from services.common import channels, config, deadlines, security, tracing
 from services.common import readiness as readiness_checks
 from services.common.errors import reraise_downstream
-from services.common.metrics import set_build_info
+from services.common.metrics import instrument_downstream, set_build_info
 from services.common.redis_server import connect
 from services.common.server import Service, service_main
 from services.common.tensors import encode_image, from_tensor, output_format, to_tensor
@@ -97,6 +97,7 @@ class Downstream:
                        for name, m in vars(stub).items()}
         self.hop_timeout_s = hop_timeout_s
         self._aside = ThreadPoolExecutor(max_workers=aside_threads, thread_name_prefix="aside")
+        instrument_downstream(self)  # facedit_downstream_call_seconds per hop and RPC
 
     def close(self) -> None:
         self._aside.shutdown(wait=False, cancel_futures=True)
