@@ -180,3 +180,24 @@ def at_once(fn, n: int, errors=(FaceditError, grpc.RpcError), timeout_s: float =
         t.join(timeout_s)
     assert not any(t.is_alive() for t in threads), f"a call has not returned after {timeout_s} s"
     return out
+
+
+def metric_samples(text: str) -> dict[tuple[str, frozenset], float]:
+    """A Prometheus text exposition (a service's /metrics page, or prometheus_client.generate_latest() of
+    this process) -> {(sample name, frozenset of its label items): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def sample(samples: dict, name: str, **labels) -> float:
+    """One sample's value from metric_samples(); 0 when absent (a labelled series appears on first use)."""
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def local_metrics() -> dict[tuple[str, frozenset], float]:
+    """metric_samples() of this process's registry (the in-process servers of Servers record into it)."""
+    from prometheus_client import generate_latest
+
+    return metric_samples(generate_latest().decode())
