@@ -61,10 +61,11 @@ class Stack:
     metrics_ports: dict[str, int] = dataclasses.field(default_factory=dict)  # service -> /metrics port; none: off
 
     @classmethod
-    def on_free_ports(cls, model_store: Path, packs: list[str], log_dir: Path, **kw) -> "Stack":
-        """Every service, and its metrics, on a free port."""
+    def on_free_ports(cls, model_store: Path, packs: list[str], log_dir: Path, metrics: bool = True,
+                      **kw) -> "Stack":
+        """Every service on a free port, and its metrics on another (metrics=False: none, nothing recorded)."""
         return cls(model_store, packs, {s: free_port() for s in SERVICES}, log_dir,
-                   metrics_ports={s: free_port() for s in SERVICES}, **kw)
+                   metrics_ports={s: free_port() for s in SERVICES} if metrics else {}, **kw)
 
     def address(self, service: str) -> str:
         return f"127.0.0.1:{self.ports[service]}"
