@@ -39,10 +39,9 @@ from facedit.v1 import (
 from facedit_core import align, images, latents, reference
 from facedit_core.errors import FaceditError, FailedPrecondition, InvalidArgument
 from facedit_core.records import FACENET_SPACE, LATENT_SPACE, NAME_PATTERN, custom_id
-from services.common import channels, config, deadlines, security, tracing
+from services.common import channels, config, deadlines, metrics, security, tracing
 from services.common import readiness as readiness_checks
 from services.common.errors import reraise_downstream
-from services.common.metrics import instrument_downstream, set_build_info
 from services.common.redis_server import connect
 from services.common.server import Service, service_main
 from services.common.tensors import encode_image, from_tensor, output_format, to_tensor
@@ -97,7 +96,7 @@ class Downstream:
                        for name, m in vars(stub).items()}
         self.hop_timeout_s = hop_timeout_s
         self._aside = ThreadPoolExecutor(max_workers=aside_threads, thread_name_prefix="aside")
-        instrument_downstream(self)  # facedit_downstream_call_seconds per hop and RPC
+        metrics.instrument_downstream(self)  # facedit_downstream_call_seconds per hop and RPC
 
     def close(self) -> None:
         self._aside.shutdown(wait=False, cancel_futures=True)
@@ -582,7 +581,7 @@ def create(args: argparse.Namespace, logger: logging.Logger) -> Service:
     latent cache and compose memo in --redis-url."""
     sec = security.from_args(args, "gateway", logger)
     sec.check_downstream("gateway", [args.encoder, args.directions, args.generator])
-    set_build_info("gateway", {args.default_pack: ""})  # pack versions are the directions service's
+    metrics.set_build_info("gateway", {args.default_pack: ""})  # pack versions are the directions service's
     client = connect(args.redis_url)
     servicer = GatewayServicer(Downstream(args.encoder, args.directions, args.generator, args.hop_timeout_s,
                                           aside_threads=args.workers, tls=sec.internal),
