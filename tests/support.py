@@ -78,7 +78,8 @@ def other_gateway(servers: "Servers", generator: str, redis_client, **gateway_kw
     from facedit.v1 import gateway_pb2_grpc
     from services.client import FaceditClient
     from services.gateway.cache import LatentCache
-    from services.gateway.server import Downstream, GatewayServicer
+    from services.gateway.downstream import Downstream
+    from services.gateway.server import GatewayServicer
 
     gateway = GatewayServicer(Downstream(servers.addresses["encoder"], servers.addresses["directions"], generator,
                                          hop_timeout_s=20),
