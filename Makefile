@@ -13,7 +13,7 @@ PACK ?= digiface64
 
 export ORT_DISABLE_TELEMETRY := 1
 
-.PHONY: setup stubs run stop test test-fast fuzz soak bench pack-synth pack-digiface64 clean
+.PHONY: setup stubs run stop test test-fast fuzz soak bench h2load pack-synth pack-digiface64 clean
 
 MINILM := build/minilm/model.onnx
 
@@ -82,8 +82,19 @@ fuzz: setup
 	FACEDIT_FUZZ_EXAMPLES=20000 $(PY) -m pytest -q -ra tests/integration/test_fuzz_gateway.py
 
 # make bench PACK=digiface64 BENCH_ARGS="--seconds 5 --env FACEDIT_WORKERS=64" (docs/performance.md)
-bench: setup
+bench: setup h2load
 	$(PY) -m bench --pack $(PACK) $(BENCH_ARGS)
+
+# The compiled load client of make bench: h2load, from Debian's nghttp2-client, installed with apt-get
+# (as root) when it is missing. make test does not need it (its h2load test is skipped without it).
+H2LOAD_MISSING := h2load is still missing: install the Debian package nghttp2-client as root \
+	(apt-get update; apt-get install -y nghttp2-client), or run make bench BENCH_ARGS=--skip=h2load \
+	(the Python load client alone: the targets get no verdict)
+h2load:
+	@command -v h2load >/dev/null 2>&1 || { \
+		echo "make bench needs h2load (the Debian package nghttp2-client): installing it with apt-get ..."; \
+		apt-get update -qq && apt-get install -y -qq nghttp2-client >/dev/null || true; }
+	@command -v h2load >/dev/null 2>&1 || { echo "$(H2LOAD_MISSING)"; exit 1; }
 
 # Rebuild the committed synth pack from scratch (docs/training.md has the run time).
 pack-synth: setup

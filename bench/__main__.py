@@ -22,15 +22,21 @@ services as processes on free ports):
                  --backend torchserve, under the same load as `service`
 
 Repetitions: every load level runs --repeats times, interleaved: repetition r runs each level of
-service, gateway lean and gateway full once, and the levels the targets compare are each followed
-right away by their reference (raw ORT batch 1 / 64 next to the service's c1 / c64, the in-process
-pipeline at batch 1 / 32 and the peer next to the gateway's c1 / c32). Each ratio is computed per
+service, gateway lean and gateway full once (each with both load clients), and the levels the
+targets compare are each followed right away by their reference (raw ORT batch 1 / 64 next to the
+service's c1 / c64, the in-process pipeline at batch 1 / 32 and the peer next to the gateway's
+c1 / c32). Each ratio is computed per
 repetition and reported as the median and [min, max] (bench/ratios.py); verdicts read the median.
 
-Load: each client is a thread with its own channel; every thread makes two warm-up calls, then all
-start together and call back to back for --seconds (or until --max-requests). Requests are
-synchronous, so when the last thread returns nothing is in flight; throughput = completed
-requests / (last completion - start).
+Load, by two clients, one right after the other at every level. Python: each client is a thread
+with its own channel; every thread makes two warm-up calls, then all start together and call back
+to back for --seconds (or until --max-requests). Requests are synchronous, so when the last thread
+returns nothing is in flight; throughput = completed requests / (last completion - start).
+Compiled: h2load (Debian's nghttp2-client; bench/h2load.py) sends a prepared gRPC frame on as many
+connections, 2 warm-up calls each, then as many requests as last about --seconds; every answer is
+checked (byte count of real answers, h2load's statuses, the services' logs of failed calls). The
+targets are judged on h2load's figures; --skip h2load leaves it out (no verdicts then). Beside each
+level: the CPU per request of every serving process (from /proc) and of the load client.
 
 Writes --out (bench/results.json) and --plot (bench/results.png, needs matplotlib: the `bench`
 extra) and prints a table (bench/report.py). The targets are reported, never asserted. Everything
@@ -47,7 +53,7 @@ import threading
 import time
 from pathlib import Path
 
-from bench import harness, inprocess, ratios, report, served, workload
+from bench import h2load, harness, inprocess, ratios, report, served, workload
 from facedit_core.pack import load_pack
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -127,7 +133,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ts-delay-ms", type=int, default=5, help="TorchServe maxBatchDelay of the .mar")
     p.add_argument("--env", type=_env_pair, action="append", default=[], metavar="KEY=VALUE",
                    help="environment of the started services, e.g. FACEDIT_WORKERS=64 (repeatable)")
-    p.add_argument("--skip", default="", help="comma-separated parts to skip: services, torchserve")
+    p.add_argument("--skip", default="", help="comma-separated parts to skip: services, torchserve, h2load (the "
+                                                 "compiled load client; the targets are judged on its figures)")
     p.add_argument("--work", default=str(ROOT / "out" / "bench"), help="logs and the .mar go here")
     p.add_argument("--out", default=str(ROOT / "bench" / "results.json"))
     p.add_argument("--plot", default=str(ROOT / "bench" / "results.png"))
@@ -138,8 +145,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def compiled_client(args) -> str | None:
+    """h2load's version when the served parts will use it (None: --skip h2load, or no served part);
+    SystemExit with what to do when it is missing."""
+    skip = {s for s in args.skip.split(",") if s}
+    if not served.uses_h2load(args) or {"services", "torchserve"} <= skip:
+        return None
+    try:
+        return h2load.version()
+    except h2load.H2loadMissing as err:
+        raise SystemExit(f"python -m bench: {err}") from None
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    compiled = compiled_client(args)  # before anything starts: a missing h2load fails at once
     t_start = time.perf_counter()
     cpu_start = harness.cpu_snapshot()
     store = Path(args.model_store).resolve()
@@ -158,6 +178,8 @@ def main(argv: list[str] | None = None) -> dict:
                      "edit": None if missing else dict(zip(("attribute", "keep"), workload.edit_choice(pack)),
                                                        strength=workload.EDIT_STRENGTH),
                      "skipped": sorted(skip), "service_env": dict(args.env),
+                     "load_clients": {"python": "threads of this process, one channel each (bench/clients.py)",
+                                      served.COMPILED: compiled or "skipped"},
                      "service_flags": service_flags(dict(args.env))}}
     print(f"bench: pack {pack.name} {pack.version} ({pack.resolution}px, z {pack.latent_dim}), "
           f"{results['machine']['cores']} cores, {args.seconds}s per level, {args.repeats} repetitions"
@@ -197,7 +219,7 @@ def main(argv: list[str] | None = None) -> dict:
     results["machine"]["load_average_at_end"] = list(os.getloadavg())
     results["machine"]["cpu_during_run"] = harness.other_load(cpu_start)
     ratios.add_gflops(results)
-    results["ratios"] = ratios.ratios(results)
+    results.update(ratios.all_ratios(results))
     results["duration_s"] = round(time.perf_counter() - t_start, 1)
     out = report.write_results(results, Path(args.out))
     png = report.plot(results, Path(args.plot))

@@ -37,15 +37,41 @@ def spread(values: list[float | None]) -> dict:
     return {"median": float(np.median(kept)), "range": [min(kept), max(kept)], "values": kept}
 
 
-def cpu_seconds(pids=()) -> float:
-    """CPU time (user + system) of this process and of `pids` (other live processes), in seconds,
-    from /proc/<pid>/stat."""
-    total = time.process_time()
-    for pid in pids:
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
+def process_cpu_s(pid: int) -> float | None:
+    """CPU time (user + system) of a live process in seconds, from /proc/<pid>/stat (None: gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def cpu_by_process(pids: dict[str, int]) -> dict[str, float]:
+    """name -> CPU seconds (user + system, from /proc) of each live process of `pids`."""
+    out = {}
+    for name, pid in pids.items():
+        cpu = process_cpu_s(pid)
+        if cpu is not None:
+            out[name] = cpu
+    return out
+
+
+def cpu_figures(requests: int, services_s: dict[str, float], client_s: float) -> dict:
+    """The CPU of one load level: the serving processes' own CPU seconds (`services_s`, by process)
+    and the load client's (`client_s`), as totals, requests per CPU second (`per_cpu_s`: servers +
+    client; `per_service_cpu_s`: servers only) and milliseconds of CPU per request (by process too)."""
+    service_s = sum(services_s.values())
+    total = service_s + client_s
+
+    def per_request_ms(s: float) -> float | None:
+        return s / requests * 1e3 if requests else None
+
+    return {"cpu_s": round(total, 3), "service_cpu_s": round(service_s, 3), "client_cpu_s": round(client_s, 3),
+            "per_cpu_s": requests / total if requests and total > 0 else None,
+            "per_service_cpu_s": requests / service_s if requests and service_s > 0 else None,
+            "service_cpu_ms_per_request": per_request_ms(service_s),
+            "client_cpu_ms_per_request": per_request_ms(client_s),
+            "cpu_ms_per_request": {name: per_request_ms(s) for name, s in services_s.items()}}
 
 
 @dataclasses.dataclass
@@ -145,20 +171,22 @@ class Client:
 
 
 def run_load(make_client: Callable[[int], Client], concurrency: int, seconds: float, max_requests: int,
-             warmup_calls: int = 2, stop: threading.Event | None = None, pids=()) -> dict:
+             warmup_calls: int = 2, stop: threading.Event | None = None, pids: dict[str, int] | None = None) -> dict:
     """`concurrency` threads, each with its own Client, make `warmup_calls` calls, then all start
     together and call back to back for `seconds` or until `max_requests`. Calls are synchronous, so
     when the last thread returns nothing is in flight: throughput = completed calls / (last
-    completion - start). `pids`: the serving processes; their CPU time and this process's during
-    the run give `per_cpu_s` (requests per CPU second of client + servers)."""
+    completion - start). `pids`: the serving processes (name -> pid); their CPU time during the run
+    and this process's (the client's) give cpu_figures()."""
     import grpc
 
     stop = stop or threading.Event()
+    pids = pids or {}
     counter = itertools.count()
-    start: dict[str, float] = {}
+    start: dict = {}
 
     def mark():
-        start["cpu0"] = cpu_seconds(pids)
+        start["cpu0"] = cpu_by_process(pids)
+        start["client0"] = time.process_time()
         start["t0"] = time.perf_counter()
         start["end"] = start["t0"] + seconds
 
@@ -210,7 +238,7 @@ def run_load(make_client: Callable[[int], Client], concurrency: int, seconds: fl
     for t in threads:
         while t.is_alive():
             t.join(0.5)
-    cpu_s = cpu_seconds(pids) - start["cpu0"] if "cpu0" in start else float("nan")
+    cpu1, client1 = cpu_by_process(pids), time.process_time()
     setup_errors = [r["setup_error"] for r in results if "setup_error" in r]
     if setup_errors:
         raise RuntimeError(f"load clients failed to start: {setup_errors[0]}")
@@ -227,7 +255,8 @@ def run_load(make_client: Callable[[int], Client], concurrency: int, seconds: fl
             "latency_ms_p50": percentile(lat, 50) * 1e3, "latency_ms_p90": percentile(lat, 90) * 1e3,
             "latency_ms_p99": percentile(lat, 99) * 1e3, "latency_ms_mean": float(np.mean(lat)) * 1e3 if lat else None,
             "mean_batch": float(np.mean(info)) if info else None,
-            "cpu_s": round(cpu_s, 3), "per_cpu_s": len(lat) / cpu_s if lat and cpu_s > 0 else None}
+            **cpu_figures(len(lat), {k: cpu1[k] - v for k, v in start["cpu0"].items() if k in cpu1},
+                          client1 - start["client0"])}
 
 
 # --------------------------------------------------------------------------- interleaved repetitions
@@ -235,23 +264,29 @@ def run_load(make_client: Callable[[int], Client], concurrency: int, seconds: fl
 @dataclasses.dataclass
 class Series:
     """Load levels of one thing under test (e.g. the generator service), with references:
-    measure(level) -> a run_load row; references[level]() -> {figure: value} of the same work done
-    another way, measured right after that level in every repetition."""
+    measure(level) -> a run_load row (the Python client); also[client](level) -> the row of another
+    load client (e.g. h2load), measured right after `measure` at the same level; references[level]()
+    -> {figure: value} of the same work done another way, measured right after the level's clients
+    in every repetition."""
     name: str
     levels: list[int]
     measure: Callable[[int], dict]
     references: dict[int, Callable[[], dict]] = dataclasses.field(default_factory=dict)
+    also: dict[str, Callable[[int], dict]] = dataclasses.field(default_factory=dict)
 
 
 def interleave(series: list[Series], repeats: int, stop: threading.Event | None = None,
                announce: Callable[[int], None] | None = None,
                clock: Callable[[], float] = time.perf_counter) -> dict[str, dict]:
-    """Repetition r = every series' levels in order, each level with a reference followed right away by it:
-    level, reference, level, reference, ... then repetition r + 1. Returns {series name:
-    {"levels": {level: [row of each repetition]}, "references": {level: [figures of each repetition]}}};
-    each row and figure dict gets `repetition` and `at_s` (seconds since the first measurement)."""
+    """Repetition r = every series' levels in order, each level measured by its clients (the Python
+    one, then each of `also`) and, if it has a reference, followed right away by it: level, other
+    clients, reference, level, ... then repetition r + 1. Returns {series name: {"levels": {level:
+    [row of each repetition]}, "also": {client: {level: [row of each repetition]}}, "references":
+    {level: [figures of each repetition]}}}; each row and figure dict gets `repetition` and `at_s`
+    (seconds since the first measurement)."""
     t0 = clock()
-    out = {s.name: {"levels": {c: [] for c in s.levels}, "references": {c: [] for c in s.levels if c in s.references}}
+    out = {s.name: {"levels": {c: [] for c in s.levels}, "references": {c: [] for c in s.levels if c in s.references},
+                    "also": {client: {c: [] for c in s.levels} for client in s.also}}
            for s in series}
     for r in range(repeats):
         if announce is not None:
@@ -262,6 +297,11 @@ def interleave(series: list[Series], repeats: int, stop: threading.Event | None 
                     return out
                 at = clock() - t0
                 out[s.name]["levels"][c].append({**s.measure(c), "repetition": r, "at_s": round(at, 2)})
+                for client, measure in s.also.items():
+                    if stop is not None and stop.is_set():
+                        return out
+                    at = clock() - t0
+                    out[s.name]["also"][client][c].append({**measure(c), "repetition": r, "at_s": round(at, 2)})
                 if c in s.references:
                     at = clock() - t0
                     out[s.name]["references"][c].append({**s.references[c](), "repetition": r, "at_s": round(at, 2)})
@@ -270,12 +310,15 @@ def interleave(series: list[Series], repeats: int, stop: threading.Event | None 
 
 # the per-repetition figures a level's row reports as median and [min, max]
 SPREAD_FIELDS = ("throughput", "latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "latency_ms_mean",
-                 "mean_batch", "per_cpu_s")
+                 "mean_batch", "per_cpu_s", "per_service_cpu_s", "service_cpu_ms_per_request",
+                 "client_cpu_ms_per_request")
+SUMMED_FIELDS = ("seconds", "cpu_s", "service_cpu_s", "client_cpu_s")
 
 
 def level_rows(levels: dict[int, list[dict]]) -> list[dict]:
     """One row per level: the median of each figure over the repetitions (its [min, max] as
-    `<figure>_range`), requests and errors summed, and every repetition's row under `repetitions`."""
+    `<figure>_range`; `cpu_ms_per_request` by process: the medians), requests, errors, seconds and
+    CPU seconds summed, and every repetition's row under `repetitions`."""
     rows = []
     for c, reps in levels.items():
         if not reps:
@@ -289,8 +332,11 @@ def level_rows(levels: dict[int, list[dict]]) -> list[dict]:
         for r in reps:
             for code, n in r["errors"].items():
                 row["errors"][code] = row["errors"].get(code, 0) + n
-        row["seconds"] = round(sum(r["seconds"] for r in reps if np.isfinite(r["seconds"])), 3)
-        row["cpu_s"] = round(sum(r["cpu_s"] for r in reps if np.isfinite(r["cpu_s"])), 3)
+        for field in SUMMED_FIELDS:
+            row[field] = round(sum(r[field] for r in reps if r.get(field) is not None and np.isfinite(r[field])), 3)
+        names = sorted({name for r in reps for name in r.get("cpu_ms_per_request") or {}})
+        row["cpu_ms_per_request"] = {name: spread([(r.get("cpu_ms_per_request") or {}).get(name)
+                                                   for r in reps])["median"] for name in names}
         row["repetitions"] = reps
         rows.append(row)
     return rows
