@@ -417,7 +417,8 @@ class GatewayServicer(IstrcRpcs, gateway_pb2_grpc.GatewayServicer):
         if not 0 <= request.max_faces <= MAX_PHOTO_FACES:
             raise InvalidArgument(f"max_faces must be 0 (= {MAX_PHOTO_FACES}) to {MAX_PHOTO_FACES}, "
                                   f"got {request.max_faces}")
-        photo = images.decode(request.image, "image")  # for the paste-back; checks size limits first
+        with tracing.step("decode"):
+            photo = images.decode(request.image, "image")  # for the paste-back; checks size limits first
         info = self._pack(request.pack, budget)
         pack = info.pack.name
         compose = self._start_compose(pack, request.edits, request.keep, budget)
@@ -456,7 +457,9 @@ class GatewayServicer(IstrcRpcs, gateway_pb2_grpc.GatewayServicer):
                 scores_after={a: float(scores[n + k, i]) for a, i in index.items()},
                 crop_before=encode_image(pixels[k], fmt) if request.return_crops else b"",
                 crop_after=encode_image(pixels[n + k], fmt) if request.return_crops else b""))
-        return gateway_pb2.EditPhotoResponse(pack=composed.pack, image=encode_image(out, fmt), format=fmt,
+        with tracing.step("encode_image", format=fmt):
+            image = encode_image(out, fmt)
+        return gateway_pb2.EditPhotoResponse(pack=composed.pack, image=image, format=fmt,
                                              faces=faces, quality=_quality(composed, index, scores[:n], scores[n:]))
 
 
