@@ -45,6 +45,7 @@ from services.common.enums import check_enums
 from services.common.errors import status_code
 from services.common.interceptors import WrappingInterceptor
 from services.common.loading import Loading
+from services.common.memory import Trimmer
 from services.common.logs import log
 from services.common.readiness import Checks, Readiness
 from services.common.security import Security, SecurityInterceptor
@@ -258,6 +259,7 @@ def serve(service: Service, host: str, port: int, logger: logging.Logger,
     if _bind(server, service, address) == 0:
         raise SystemExit(f"{service.name}: cannot listen on {address} (port in use?)")
     server.start()
+    trimmer = Trimmer()  # freed message buffers go back to the system (services/common/memory.py)
     health_server = metrics_server = None
     if security.health_port:
         health_server = _health_only_server(health_servicer, host, security.health_port, service.name)
@@ -284,3 +286,4 @@ def serve(service: Service, host: str, port: int, logger: logging.Logger,
     if metrics_server is not None:
         metrics_server.shutdown()
     service.stop()
+    trimmer.close()
