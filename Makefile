@@ -13,7 +13,7 @@ PACK ?= digiface64
 
 export ORT_DISABLE_TELEMETRY := 1
 
-.PHONY: setup stubs run stop test test-fast fuzz soak bench h2load pack-synth pack-digiface64 clean client-wheel
+.PHONY: setup stubs run stop test test-fast fuzz soak bench h2load pack-synth pack-digiface64 clean client-wheel api-docs
 
 MINILM := build/minilm/model.onnx
 
@@ -61,6 +61,10 @@ $(THIRD_PARTY): $(INSTALLED) $(wildcard training/third_party/*.py) training/thir
 CLIENT_DIST ?= build/dist
 client-wheel: $(INSTALLED)
 	$(PY) clients/python/build_wheel.py --out $(CLIENT_DIST)
+
+# docs/api.md's reference of every Gateway RPC and message, from the protos' comments (a test checks it).
+api-docs: $(INSTALLED)
+	$(PY) protos/reference.py --write
 
 run: setup
 	$(PY) -m services.stack run --pack $(PACK)
