@@ -54,7 +54,7 @@ class AsyncClient:
     async def __aexit__(self, *exc) -> None:
         await self.close()
 
-    async def edit(self, face: FaceLike, edits: EditsLike = (), *, keep: Sequence[str] = (),
+    async def edit(self, face: FaceLike, edits: EditsLike, *, keep: Sequence[str] = (),
                    method: str | None = None, format: str = "png", return_original: bool = False,
                    skip_scores: bool = False, timeout_s: float | None = None) -> gateway_pb2.EditResponse:
         """See Client.edit."""

@@ -57,7 +57,7 @@ class Client:
 
     # ----- the RPCs -----
 
-    def edit(self, face: FaceLike, edits: EditsLike = (), *, keep: Sequence[str] = (), method: str | None = None,
+    def edit(self, face: FaceLike, edits: EditsLike, *, keep: Sequence[str] = (), method: str | None = None,
              format: str = "png", return_original: bool = False, skip_scores: bool = False,
              timeout_s: float | None = None) -> gateway_pb2.EditResponse:
         """Edit one face: `.image` (bytes of a PNG/JPEG), `.latent_id` (the source, cached), `.quality`

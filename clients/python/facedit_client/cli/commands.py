@@ -79,6 +79,9 @@ def attributes(client: Client, args) -> int:
 
 def edit(client: Client, args) -> int:
     fmt = out_format(args.out, args.format)
+    if args.original and out_format(args.original, args.format) != fmt:
+        raise ValueError(f"-o {args.out} and --original {args.original}: the gateway answers both in one image "
+                         f"format; give them the same extension (or --format)")
     resp = client.edit(Face.parse(args.face), edits_of(args), keep=args.keep, format=fmt,
                        return_original=bool(args.original), skip_scores=args.skip_scores)
     files = [str(write(args.out, resp.image))]
