@@ -364,6 +364,51 @@ def test_unavailable_and_resource_exhausted_are_retried_with_backoff(venv, edge,
     assert out["async"] == ["digiface64", "digiface64"] and "RESOURCE_EXHAUSTED" in out["async_retries"]
 
 
+UNITS = r"""
+import json, random
+from facedit_client import Edit, Face, RetryPolicy, floats, to_tensor
+from facedit_client.cli.settings import SettingsError, resolve
+from facedit_client.connection import Connection, is_loopback
+p, rng = RetryPolicy(initial_backoff_s=0.2, max_backoff_s=5, multiplier=2), random.Random(0)
+out = {"backoff": [[p.backoff_s(n, rng=rng) for _ in range(200)] for n in (1, 2, 3, 8)],
+       "pushback": p.backoff_s(1, 2.5, rng), "edit": [Edit.parse("custom/x=-1.5").to_proto().direction_id],
+       "loopback": [is_loopback(a) for a in ("127.0.0.1:1", "[::1]:5", "localhost:5", "10.0.0.1:5", "example.com:443")],
+       "latent": floats(Face.latent([0.5, -2.0]).latent), "shape": list(to_tensor([1, 2, 3, 4], (2, 2)).shape)}
+for bad in ("smile=x", "=2"):
+    try:
+        Edit.parse(bad)
+    except ValueError as err:
+        out["edit"].append(str(err))
+try:
+    Connection("api.example.com:443", token="t" * 20)
+except ValueError as err:
+    out["plaintext_token"] = str(err)
+env = {"FACEDIT_ADDRESS": "from-env:1", "FACEDIT_TLS": "1", "FACEDIT_RETRIES": "5", "HOME": "/nonexistent"}
+s = resolve({"address": "from-flag:1"}, env)
+out["settings"] = [s.address, s.tls, s.retries, s.timeout, s.sources["address"], s.sources["tls"]]
+for bad_env in ({"FACEDIT_TLS": "maybe"}, {"FACEDIT_RETRIES": "-1"}, {"FACEDIT_CONFIG": "/nonexistent.toml"}):
+    try:
+        resolve({}, {**bad_env, "HOME": "/nonexistent"})
+    except SettingsError as err:
+        out.setdefault("settings_errors", []).append(str(err))
+print(json.dumps(out))
+"""
+
+
+def test_backoff_settings_and_helpers_in_the_fresh_venv(venv, tmp_path):
+    out = venv.python(UNITS, cwd=tmp_path)
+    for n, waits in zip((1, 2, 3, 8), out["backoff"]):
+        base = min(5.0, 0.2 * 2 ** (n - 1))
+        assert base / 2 <= min(waits) and max(waits) <= base  # jittered within [base/2, base]
+    assert out["pushback"] == 2.5  # the server's hint wins over a shorter backoff
+    assert out["edit"][0] == "custom/x" and "must be a number" in out["edit"][1] and "<target>" in out["edit"][2]
+    assert out["loopback"] == [True, True, True, False, False]
+    assert out["latent"] == [0.5, -2.0] and out["shape"] == [2, 2]
+    assert "refusing to send a token in plaintext to api.example.com:443" in out["plaintext_token"]
+    assert out["settings"] == ["from-flag:1", True, 5, 30.0, "flag", "FACEDIT_TLS"]
+    assert len(out["settings_errors"]) == 3 and "does not exist" in out["settings_errors"][2]
+
+
 # ----- the facedit command ------------------------------------------------------------------------------
 
 def _attributes_json(done: subprocess.CompletedProcess) -> dict:

@@ -16,6 +16,7 @@ inside one running event loop.
 """
 from __future__ import annotations
 
+import os
 import asyncio
 import time
 from typing import Awaitable, Callable, Sequence, TypeVar
@@ -36,7 +37,7 @@ class AsyncClient:
     """The arguments of Client (facedit_client.client.Client), calls awaited."""
 
     def __init__(self, address: str = DEFAULT_ADDRESS, *, timeout_s: float | None = DEFAULT_TIMEOUT_S,
-                 token: str | None = None, tls: bool = False, tls_ca: str | None = None,
+                 token: str | None = None, tls: bool = False, tls_ca: str | os.PathLike | None = None,
                  tls_server_name: str | None = None, retry: RetryPolicy | None = None, pack: str = ""):
         self.connection = Connection(address, token, tls, tls_ca, tls_server_name)
         self.timeout_s = timeout_s

@@ -15,6 +15,7 @@ Thread-safe: share one Client between threads.
 """
 from __future__ import annotations
 
+import os
 import time
 from typing import Callable, Sequence, TypeVar
 
@@ -37,7 +38,7 @@ class Client:
     gateway's default)."""
 
     def __init__(self, address: str = DEFAULT_ADDRESS, *, timeout_s: float | None = DEFAULT_TIMEOUT_S,
-                 token: str | None = None, tls: bool = False, tls_ca: str | None = None,
+                 token: str | None = None, tls: bool = False, tls_ca: str | os.PathLike | None = None,
                  tls_server_name: str | None = None, retry: RetryPolicy | None = None, pack: str = ""):
         self.connection = Connection(address, token, tls, tls_ca, tls_server_name)
         self.timeout_s = timeout_s

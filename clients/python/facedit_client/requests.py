@@ -113,15 +113,15 @@ class Edit:
 
     @classmethod
     def parse(cls, spec: str, method: str | None = None, text: bool = False, text_mode: str = "addition") -> "Edit":
-        """"smile=1.5", "custom/my_smile=-1", "a big grin=2" -> Edit; no "=<number>": strength 1."""
+        """"smile=1.5", "custom/my_smile=-1", "a big grin=2" -> Edit; no "=": strength 1."""
         target, sep, value = spec.rpartition("=")
-        try:
-            strength = float(value) if sep else 1.0
-        except ValueError:
-            target, strength = spec, 1.0
         if not sep:
-            target = spec
-        if not target:
+            target, value = spec, "1"
+        try:
+            strength = float(value)
+        except ValueError:
+            raise ValueError(f"edit {spec!r}: the strength after '=' must be a number") from None
+        if not target.strip():
             raise ValueError(f"edit {spec!r}: expected <target>=<strength>")
         return cls.text(target, strength, text_mode) if text else cls(target, strength, method)
 
