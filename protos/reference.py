@@ -75,11 +75,11 @@ def field_type(field: F, maps: dict[str, descriptor_pb2.DescriptorProto]) -> str
 
 
 def render(files: list[descriptor_pb2.FileDescriptorProto]) -> str:
-    lines = [START, "", "## Reference", "",
-             "Generated from [gateway.proto](../protos/facedit/v1/gateway.proto) and "
+    intro = ("Generated from [gateway.proto](../protos/facedit/v1/gateway.proto) and "
              "[common.proto](../protos/facedit/v1/common.proto) (package `facedit.v1`). Proto3: a field not "
              "set reads as its zero value; fields of a `oneof` exclude each other. In JSON (grpcurl) bytes are "
-             "base64 and enums their names.", ""]
+             "base64 and enums their names.")
+    lines = [START, "", "## Reference", "", intro, ""]
     for file in files:
         notes = comments(file)
         for s, service in enumerate(file.service):

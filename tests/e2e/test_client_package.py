@@ -12,7 +12,6 @@ the rate, with the grpc-retry-pushback-ms hint) are measured against it.
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 import re

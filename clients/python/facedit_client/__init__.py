@@ -15,9 +15,21 @@ retries: RetryPolicy. The answers are the messages of facedit_client.v1.gateway_
 from facedit_client.aio import AsyncClient
 from facedit_client.client import Client
 from facedit_client.connection import DEFAULT_ADDRESS, DEFAULT_TIMEOUT_S, Connection, version
-from facedit_client.errors import (AlreadyExists, Cancelled, DeadlineExceeded, FaceditError, FailedPrecondition,
-                                   Internal, InvalidArgument, NotFound, OutOfRange, PermissionDenied,
-                                   ResourceExhausted, Unauthenticated, Unavailable)
+from facedit_client.errors import (
+                                   AlreadyExists,
+                                   Cancelled,
+                                   DeadlineExceeded,
+                                   FaceditError,
+                                   FailedPrecondition,
+                                   Internal,
+                                   InvalidArgument,
+                                   NotFound,
+                                   OutOfRange,
+                                   PermissionDenied,
+                                   ResourceExhausted,
+                                   Unauthenticated,
+                                   Unavailable,
+)
 from facedit_client.requests import Edit, Face, floats, to_tensor
 from facedit_client.retry import NO_RETRY, RetryPolicy
 from facedit_client.v1 import common_pb2, gateway_pb2

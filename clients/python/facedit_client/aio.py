@@ -16,8 +16,8 @@ inside one running event loop.
 """
 from __future__ import annotations
 
-import os
 import asyncio
+import os
 import time
 from typing import Awaitable, Callable, Sequence, TypeVar
 

@@ -130,7 +130,7 @@ def trailing(err: grpc.RpcError) -> dict[str, str]:
     """The string entries of a failed call's trailing metadata."""
     try:
         pairs = err.trailing_metadata() or ()
-    except Exception:  # a call that never reached a server may have none
+    except (AttributeError, ValueError, RuntimeError):  # a call that never reached a server may have none
         pairs = ()
     return {k: v for k, v in pairs if isinstance(v, str)}
 

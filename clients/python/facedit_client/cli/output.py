@@ -3,6 +3,7 @@ progress bar on stderr."""
 from __future__ import annotations
 
 import json
+import math
 import sys
 from typing import Sequence, TextIO
 
@@ -77,4 +78,4 @@ def signed(x: float) -> str:
 
 def score(x: float) -> str:
     """A probability 0..1, or "-" when not measured (NaN: skip_scores)."""
-    return "-" if x != x else f"{x:.3f}"
+    return "-" if math.isnan(x) else f"{x:.3f}"
