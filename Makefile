@@ -13,7 +13,7 @@ PACK ?= digiface64
 
 export ORT_DISABLE_TELEMETRY := 1
 
-.PHONY: setup stubs run stop test test-fast fuzz soak bench h2load pack-synth pack-digiface64 clean
+.PHONY: setup stubs run stop test test-fast fuzz soak bench h2load pack-synth pack-digiface64 clean client-wheel api-docs
 
 MINILM := build/minilm/model.onnx
 
@@ -55,6 +55,16 @@ $(THIRD_PARTY): $(INSTALLED) $(wildcard training/third_party/*.py) training/thir
 		training/onnx_io.py training/models.py facedit_faces/detect.py $(wildcard model_store/*/words_vocab.json)
 	$(PY) -m training.third_party --out model_store/third_party --force
 	@touch $@
+
+# The client SDK and `facedit` command (clients/python, docs/clients.md) as a wheel that installs on its
+# own (grpcio + protobuf): its gRPC stubs are generated into the wheel, under facedit_client.v1 (~2 s).
+CLIENT_DIST ?= build/dist
+client-wheel: $(INSTALLED)
+	$(PY) clients/python/build_wheel.py --out $(CLIENT_DIST)
+
+# docs/api.md's reference of every Gateway RPC and message, from the protos' comments (a test checks it).
+api-docs: $(INSTALLED)
+	$(PY) protos/reference.py --write
 
 run: setup
 	$(PY) -m services.stack run --pack $(PACK)

@@ -1,0 +1,1 @@
+"""The `facedit` command line (console script of facedit-client): `facedit --help`."""
