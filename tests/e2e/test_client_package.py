@@ -365,14 +365,20 @@ def test_unavailable_and_resource_exhausted_are_retried_with_backoff(venv, edge,
 
 UNITS = r"""
 import json, random
+import grpc
 from facedit_client import Edit, Face, RetryPolicy, floats, to_tensor
+from facedit_client.errors import ResourceExhausted
+from facedit_client.retry import next_wait_s
 from facedit_client.cli.settings import SettingsError, resolve
 from facedit_client.connection import Connection, is_loopback
 p, rng = RetryPolicy(initial_backoff_s=0.2, max_backoff_s=5, multiplier=2), random.Random(0)
 out = {"backoff": [[p.backoff_s(n, rng=rng) for _ in range(200)] for n in (1, 2, 3, 8)],
        "pushback": p.backoff_s(1, 2.5, rng), "edit": [Edit.parse("custom/x=-1.5").to_proto().direction_id],
        "loopback": [is_loopback(a) for a in ("127.0.0.1:1", "[::1]:5", "localhost:5", "10.0.0.1:5", "example.com:443")],
-       "latent": floats(Face.latent([0.5, -2.0]).latent), "shape": list(to_tensor([1, 2, 3, 4], (2, 2)).shape)}
+       "latent": floats(Face.latent([0.5, -2.0]).latent), "shape": list(to_tensor([1, 2, 3, 4], (2, 2)).shape),
+       # RESOURCE_EXHAUSTED is retried with the server's hint (a rate limit), not without (a full quota)
+       "exhausted": [next_wait_s(p, grpc.StatusCode.RESOURCE_EXHAUSTED, ResourceExhausted("x", retry_after_s=hint), 1,
+                                 None) for hint in (None, 0.75)]}
 for bad in ("smile=x", "=2"):
     try:
         Edit.parse(bad)
@@ -396,6 +402,7 @@ print(json.dumps(out))
 
 def test_backoff_settings_and_helpers_in_the_fresh_venv(venv, tmp_path):
     out = venv.python(UNITS, cwd=tmp_path)
+    assert out["exhausted"][0] is None and out["exhausted"][1] >= 0.75
     for n, waits in zip((1, 2, 3, 8), out["backoff"]):
         base = min(5.0, 0.2 * 2 ** (n - 1))
         assert base / 2 <= min(waits) and max(waits) <= base  # jittered within [base/2, base]

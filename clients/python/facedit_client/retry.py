@@ -6,10 +6,11 @@ before it is sent again, or the server's hint (trailing metadata grpc-retry-push
 that is longer, and is not sent when the wait would pass the deadline. Every other status
 (INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED, DEADLINE_EXCEEDED, ...) is raised at once.
 
-What is retried: every RPC, CreateDirection included (a CreateDirection whose first attempt was
-stored although its answer was lost answers the retry with "already exists"; a quota that is
-full answers RESOURCE_EXHAUSTED again, so it costs the retries before it is raised). A sweep
-(server streaming) is retried whole: it changes nothing on the server.
+RESOURCE_EXHAUSTED is retried only when the server sent the hint (the gateway's per-client rate
+and concurrency limits do): without one it is a full quota of custom directions or a message
+too large, which no retry changes. What is retried: every RPC, CreateDirection included (a
+CreateDirection whose first attempt was stored although its answer was lost answers the retry
+with "already exists"). A sweep (server streaming) is retried whole: it changes nothing on the server.
 """
 from __future__ import annotations
 
@@ -60,6 +61,8 @@ def next_wait_s(policy: RetryPolicy, code: grpc.StatusCode, error: FaceditError,
     (`remaining_s`, None = no deadline)."""
     if code not in RETRYABLE or attempt >= policy.max_attempts:
         return None
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and error.retry_after_s is None:
+        return None  # no retry hint: a full quota or a message too large, which a retry would not change
     wait = policy.backoff_s(attempt, error.retry_after_s)
     if remaining_s is not None and wait >= remaining_s:
         return None
