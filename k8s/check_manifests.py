@@ -286,11 +286,11 @@ def _port(c: dict, port_name: str) -> int | None:
     return next((p["containerPort"] for p in c.get("ports", []) if p.get("name") == port_name), None)
 
 
-def _file_in_mounts(m: Manifests, pod: dict, c: dict, path: str) -> str | None:
-    """None when `path` is a key of a Secret or ConfigMap mounted in c (or under an emptyDir), else why not."""
+def _mounted(pod: dict, c: dict, path: str) -> tuple[str, str, str, str] | None:
+    """(kind, name, key, mountPath) of the Secret or ConfigMap file at `path` in container c, ("emptyDir",
+    "", "", mountPath) for a file under another volume, None when no volume is mounted there."""
     volumes = {v["name"]: v for v in pod["spec"].get("volumes", [])}
-    mounts = sorted(c.get("volumeMounts", []), key=lambda vm: -len(vm["mountPath"]))
-    for vm in mounts:
+    for vm in sorted(c.get("volumeMounts", []), key=lambda vm: -len(vm["mountPath"])):
         prefix = vm["mountPath"].rstrip("/") + "/"
         if not path.startswith(prefix):
             continue
@@ -298,12 +298,20 @@ def _file_in_mounts(m: Manifests, pod: dict, c: dict, path: str) -> str | None:
         for kind, field, ref in (("Secret", "secret", "secretName"), ("ConfigMap", "configMap", "name")):
             if field in vol:
                 items = {i["path"]: i["key"] for i in vol[field].get("items", [])}
-                key = items.get(rest, rest if not items else None)
-                data = m.data(kind, vol[field][ref]) or {}
-                return None if key in data else f"{path}: {kind} {vol[field][ref]} (mounted at {vm['mountPath']}) " \
-                                                f"has no key {rest!r}"
-        return None
-    return f"{path} is in no mounted volume"
+                return kind, vol[field][ref], items.get(rest, rest if not items else ""), vm["mountPath"]
+        return "emptyDir", "", "", vm["mountPath"]
+    return None
+
+
+def _file_in_mounts(m: Manifests, pod: dict, c: dict, path: str) -> str | None:
+    """None when `path` is a key of a Secret or ConfigMap mounted in c (or under another volume), else why not."""
+    got = _mounted(pod, c, path)
+    if got is None:
+        return f"{path} is in no mounted volume"
+    kind, obj, key, mount = got
+    if kind != "emptyDir" and key not in (m.data(kind, obj) or {}):
+        return f"{path}: {kind} {obj} (mounted at {mount}) has no key {path[len(mount.rstrip('/')) + 1:]!r}"
+    return None
 
 
 def _resolve_target(m: Manifests, address: str, scheme: str) -> tuple[dict, dict, int] | str:
@@ -432,11 +440,13 @@ def check_services(m: Manifests) -> list[str]:
         problems.append(f"no Deployment runs {sorted(missing)}")
     problems += calls(m)[1]
     redis = m.by.get(("StatefulSet", "redis"))
-    if redis is not None:
+    if redis is not None:  # the image reads its password from $REDIS_PASSWORD_FILE (docker/redis-entrypoint.sh)
         rc = m.pod(redis)["spec"]["containers"][0]
-        if expand(" ".join(rc.get("command", []) + rc.get("args", [])), environment(m, rc)).split(
-                "--requirepass ")[-1].split(" ")[0] != redis_password:
-            problems.append("StatefulSet redis: --requirepass is not the password of Secret facedit-redis")
+        path = environment(m, rc).get("REDIS_PASSWORD_FILE", "")
+        got = _mounted(m.pod(redis), rc, path) if path else None
+        if got is None or got[:3] != ("Secret", "facedit-redis", "password"):
+            problems.append(f"StatefulSet redis: REDIS_PASSWORD_FILE {path!r} is not the key password of the "
+                            f"mounted Secret facedit-redis")
     return problems
 
 
