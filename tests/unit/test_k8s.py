@@ -205,3 +205,56 @@ def test_each_check_fails_on_a_broken_copy(k8s, tmp_path, what, overlay, edits, 
         problems = ck.validate(objs)
         assert len(problems) == len(ck.VERSIONS), problems  # once per version
     assert any(expected in p for p in problems), "\n".join(problems)
+
+
+def load_kube_play():
+    spec = importlib.util.spec_from_file_location("kube_play", ROOT / "k8s/podman/kube_play.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_cpu_overlay_becomes_one_pod_that_podman_kube_play_runs(rendered, tmp_path):
+    """k8s/podman/kube_play.py (run for real with the images of `make images`: k8s/podman/play.sh up)."""
+    kube_play = load_kube_play()
+    ports = kube_play.convert(rendered["cpu"], tmp_path / "out", port_offset=1000, pod_name="facedit-test")
+    (pod,) = list(yaml.safe_load_all((tmp_path / "out/facedit.yaml").read_text()))
+    assert pod["kind"] == "Pod" and pod["metadata"]["name"] == "facedit-test"
+    assert (tmp_path / "out/facedit.yaml").stat().st_mode & 0o077 == 0  # literal secrets inside
+    spec_ = pod["spec"]
+    names = [c["name"] for c in spec_["initContainers"] + spec_["containers"]]
+    assert len(names) == len(set(names))
+    assert {"redis", *ck.SERVICES, "publish-pack-publish"} <= set(names)
+    assert {"encoder-pack", "directions-pack", "generator-pack"} <= set(names)
+    assert set(spec_["hostAliases"][0]["hostnames"]) >= {"redis", *ck.SERVICES} and \
+        spec_["hostAliases"][0]["ip"] == "127.0.0.1"
+    kinds = {k for v in spec_["volumes"] for k in v if k != "name"}
+    assert kinds <= {"hostPath", "emptyDir", "persistentVolumeClaim"}  # podman 4.3 crashes on secret volumes
+    published = [(p["hostIP"], p["hostPort"]) for c in spec_["containers"] for p in c.get("ports", [])
+                 if "hostPort" in p]
+    assert all(ip == "127.0.0.1" for ip, _ in published) and len(published) == len(set(published)) == 9
+    assert ports["gateway"]["grpc"] == 51050
+    in_pod = [p["containerPort"] for c in spec_["containers"] for p in c.get("ports", [])]
+    assert len(in_pod) == len(set(in_pod)), "one network namespace: every port once"
+    for c in spec_["containers"]:
+        env = {e["name"]: e["value"] for e in c.get("env", [])}
+        assert all("valueFrom" not in e for e in c.get("env", [])) and "$(" not in " ".join(c.get("args", []))
+        if c["name"] in ck.SERVICES:  # the moved ports are the ones the service listens on
+            args, _ = ck.parse_flags(c["name"], env, [])
+            got = {p["name"]: p["containerPort"] for p in c["ports"]}
+            assert (got["metrics"], got["health"]) == (args.metrics_port, args.health_port)
+            assert ports[c["name"]]["health"] == args.health_port + 1000
+    tokens = next(v for v in spec_["volumes"] if v["name"] == "gateway-tokens")["hostPath"]["path"]
+    assert json_clients(tokens) == {"ops", "app"}
+
+
+def json_clients(folder) -> set[str]:
+    import json
+    from pathlib import Path
+
+    return {c["name"] for c in json.loads((Path(folder) / "tokens.json").read_text())["clients"]}
+
+
+def test_the_podman_conversion_refuses_the_gpu_overlay(rendered, tmp_path):
+    with pytest.raises(SystemExit, match="asks for a GPU"):
+        load_kube_play().convert(rendered["gpu"], tmp_path / "out")
