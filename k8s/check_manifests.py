@@ -3,23 +3,18 @@ Kubernetes API schemas, and check what a schema cannot see (tests/unit/test_k8s.
 
     .venv/bin/python k8s/check_manifests.py k8s/overlays/cpu k8s/overlays/gpu
 
-- schemas: kubernetes-validate --strict (unknown fields are errors) for every version in VERSIONS;
-  custom resources (cert-manager) have no bundled schema and get the structural checks below only;
-- cross-references: workload selectors match their pod labels, every Service, PDB and
-  NetworkPolicy selects pods, every HPA scales a Deployment; every ConfigMap and Secret a pod
-  refers to exists with the keys it names (a cert-manager Certificate counts as its Secret); every
-  object in the overlay's namespace;
-- the services' flags: each service container's environment is parsed with that service's own
-  argument parser (services/<name>/server.py parser()), so the ports, paths and addresses are the
-  ones the process will use: container ports grpc/metrics/health, the gRPC probes (health port,
-  readiness on the service's name, liveness on "liveness"), TLS and token files inside mounted
-  Secrets with those keys, addresses that resolve to a headless Service of the right service and
-  port, the Redis URL with the password of Secret facedit-redis, the pack init container;
-- NetworkPolicies: the connections they allow, evaluated over every pod template and a few outside
-  peers, must be exactly the calls the services make (read from the same parsed flags);
-- pods: non-root, read-only root filesystem, no privilege escalation, every capability dropped,
-  requests and limits on every container; in a GPU overlay the encoder and generator have one
-  nvidia.com/gpu, a GPU node selector, the GPU toleration and -cuda images.
+- schemas: kubernetes-validate --strict for every version in VERSIONS (cert-manager's custom
+  resources have no bundled schema);
+- cross-references: selectors match pod labels; Services, PDBs, NetworkPolicies select pods; HPAs
+  scale Deployments; ConfigMaps and Secrets referenced exist with their keys (a Certificate counts
+  as its Secret); every object in the overlay's namespace;
+- the services' flags: each service container's environment parsed by that service's own parser
+  (services/<name>/server.py): container ports, gRPC probes, TLS and token files in mounted Secrets,
+  addresses resolving to headless Services of the right service and port, Redis password, pack image;
+- NetworkPolicies: what they allow, evaluated over every pod template and a few outside peers, is
+  exactly the calls the services make (read from the same parsed flags);
+- pods: non-root, read-only root filesystem, no privilege escalation, capabilities dropped, requests
+  and limits; in the GPU overlay one nvidia.com/gpu, node selector, toleration, -cuda images.
 
 Every check returns a list of problems (empty: fine); check() runs them all.
 """
@@ -68,7 +63,7 @@ def kubectl() -> str:
 
 def render(overlay: Path) -> list[dict]:
     """The objects of `kubectl kustomize overlay` (CalledProcessError with kustomize's message)."""
-    out = subprocess.run([kubectl(), "kustomize", str(overlay)], capture_output=True, text=True)
+    out = subprocess.run([kubectl(), "kustomize", str(overlay)], capture_output=True, text=True, check=False)
     if out.returncode:
         raise subprocess.CalledProcessError(out.returncode, out.args, out.stdout, out.stderr)
     return [d for d in yaml.safe_load_all(out.stdout) if d]
@@ -282,10 +277,6 @@ def parse_flags(service: str, env: dict[str, str], argv: list[str]) -> tuple[obj
     return args, asked
 
 
-def _port(c: dict, port_name: str) -> int | None:
-    return next((p["containerPort"] for p in c.get("ports", []) if p.get("name") == port_name), None)
-
-
 def _mounted(pod: dict, c: dict, path: str) -> tuple[str, str, str, str] | None:
     """(kind, name, key, mountPath) of the Secret or ConfigMap file at `path` in container c, ("emptyDir",
     "", "", mountPath) for a file under another volume, None when no volume is mounted there."""
@@ -391,11 +382,12 @@ def check_services(m: Manifests) -> list[str]:
             problems.append(f"{where}: {unknown} are no settings of the {service} service")
         if args.host != "0.0.0.0":
             problems.append(f"{where}: listens on {args.host}, not 0.0.0.0")
+        cports = {p.get("name"): p["containerPort"] for p in c.get("ports", [])}
         for port_name, value in (("grpc", args.port), ("metrics", args.metrics_port), ("health", args.health_port)):
             if not value:
                 problems.append(f"{where}: serves no {port_name} port (its flag is 0)")
-            if _port(c, port_name) != value:
-                problems.append(f"{where}: container port {port_name} is {_port(c, port_name)}, the service "
+            if cports.get(port_name) != value:
+                problems.append(f"{where}: container port {port_name} is {cports.get(port_name)}, the service "
                                 f"listens on {value}")
         ann = pod["metadata"].get("annotations", {})
         if ann.get("prometheus.io/port") != str(args.metrics_port):
@@ -555,12 +547,10 @@ def check_pods(m: Manifests, gpu: bool) -> list[str]:
             problems.append(f"{name(w)}: mounts a service account token it does not need")
         for c in _containers(pod):
             where, sc = f"{name(w)} container {c['name']}", c.get("securityContext", {})
-            if not sc.get("readOnlyRootFilesystem"):
-                problems.append(f"{where}: root filesystem is writable")
-            if sc.get("allowPrivilegeEscalation") is not False:
-                problems.append(f"{where}: allows privilege escalation")
-            if "ALL" not in (sc.get("capabilities") or {}).get("drop", []):
-                problems.append(f"{where}: keeps Linux capabilities")
+            for bad, why in ((not sc.get("readOnlyRootFilesystem"), "root filesystem is writable"),
+                             (sc.get("allowPrivilegeEscalation") is not False, "allows privilege escalation"),
+                             ("ALL" not in (sc.get("capabilities") or {}).get("drop", []), "keeps Linux capabilities")):
+                problems += [f"{where}: {why}"] if bad else []
             res = c.get("resources", {})
             for part in ("requests", "limits"):
                 if not {"cpu", "memory"} <= set(res.get(part, {})):
@@ -568,14 +558,14 @@ def check_pods(m: Manifests, gpu: bool) -> list[str]:
             on_gpu = "nvidia.com/gpu" in res.get("limits", {})
             model = m.service_of(w) in ("encoder", "generator") and c["name"] == m.service_of(w)
             if gpu and model:
-                if str(res.get("limits", {}).get("nvidia.com/gpu")) != "1":
-                    problems.append(f"{where}: no nvidia.com/gpu: 1 limit")
-                if spec.get("nodeSelector", {}).get("nvidia.com/gpu.present") != "true":
-                    problems.append(f"{name(w)}: no GPU node selector (nvidia.com/gpu.present)")
-                if not any(t.get("key") == "nvidia.com/gpu" for t in spec.get("tolerations", [])):
-                    problems.append(f"{name(w)}: does not tolerate the nvidia.com/gpu taint")
-                if not c["image"].split(":")[0].endswith("-cuda"):
-                    problems.append(f"{where}: image {c['image']} is not a -cuda image")
+                for bad, why in (
+                        (str(res.get("limits", {}).get("nvidia.com/gpu")) != "1", "no nvidia.com/gpu: 1 limit"),
+                        (spec.get("nodeSelector", {}).get("nvidia.com/gpu.present") != "true",
+                         "no GPU node selector (nvidia.com/gpu.present)"),
+                        (not any(t.get("key") == "nvidia.com/gpu" for t in spec.get("tolerations", [])),
+                         "does not tolerate the nvidia.com/gpu taint"),
+                        (not c["image"].split(":")[0].endswith("-cuda"), f"image {c['image']} is not a -cuda image")):
+                    problems += [f"{where}: {why}"] if bad else []
             elif on_gpu:
                 problems.append(f"{where}: asks for a GPU outside the GPU overlay's model services")
             if c["image"].split(":")[0].endswith("-cuda") and not (gpu and model):
