@@ -11,6 +11,7 @@ from facedit_core import images
 from facedit_core.errors import InvalidArgument, shorten
 
 MAX_DIMS = 8  # dimensions of a tensor message
+MAX_DIM = 2**31 - 1  # size of one dimension (an empty tensor's other dimensions too)
 _DTYPES = {common_pb2.DTYPE_FLOAT32: np.dtype("<f4"), common_pb2.DTYPE_UINT8: np.dtype("u1")}
 _CODES = {np.dtype("float32"): common_pb2.DTYPE_FLOAT32, np.dtype("uint8"): common_pb2.DTYPE_UINT8}
 
@@ -33,8 +34,12 @@ def from_tensor(tensor: common_pb2.Tensor, what: str = "tensor") -> np.ndarray:
         raise InvalidArgument(f"{what}: dtype must be DTYPE_FLOAT32 or DTYPE_UINT8")
     dtype = _DTYPES[tensor.dtype]
     shape = tuple(int(s) for s in tensor.shape)
-    if len(shape) > MAX_DIMS or any(s < 0 for s in shape):
-        raise InvalidArgument(f"{what}: shape {shorten(list(shape))} needs 0 to {MAX_DIMS} dimensions, none negative")
+    if len(shape) > MAX_DIMS or any(not 0 <= s <= MAX_DIM for s in shape):
+        raise InvalidArgument(f"{what}: shape {shorten(list(shape))} needs 0 to {MAX_DIMS} dimensions of 0 to "
+                              f"{MAX_DIM}")
+    if 0 in shape and math.prod(s for s in shape if s) > MAX_DIM:  # numpy refuses such empty shapes
+        raise InvalidArgument(f"{what}: shape {shorten(list(shape))} is empty but its other dimensions hold "
+                              f"more than {MAX_DIM} elements")
     expected = math.prod(shape) * dtype.itemsize  # Python ints: a shape like [2**62, 4] cannot overflow
     if len(tensor.data) != expected:
         raise InvalidArgument(f"{what}: shape {shorten(list(shape))} of {np.dtype(dtype).name} needs "

@@ -88,7 +88,10 @@ def test_seed_latents_are_deterministic_standard_normal():
 
 
 def test_a_tensor_shape_too_large_to_multiply_is_a_clear_invalid_argument():
-    """Seen answering INTERNAL: np.prod of [2**62, 4] overflowed int64."""
-    for shape, match in (([2**62, 4], "needs 73786976294838206464 bytes"), ([1] * 9, "0 to 8 dimensions")):
+    """Seen answering INTERNAL: np.prod of [2**62, 4] overflowed int64; numpy refused to reshape the empty
+    [0, 69, 126178, 126290, 2097143] (found by the fuzz tests)."""
+    for shape, match in (([2**62, 4], "dimensions of 0 to 2147483647"), ([1] * 9, "0 to 8 dimensions"),
+                         ([2**30, 2**30], "needs 4611686018427387904 bytes"),
+                         ([0, 69, 126178, 126290, 2097143], "is empty but its other dimensions hold")):
         with pytest.raises(InvalidArgument, match=match):
             from_tensor(common_pb2.Tensor(dtype=common_pb2.DTYPE_FLOAT32, shape=shape, data=b""))
