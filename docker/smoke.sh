@@ -7,9 +7,10 @@
 # read-only at /models by the services), Redis with a password from a mounted file, the encoder,
 # directions and generator services, and the gateway, published on 127.0.0.1 only (a free port, or
 # SMOKE_PORT). Plaintext with FACEDIT_INSECURE=1 (no TLS, no tokens: this is a smoke run, not a
-# deployment; docs/security.md). Then: every image's HEALTHCHECK, no torch in the serving images,
-# an Edit by seed, a phrase edit (MiniLM from the pack image) and an EditPhoto-free encode of a
-# pack example through the host's Python client (.venv, stubs from make stubs).
+# deployment; docs/security.md). Checks: no torch in the serving images, every HEALTHCHECK passing,
+# Redis refusing calls without its password with AOF and volatile-lru on, then three Edits through
+# the host's Python client (.venv, stubs of make stubs): by seed, by a phrase (MiniLM from the pack
+# image) and of a pack example face (through the encoder). Pictures go to out/smoke/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CONTAINERS_CONF=${CONTAINERS_CONF:-$PWD/docker/containers.conf}
@@ -95,6 +96,13 @@ for c in "${started[@]}"; do
     done
     log "$c healthy"
 done
+
+log "redis: a password is required, AOF is on, volatile-lru"
+podman exec "$RUN-redis" redis-cli ping 2>&1 | grep -q NOAUTH || { echo "redis answered without a password" >&2; exit 1; }
+podman exec "$RUN-redis" sh -c 'REDISCLI_AUTH=$(cat /run/secrets/redis-password) redis-cli config get appendonly' \
+    | grep -qx yes || { echo "redis: appendonly is not on" >&2; exit 1; }
+podman exec "$RUN-redis" sh -c 'REDISCLI_AUTH=$(cat /run/secrets/redis-password) redis-cli config get maxmemory-policy' \
+    | grep -qx volatile-lru || { echo "redis: maxmemory-policy is not volatile-lru" >&2; exit 1; }
 
 mkdir -p "$OUT"
 client=("$PY" -m services.client --address "127.0.0.1:$PORT" --timeout 60)
