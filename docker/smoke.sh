@@ -11,6 +11,8 @@
 # Redis refusing calls without its password with AOF and volatile-lru on, then three Edits through
 # the host's Python client (.venv, stubs of make stubs): by seed, by a phrase (MiniLM from the pack
 # image) and of a pack example face (through the encoder). Pictures go to out/smoke/.
+# SMOKE_TORCHSERVE=1 (after make images-all) also runs the TorchServe image as the sidecar of a second
+# generator with --backend torchserve and renders three latents through it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CONTAINERS_CONF=${CONTAINERS_CONF:-$PWD/docker/containers.conf}
@@ -45,7 +47,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-for image in redis pack-"$PACK" $SERVICES; do
+for image in redis pack-"$PACK" $SERVICES $([ "${SMOKE_TORCHSERVE:-0}" = 1 ] && echo torchserve); do
     podman image exists "localhost/facedit-$image:$TAG" || { echo "localhost/facedit-$image:$TAG is missing: make images" >&2; exit 1; }
 done
 
@@ -113,6 +115,43 @@ log "Edit: the phrase \"a big grin\" (words method: MiniLM from the pack image)"
 log "Edit: a pack example face through the encoder"
 "${client[@]}" edit --image "model_store/$PACK/examples/face_1.png" --edit smile=1.5 --out "$OUT/edit_face1.png"
 podman logs "$RUN-directions" 2>&1 | grep -q "no sentence encoder" && { echo "directions ran without MiniLM" >&2; exit 1; }
+if [ "${SMOKE_TORCHSERVE:-0}" = 1 ]; then
+    # The TorchServe image as the generator's sidecar: one network namespace (a pod's), TorchServe on
+    # its loopback, a second generator with --backend torchserve beside it, called from inside.
+    log "torchserve sidecar (make images-all): .mar exported from the pack volume at start"
+    podman run -d --name "$RUN-torchserve" --network "$RUN" -v "$RUN-models:/models:ro" \
+        "localhost/facedit-torchserve:$TAG" >/dev/null
+    started+=("$RUN-torchserve")
+    wait_healthy() {
+        until podman healthcheck run "$1" >/dev/null 2>&1; do
+            if [ "$(podman inspect -f '{{.State.Running}}' "$1")" != true ]; then echo "$1 stopped" >&2; exit 1; fi
+            if [ $SECONDS -ge $((deadline + 240)) ]; then echo "$1 not healthy in time" >&2; exit 1; fi
+            sleep 3
+        done
+        log "$1 healthy"
+    }
+    wait_healthy "$RUN-torchserve"
+    # Started once TorchServe serves (in a pod: a native sidecar with a startup probe): a generator that
+    # dials TorchServe while its JVM is still starting keeps failing for a while (gRPC's reconnect
+    # backoff after "timed out before receiving SETTINGS frame"), and its readiness does not show it.
+    podman run -d --name "$RUN-generator-ts" --network "container:$RUN-torchserve" -v "$RUN-models:/models:ro" \
+        -e FACEDIT_HOST=127.0.0.1 -e FACEDIT_BACKEND=torchserve -e FACEDIT_TORCHSERVE_ADDRESS=127.0.0.1:7070 \
+        "localhost/facedit-generator:$TAG" >/dev/null
+    started+=("$RUN-generator-ts")
+    wait_healthy "$RUN-generator-ts"
+    podman exec "$RUN-generator-ts" python -c '
+import grpc, numpy as np
+from facedit.v1 import generator_pb2, generator_pb2_grpc
+from services.common.tensors import from_tensor, to_tensor
+z = np.random.default_rng(7).standard_normal((3, 100)).astype(np.float32)
+with grpc.insecure_channel("127.0.0.1:50053") as ch:
+    r = generator_pb2_grpc.GeneratorStub(ch).GenerateImages(
+        generator_pb2.GenerateImagesRequest(pack="digiface64", latents=to_tensor(z)), timeout=60)
+px = from_tensor(r.pixels)
+assert px.shape == (3, 64, 64, 3) and px.dtype == np.uint8 and px.std() > 1, (px.shape, px.dtype)
+print("torchserve backend: 3 latents ->", px.shape, "pixels, TorchServe batch", r.batch_size)'
+fi
+
 log "podman ps:"
 podman ps --filter "name=$RUN" --format '{{.Names}}\t{{.Status}}'
 log "OK: the stack in images answered on 127.0.0.1:$PORT; pictures in $OUT/"

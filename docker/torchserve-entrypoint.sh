@@ -3,7 +3,17 @@
 # .mar from the model store, then run TorchServe in the foreground on 127.0.0.1 only.
 #   FACEDIT_MODEL_STORE (/models), FACEDIT_PACK (digiface64), TS_WORKDIR (/tmp/torchserve),
 #   TS_BATCH_SIZE (16), TS_MAX_BATCH_DELAY_MS (5), TS_GRPC_PORT (7070)
+#   torchserve-entrypoint.sh health   exit 0 when the model has a READY worker (the HEALTHCHECK): /ping says
+#                                     Healthy before the worker has loaded, and gRPC answers only after it
 set -eu
+if [ "${1:-}" = health ]; then
+    exec python -c '
+import json, os, sys, urllib.request
+name = os.environ.get("FACEDIT_PACK", "digiface64") + "-generator"
+with urllib.request.urlopen(f"http://127.0.0.1:7081/models/{name}", timeout=4) as r:
+    workers = [w for m in json.load(r) for w in m.get("workers", [])]
+sys.exit(0 if any(w.get("status") == "READY" for w in workers) else 1)'
+fi
 store=${FACEDIT_MODEL_STORE:-/models}
 pack=${FACEDIT_PACK:-digiface64}
 work=${TS_WORKDIR:-/tmp/torchserve}

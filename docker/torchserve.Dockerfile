@@ -29,8 +29,7 @@ COPY training /src/training
 WORKDIR /src
 RUN python -m grpc_tools.protoc -Iprotos --python_out=protos --pyi_out=protos --grpc_python_out=protos \
         protos/facedit/v1/*.proto \
- && pip install --no-deps --no-build-isolation --no-compile /src \
- && python -m compileall -q /opt/venv/lib \
+ && pip install --no-deps --no-build-isolation /src \
  && python -m pip uninstall -y -q pip \
  && python -c "import ts, model_archiver, training.packs.torchserve_export, services.generator.ts_handler"
 
@@ -50,8 +49,8 @@ ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 ORT_DI
 WORKDIR /app
 USER 10001:10001
 EXPOSE 7070
-# TorchServe's own health: GET /ping on its inference API (127.0.0.1:7080) is "Healthy" once the model's
-# worker is up. A Kubernetes probe: exec of the same command.
+# Healthy once the pack's model has a READY worker (its management API on 127.0.0.1:7081); a
+# Kubernetes probe: exec of the same command.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \
-    CMD ["python", "-c", "import sys, urllib.request; sys.exit(b'Healthy' not in urllib.request.urlopen('http://127.0.0.1:7080/ping', timeout=4).read())"]
+    CMD ["/bin/sh", "/opt/facedit/torchserve-entrypoint.sh", "health"]
 ENTRYPOINT ["/bin/sh", "/opt/facedit/torchserve-entrypoint.sh"]

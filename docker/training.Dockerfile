@@ -32,8 +32,7 @@ COPY training /src/training
 WORKDIR /src
 RUN python -m grpc_tools.protoc -Iprotos --python_out=protos --pyi_out=protos --grpc_python_out=protos \
         protos/facedit/v1/*.proto \
- && pip install --no-deps --no-build-isolation --no-compile /src \
- && python -m compileall -q /opt/venv/lib \
+ && pip install --no-deps --no-build-isolation /src \
  && python -m pip uninstall -y -q pip \
  && python -c "import torch, torchvision, training.__main__, facenet_pytorch"
 
