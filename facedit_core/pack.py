@@ -115,6 +115,15 @@ def load_pack(name: str, store: Path | None = None) -> Pack:
                 manifest=manifest)
 
 
+def load_verified(names: list[str], store: Path, artefacts: tuple[str, ...] | None = None) -> list[Pack]:
+    """load_pack of each name, each checked with Pack.verify(artefacts) (default: every artefact);
+    PackError names what is missing or wrong."""
+    packs = [load_pack(name, store) for name in names]
+    for pack in packs:
+        pack.verify(artefacts)
+    return packs
+
+
 def read_directions(pack: Pack) -> list[tuple[DirectionRecord, np.ndarray]]:
     """The pack's directions: directions.json with the rows of directions.npy ((dim,) float32
     little-endian, latent space), then the ISTRC directions derived from its ISTRC files unless

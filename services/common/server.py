@@ -45,8 +45,8 @@ from services.common.enums import check_enums
 from services.common.errors import status_code
 from services.common.interceptors import WrappingInterceptor
 from services.common.loading import Loading
-from services.common.memory import Trimmer
 from services.common.logs import log
+from services.common.memory import Trimmer
 from services.common.readiness import Checks, Readiness
 from services.common.security import Security, SecurityInterceptor
 from services.common.tracing import Tracing, TracingInterceptor

@@ -16,7 +16,7 @@ import numpy as np
 from facedit.v1 import common_pb2, directions_pb2, directions_pb2_grpc
 from facedit_core.compose import compose, project_out
 from facedit_core.errors import FailedPrecondition, InvalidArgument
-from facedit_core.pack import PackError, load_pack
+from facedit_core.pack import PackError, load_pack, load_verified
 from facedit_core.records import (
     CUSTOM_PREFIX,
     FACENET_SPACE,
@@ -351,9 +351,7 @@ def create(args: argparse.Namespace, logger: logging.Logger) -> Service:
         logs.log(logger, "no sentence encoder: text edits take single words only", folder=args.sentence_encoder)
 
     def build():
-        loaded = [load_pack(name, store) for name in packs]
-        for pack in loaded:
-            pack.verify()  # every artefact: the registry publishes the whole pack
+        loaded = load_verified(packs, store)  # every artefact: the registry publishes the whole pack
         registry = Registry(connect(args.redis_url))
         for pack in loaded:
             count = registry.publish(pack)

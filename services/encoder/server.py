@@ -16,7 +16,7 @@ import numpy as np
 from facedit.v1 import common_pb2, encoder_pb2, encoder_pb2_grpc
 from facedit_core import align, images
 from facedit_core.errors import InvalidArgument
-from facedit_core.pack import Pack, PackError, load_pack
+from facedit_core.pack import Pack, PackError, load_pack, load_verified
 from facedit_core.records import ISTRC_PREFIX
 from facedit_faces.detect import FaceDetector
 from services.common import channels, config, deadlines, logs, metrics, onnx, security, tracing
@@ -209,9 +209,7 @@ def create(args: argparse.Namespace, logger: logging.Logger) -> Service:
 
     def build():
         store = Path(args.model_store)
-        loaded = [load_pack(n, store) for n in packs]
-        for pack in loaded:
-            pack.verify(USES)
+        loaded = load_verified(packs, store, USES)
         detector = None
         if any(p.manifest.get("alignment", {}).get("template") for p in loaded):
             # MTCNN's networks, checked against mtcnn.json's sha256 (PackError) before any model starts

@@ -15,7 +15,7 @@ import numpy as np
 from facedit.v1 import common_pb2, generator_pb2, generator_pb2_grpc
 from facedit_core import latents
 from facedit_core.errors import InvalidArgument
-from facedit_core.pack import Pack, load_pack
+from facedit_core.pack import Pack, load_verified
 from services.common import config, deadlines, logs, metrics, onnx, security
 from services.common.loading import Loading
 from services.common.server import Service, service_main
@@ -80,10 +80,7 @@ def create(args: argparse.Namespace, logger: logging.Logger) -> Service:
     packs = [n for n in args.packs.split(",") if n]
 
     def build():
-        store = Path(args.model_store)
-        loaded = [load_pack(n, store) for n in packs]
-        for pack in loaded:
-            pack.verify(USES)
+        loaded = load_verified(packs, Path(args.model_store), USES)
         if args.backend == "torchserve":
             from services.generator.torchserve_backend import TorchServeGenerator
 
