@@ -13,6 +13,7 @@ configured the same way.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -51,10 +52,23 @@ def redis_server_binary() -> str:
 DEFAULT_MAXMEMORY = "512mb"  # the embedded Redis's memory cap (only cached latents can be evicted)
 
 
+# Ports handed out below the kernel's ephemeral range (Linux: 32768-60999): a port the OS picks for
+# an outgoing connection can never be one given to a service that has not bound it yet.
+FREE_PORTS = (20000, 32767)
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port of 127.0.0.1 that nothing listens on now, from FREE_PORTS (a service started later binds it)."""
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randint(*FREE_PORTS)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {FREE_PORTS} on 127.0.0.1 after 200 tries")
 
 
 class EmbeddedRedis:
