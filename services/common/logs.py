@@ -6,16 +6,16 @@ import logging
 import sys
 import time
 
-from opentelemetry import trace
+from services.common.tracing import trace_id
 
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry = {"ts": round(time.time(), 3), "level": record.levelname.lower(),
                  "service": record.name, "msg": record.getMessage()}
-        span = trace.get_current_span().get_span_context()
-        if span.is_valid:  # written during a traced call (services/common/tracing.py)
-            entry["trace_id"] = format(span.trace_id, "032x")
+        current = trace_id()
+        if current is not None:  # written during a traced call (services/common/tracing.py)
+            entry["trace_id"] = current
         entry.update(getattr(record, "fields", {}))
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)

@@ -111,7 +111,7 @@ class TracingInterceptor(WrappingInterceptor):
             with self.tracing.tracer.start_as_current_span(name, context=parent, kind=SpanKind.SERVER,
                                                            record_exception=False,
                                                            set_status_on_exception=False) as span:
-                add_trailing_metadata(context, ((TRACE_ID_KEY, format(span.get_span_context().trace_id, "032x")),))
+                add_trailing_metadata(context, ((TRACE_ID_KEY, trace_id()),))
                 serving = _serving.set(self.tracing)
                 try:
                     yield
