@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ from services.common import channels, config, deadlines, logs, metrics, onnx, se
 from services.common.loading import Loading
 from services.common.server import Service, service_main
 from services.common.tensors import from_tensor, to_tensor
-from services.encoder import istrc
+from services.encoder import inversion, istrc
 
 MAX_IMAGES = 64  # per request
 MAX_RESOLUTION = 256  # assumed for a pack whose manifest cannot be read yet (the request limit is set at start)
@@ -45,6 +46,12 @@ class PackModels:
                                        max_queue, workers, name=f"cls-{pack.name}")
         has_istrc = all(a in pack.manifest["artefacts"] for a in istrc.ARTEFACTS)
         self.istrc = istrc.IstrcModels(pack, threading, max_batch, max_delay_s, max_queue) if has_istrc else None
+        self.inverter = None
+        if inversion.available(pack):
+            if self.istrc is None:
+                raise PackError(f"pack {pack.name!r}: faithful inversion needs FaceNet, which this build takes "
+                                "from the pack's ISTRC artefacts; the manifest lists none")
+            self.inverter = inversion.Inverter(pack, threading, self.istrc.embed)
 
     def encode(self, pixels: np.ndarray, timeout_s: float = deadlines.DEFAULT_DEADLINE_S) -> np.ndarray:
         """(N, R, R, 3) uint8 -> z (N, latent_dim) float32."""
@@ -103,9 +110,23 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServicer):
 
     def EncodeImages(self, request, context):
         m = self._models(request.pack)
-        z = m.encode(request_pixels(request, m.pack.resolution), deadlines.remaining(context, self.default_deadline_s))
-        return encoder_pb2.EncodeImagesResponse(pack=common_pb2.PackRef(name=m.pack.name, version=m.pack.version),
-                                                latents=to_tensor(z))
+        faithful = request.fidelity == common_pb2.FIDELITY_FAITHFUL
+        inverter = inversion.require(m.pack, m.inverter) if faithful else None
+        pixels = request_pixels(request, m.pack.resolution)
+        if faithful and len(pixels) > inversion.MAX_FAITHFUL_IMAGES:
+            raise InvalidArgument(f"fidelity FAITHFUL takes at most {inversion.MAX_FAITHFUL_IMAGES} images per "
+                                  f"call (seconds each), got {len(pixels)}")
+        timeout_s = deadlines.remaining(context, self.default_deadline_s)
+        deadline = time.monotonic() + timeout_s
+        z = m.encode(pixels, timeout_s)
+        response = encoder_pb2.EncodeImagesResponse(pack=common_pb2.PackRef(name=m.pack.name, version=m.pack.version),
+                                                    latents=to_tensor(z))
+        if inverter is not None:
+            results = inverter.invert(pixels, z, deadline)
+            response.latents.CopyFrom(to_tensor(np.stack([r.z for r in results])))
+            response.modulations.CopyFrom(to_tensor(np.stack([r.modulation for r in results])))
+            response.inversions.extend([r.report for r in results])
+        return response
 
     def ScoreImages(self, request, context):
         m = self._models(request.pack)
@@ -172,6 +193,9 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServicer):
             raise InvalidArgument("image: empty; send the bytes of a PNG or JPEG photo")
         if not 0 <= request.max_faces <= MAX_FACES:
             raise InvalidArgument(f"max_faces must be 0 (= {MAX_FACES}) to {MAX_FACES}, got {request.max_faces}")
+        faithful = request.fidelity == common_pb2.FIDELITY_FAITHFUL
+        inverter = inversion.require(m.pack, m.inverter) if faithful else None
+        deadline = time.monotonic() + deadlines.remaining(context, self.default_deadline_s)
         with tracing.step("decode"):
             photo = images.decode(request.image, "image")
         with tracing.step("detect"):
@@ -184,9 +208,14 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServicer):
         affines = [align.similarity(d.landmarks, m.template) for d in found]
         crops = np.stack([align.crop(photo, a, m.pack.resolution) for a in affines])
         z = m.encode(crops, deadlines.remaining(context, self.default_deadline_s))
-        for d, a, c, zi in zip(found, affines, crops, z):
-            response.faces.add(box=d.box.tolist(), score=d.score, landmarks=d.landmarks.ravel().tolist(),
-                               affine=a.ravel().tolist(), crop=to_tensor(c), latent=to_tensor(zi))
+        results = inverter.invert(crops, z, deadline) if inverter is not None else [None] * len(z)
+        for d, a, c, zi, r in zip(found, affines, crops, z, results):
+            face = response.faces.add(box=d.box.tolist(), score=d.score, landmarks=d.landmarks.ravel().tolist(),
+                                      affine=a.ravel().tolist(), crop=to_tensor(c), latent=to_tensor(zi))
+            if r is not None:
+                face.latent.CopyFrom(to_tensor(r.z))
+                face.modulation.CopyFrom(to_tensor(r.modulation))
+                face.inversion.CopyFrom(r.report)
         return response
 
 
@@ -198,7 +227,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 # the pack artefacts it reads (checked against their sha256 at start)
-USES = ("encoder", "classifier", *istrc.ARTEFACTS)
+USES = ("encoder", "classifier", *istrc.ARTEFACTS, *inversion.ARTEFACTS)
 
 
 def create(args: argparse.Namespace, logger: logging.Logger) -> Service:

@@ -13,6 +13,7 @@ calls share one RPC per hop (merged.py).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -69,6 +70,16 @@ ISTRC_REFERENCE_TEXTS = {
                         "each; s > 0 moves towards the positive images, s < 0 away"}
 
 
+@dataclasses.dataclass(frozen=True)
+class Face:
+    """A face to edit: its latent, its id in the latent cache (None: not cached yet) and, for a face of a
+    faithful inversion, the generator modulation it renders with and the inversion's report."""
+    z: np.ndarray                              # (D,) float32
+    latent_id: str | None
+    modulation: np.ndarray | None = None       # (M,) float32
+    inversion: common_pb2.InversionReport | None = None
+
+
 def apply_composed(z: np.ndarray, composed: directions_pb2.ComposeResponse, scale) -> np.ndarray:
     """z (N, D) -> edited (N, D): z + scale * delta, and the averaging text edits' pull
     z' = (1 - w) z + pull with (pull, w) scaled too (everything is linear in the strength)."""
@@ -118,28 +129,38 @@ class GatewayServicer(IstrcRpcs, gateway_pb2_grpc.GatewayServicer):
         return info
 
     def _face(self, face: gateway_pb2.FaceSource, info, budget: Budget) -> tuple[np.ndarray, str]:
-        """The face source -> (z (D,), latent id in the cache)."""
-        z, latent_id = self._face_latent(face, info, budget)
-        return z, latent_id if latent_id is not None else self.cache.put(info.pack.name, z)
+        """The face source -> (z (D,), latent id in the cache); its modulation: _face_source."""
+        found = self._face_source(face, info, budget)
+        return found.z, found.latent_id
 
-    def _face_latent(self, face: gateway_pb2.FaceSource, info, budget: Budget) -> tuple[np.ndarray, str | None]:
-        """The face source -> (z (D,), its latent id if it came from the cache, else None: not cached yet)."""
+    def _face_source(self, face: gateway_pb2.FaceSource, info, budget: Budget) -> Face:
+        """The face source -> Face with its latent id in the cache (cached now when it was not)."""
+        found = self._face_latent(face, info, budget)
+        if found.latent_id is None:
+            found = dataclasses.replace(found, latent_id=self.cache.put(info.pack.name, found.z, found.modulation))
+        return found
+
+    def _face_latent(self, face: gateway_pb2.FaceSource, info, budget: Budget) -> Face:
+        """The face source -> Face (latent_id None when it is not cached yet)."""
         kind = face.WhichOneof("source")
         pack, dim = info.pack.name, info.latent_dim
         if kind is None:
             raise InvalidArgument("face: set one of image, latent_id, latent or seed")
         if kind == "latent_id":
-            z = self.cache.get(face.latent_id, pack)
-            return latents.check(z, dim, "cached latent")[0], face.latent_id
+            z, modulation = self.cache.get_face(face.latent_id, pack)
+            return Face(latents.check(z, dim, "cached latent")[0], face.latent_id, modulation)
         if kind == "image":
             if not face.image:
                 raise InvalidArgument("image: empty; send the bytes of a PNG or JPEG file")
+            if face.fidelity == common_pb2.FIDELITY_FAITHFUL:
+                z, modulations, reports = self._encode_faithful([face.image], pack, budget)
+                return Face(z[0], None, modulations[0], reports[0])
             z = self._edit_call("encoder", pack, face.image, budget)
         elif kind == "latent":
             z = latents.check(from_tensor(face.latent, "latent"), dim)[0]
         else:
             z = latents.from_seed(face.seed, dim)
-        return z, None
+        return Face(z, None)
 
     def _call_many(self, hop: str, pack: str):
         """The merged form of an Edit's call to `hop` for `pack`: (items, deadline) -> one result per item.
@@ -175,9 +196,22 @@ class GatewayServicer(IstrcRpcs, gateway_pb2_grpc.GatewayServicer):
                               encoder_pb2.EncodeImagesRequest(pack=pack, images=image_files), budget)
         return from_tensor(resp.latents, "latents")
 
-    def _generate(self, z: np.ndarray, pack: str, budget: Budget) -> np.ndarray:
-        resp = self.down.call("generator", self.down.generator.GenerateImages,
-                              generator_pb2.GenerateImagesRequest(pack=pack, latents=to_tensor(z)), budget)
+    def _encode_faithful(self, image_files: list[bytes], pack: str, budget: Budget):
+        """Image files -> (z (N, D), modulations (N, M), InversionReports) by the encoder's faithful
+        inversion (seconds per face: one call, never merged with others)."""
+        resp = self.down.call("encoder", self.down.encoder.EncodeImages,
+                              encoder_pb2.EncodeImagesRequest(pack=pack, images=image_files,
+                                                              fidelity=common_pb2.FIDELITY_FAITHFUL),
+                              budget, hop_timeout_s=deadlines.MAX_DEADLINE_S)
+        return (from_tensor(resp.latents, "latents"), from_tensor(resp.modulations, "modulations"),
+                list(resp.inversions))
+
+    def _generate(self, z: np.ndarray, pack: str, budget: Budget, modulations: np.ndarray | None = None) -> np.ndarray:
+        """z (N, D), modulations None or (N, M) -> pixels (N, R, R, 3) uint8."""
+        request = generator_pb2.GenerateImagesRequest(pack=pack, latents=to_tensor(z))
+        if modulations is not None:
+            request.modulations.CopyFrom(to_tensor(np.ascontiguousarray(modulations, np.float32)))
+        resp = self.down.call("generator", self.down.generator.GenerateImages, request, budget)
         return from_tensor(resp.pixels, "pixels")
 
     def _score(self, pixels: np.ndarray, pack: str, budget: Budget) -> tuple[list[str], np.ndarray]:
@@ -185,15 +219,21 @@ class GatewayServicer(IstrcRpcs, gateway_pb2_grpc.GatewayServicer):
                               encoder_pb2.ScoreImagesRequest(pack=pack, pixels=to_tensor(pixels)), budget)
         return list(resp.attributes), from_tensor(resp.scores, "scores")
 
-    def _render_edit(self, z: np.ndarray, edited: np.ndarray, request, pack: str, budget: Budget):
+    def _render_edit(self, z: np.ndarray, edited: np.ndarray, request, pack: str, budget: Budget,
+                     modulation: np.ndarray | None = None):
         """z, edited (D,) -> (original (R, R, 3) uint8 or None, edited (R, R, 3) uint8, {attribute: column},
         scores (2, A): original, edited). With request.skip_scores: one generator call of the edited latent
-        (and the original only if request.return_original), no classifier: index {} and scores (2, 0)."""
+        (and the original only if request.return_original), no classifier: index {} and scores (2, 0).
+        modulation (M,): the face's generator modulation (faithful inversion), for both renderings."""
+        def render(rows: np.ndarray) -> np.ndarray:
+            if modulation is None:
+                return self._edit_call("generator", pack, rows, budget)
+            return self._generate(rows, pack, budget, np.repeat(modulation[None], len(rows), 0))
         if request.skip_scores:
             rows = np.stack([z, edited]) if request.return_original else edited[None]
-            pixels = self._edit_call("generator", pack, rows, budget)
+            pixels = render(rows)
             return (pixels[0] if request.return_original else None), pixels[-1], {}, np.zeros((2, 0), np.float32)
-        pixels = self._edit_call("generator", pack, np.stack([z, edited]), budget)
+        pixels = render(np.stack([z, edited]))
         names, scores = self._edit_call("classifier", pack, pixels, budget)
         return pixels[0], pixels[1], {a: i for i, a in enumerate(names)}, scores
 
@@ -227,15 +267,16 @@ class GatewayServicer(IstrcRpcs, gateway_pb2_grpc.GatewayServicer):
         pack = info.pack.name
         compose = self._start_compose(pack, request.edits, request.keep, budget)
         try:
-            z, latent_id = self._face_latent(request.face, info, budget)
+            face = self._face_latent(request.face, info, budget)
         except BaseException:
             compose.cancel()
             raise
+        z, latent_id, modulation = face.z, face.latent_id, face.modulation
         # the new latent goes to the cache while the edit is composed and rendered
-        cached = self.down.aside(self.cache.put, pack, z) if latent_id is None else None
+        cached = self.down.aside(self.cache.put, pack, z, modulation) if latent_id is None else None
         composed = compose.result()
         edited = apply_composed(z[None], composed, 1.0)[0]
-        original, result, index, scores = self._render_edit(z, edited, request, pack, budget)
+        original, result, index, scores = self._render_edit(z, edited, request, pack, budget, modulation)
         if cached is not None:
             latent_id = cached.result()
         return gateway_pb2.EditResponse(
@@ -257,7 +298,8 @@ class GatewayServicer(IstrcRpcs, gateway_pb2_grpc.GatewayServicer):
             raise InvalidArgument("start and stop must be finite numbers")
         info = self._pack(request.pack, budget)
         pack = info.pack.name
-        z, latent_id = self._face(request.face, info, budget)
+        face = self._face_source(request.face, info, budget)
+        z, latent_id, modulation = face.z, face.latent_id, face.modulation
         # compose at the largest |strength| asked, so the directions service checks the limit
         peak = max(abs(request.start), abs(request.stop)) or 1.0
         op = common_pb2.EditOp()
@@ -266,7 +308,8 @@ class GatewayServicer(IstrcRpcs, gateway_pb2_grpc.GatewayServicer):
         composed = self._start_compose(pack, [op], request.keep, budget).result()
         strengths = np.linspace(request.start, request.stop, request.steps, dtype=np.float32)
         frames = apply_composed(np.repeat(z[None], len(strengths), 0), composed, strengths / peak)
-        pixels = self._generate(frames, pack, budget)
+        pixels = self._generate(frames, pack, budget,
+                                None if modulation is None else np.repeat(modulation[None], len(frames), 0))
         for i, (s, p) in enumerate(zip(strengths, pixels)):
             if not context.is_active():
                 return
@@ -277,13 +320,14 @@ class GatewayServicer(IstrcRpcs, gateway_pb2_grpc.GatewayServicer):
         budget = Budget(context, self.default_deadline_s)
         fmt = output_format(request.format)
         info = self._pack(request.pack, budget)
-        z = self._encode([request.image], info.pack.name, budget)[0]
-        latent_id = self.cache.put(info.pack.name, z)
+        face = self._face_source(gateway_pb2.FaceSource(image=request.image, fidelity=request.fidelity), info, budget)
         recon = b""
         if request.return_reconstruction:
-            recon = encode_image(self._generate(z[None], info.pack.name, budget)[0], fmt)
-        return gateway_pb2.EncodeResponse(pack=info.pack, latent_id=latent_id, latent=to_tensor(z),
-                                          expires_in_s=self.cache.ttl_s, reconstruction=recon)
+            modulation = None if face.modulation is None else face.modulation[None]
+            recon = encode_image(self._generate(face.z[None], info.pack.name, budget, modulation)[0], fmt)
+        return gateway_pb2.EncodeResponse(pack=info.pack, latent_id=face.latent_id, latent=to_tensor(face.z),
+                                          expires_in_s=self.cache.ttl_s, reconstruction=recon,
+                                          inversion=face.inversion)
 
     def Generate(self, request, context):
         budget = Budget(context, self.default_deadline_s)
@@ -426,7 +470,8 @@ class GatewayServicer(IstrcRpcs, gateway_pb2_grpc.GatewayServicer):
             # photos queue for the encoder's face detector under load: they may wait all of their budget
             found = self.down.call("encoder", self.down.encoder.DetectFaces,
                                    encoder_pb2.DetectFacesRequest(pack=pack, image=request.image,
-                                                                  max_faces=request.max_faces), budget,
+                                                                  max_faces=request.max_faces,
+                                                                  fidelity=request.fidelity), budget,
                                    hop_timeout_s=deadlines.MAX_DEADLINE_S)
         except BaseException:
             compose.cancel()
@@ -439,7 +484,10 @@ class GatewayServicer(IstrcRpcs, gateway_pb2_grpc.GatewayServicer):
         z = np.stack([latents.check(from_tensor(f.latent, "latent"), info.latent_dim, "encoded latent")[0]
                       for f in found.faces])
         n = len(z)
-        pixels = self._generate(np.concatenate([z, apply_composed(z, composed, 1.0)]), pack, budget)
+        faithful = request.fidelity == common_pb2.FIDELITY_FAITHFUL
+        modulations = np.stack([from_tensor(f.modulation, "modulation") for f in found.faces]) if faithful else None
+        pixels = self._generate(np.concatenate([z, apply_composed(z, composed, 1.0)]), pack, budget,
+                                None if modulations is None else np.concatenate([modulations, modulations]))
         names, scores = self._score(pixels, pack, budget)
         index = {a: i for i, a in enumerate(names)}
         out, res = photo, pixels.shape[1]
@@ -452,7 +500,9 @@ class GatewayServicer(IstrcRpcs, gateway_pb2_grpc.GatewayServicer):
                 original = pixels[k] if request.paste == gateway_pb2.PASTE_MODE_DELTA else None
                 out = align.paste(out, affine, pixels[n + k], mask, original_face=original)
             faces.append(gateway_pb2.PhotoFace(
-                box=list(f.box), score=f.score, latent_id=self.cache.put(pack, z[k]),
+                box=list(f.box), score=f.score,
+                latent_id=self.cache.put(pack, z[k], None if modulations is None else modulations[k]),
+                inversion=f.inversion if faithful else None,
                 scores_before={a: float(scores[k, i]) for a, i in index.items()},
                 scores_after={a: float(scores[n + k, i]) for a, i in index.items()},
                 crop_before=encode_image(pixels[k], fmt) if request.return_crops else b"",

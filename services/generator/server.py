@@ -24,20 +24,56 @@ from services.common.tracing import Tracing
 
 
 class OnnxGenerator:
-    """One pack's generator.onnx behind a dynamic batcher. z (N, D) float32 -> (N, R, R, 3) uint8."""
+    """One pack's generator.onnx behind a dynamic batcher, and its generator_modulated.onnx behind a second
+    one when the pack has it (faces of a faithful inversion). z (N, D) float32 -> (N, R, R, 3) uint8."""
 
     def __init__(self, pack: Pack, threading: onnx.Threading, max_batch: int, max_delay_s: float, max_queue: int,
                  io_binding: str = "auto", workers: int = 1):
         self.pack = pack
         self.batcher = onnx.batched(pack.artefact("generator"), threading, io_binding, max_batch, max_delay_s,
                                     max_queue, workers, name=f"gen-{pack.name}")
+        self.modulation_size = modulation_size(pack)
+        self.modulated = None
+        if self.modulation_size:
+            self.modulated = onnx.batched(pack.artefact("generator_modulated"), threading, io_binding, max_batch,
+                                          max_delay_s, max_queue, workers, name=f"genmod-{pack.name}")
 
-    def generate(self, z: np.ndarray, timeout_s: float) -> tuple[np.ndarray, int]:
-        """z (N, D) -> (pixels, batch size), within timeout_s (DeadlineExceeded after it)."""
-        return self.batcher.call(z, timeout_s)
+    def generate(self, z: np.ndarray, timeout_s: float, modulations: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+        """z (N, D), modulations None or (N, M) -> (pixels, batch size), within timeout_s (DeadlineExceeded
+        after it). Rows with modulations go through the modulated generator, batched with each other."""
+        if modulations is None:
+            return self.batcher.call(z, timeout_s)
+        return self.modulated.call(np.ascontiguousarray(np.concatenate([z, modulations], axis=1)), timeout_s)
 
     def close(self) -> None:
         self.batcher.close()
+        if self.modulated is not None:
+            self.modulated.close()
+
+
+def modulation_size(pack: Pack) -> int:
+    """M of the pack's generator_modulated artefact; 0 when it has none."""
+    return int(pack.manifest["artefacts"].get("generator_modulated", {}).get("modulation_size", 0))
+
+
+def check_modulations(request, gen, n: int) -> np.ndarray | None:
+    """The request's modulations as (n, M) float32, or None when it has none; INVALID_ARGUMENT otherwise."""
+    if not request.modulations.shape:
+        return None
+    size = getattr(gen, "modulation_size", 0)
+    if not size:
+        raise InvalidArgument(f"modulations: pack {gen.pack.name!r} has no modulated generator on this "
+                              "backend (faithful inversion); send latents alone")
+    m = from_tensor(request.modulations, "modulations")
+    if m.dtype != np.float32 or m.shape != (n, size):
+        raise InvalidArgument(f"modulations: expected ({n}, {size}) float32 (one row per latent), "
+                              f"got {list(m.shape)} {m.dtype}")
+    if not np.isfinite(m).all() or np.abs(m).max() > MAX_MODULATION:
+        raise InvalidArgument(f"modulations: values must be finite and within +-{MAX_MODULATION}")
+    return np.ascontiguousarray(m)
+
+
+MAX_MODULATION = 10.0  # |scale|, |shift| of one channel; inversions stay well below 1
 
 
 class GeneratorServicer(generator_pb2_grpc.GeneratorServicer):
@@ -52,7 +88,12 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServicer):
         if gen is None:
             raise InvalidArgument(f"unknown pack {name!r}; this generator serves {sorted(self.generators)}")
         z = latents.check(from_tensor(request.latents, "latents"), gen.pack.latent_dim, "latents")
-        pixels, batch = gen.generate(np.ascontiguousarray(z), deadlines.remaining(context, self.default_deadline_s))
+        modulations = check_modulations(request, gen, len(z))
+        timeout_s = deadlines.remaining(context, self.default_deadline_s)
+        if modulations is None:
+            pixels, batch = gen.generate(np.ascontiguousarray(z), timeout_s)
+        else:
+            pixels, batch = gen.generate(np.ascontiguousarray(z), timeout_s, modulations)
         return generator_pb2.GenerateImagesResponse(
             pack=common_pb2.PackRef(name=gen.pack.name, version=gen.pack.version),
             pixels=to_tensor(pixels), batch_size=batch)
@@ -70,7 +111,7 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-USES = ("generator",)  # the pack artefacts it reads (checked against their sha256 at start)
+USES = ("generator", "generator_modulated")  # the pack artefacts it reads (checked against their sha256 at start)
 
 
 def create(args: argparse.Namespace, logger: logging.Logger) -> Service:

@@ -44,6 +44,8 @@ METRICS = ("annotate", "oracle", "interfacegan", "tlgan", "sefa", "crg", "direct
 EVALUATION = "evaluation.json"
 TIMED = ("gan", "encoder", "annotate", "oracle")  # steps whose seconds the manifest lists under training.timings_s
 IMPORTED_GENERATORS = {"digiface64": wheels.DIGIFACE_GENERATOR}  # cfg.generator -> file `make setup` builds
+FAITHFUL = {"digiface64": (wheels.DIGIFACE_MODULATED, wheels.DIGIFACE_INVERSION)}  # faithful inversion's graphs
+FAITHFUL_MODULATION = {"digiface64": 1920}  # their modulation size: 2 x (512 + 256 + 128 + 64) channels
 
 
 def export_words(cfg: PackConfig, work: Path, out: Path) -> dict:
@@ -116,6 +118,31 @@ def export_generator(cfg: PackConfig, work: Path, out: Path) -> dict:
     return {"path": "generator.onnx", **shapes}
 
 
+def export_faithful(cfg: PackConfig, out: Path) -> dict:
+    """Faithful inversion's two graphs (training/third_party/inversion_onnx.py) for an imported generator
+    of a pack that takes photos: references to the files `make setup` builds; {} for other packs."""
+    files = FAITHFUL.get(cfg.generator)
+    if files is None:
+        return {}
+    r, d, m = cfg.resolution, cfg.latent_dim, FAITHFUL_MODULATION[cfg.generator]
+    modulated_path, _ = wheels.pack_reference(out, files[0])
+    step_path, _ = wheels.pack_reference(out, files[1])
+    built = "make setup (python -m training.third_party: inversion_onnx.py), not in git"
+    return {
+        "generator_modulated": {
+            "path": modulated_path, "modulation_size": m, "built_by": built,
+            "inputs": {"z_modulation": f"(N, {d} + {m}) float32: z, then a scale and a shift per BatchNorm channel"},
+            "outputs": {"pixels": f"(N, {r}, {r}, 3) uint8"}},
+        "inversion": {
+            "path": step_path, "modulation_size": m, "built_by": built,
+            "inputs": {"z": f"(1, {d}) float32", "modulation": f"(1, {m}) float32",
+                       "target": f"(1, {r}, {r}, 3) uint8", "target_embedding": "(1, 512) float32",
+                       "identity_weight": "(1,) float32"},
+            "outputs": {"loss": "() float32", "pixel_loss": "() float32", "identity": "() float32",
+                        "grad_z": f"(1, {d}) float32", "grad_modulation": f"(1, {m}) float32"}},
+    }
+
+
 def example_faces(cfg: PackConfig, work: Path, out: Path) -> None:
     """Four faces the pack's encoder can take: held-out rendered faces, or generated ones when no
     renderer draws the pack's faces."""
@@ -139,7 +166,7 @@ def export(cfg: PackConfig, work: Path, out: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     attrs = list(source.attributes(cfg))
     r, d = cfg.resolution, cfg.latent_dim
-    artefacts = {"generator": export_generator(cfg, work, out)}
+    artefacts = {"generator": export_generator(cfg, work, out), **export_faithful(cfg, out)}
     e, o = crg_encoder.load(cfg, work), oracle.load(cfg, work)
     pixels = torch.zeros(2, r, r, 3, dtype=torch.uint8)
     export_onnx(PixelsIn(e), pixels, out / "encoder.onnx", "pixels", "z")

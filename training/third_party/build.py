@@ -20,11 +20,13 @@ import torch
 from facedit_core.pack import sha256
 from training.models import GeneratorExport
 from training.onnx_io import export_onnx, session
-from training.third_party import glove, mtcnn_onnx
+from training.third_party import glove, inversion_onnx, mtcnn_onnx
 from training.third_party.facenet_port import export_onnx as export_facenet
 from training.third_party.facenet_port import port
 from training.third_party.wheels import (
     DIGIFACE_GENERATOR,
+    DIGIFACE_INVERSION,
+    DIGIFACE_MODULATED,
     DIGIFACE_LATENT_DIM,
     DEFAULT_DIR,
     FACENET,
@@ -50,6 +52,13 @@ def build(out: Path, force: bool = False, store: Path | None = None) -> dict[str
         export_facenet(port(facenet_graph()), tmp)
         tmp.replace(paths["facenet"])
         print(f"[third_party] {paths['facenet']} in {time.perf_counter() - t0:.1f} s", flush=True)
+    paths.update(digiface64_generator_modulated=out / DIGIFACE_MODULATED, digiface64_inversion=out / DIGIFACE_INVERSION)
+    if force or not (paths["digiface64_generator_modulated"].exists() and paths["digiface64_inversion"].exists()):
+        t0 = time.perf_counter()
+        inversion_onnx.write(digiface_generator(), port(facenet_graph()), paths["digiface64_generator_modulated"],
+                             paths["digiface64_inversion"])
+        print(f"[third_party] faithful inversion's modulated generator and step graph in "
+              f"{time.perf_counter() - t0:.1f} s", flush=True)
     if force or not (out / mtcnn_onnx.MANIFEST).exists():
         t0 = time.perf_counter()
         mtcnn_onnx.write(out)

@@ -29,6 +29,8 @@ from training.models import Generator
 DIGIFACE_WEIGHTS_SHA256 = "0c3b90b138cfc4e8a73310b9fd5ce2a8f1f3a542a037de277412307fcd28771f"
 FACENET_GRAPH_SHA256 = "704afe26766ce6215931b0bde68650835be9518613d40ce101e641708c7d5c78"
 DIGIFACE_GENERATOR = "digiface64_generator.onnx"
+DIGIFACE_MODULATED = "digiface64_generator_modulated.onnx"  # faithful inversion (inversion_onnx.py)
+DIGIFACE_INVERSION = "digiface64_inversion.onnx"
 FACENET = "facenet.onnx"
 DIGIFACE_LATENT_DIM, DIGIFACE_RESOLUTION = 100, 64
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "model_store" / "third_party"  # where `make setup` builds
