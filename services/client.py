@@ -141,14 +141,15 @@ class FaceditClient:
 
     def edit_photo(self, image: bytes, edits: list[tuple[str, float]], keep: list[str] = (), pack: str = "",
                    method: str | None = None, max_faces: int = 0, replace: bool = False,
-                   return_crops: bool = False, fmt: int = common_pb2.IMAGE_FORMAT_PNG
+                   return_crops: bool = False, fmt: int = common_pb2.IMAGE_FORMAT_PNG, faithful: bool = False
                    ) -> gateway_pb2.EditPhotoResponse:
         """Every face of a photo edited and blended back; `replace` pastes the rendered face instead
-        of adding the edit's change to the photo."""
+        of adding the edit's change to the photo; `faithful`: fidelity FAITHFUL (seconds per face)."""
         return self.stub.EditPhoto(gateway_pb2.EditPhotoRequest(
             pack=pack, image=image, edits=[self.edit_op(t, s, method) for t, s in edits], keep=list(keep),
             format=fmt, max_faces=max_faces, return_crops=return_crops,
-            paste=gateway_pb2.PASTE_MODE_REPLACE if replace else gateway_pb2.PASTE_MODE_DELTA),
+            paste=gateway_pb2.PASTE_MODE_REPLACE if replace else gateway_pb2.PASTE_MODE_DELTA,
+            fidelity=common_pb2.FIDELITY_FAITHFUL if faithful else common_pb2.FIDELITY_FAST),
             timeout=self.timeout_s)
 
     def blend(self, faces: list[gateway_pb2.FaceSource], t: float | None = None, weights: list[float] = (),
