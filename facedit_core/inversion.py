@@ -32,7 +32,7 @@ class Settings:
     """The optimisation's knobs (docs/inversion.md says how they were chosen)."""
     steps: int = 30                     # gradient steps (each one generator + FaceNet pass and back)
     lr_z: float = 0.05                  # Adam step size of the latent
-    lr_modulation: float = 0.01         # Adam step size of the modulation
+    lr_modulation: float = 0.02         # Adam step size of the modulation
     tune_after: int = 0                 # steps on z alone before the modulation is tuned too
     identity_weight: float = 0.1        # weight of 1 - cos(FaceNet(rendering), FaceNet(face))
     prior_weight: float = 1e-3          # weight of (|z|^2 / D - 1)^2
