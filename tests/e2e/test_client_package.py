@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import grpc
+import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
@@ -679,6 +680,41 @@ def test_cli_exit_codes_say_what_failed(venv, stack, tmp_path):
     assert plaintext_token.returncode == 2 and "refusing to send a token in plaintext" in plaintext_token.stderr
     bad_flag = venv.facedit("edit", "seed:7", "--no-such-flag", cwd=tmp_path)
     assert bad_flag.returncode == 2
+
+
+def test_cli_faithful_flag_on_photos_and_images(venv, stack, photos, tmp_path):
+    gw = ["--address", stack.address("gateway")]
+    face = str(FACES / "face_1.png")
+    enc = venv.facedit("encode", face, "--faithful", "--reconstruction", "r.png", "--json", *gw, cwd=tmp_path)
+    assert enc.returncode == 0, enc.stderr
+    report = json.loads(enc.stdout)["inversion"]
+    assert set(report) == {"identity_before", "identity_after", "pixel_error_before", "pixel_error_after", "steps",
+                           "seconds"} and report["identity_after"] > report["identity_before"], report
+    assert Image.open(tmp_path / "r.png").size == (64, 64)
+    fast = json.loads(venv.facedit("encode", face, "--json", *gw, cwd=tmp_path).stdout)
+    assert "inversion" not in fast and fast["latent_id"]
+    done = venv.facedit("edit-photo", str(photos / "astronaut.png"), "--edit", "smile=1", "--faithful", "-o", "a.png",
+                        *gw, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    line = (r"astronaut\.png -> a\.png: 1 face \(smile \d\.\d{3}->\d\.\d{3}, faithful: identity \d\.\d\d->\d\.\d\d, "
+            r"pixel error [\d.]+->[\d.]+, \d+ steps in [\d.]+ s\)")
+    assert re.search(line, done.stdout), done.stdout
+    as_json = venv.facedit("--json", "edit-photo", str(photos / "astronaut.png"), "--edit", "smile=1", "-o", "b.png",
+                           *gw, cwd=tmp_path)
+    assert "inversion" not in json.loads(as_json.stdout)["photos"][0]["faces"][0]  # fast: none
+    edit = venv.facedit("edit", face, "--faithful", "--edit", "smile=1", "-o", "e.png", "--original", "o.png", *gw,
+                        cwd=tmp_path)
+    assert edit.returncode == 0, edit.stderr
+    latent_id = re.search(r"latent_id (\w+)", edit.stdout).group(1)
+    again = venv.facedit("edit", f"id:{latent_id}", "--edit", "smile=1", "-o", "e2.png", *gw, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr  # by id: the faithful face again, its modulation cached with it
+    by_id, first = (np.asarray(Image.open(tmp_path / n).convert("RGB"), np.int16) for n in ("e2.png", "e.png"))
+    assert np.abs(by_id - first).max() <= 1
+    no_image = venv.facedit("edit", "seed:7", "--faithful", "--edit", "smile=1", *gw, cwd=tmp_path)
+    assert no_image.returncode == 2 and "--faithful inverts a photo of a face: give an image file" in no_image.stderr
+    # a timeout that is set bounds faithful calls too (the default leaves them 120 s)
+    short = venv.facedit("encode", face, "--faithful", "--timeout", "1", *gw, cwd=tmp_path)
+    assert short.returncode == 6 and "DEADLINE_EXCEEDED" in short.stderr, short.stderr
 
 
 def test_cli_tls_and_tokens(venv, edge, tmp_path):
