@@ -52,6 +52,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                    help="larger uploads are refused (413) before they are read")
     p.add_argument("--timeout-s", type=float, default=float(env("web_timeout_s", "30")),
                    help="deadline of each gateway call")
+    p.add_argument("--faithful-timeout-s", type=float, default=float(env("web_faithful_timeout_s", "120")),
+                   help="deadline of an upload's faithful inversion (seconds per face)")
     p.add_argument("--log-level", default=env("log_level", "INFO"))
     return p.parse_args(argv)
 
@@ -65,7 +67,8 @@ def main(argv: list[str] | None = None) -> None:
     from web.app import create_app
 
     client = Client(args.address, token=args.token or None, tls=args.tls, tls_ca=args.tls_ca or None,
-                    tls_server_name=args.tls_server_name or None, timeout_s=args.timeout_s, pack=args.pack)
+                    tls_server_name=args.tls_server_name or None, timeout_s=args.timeout_s,
+                    faithful_timeout_s=args.faithful_timeout_s, pack=args.pack)
     app = create_app(client, int(args.max_upload_mb * (1 << 20)))
     logging.getLogger("web").info(json.dumps({"event": "start", "url": f"http://{args.host}:{args.port}/",
                                               "gateway": args.address}))

@@ -1,6 +1,7 @@
 """The HTTP/JSON edge: a page and JSON endpoints over the gateway, through the facedit_client SDK.
 
-    POST /api/photo    multipart `file`: every face found -> latent ids (cached by the gateway) and crops
+    POST /api/photo    multipart `file` (and `fidelity`: "faithful", the default, or "fast"): every face
+                       found -> latent ids (cached by the gateway), crops and the faithful inversion's report
     POST /api/random   {"seed": 7 or null}: a generated face -> its latent id
     POST /api/edit     {"latent_id", "edits": {"smile": 1.5}, "keep": [...], "method", "text", "text_strength"}
     GET  /api/attributes  the pack's attributes, methods and recommended ranges
@@ -22,12 +23,13 @@ from pathlib import Path
 from typing import Annotated
 
 from facedit_client import Client, Edit, Face, FaceditError
-from facedit_client.requests import method_name
-from fastapi import FastAPI, File, Request, UploadFile
+from facedit_client.requests import FIDELITIES, method_name
+from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -68,6 +70,16 @@ class EditRequest(BaseModel):
 
 class RandomRequest(BaseModel):
     seed: int | None = Field(None, description="null: a random seed")
+
+
+def inversion_dict(face) -> dict | None:
+    """A PhotoFace's InversionReport (fidelity faithful) as JSON, None when it has none (fast)."""
+    if not face.HasField("inversion"):
+        return None
+    r = face.inversion
+    return {"identity_before": round(r.identity_before, 4), "identity_after": round(r.identity_after, 4),
+            "pixel_error_before": round(r.pixel_error_before, 2), "pixel_error_after": round(r.pixel_error_after, 2),
+            "steps": r.steps, "seconds": round(r.seconds, 2)}
 
 
 def data_url(image: bytes, fmt: str = "png") -> str:
@@ -179,8 +191,15 @@ def create_app(client: Client, max_upload_bytes: int = 8 << 20) -> FastAPI:
         return call(attributes)
 
     @app.post("/api/photo")
-    async def api_photo(file: Annotated[UploadFile, File(description="a photo (PNG, JPEG, GIF, WebP, BMP)")]):
-        """Every face of the photo: its latent id (edit it by id), box, detector score and crop."""
+    async def api_photo(file: Annotated[UploadFile, File(description="a photo (PNG, JPEG, GIF, WebP, BMP)")],
+                        fidelity: Annotated[str, Form(description=(
+                            "faithful (default): each face optimised against the photo, seconds per face, "
+                            "so edits keep the person; fast: the encoder alone, milliseconds, a look-alike"))
+                        ] = "faithful"):
+        """Every face of the photo: its latent id (edit it by id: later edits render the faithful face
+        again, fast), box, detector score, crop and, when faithful, the inversion's report."""
+        if fidelity not in FIDELITIES:
+            raise ApiError(400, f"Unknown fidelity '{fidelity}': choose faithful or fast.", "INVALID_ARGUMENT")
         data = await file.read(max_upload_bytes + 1)
         if len(data) > max_upload_bytes:
             raise ApiError(413, f"The file is too large: at most {max_upload_bytes / 2**20:.0f} MiB accepted.",
@@ -190,12 +209,14 @@ def create_app(client: Client, max_upload_bytes: int = 8 << 20) -> FastAPI:
         if not looks_like_image(data[:16]):
             raise ApiError(415, "This file is not an image: upload a PNG, JPEG, GIF, WebP or BMP photo.",
                            "NOT_AN_IMAGE")
-        first = call(attributes)["attributes"][0]
+        first = (await run_in_threadpool(call, attributes))["attributes"][0]
         t0 = time.perf_counter()
-        resp = call(lambda: client.edit_photo(data, {first: 0.0}, return_crops=True))
+        # in a worker thread: a faithful inversion takes seconds, and the event loop serves the others meanwhile
+        resp = await run_in_threadpool(call, lambda: client.edit_photo(data, {first: 0.0}, return_crops=True,
+                                                                        fidelity=fidelity))
         faces = [{"latent_id": f.latent_id, "box": [round(v) for v in f.box], "score": round(f.score, 3),
-                  "image": data_url(f.crop_before)} for f in resp.faces]
-        return {"faces": faces, "ms": round(1000 * (time.perf_counter() - t0))}
+                  "image": data_url(f.crop_before), "inversion": inversion_dict(f)} for f in resp.faces]
+        return {"faces": faces, "fidelity": fidelity, "ms": round(1000 * (time.perf_counter() - t0))}
 
     @app.post("/api/random")
     def api_random(req: RandomRequest):

@@ -1,7 +1,7 @@
 """The client package as a user gets it: the wheel of `make client-wheel` installed alone into a fresh
 virtualenv (so a missing dependency cannot hide behind the server's), its sync and asyncio clients and
 its `facedit` command run there, in their own processes, against the whole stack as processes
-(digiface64: every method, photos with faces).
+(digiface64: every method, photos with faces, faithful inversions).
 
 The client's stubs register the same message names (facedit.v1.*) as the server's, so the two never
 share a process: every client call below runs in the fresh virtualenv's python.
@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import grpc
+import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
@@ -415,6 +416,158 @@ def test_backoff_settings_and_helpers_in_the_fresh_venv(venv, tmp_path):
     assert len(out["settings_errors"]) == 3 and "does not exist" in out["settings_errors"][2]
 
 
+FIDELITY_UNITS = r"""
+import asyncio, json, types
+from facedit_client import AsyncClient, Client, DEFAULT_FAITHFUL_TIMEOUT_S, Face, common_pb2, gateway_pb2
+from facedit_client.requests import as_face
+FAST, FAITHFUL = common_pb2.FIDELITY_FAST, common_pb2.FIDELITY_FAITHFUL
+out = {"default": DEFAULT_FAITHFUL_TIMEOUT_S, "errors": []}
+offline = Client("127.0.0.1:1")
+for bad in (lambda: Face.image(b"x", fidelity="exact"), lambda: Face.parse("seed:1", fidelity="FAST!"),
+            lambda: offline.encode(b"x", fidelity="slow"),
+            lambda: offline.edit_photo(b"x", {"smile": 1}, fidelity=None),
+            lambda: offline.edit(b"x", {"smile": 1}, fidelity=True),
+            lambda: offline.sweep(7, "smile", 0, 1, 2, fidelity="")):
+    try:
+        bad()
+        out["errors"].append(None)
+    except ValueError as err:
+        out["errors"].append(str(err))
+faithful = Face.image(b"x", fidelity="faithful")
+out["faces"] = [faithful.fidelity, Face.image(b"x").fidelity, Face.parse("seed:3", fidelity="faithful").fidelity,
+                as_face(faithful, "fast").fidelity, faithful.fidelity, as_face(b"x", "FAITHFUL").fidelity,
+                as_face(7, "faithful").fidelity, as_face(faithful).fidelity]
+
+class Recorder:
+    # a stand-in for the gateway stub: records each call's deadline (seconds, rounded) and fidelity
+    def __init__(self, log):
+        self.log = log
+    def __getattr__(self, rpc):
+        def call(request, timeout=None, metadata=()):
+            face = getattr(request, "face", None)
+            self.log.append([rpc, None if timeout is None else round(timeout),
+                             face.fidelity if face is not None else getattr(request, "fidelity", None)])
+            if rpc == "EditSweep":
+                return iter(())
+            return getattr(gateway_pb2, rpc + "Response", gateway_pb2.EncodeResponse)()
+        return call
+
+def deadlines(client, calls):
+    log = []
+    client._stub = Recorder(log)
+    for call in calls:
+        call(client)
+    client.close()
+    return log
+
+out["sync"] = deadlines(Client("127.0.0.1:1"), [
+    lambda c: c.encode(b"x"), lambda c: c.encode(b"x", fidelity="faithful"),
+    lambda c: c.encode(b"x", fidelity="faithful", timeout_s=5), lambda c: c.edit(faithful, {"smile": 1}),
+    lambda c: c.edit(b"x", {"smile": 1}, fidelity="faithful"),
+    lambda c: c.edit(faithful, {"smile": 1}, fidelity="fast"), lambda c: c.edit(7, {"smile": 1}, fidelity="faithful"),
+    lambda c: c.edit_photo(b"x", {"smile": 1}, fidelity="faithful"),
+    lambda c: c.sweep(b"x", "smile", -1, 1, 3, fidelity="faithful"), lambda c: c.blend([1, faithful])])
+out["longer"] = deadlines(Client("127.0.0.1:1", timeout_s=300), [lambda c: c.encode(b"x", fidelity="faithful")])
+out["none"] = deadlines(Client("127.0.0.1:1", faithful_timeout_s=None), [
+    lambda c: c.encode(b"x", fidelity="faithful"), lambda c: c.encode(b"x")])
+
+async def aio():
+    log = []
+    async with AsyncClient("127.0.0.1:1") as c:
+        record = Recorder(log)
+        class Awaiting:
+            def __getattr__(self, rpc):
+                async def call(request, timeout=None, metadata=()):
+                    return getattr(record, rpc)(request, timeout, metadata)
+                return call
+        c._stub = Awaiting()
+        await c.encode(b"x", fidelity="faithful")
+        await c.edit_photo(b"x", {"smile": 1})
+        await c.edit(Face.image(b"x", fidelity="faithful"), {"smile": 1})
+    return log
+out["async"] = asyncio.run(aio())
+print(json.dumps(out))
+"""
+
+
+def test_the_fidelity_keyword_and_the_longer_deadline_of_faithful_calls(venv, tmp_path):
+    out = venv.python(FIDELITY_UNITS, cwd=tmp_path)
+    FAST, FAITHFUL = 1, 2
+    assert out["default"] == 120.0
+    assert len(out["errors"]) == 6 and None not in out["errors"], out["errors"]
+    for message, value in zip(out["errors"], ("'exact'", "'FAST!'", "'slow'", "None", "True", "''")):
+        assert message.startswith('fidelity must be "fast"') and '"faithful"' in message, message
+        assert message.endswith(f"got {value}"), message
+    # Face.image's fidelity; seeds have none; a call's fidelity copies a FaceSource, never changes the caller's
+    assert out["faces"] == [FAITHFUL, FAST, 0, FAST, FAITHFUL, FAITHFUL, 0, FAITHFUL]
+    # [rpc, deadline s, fidelity sent]: faithful calls get 120 s, others the client's 30 s; a call's own wins
+    assert out["sync"] == [["Encode", 30, FAST], ["Encode", 120, FAITHFUL], ["Encode", 5, FAITHFUL],
+                           ["Edit", 120, FAITHFUL], ["Edit", 120, FAITHFUL], ["Edit", 30, FAST], ["Edit", 30, 0],
+                           ["EditPhoto", 120, FAITHFUL], ["EditSweep", 120, FAITHFUL], ["Blend", 120, None]]
+    assert out["longer"] == [["Encode", 300, FAITHFUL]]  # a longer timeout_s is kept
+    assert out["none"] == [["Encode", None, FAITHFUL], ["Encode", 30, FAST]]
+    assert out["async"] == [["Encode", 120, FAITHFUL], ["EditPhoto", 30, FAST], ["Edit", 120, FAITHFUL]]
+
+
+FAITHFUL = r"""
+import asyncio, io, json, sys, time
+from PIL import Image
+from facedit_client import AsyncClient, Client, DeadlineExceeded, Face
+address, face, photo = sys.argv[1:4]
+
+def report(r):
+    return {"identity": [r.identity_before, r.identity_after], "pixels": [r.pixel_error_before, r.pixel_error_after],
+            "steps": r.steps, "seconds": r.seconds}
+
+def max_diff(a, b):
+    a, b = (Image.open(io.BytesIO(x)).convert("RGB") for x in (a, b))
+    return max(abs(p - q) for pa, pb in zip(a.getdata(), b.getdata()) for p, q in zip(pa, pb))
+
+out = {}
+# timeout_s 1: what fast calls get; a faithful one (seconds) gets DEFAULT_FAITHFUL_TIMEOUT_S, 120 s
+with Client(address, timeout_s=1) as c, Client(address, timeout_s=60) as fast:
+    t0 = time.monotonic()
+    enc = c.encode(face, return_reconstruction=True, fidelity="faithful")
+    out["encode"] = [enc.HasField("inversion"), report(enc.inversion), time.monotonic() - t0]
+    plain = fast.encode(face, return_reconstruction=True)
+    out["encode_fast"] = [plain.HasField("inversion"), plain.reconstruction != enc.reconstruction]
+    edited = c.edit(Face.image(face, fidelity="faithful"), {"smile": 1.0}, return_original=True)
+    again = fast.edit(Face.latent_id(edited.latent_id), {"smile": 1.0}, return_original=True)  # the modulation too
+    out["edit"] = [max_diff(again.original, edited.original), max_diff(plain.reconstruction, enc.reconstruction)]
+    resp = c.edit_photo(photo, {"smile": 1.0}, fidelity="faithful")
+    out["edit_photo"] = [len(resp.faces), resp.faces[0].HasField("inversion"), report(resp.faces[0].inversion)]
+with Client(address, timeout_s=1, faithful_timeout_s=1) as c:
+    try:
+        c.encode(face, fidelity="faithful")
+        out["deadline"] = None
+    except DeadlineExceeded as err:
+        out["deadline"] = [err.code, err.attempts]
+
+async def aio():
+    async with AsyncClient(address, timeout_s=1) as c:
+        resp = await c.edit_photo(photo, {"smile": 1.0}, fidelity="faithful")
+        return [len(resp.faces), resp.faces[0].HasField("inversion"), report(resp.faces[0].inversion)]
+out["async"] = asyncio.run(aio())
+print(json.dumps(out))
+"""
+
+
+def test_faithful_calls_through_the_sync_and_asyncio_clients(venv, stack, photos, tmp_path):
+    out = venv.python(FAITHFUL, stack.address("gateway"), str(FACES / "face_1.png"), str(photos / "astronaut.png"),
+                      cwd=tmp_path)
+    print(f"\nfaithful through the SDK: {json.dumps(out)}")
+    has, enc, seconds = out["encode"]
+    assert has and enc["steps"] > 0 and enc["seconds"] > 0, out["encode"]
+    assert enc["identity"][1] > enc["identity"][0] and enc["pixels"][1] < enc["pixels"][0], enc
+    assert out["encode_fast"] == [False, True]  # fast: no report, another picture
+    same, from_fast = out["edit"]
+    # the latent id of a faithful face renders it with its modulation, by id (no inversion again)
+    assert same <= 1 and from_fast > 10, out["edit"]
+    for faces, has, photo_report in (out["edit_photo"], out["async"]):
+        assert faces == 1 and has and photo_report["identity"][1] > photo_report["identity"][0], photo_report
+    assert out["deadline"] == ["DEADLINE_EXCEEDED", 1]  # faithful_timeout_s is the bound that was sent
+
+
 # ----- the facedit command ------------------------------------------------------------------------------
 
 def _attributes_json(done: subprocess.CompletedProcess) -> dict:
@@ -527,6 +680,41 @@ def test_cli_exit_codes_say_what_failed(venv, stack, tmp_path):
     assert plaintext_token.returncode == 2 and "refusing to send a token in plaintext" in plaintext_token.stderr
     bad_flag = venv.facedit("edit", "seed:7", "--no-such-flag", cwd=tmp_path)
     assert bad_flag.returncode == 2
+
+
+def test_cli_faithful_flag_on_photos_and_images(venv, stack, photos, tmp_path):
+    gw = ["--address", stack.address("gateway")]
+    face = str(FACES / "face_1.png")
+    enc = venv.facedit("encode", face, "--faithful", "--reconstruction", "r.png", "--json", *gw, cwd=tmp_path)
+    assert enc.returncode == 0, enc.stderr
+    report = json.loads(enc.stdout)["inversion"]
+    assert set(report) == {"identity_before", "identity_after", "pixel_error_before", "pixel_error_after", "steps",
+                           "seconds"} and report["identity_after"] > report["identity_before"], report
+    assert Image.open(tmp_path / "r.png").size == (64, 64)
+    fast = json.loads(venv.facedit("encode", face, "--json", *gw, cwd=tmp_path).stdout)
+    assert "inversion" not in fast and fast["latent_id"]
+    done = venv.facedit("edit-photo", str(photos / "astronaut.png"), "--edit", "smile=1", "--faithful", "-o", "a.png",
+                        *gw, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    line = (r"astronaut\.png -> a\.png: 1 face \(smile \d\.\d{3}->\d\.\d{3}, faithful: identity \d\.\d\d->\d\.\d\d, "
+            r"pixel error [\d.]+->[\d.]+, \d+ steps in [\d.]+ s\)")
+    assert re.search(line, done.stdout), done.stdout
+    as_json = venv.facedit("--json", "edit-photo", str(photos / "astronaut.png"), "--edit", "smile=1", "-o", "b.png",
+                           *gw, cwd=tmp_path)
+    assert "inversion" not in json.loads(as_json.stdout)["photos"][0]["faces"][0]  # fast: none
+    edit = venv.facedit("edit", face, "--faithful", "--edit", "smile=1", "-o", "e.png", "--original", "o.png", *gw,
+                        cwd=tmp_path)
+    assert edit.returncode == 0, edit.stderr
+    latent_id = re.search(r"latent_id (\w+)", edit.stdout).group(1)
+    again = venv.facedit("edit", f"id:{latent_id}", "--edit", "smile=1", "-o", "e2.png", *gw, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr  # by id: the faithful face again, its modulation cached with it
+    by_id, first = (np.asarray(Image.open(tmp_path / n).convert("RGB"), np.int16) for n in ("e2.png", "e.png"))
+    assert np.abs(by_id - first).max() <= 1
+    no_image = venv.facedit("edit", "seed:7", "--faithful", "--edit", "smile=1", *gw, cwd=tmp_path)
+    assert no_image.returncode == 2 and "--faithful inverts a photo of a face: give an image file" in no_image.stderr
+    # a timeout that is set bounds faithful calls too (the default leaves them 120 s)
+    short = venv.facedit("encode", face, "--faithful", "--timeout", "1", *gw, cwd=tmp_path)
+    assert short.returncode == 6 and "DEADLINE_EXCEEDED" in short.stderr, short.stderr
 
 
 def test_cli_tls_and_tokens(venv, edge, tmp_path):

@@ -4,7 +4,9 @@ the photo path needs its face alignment template).
 
 Upload a real portrait -> the face found; a slider move -> a new after-image within one second;
 a phrase; keep ticked; bad input -> a sentence, never a stack trace; an oversize upload is refused
-by the web service itself (413). Saves out/web_screenshot.png.
+by the web service itself (413). Uploads are faithful by default (seconds: the face optimised against
+the photo, its inversion report shown); the slider path of a faithful face stays fast. Saves
+out/web_screenshot.png and out/web_faithful_screenshot.png.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -32,6 +35,7 @@ pytestmark = pytest.mark.e2e
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SCREENSHOT = ROOT / "out" / "web_screenshot.png"
+FAITHFUL_SCREENSHOT = ROOT / "out" / "web_faithful_screenshot.png"
 
 
 @pytest.fixture(scope="module")
@@ -94,11 +98,24 @@ def error_text(page) -> str:
     return page.inner_text("#error")
 
 
+def move_slider(page, attribute: str, value: float) -> float:
+    """Set a slider as a person drags it; seconds until the page shows the new after-image."""
+    old = page.get_attribute("#after", "src")
+    t0 = time.perf_counter()
+    page.eval_on_selector(f"#s-{attribute}", "(el, v) => { el.value = v; el.dispatchEvent(new Event('input', "
+                                             "{bubbles: true})); }", value)
+    new = wait_new_after(page, old)
+    assert new != old and png_of(new).size == (64, 64)
+    return time.perf_counter() - t0
+
+
 def test_upload_slider_phrase_and_keep_in_chromium(web, browser, photos):
     url, _ = web
     page = browser.new_page(viewport={"width": 1000, "height": 900})
     page.goto(url)
     page.wait_for_selector("#s-smile", state="attached")
+    assert page.is_checked("#faithful")  # uploads are faithful unless this box is unticked
+    page.uncheck("#faithful")  # the fast path here; test_faithful_upload_in_chromium takes the other
     page.set_input_files("#photo", str(photos / "astronaut.png"))
     page.wait_for_selector("#faces button.chosen img", timeout=20000)
     assert page.inner_text("#faces p") == "1 face found:"
@@ -107,15 +124,9 @@ def test_upload_slider_phrase_and_keep_in_chromium(web, browser, photos):
     after = page.get_attribute("#after", "src")
     assert png_of(before).size == png_of(after).size == (64, 64)
 
-    timings = []
-    for value in (2.5, -2.5, 1.5):  # a slider move: input event -> debounce -> /api/edit -> new after-image
-        old = page.get_attribute("#after", "src")
-        t0 = time.perf_counter()
-        page.eval_on_selector("#s-smile", "(el, v) => { el.value = v; el.dispatchEvent(new Event('input', "
-                                          "{bubbles: true})); }", value)
-        new = wait_new_after(page, old)
-        timings.append(time.perf_counter() - t0)
-        assert new != old and png_of(new).size == (64, 64)
+    # a slider move: input event -> debounce -> /api/edit -> new after-image
+    timings = [move_slider(page, "smile", value) for value in (2.5, -2.5, 1.5)]
+    assert page.inner_text("#inversion") == ""  # fast: no inversion report
     print(f"\nslider move -> new image in the browser: {', '.join(f'{1000 * t:.0f} ms' for t in timings)} "
           f"(debounce 120 ms included); page says: {page.inner_text('#status')}")
     assert max(timings) < 1.0, timings
@@ -135,6 +146,56 @@ def test_upload_slider_phrase_and_keep_in_chromium(web, browser, photos):
     assert not page.is_visible("#error")
     SCREENSHOT.parent.mkdir(exist_ok=True)
     page.screenshot(path=str(SCREENSHOT), full_page=True)
+    page.close()
+
+
+def pixels(src: str) -> np.ndarray:
+    return np.asarray(png_of(src).convert("RGB"), dtype=np.int16)
+
+
+def test_faithful_upload_in_chromium(web, browser, photos):
+    """The default upload: "inverting the face…" while the encoder optimises the face (seconds), the
+    inversion report in the answer and on the page, a picture unlike the fast encoder's, and slider
+    moves on the faithful face's latent id as fast as on any other."""
+    url, _ = web
+    status, fast = post(url + "api/photo", *multipart("a.png", (photos / "astronaut.png").read_bytes(),
+                                                      fidelity="fast"))
+    assert status == 200 and fast["faces"][0]["inversion"] is None and fast["fidelity"] == "fast", fast
+    page = browser.new_page(viewport={"width": 1000, "height": 900})
+    page.goto(url)
+    page.wait_for_selector("#s-smile", state="attached")
+    assert page.is_checked("#faithful") and "faithful (slower)" in page.inner_text("label:has(#faithful)")
+    with page.expect_response("**/api/photo", timeout=120_000) as answer:
+        page.set_input_files("#photo", str(photos / "astronaut.png"))
+        page.wait_for_function("document.getElementById('faces').textContent === "
+                               "'inverting the face… (a few seconds)'", timeout=5000)
+    assert answer.value.status == 200
+    found = answer.value.json()
+    assert found["fidelity"] == "faithful" and len(found["faces"]) == 1
+    report = found["faces"][0]["inversion"]
+    assert report["steps"] > 0 and report["seconds"] > 0, report
+    assert report["identity_after"] > report["identity_before"], report
+    assert report["pixel_error_after"] < report["pixel_error_before"], report
+    page.wait_for_selector("#faces button.chosen img", timeout=10000)
+    assert page.inner_text("#inversion").startswith(
+        f"faithful inversion: identity {report['identity_before']:.2f} → {report['identity_after']:.2f}")
+    # the picture changed: the faithful face is not the fast encoder's look-alike
+    faithful_face = found["faces"][0]["image"]
+    assert page.get_attribute("#before", "src") == faithful_face
+    change = float(np.abs(pixels(faithful_face) - pixels(fast["faces"][0]["image"])).mean())
+    print(f"\nfaithful upload: {found['ms']} ms at the web service, inversion {report}; "
+          f"mean change from the fast face {change:.1f} levels")
+    assert change > 3, change
+    # slider moves render the cached faithful face (its modulation) by latent id: fast, and they edit it
+    page.wait_for_function("document.getElementById('status').dataset.count >= 1", timeout=10000)
+    timings = [move_slider(page, "smile", value) for value in (2.5, -2.5)]
+    print(f"slider moves on the faithful face: {', '.join(f'{1000 * t:.0f} ms' for t in timings)}")
+    assert max(timings) < 1.0, timings
+    assert page.get_attribute("#before", "src") == faithful_face  # the edit's original is the faithful face
+    assert float(np.abs(pixels(page.get_attribute("#after", "src")) - pixels(faithful_face)).mean()) > 1
+    assert not page.is_visible("#error")
+    FAITHFUL_SCREENSHOT.parent.mkdir(exist_ok=True)
+    page.screenshot(path=str(FAITHFUL_SCREENSHOT), full_page=True)
     page.close()
 
 
@@ -166,10 +227,12 @@ def post(url: str, body: bytes, content_type: str) -> tuple[int, dict]:
         return err.code, json.loads(err.read())
 
 
-def multipart(name: str, data: bytes) -> tuple[bytes, str]:
+def multipart(name: str, data: bytes, **fields: str) -> tuple[bytes, str]:
     boundary = "facedit-test-boundary"
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n"
-            f"Content-Type: application/octet-stream\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    body = b"".join(f"--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n".encode()
+                    for k, v in fields.items())
+    body += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n"
+             f"Content-Type: application/octet-stream\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
     return body, f"multipart/form-data; boundary={boundary}"
 
 
@@ -197,7 +260,8 @@ def test_the_json_api_and_its_openapi_description(web, photos):
         info = json.loads(resp.read())
     assert info["pack"] == "digiface64" and "smile" in info["attributes"] and "istrc" in info["methods"]
 
-    status, found = post(url + "api/photo", *multipart("a.png", (photos / "astronaut.png").read_bytes()))
+    status, found = post(url + "api/photo", *multipart("a.png", (photos / "astronaut.png").read_bytes(),
+                                                       fidelity="fast"))
     assert status == 200 and len(found["faces"]) == 1, found
     latent_id = found["faces"][0]["latent_id"]
     edit = {"latent_id": latent_id, "edits": {"smile": 2}, "keep": ["yaw"], "text": "a big grin"}
@@ -215,6 +279,8 @@ def test_the_json_api_and_its_openapi_description(web, photos):
         (post(url + "api/photo", *multipart("x.txt", b"hello")), 415, "This file is not an image"),
         (announce_upload(url, 3 << 20), 413, "The file is too large"),
         (post(url + "api/photo", *multipart("gray.png", (photos / "gray.png").read_bytes())), 400, "No face found"),
+        (post(url + "api/photo", *multipart("a.png", b"\x89PNG\r\n\x1a\n", fidelity="exact")), 400,
+         "Unknown fidelity 'exact': choose faithful or fast"),
     ]
     for (status, body), expected_status, expected in errors:
         assert status == expected_status and body["error"].startswith(expected), (status, body)

@@ -76,10 +76,18 @@ function showFaces(faces) {
   choose(faces[0], box.querySelector("button"));
 }
 
+function describeInversion(face) {
+  const r = face.inversion;
+  $("inversion").textContent = r ? `faithful inversion: identity ${r.identity_before.toFixed(2)} → ` +
+    `${r.identity_after.toFixed(2)} (FaceNet cosine to the photo's face), ${r.steps} steps in ` +
+    `${r.seconds.toFixed(1)} s` : "";
+}
+
 function choose(face, button) {
   document.querySelectorAll("#faces button").forEach((b) => b.classList.remove("chosen"));
   button.classList.add("chosen");
   latentId = face.latent_id;
+  describeInversion(face);
   $("before").src = face.image;
   $("after").src = face.image;
   $("editor").hidden = false;
@@ -131,14 +139,18 @@ async function edit() {
 async function upload() {
   const file = $("photo").files[0];
   if (!file) { showError("Choose a photo first."); return; }
+  const faithful = $("faithful").checked;
   const form = new FormData();
   form.append("file", file);
-  await findFaces(() => api("/api/photo", { method: "POST", body: form }));
+  form.append("fidelity", faithful ? "faithful" : "fast");
+  await findFaces(() => api("/api/photo", { method: "POST", body: form }),
+                  faithful ? "inverting the face… (a few seconds)" : "looking for faces ...");
 }
 
-async function findFaces(call) {
+async function findFaces(call, waiting = "looking for faces ...") {
   showError("");
-  $("faces").textContent = "looking for faces ...";
+  $("inversion").textContent = "";
+  $("faces").textContent = waiting;
   try {
     const resp = await call();
     showFaces(resp.faces);

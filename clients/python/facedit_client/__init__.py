@@ -8,13 +8,20 @@ for the command line's GIFs and grids.
         info = client.attributes()
         resp = client.edit(Face.seed(7), {"smile": 1.5}, keep=["yaw"])
         open("smiling.png", "wb").write(resp.image)
+        enc = client.encode("photo.png", fidelity="faithful")   # the person, seconds: enc.inversion
 
 Errors are facedit_client.errors.FaceditError subclasses (InvalidArgument, NotFound, ...);
 retries: RetryPolicy. The answers are the messages of facedit_client.v1.gateway_pb2.
 """
 from facedit_client.aio import AsyncClient
 from facedit_client.client import Client
-from facedit_client.connection import DEFAULT_ADDRESS, DEFAULT_TIMEOUT_S, Connection, version
+from facedit_client.connection import (
+                                   DEFAULT_ADDRESS,
+                                   DEFAULT_FAITHFUL_TIMEOUT_S,
+                                   DEFAULT_TIMEOUT_S,
+                                   Connection,
+                                   version,
+)
 from facedit_client.errors import (
                                    AlreadyExists,
                                    Cancelled,
@@ -37,8 +44,8 @@ from facedit_client.v1 import common_pb2, gateway_pb2
 __version__ = version()
 
 __all__ = [
-    "AsyncClient", "Client", "Connection", "DEFAULT_ADDRESS", "DEFAULT_TIMEOUT_S", "Edit", "Face", "NO_RETRY",
-    "RetryPolicy", "common_pb2", "floats", "gateway_pb2", "to_tensor",
+    "AsyncClient", "Client", "Connection", "DEFAULT_ADDRESS", "DEFAULT_FAITHFUL_TIMEOUT_S", "DEFAULT_TIMEOUT_S", "Edit",
+    "Face", "NO_RETRY", "RetryPolicy", "common_pb2", "floats", "gateway_pb2", "to_tensor",
     "AlreadyExists", "Cancelled", "DeadlineExceeded", "FaceditError", "FailedPrecondition", "Internal",
     "InvalidArgument", "NotFound", "OutOfRange", "PermissionDenied", "ResourceExhausted", "Unauthenticated",
     "Unavailable",

@@ -24,7 +24,13 @@ from typing import Awaitable, Callable, Sequence, TypeVar
 import grpc
 
 from facedit_client import requests as rq
-from facedit_client.connection import DEFAULT_ADDRESS, DEFAULT_TIMEOUT_S, Connection
+from facedit_client.connection import (
+    DEFAULT_ADDRESS,
+    DEFAULT_FAITHFUL_TIMEOUT_S,
+    DEFAULT_TIMEOUT_S,
+    Connection,
+    budget_s,
+)
 from facedit_client.errors import from_rpc_error, status_code
 from facedit_client.requests import EditsLike, FaceLike, ImageLike
 from facedit_client.retry import RetryPolicy, next_wait_s
@@ -37,10 +43,12 @@ class AsyncClient:
     """The arguments of Client (facedit_client.client.Client), calls awaited."""
 
     def __init__(self, address: str = DEFAULT_ADDRESS, *, timeout_s: float | None = DEFAULT_TIMEOUT_S,
-                 token: str | None = None, tls: bool = False, tls_ca: str | os.PathLike | None = None,
-                 tls_server_name: str | None = None, retry: RetryPolicy | None = None, pack: str = ""):
+                 faithful_timeout_s: float | None = DEFAULT_FAITHFUL_TIMEOUT_S, token: str | None = None,
+                 tls: bool = False, tls_ca: str | os.PathLike | None = None, tls_server_name: str | None = None,
+                 retry: RetryPolicy | None = None, pack: str = ""):
         self.connection = Connection(address, token, tls, tls_ca, tls_server_name)
         self.timeout_s = timeout_s
+        self.faithful_timeout_s = faithful_timeout_s
         self.retry = retry or RetryPolicy()
         self.pack = pack
         self._channel = self.connection.aio_channel()
@@ -57,33 +65,37 @@ class AsyncClient:
 
     async def edit(self, face: FaceLike, edits: EditsLike, *, keep: Sequence[str] = (),
                    method: str | None = None, format: str = "png", return_original: bool = False,
-                   skip_scores: bool = False, timeout_s: float | None = None) -> gateway_pb2.EditResponse:
+                   skip_scores: bool = False, fidelity: str | None = None,
+                   timeout_s: float | None = None) -> gateway_pb2.EditResponse:
         """See Client.edit."""
-        request = rq.edit_request(face, edits, keep, method, self.pack, format, return_original, skip_scores)
+        request = rq.edit_request(face, edits, keep, method, self.pack, format, return_original, skip_scores,
+                                  fidelity)
         return await self._unary(self._stub.Edit, request, timeout_s)
 
     async def edit_photo(self, photo: ImageLike, edits: EditsLike, *, keep: Sequence[str] = (),
                          method: str | None = None, format: str = "png", max_faces: int = 0, replace: bool = False,
-                         return_crops: bool = False, timeout_s: float | None = None) -> gateway_pb2.EditPhotoResponse:
+                         return_crops: bool = False, fidelity: str = "fast",
+                         timeout_s: float | None = None) -> gateway_pb2.EditPhotoResponse:
         """See Client.edit_photo."""
-        request = rq.edit_photo_request(photo, edits, keep, method, self.pack, format, max_faces, replace, return_crops)
+        request = rq.edit_photo_request(photo, edits, keep, method, self.pack, format, max_faces, replace, return_crops,
+                                        fidelity)
         return await self._unary(self._stub.EditPhoto, request, timeout_s)
 
     async def sweep(self, face: FaceLike, target: str, start: float, stop: float, steps: int, *,
                     keep: Sequence[str] = (), method: str | None = None, format: str = "png",
-                    timeout_s: float | None = None) -> list[gateway_pb2.SweepFrame]:
+                    fidelity: str | None = None, timeout_s: float | None = None) -> list[gateway_pb2.SweepFrame]:
         """See Client.sweep."""
-        request = rq.sweep_request(face, target, start, stop, steps, keep, method, self.pack, format)
+        request = rq.sweep_request(face, target, start, stop, steps, keep, method, self.pack, format, fidelity)
 
         async def send(timeout: float | None) -> list[gateway_pb2.SweepFrame]:
             return [frame async for frame in self._stub.EditSweep(request, timeout=timeout,
                                                                   metadata=self.connection.metadata())]
-        return await self._call(send, timeout_s)
+        return await self._call(send, timeout_s, rq.is_faithful(request))
 
     async def encode(self, photo: ImageLike, *, return_reconstruction: bool = False, format: str = "png",
-                     timeout_s: float | None = None) -> gateway_pb2.EncodeResponse:
+                     fidelity: str = "fast", timeout_s: float | None = None) -> gateway_pb2.EncodeResponse:
         """See Client.encode."""
-        request = rq.encode_request(photo, return_reconstruction, self.pack, format)
+        request = rq.encode_request(photo, return_reconstruction, self.pack, format, fidelity)
         return await self._unary(self._stub.Encode, request, timeout_s)
 
     async def generate(self, seeds: Sequence[int] = (), *, latents: Sequence[Sequence[float]] | None = None,
@@ -105,27 +117,28 @@ class AsyncClient:
         return await self._unary(self._stub.CreateDirection, request, timeout_s)
 
     async def blend(self, faces: Sequence[FaceLike], *, t: float | None = None, weights: Sequence[float] = (),
-                    return_inputs: bool = False, format: str = "png",
+                    return_inputs: bool = False, format: str = "png", fidelity: str | None = None,
                     timeout_s: float | None = None) -> gateway_pb2.IstrcFaceResponse:
         """See Client.blend."""
-        request = rq.blend_request(faces, t, weights, return_inputs, self.pack, format)
+        request = rq.blend_request(faces, t, weights, return_inputs, self.pack, format, fidelity)
         return await self._unary(self._stub.Blend, request, timeout_s)
 
     async def arithmetic(self, a: FaceLike, b: FaceLike, c: FaceLike, *, linear: bool = False,
-                         return_inputs: bool = False, format: str = "png",
+                         return_inputs: bool = False, format: str = "png", fidelity: str | None = None,
                          timeout_s: float | None = None) -> gateway_pb2.IstrcFaceResponse:
         """See Client.arithmetic."""
-        request = rq.arithmetic_request(a, b, c, linear, return_inputs, self.pack, format)
+        request = rq.arithmetic_request(a, b, c, linear, return_inputs, self.pack, format, fidelity)
         return await self._unary(self._stub.Arithmetic, request, timeout_s)
 
     async def _unary(self, method: Callable, request, timeout_s: float | None):
         async def send(timeout: float | None):
             return await method(request, timeout=timeout, metadata=self.connection.metadata())
-        return await self._call(send, timeout_s)
+        return await self._call(send, timeout_s, rq.is_faithful(request))
 
-    async def _call(self, send: Callable[[float | None], Awaitable[T]], timeout_s: float | None) -> T:
+    async def _call(self, send: Callable[[float | None], Awaitable[T]], timeout_s: float | None,
+                    faithful: bool = False) -> T:
         """Client._call with awaits: retries on UNAVAILABLE / RESOURCE_EXHAUSTED within one deadline."""
-        budget = timeout_s if timeout_s is not None else self.timeout_s
+        budget = budget_s(timeout_s, self.timeout_s, self.faithful_timeout_s, faithful)
         deadline = None if budget is None else time.monotonic() + budget
         attempt = 0
         while True:

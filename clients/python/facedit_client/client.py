@@ -9,8 +9,9 @@
 
 Answers are the generated messages of facedit_client.v1.gateway_pb2 (documented in the
 repository's docs/api.md). Every call has a deadline (timeout_s, default 30 s, for all of its
-attempts), is retried with backoff on UNAVAILABLE and RESOURCE_EXHAUSTED only (RetryPolicy), and
-raises a facedit_client.errors.FaceditError subclass that keeps the server's message.
+attempts; a call with fidelity "faithful", seconds per face, gets faithful_timeout_s, 120 s), is
+retried with backoff on UNAVAILABLE and RESOURCE_EXHAUSTED only (RetryPolicy), and raises a
+facedit_client.errors.FaceditError subclass that keeps the server's message.
 Thread-safe: share one Client between threads.
 """
 from __future__ import annotations
@@ -22,7 +23,13 @@ from typing import Callable, Sequence, TypeVar
 import grpc
 
 from facedit_client import requests as rq
-from facedit_client.connection import DEFAULT_ADDRESS, DEFAULT_TIMEOUT_S, Connection
+from facedit_client.connection import (
+    DEFAULT_ADDRESS,
+    DEFAULT_FAITHFUL_TIMEOUT_S,
+    DEFAULT_TIMEOUT_S,
+    Connection,
+    budget_s,
+)
 from facedit_client.errors import from_rpc_error, status_code
 from facedit_client.requests import EditsLike, FaceLike, ImageLike
 from facedit_client.retry import RetryPolicy, next_wait_s
@@ -33,15 +40,18 @@ T = TypeVar("T")
 
 class Client:
     """address "host:port"; timeout_s: each call's deadline in seconds, its retries included
-    (None: no deadline); token, tls, tls_ca, tls_server_name: see Connection; retry: RetryPolicy
-    (RetryPolicy(max_attempts=1): no retries); pack: the pack of every call (empty: the
-    gateway's default)."""
+    (None: no deadline); faithful_timeout_s: the deadline of a call with fidelity "faithful" (a
+    faithful inversion takes seconds per face) when it is longer than timeout_s (None: no deadline);
+    token, tls, tls_ca, tls_server_name: see Connection; retry: RetryPolicy (RetryPolicy(max_attempts=1):
+    no retries); pack: the pack of every call (empty: the gateway's default)."""
 
     def __init__(self, address: str = DEFAULT_ADDRESS, *, timeout_s: float | None = DEFAULT_TIMEOUT_S,
-                 token: str | None = None, tls: bool = False, tls_ca: str | os.PathLike | None = None,
-                 tls_server_name: str | None = None, retry: RetryPolicy | None = None, pack: str = ""):
+                 faithful_timeout_s: float | None = DEFAULT_FAITHFUL_TIMEOUT_S, token: str | None = None,
+                 tls: bool = False, tls_ca: str | os.PathLike | None = None, tls_server_name: str | None = None,
+                 retry: RetryPolicy | None = None, pack: str = ""):
         self.connection = Connection(address, token, tls, tls_ca, tls_server_name)
         self.timeout_s = timeout_s
+        self.faithful_timeout_s = faithful_timeout_s
         self.retry = retry or RetryPolicy()
         self.pack = pack
         self._channel = self.connection.channel()
@@ -60,38 +70,45 @@ class Client:
 
     def edit(self, face: FaceLike, edits: EditsLike, *, keep: Sequence[str] = (), method: str | None = None,
              format: str = "png", return_original: bool = False, skip_scores: bool = False,
-             timeout_s: float | None = None) -> gateway_pb2.EditResponse:
+             fidelity: str | None = None, timeout_s: float | None = None) -> gateway_pb2.EditResponse:
         """Edit one face: `.image` (bytes of a PNG/JPEG), `.latent_id` (the source, cached), `.quality`
         per edit (score before/after, recommended range), `.scores_before/after` per attribute
         (probabilities 0..1; empty with skip_scores), `.latent` (latent_dim,) float32 (see floats()).
-        method: for attribute edits ("interfacegan", "istrc", ...; default the pack's)."""
-        request = rq.edit_request(face, edits, keep, method, self.pack, format, return_original, skip_scores)
+        method: for attribute edits ("interfacegan", "istrc", ...; default the pack's). fidelity
+        "fast" / "faithful": how an image face becomes a latent (None: as the face says, Face.image's
+        fidelity; bytes and paths "fast"); the latent id of a faithful face renders the person again."""
+        request = rq.edit_request(face, edits, keep, method, self.pack, format, return_original, skip_scores,
+                                  fidelity)
         return self._unary(self._stub.Edit, request, timeout_s)
 
     def edit_photo(self, photo: ImageLike, edits: EditsLike, *, keep: Sequence[str] = (), method: str | None = None,
                    format: str = "png", max_faces: int = 0, replace: bool = False, return_crops: bool = False,
-                   timeout_s: float | None = None) -> gateway_pb2.EditPhotoResponse:
+                   fidelity: str = "fast", timeout_s: float | None = None) -> gateway_pb2.EditPhotoResponse:
         """Every face of a photo (any size up to 4096x4096) edited and blended back: `.image` the whole
         photo, `.faces` (box x0, y0, x1, y1 in pixels, score, latent_id, scores) best first. replace:
         paste the rendered face instead of adding the edit's change (pose edits need it). No face:
-        InvalidArgument."""
-        request = rq.edit_photo_request(photo, edits, keep, method, self.pack, format, max_faces, replace, return_crops)
+        InvalidArgument. fidelity "faithful": each face optimised against the photo (seconds per face;
+        each face's `.inversion` says what it reached), "fast" the encoder alone."""
+        request = rq.edit_photo_request(photo, edits, keep, method, self.pack, format, max_faces, replace, return_crops,
+                                        fidelity)
         return self._unary(self._stub.EditPhoto, request, timeout_s)
 
     def sweep(self, face: FaceLike, target: str, start: float, stop: float, steps: int, *, keep: Sequence[str] = (),
-              method: str | None = None, format: str = "png",
+              method: str | None = None, format: str = "png", fidelity: str | None = None,
               timeout_s: float | None = None) -> list[gateway_pb2.SweepFrame]:
         """Frames of one edit (attribute or direction id) at `steps` (2..64) strengths evenly from
-        start to stop; frame.image, frame.strength; frames[0].latent_id the face's cached latent."""
-        request = rq.sweep_request(face, target, start, stop, steps, keep, method, self.pack, format)
+        start to stop; frame.image, frame.strength; frames[0].latent_id the face's cached latent.
+        fidelity: of an image face, as in edit()."""
+        request = rq.sweep_request(face, target, start, stop, steps, keep, method, self.pack, format, fidelity)
         return self._call(lambda timeout: list(self._stub.EditSweep(
-            request, timeout=timeout, metadata=self.connection.metadata())), timeout_s)
+            request, timeout=timeout, metadata=self.connection.metadata())), timeout_s, rq.is_faithful(request))
 
     def encode(self, photo: ImageLike, *, return_reconstruction: bool = False, format: str = "png",
-               timeout_s: float | None = None) -> gateway_pb2.EncodeResponse:
+               fidelity: str = "fast", timeout_s: float | None = None) -> gateway_pb2.EncodeResponse:
         """A face image -> `.latent_id` (cached; edit it by id), `.latent` (latent_dim,), `.expires_in_s`;
-        `.reconstruction` (image bytes) with return_reconstruction."""
-        request = rq.encode_request(photo, return_reconstruction, self.pack, format)
+        `.reconstruction` (image bytes) with return_reconstruction. fidelity "faithful": optimised
+        against the face (seconds; `.inversion`: identity_before/after, pixel errors, steps, seconds)."""
+        request = rq.encode_request(photo, return_reconstruction, self.pack, format, fidelity)
         return self._unary(self._stub.Encode, request, timeout_s)
 
     def generate(self, seeds: Sequence[int] = (), *, latents: Sequence[Sequence[float]] | None = None,
@@ -115,28 +132,31 @@ class Client:
         return self._unary(self._stub.CreateDirection, request, timeout_s)
 
     def blend(self, faces: Sequence[FaceLike], *, t: float | None = None, weights: Sequence[float] = (),
-              return_inputs: bool = False, format: str = "png",
+              return_inputs: bool = False, format: str = "png", fidelity: str | None = None,
               timeout_s: float | None = None) -> gateway_pb2.IstrcFaceResponse:
-        """ISTRC: two faces slerped at t in [0, 1], or the spherical (weighted) mean of 2-16 faces."""
-        request = rq.blend_request(faces, t, weights, return_inputs, self.pack, format)
+        """ISTRC: two faces slerped at t in [0, 1], or the spherical (weighted) mean of 2-16 faces.
+        fidelity: of the image faces, as in edit()."""
+        request = rq.blend_request(faces, t, weights, return_inputs, self.pack, format, fidelity)
         return self._unary(self._stub.Blend, request, timeout_s)
 
     def arithmetic(self, a: FaceLike, b: FaceLike, c: FaceLike, *, linear: bool = False, return_inputs: bool = False,
-                   format: str = "png", timeout_s: float | None = None) -> gateway_pb2.IstrcFaceResponse:
-        """ISTRC: a - b + c in FaceNet embedding space (e.g. smiling - neutral + another neutral face)."""
-        request = rq.arithmetic_request(a, b, c, linear, return_inputs, self.pack, format)
+                   format: str = "png", fidelity: str | None = None,
+                   timeout_s: float | None = None) -> gateway_pb2.IstrcFaceResponse:
+        """ISTRC: a - b + c in FaceNet embedding space (e.g. smiling - neutral + another neutral face).
+        fidelity: of the image faces, as in edit()."""
+        request = rq.arithmetic_request(a, b, c, linear, return_inputs, self.pack, format, fidelity)
         return self._unary(self._stub.Arithmetic, request, timeout_s)
 
     # ----- deadlines and retries -----
 
     def _unary(self, method: Callable, request, timeout_s: float | None):
         return self._call(lambda timeout: method(request, timeout=timeout, metadata=self.connection.metadata()),
-                          timeout_s)
+                          timeout_s, rq.is_faithful(request))
 
-    def _call(self, send: Callable[[float | None], T], timeout_s: float | None) -> T:
+    def _call(self, send: Callable[[float | None], T], timeout_s: float | None, faithful: bool = False) -> T:
         """send(timeout) until it succeeds, raises a code that is not retried, or the attempts or
         the deadline run out; grpc.RpcError -> FaceditError."""
-        budget = timeout_s if timeout_s is not None else self.timeout_s
+        budget = budget_s(timeout_s, self.timeout_s, self.faithful_timeout_s, faithful)
         deadline = None if budget is None else time.monotonic() + budget
         attempt = 0
         while True:

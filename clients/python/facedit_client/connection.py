@@ -10,7 +10,23 @@ import grpc
 
 DEFAULT_ADDRESS = "127.0.0.1:50050"
 DEFAULT_TIMEOUT_S = 30.0
+# A call that asks for a faithful inversion (fidelity "faithful") optimises each face for seconds (2-5 s
+# per face on a 2-core CPU, more while the encoder is busy with other faces): its default deadline.
+DEFAULT_FAITHFUL_TIMEOUT_S = 120.0
 MAX_MESSAGE_BYTES = 64 << 20  # the gateway's own cap on gRPC messages
+
+
+def budget_s(timeout_s: float | None, default_s: float | None, faithful_default_s: float | None,
+             faithful: bool) -> float | None:
+    """A call's deadline in seconds (None: none): its own timeout_s when given, else the client's
+    default; for a faithful call the longer of the client's default and its faithful default."""
+    if timeout_s is not None:
+        return timeout_s
+    if not faithful:
+        return default_s
+    if default_s is None or faithful_default_s is None:
+        return None
+    return max(default_s, faithful_default_s)
 
 
 def version() -> str:

@@ -4,6 +4,10 @@ Faces (FaceLike): Face.image(path or bytes), Face.seed(7), Face.latent_id("...")
 Face.latent([...floats]); or directly an int (a seed), bytes (an image file), a pathlib.Path
 (an image file) or a str spec ("seed:7", "id:<latent id>", or an image file's path).
 
+Image faces and photos take a fidelity (docs/inversion.md): "fast" (the encoder alone, milliseconds)
+or "faithful" (the face optimised against the photo, seconds per face; answers carry an
+InversionReport): Face.image("face.png", fidelity="faithful").
+
 Edits (EditsLike): {"smile": 1.5, "interfacegan/yaw": -1} (a target with "/" is a direction
 id), or a sequence of Edit / (target, strength) tuples; text edits with Edit.text("a big grin", 2).
 """
@@ -27,6 +31,28 @@ METHODS: dict[str, int] = {name.removeprefix("METHOD_").lower(): value
 FORMATS: dict[str, int] = {"png": common_pb2.IMAGE_FORMAT_PNG, "jpeg": common_pb2.IMAGE_FORMAT_JPEG,
                            "jpg": common_pb2.IMAGE_FORMAT_JPEG}
 TEXT_MODES: dict[str, int] = {"addition": common_pb2.TEXT_MODE_ADDITION, "averaging": common_pb2.TEXT_MODE_AVERAGING}
+FIDELITIES: dict[str, int] = {"fast": common_pb2.FIDELITY_FAST, "faithful": common_pb2.FIDELITY_FAITHFUL}
+
+
+def fidelity_enum(fidelity: str) -> int:
+    """"fast" -> FIDELITY_FAST, "faithful" -> FIDELITY_FAITHFUL; anything else: ValueError."""
+    if not isinstance(fidelity, str) or fidelity.lower() not in FIDELITIES:
+        raise ValueError(f'fidelity must be "fast" (the encoder alone, milliseconds) or "faithful" (optimised '
+                         f'against the face, seconds per face), got {fidelity!r}')
+    return FIDELITIES[fidelity.lower()]
+
+
+def is_faithful(request) -> bool:
+    """Whether a request asks for a faithful inversion (its own fidelity, or an image face's): such a
+    call takes seconds per face, and the clients give it a longer default deadline."""
+    for field, value in request.ListFields():
+        if field.name == "fidelity" and value == common_pb2.FIDELITY_FAITHFUL:
+            return True
+        if field.message_type is FaceSource.DESCRIPTOR:
+            faces = value if field.is_repeated else [value]
+            if any(f.HasField("image") and f.fidelity == common_pb2.FIDELITY_FAITHFUL for f in faces):
+                return True
+    return False
 
 
 def read_image(image: ImageLike) -> bytes:
@@ -40,9 +66,11 @@ class Face:
     """Builders of the face to edit (facedit.v1.FaceSource)."""
 
     @staticmethod
-    def image(image: ImageLike) -> FaceSource:
-        """An image file of a face (PNG, JPEG, ...; at most 10 MiB, 4096x4096), its bytes or path."""
-        return FaceSource(image=read_image(image))
+    def image(image: ImageLike, fidelity: str = "fast") -> FaceSource:
+        """An image file of a face (PNG, JPEG, ...; at most 10 MiB, 4096x4096), its bytes or path.
+        fidelity "fast": the encoder alone (milliseconds, a look-alike); "faithful": optimised against
+        the face (seconds; the face's latent id then renders the person in later edits)."""
+        return FaceSource(image=read_image(image), fidelity=fidelity_enum(fidelity))
 
     @staticmethod
     def seed(seed: int) -> FaceSource:
@@ -60,8 +88,9 @@ class Face:
         return FaceSource(latent=to_tensor(values))
 
     @staticmethod
-    def parse(spec: str) -> FaceSource:
-        """"seed:<n>", "id:<latent id>" or the path of an image file."""
+    def parse(spec: str, fidelity: str = "fast") -> FaceSource:
+        """"seed:<n>", "id:<latent id>" or the path of an image file (read with `fidelity`)."""
+        fidelity_enum(fidelity)
         kind, _, value = spec.partition(":")
         if kind == "seed" and value.lstrip("-").isdigit():
             return Face.seed(int(value))
@@ -70,11 +99,23 @@ class Face:
         path = Path(spec)
         if not path.is_file():
             raise ValueError(f"face {spec!r}: not seed:<n>, id:<latent id> or an image file")
-        return Face.image(path)
+        return Face.image(path, fidelity)
 
 
-def as_face(face: FaceLike) -> FaceSource:
-    """Any FaceLike -> FaceSource (an int is a seed, bytes an image file, a str a Face.parse spec)."""
+def as_face(face: FaceLike, fidelity: str | None = None) -> FaceSource:
+    """Any FaceLike -> FaceSource (an int is a seed, bytes an image file, a str a Face.parse spec).
+    fidelity ("fast", "faithful"): set on an image face (a FaceSource given is copied, not changed);
+    None: as given (an image built here is "fast"); seeds and latents have none."""
+    source = _as_face(face)
+    if fidelity is None:
+        return source
+    value = fidelity_enum(fidelity)
+    if source.HasField("image") and source.fidelity != value:
+        source = FaceSource(image=source.image, fidelity=value)
+    return source
+
+
+def _as_face(face: FaceLike) -> FaceSource:
     if isinstance(face, FaceSource):
         return face
     if isinstance(face, bool):
@@ -203,28 +244,32 @@ def _prod(shape: Sequence[int]) -> int:
 # ----- one request builder per RPC: (method name, request) -----
 
 def edit_request(face: FaceLike, edits: EditsLike, keep: Sequence[str], method: str | None, pack: str, fmt: str,
-                 return_original: bool, skip_scores: bool) -> gateway_pb2.EditRequest:
-    return gateway_pb2.EditRequest(pack=pack, face=as_face(face), edits=edit_ops(edits, method), keep=list(keep),
-                                   format=format_enum(fmt), return_original=return_original, skip_scores=skip_scores)
+                 return_original: bool, skip_scores: bool, fidelity: str | None = None) -> gateway_pb2.EditRequest:
+    return gateway_pb2.EditRequest(pack=pack, face=as_face(face, fidelity), edits=edit_ops(edits, method),
+                                   keep=list(keep), format=format_enum(fmt), return_original=return_original,
+                                   skip_scores=skip_scores)
 
 
 def edit_photo_request(photo: ImageLike, edits: EditsLike, keep: Sequence[str], method: str | None, pack: str,
-                       fmt: str, max_faces: int, replace: bool, return_crops: bool) -> gateway_pb2.EditPhotoRequest:
+                       fmt: str, max_faces: int, replace: bool, return_crops: bool,
+                       fidelity: str = "fast") -> gateway_pb2.EditPhotoRequest:
     return gateway_pb2.EditPhotoRequest(
         pack=pack, image=read_image(photo), edits=edit_ops(edits, method), keep=list(keep), format=format_enum(fmt),
-        max_faces=max_faces, return_crops=return_crops,
+        max_faces=max_faces, return_crops=return_crops, fidelity=fidelity_enum(fidelity),
         paste=gateway_pb2.PASTE_MODE_REPLACE if replace else gateway_pb2.PASTE_MODE_DELTA)
 
 
 def sweep_request(face: FaceLike, target: str, start: float, stop: float, steps: int, keep: Sequence[str],
-                  method: str | None, pack: str, fmt: str) -> gateway_pb2.EditSweepRequest:
-    return gateway_pb2.EditSweepRequest(pack=pack, face=as_face(face), edit=Edit(target, 0.0, method).to_proto(),
-                                        start=start, stop=stop, steps=steps, keep=list(keep), format=format_enum(fmt))
+                  method: str | None, pack: str, fmt: str, fidelity: str | None = None) -> gateway_pb2.EditSweepRequest:
+    return gateway_pb2.EditSweepRequest(pack=pack, face=as_face(face, fidelity),
+                                        edit=Edit(target, 0.0, method).to_proto(), start=start, stop=stop,
+                                        steps=steps, keep=list(keep), format=format_enum(fmt))
 
 
-def encode_request(photo: ImageLike, return_reconstruction: bool, pack: str, fmt: str) -> gateway_pb2.EncodeRequest:
+def encode_request(photo: ImageLike, return_reconstruction: bool, pack: str, fmt: str,
+                   fidelity: str = "fast") -> gateway_pb2.EncodeRequest:
     return gateway_pb2.EncodeRequest(pack=pack, image=read_image(photo), return_reconstruction=return_reconstruction,
-                                     format=format_enum(fmt))
+                                     format=format_enum(fmt), fidelity=fidelity_enum(fidelity))
 
 
 def generate_request(seeds: Sequence[int], latents: Sequence[Sequence[float]] | None, pack: str,
@@ -246,8 +291,8 @@ def create_direction_request(name: str, positive: Sequence[ImageLike], negative:
 
 
 def blend_request(faces: Sequence[FaceLike], t: float | None, weights: Sequence[float], return_inputs: bool,
-                  pack: str, fmt: str) -> gateway_pb2.BlendRequest:
-    request = gateway_pb2.BlendRequest(pack=pack, faces=[as_face(f) for f in faces], weights=list(weights),
+                  pack: str, fmt: str, fidelity: str | None = None) -> gateway_pb2.BlendRequest:
+    request = gateway_pb2.BlendRequest(pack=pack, faces=[as_face(f, fidelity) for f in faces], weights=list(weights),
                                        return_inputs=return_inputs, format=format_enum(fmt))
     if t is not None:
         request.t = t
@@ -255,6 +300,7 @@ def blend_request(faces: Sequence[FaceLike], t: float | None, weights: Sequence[
 
 
 def arithmetic_request(a: FaceLike, b: FaceLike, c: FaceLike, linear: bool, return_inputs: bool, pack: str,
-                       fmt: str) -> gateway_pb2.ArithmeticRequest:
-    return gateway_pb2.ArithmeticRequest(pack=pack, a=as_face(a), b=as_face(b), c=as_face(c), linear=linear,
-                                         return_inputs=return_inputs, format=format_enum(fmt))
+                       fmt: str, fidelity: str | None = None) -> gateway_pb2.ArithmeticRequest:
+    return gateway_pb2.ArithmeticRequest(pack=pack, a=as_face(a, fidelity), b=as_face(b, fidelity),
+                                         c=as_face(c, fidelity), linear=linear, return_inputs=return_inputs,
+                                         format=format_enum(fmt))

@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 from facedit_client.cli import exits, images
-from facedit_client.cli.output import message_dict, print_json, score, signed, table
+from facedit_client.cli.output import inversion, message_dict, print_json, score, signed, table
 from facedit_client.client import Client
-from facedit_client.requests import Edit, Face, method_name
+from facedit_client.requests import Edit, Face, FaceSource, method_name
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
@@ -48,6 +48,21 @@ def image_files(specs: list[str]) -> list[Path]:
     return paths
 
 
+def fidelity_of(args) -> str:
+    """--faithful -> "faithful" (the face optimised against the photo, seconds), else "fast"."""
+    return "faithful" if getattr(args, "faithful", False) else "fast"
+
+
+def faces_of(specs: list[str], args) -> list[FaceSource]:
+    """Face specs (seed:<n>, id:<latent id>, image files) -> FaceSources, --faithful applied to the image
+    files; --faithful without any image file among them is a usage error (it would change nothing)."""
+    faces = [Face.parse(spec, fidelity_of(args)) for spec in specs]
+    if fidelity_of(args) == "faithful" and not any(f.HasField("image") for f in faces):
+        raise ValueError(f"--faithful inverts a photo of a face: give an image file, not {' '.join(specs)} "
+                         f"(a latent id of a faithful face renders it faithfully already)")
+    return faces
+
+
 def edits_of(args) -> list[Edit]:
     """--edit target=strength and --text "phrase=theta" flags -> Edits."""
     edits = [Edit.parse(e, method=args.method) for e in args.edit]
@@ -82,8 +97,9 @@ def edit(client: Client, args) -> int:
     if args.original and out_format(args.original, args.format) != fmt:
         raise ValueError(f"-o {args.out} and --original {args.original}: the gateway answers both in one image "
                          f"format; give them the same extension (or --format)")
-    resp = client.edit(Face.parse(args.face), edits_of(args), keep=args.keep, format=fmt,
-                       return_original=bool(args.original), skip_scores=args.skip_scores)
+    (face,) = faces_of([args.face], args)
+    resp = client.edit(face, edits_of(args), keep=args.keep, format=fmt, return_original=bool(args.original),
+                       skip_scores=args.skip_scores)
     files = [str(write(args.out, resp.image))]
     if args.original:
         files.append(str(write(args.original, resp.original)))
@@ -99,8 +115,8 @@ def edit(client: Client, args) -> int:
 
 def sweep(client: Client, args) -> int:
     out = Path(args.out)
-    frames = client.sweep(Face.parse(args.face), args.target, args.start, args.stop, args.steps, keep=args.keep,
-                          method=args.method)
+    (face,) = faces_of([args.face], args)
+    frames = client.sweep(face, args.target, args.start, args.stop, args.steps, keep=args.keep, method=args.method)
     suffix = out.suffix.lower()
     if suffix == ".gif":
         images.save_gif([f.image for f in frames], out, args.duration_ms, args.scale, args.boomerang)
@@ -121,13 +137,16 @@ def sweep(client: Client, args) -> int:
 
 
 def encode(client: Client, args) -> int:
-    resp = client.encode(Path(args.photo), return_reconstruction=bool(args.reconstruction))
+    resp = client.encode(Path(args.photo), return_reconstruction=bool(args.reconstruction),
+                         fidelity=fidelity_of(args))
     files = [str(write(args.reconstruction, resp.reconstruction))] if args.reconstruction else []
     if args.json:
         print_json({**message_dict(resp), "files": files})
-    else:
-        print(f"latent_id {resp.latent_id} (cached {resp.expires_in_s} s after its last use)"
-              + (f"; wrote {files[0]}" if files else ""))
+        return exits.OK
+    print(f"latent_id {resp.latent_id} (cached {resp.expires_in_s} s after its last use)"
+          + (f"; wrote {files[0]}" if files else ""))
+    if resp.HasField("inversion"):
+        print(f"  {inversion(message_dict(resp.inversion))}")
     return exits.OK
 
 
@@ -163,11 +182,11 @@ def istrc_face(client: Client, args) -> int:
     """blend and arithmetic: one ISTRC face written to -o, the inputs through the circle to --inputs."""
     fmt = out_format(args.out, args.format)
     if args.command == "blend":
-        resp = client.blend([Face.parse(f) for f in args.faces], t=args.t, weights=args.weight,
+        resp = client.blend(faces_of(args.faces, args), t=args.t, weights=args.weight,
                             return_inputs=bool(args.inputs), format=fmt)
     else:
-        resp = client.arithmetic(Face.parse(args.a), Face.parse(args.b), Face.parse(args.c), linear=args.linear,
-                                 return_inputs=bool(args.inputs), format=fmt)
+        a, b, c = faces_of([args.a, args.b, args.c], args)
+        resp = client.arithmetic(a, b, c, linear=args.linear, return_inputs=bool(args.inputs), format=fmt)
     files = [str(write(args.out, resp.image))]
     ext = "jpg" if fmt == "jpeg" else "png"
     files += [str(write(Path(args.inputs) / f"input_{i}.{ext}", img)) for i, img in enumerate(resp.inputs)]

@@ -11,7 +11,7 @@ from facedit_client.cli.images import MissingExtra
 from facedit_client.cli.output import print_json
 from facedit_client.cli.settings import ENV, SettingsError, resolve
 from facedit_client.client import Client
-from facedit_client.connection import version
+from facedit_client.connection import DEFAULT_FAITHFUL_TIMEOUT_S, version
 from facedit_client.errors import FaceditError
 from facedit_client.retry import RetryPolicy
 
@@ -23,6 +23,7 @@ examples (the stack of `make run`: pack digiface64, attributes yaw, roll, smile,
   facedit edit id:<latent id> --edit smile=-1 -o less.png      the same face again, no upload
   facedit edit seed:7 --text "a big grin=2" -o grin.png          a text edit (words method)
   facedit edit-photo photos/ --edit smile=1.5 --keep yaw -o out/  every face of every photo
+  facedit edit-photo me.jpg --edit smile=1.5 --faithful -o me_smiling.jpg   the person kept (seconds a face)
   facedit sweep seed:7 yaw --from -3 --to 3 --steps 12 -o yaw.gif      (GIF/grid: facedit-client[images])
   facedit create-direction my_smile --positive smiling/ --negative neutral/
   facedit edit seed:7 --edit custom/my_smile=1.5 -o mine.png
@@ -32,7 +33,8 @@ examples (the stack of `make run`: pack digiface64, attributes yaw, roll, smile,
 connection (flags anywhere on the line, else variables, else the config file):
   --address  FACEDIT_ADDRESS (default 127.0.0.1:50050)    --token  FACEDIT_TOKEN (prefer the variable)
   --tls / --no-tls  FACEDIT_TLS    --tls-ca  FACEDIT_TLS_CA    --tls-server-name  FACEDIT_TLS_SERVER_NAME
-  --timeout  FACEDIT_TIMEOUT (s per call, 30)   --retries  FACEDIT_RETRIES (3)   --pack  FACEDIT_PACK
+  --timeout  FACEDIT_TIMEOUT (s per call, 30; --faithful calls 120 unless set)   --retries  FACEDIT_RETRIES (3)
+  --pack  FACEDIT_PACK
   config file: --config, FACEDIT_CONFIG or ~/.config/facedit/config.toml (TOML: address = "...", tls = true,
   [profiles.NAME] tables chosen by --profile); `facedit config` shows what is used and from where.
 
@@ -56,7 +58,8 @@ def common_options() -> argparse.ArgumentParser:
                    help="TLS with the system's CAs [FACEDIT_TLS]")
     g.add_argument("--tls-ca", default=S, help="PEM file of the gateway's CA: TLS trusting it [FACEDIT_TLS_CA]")
     g.add_argument("--tls-server-name", default=S, help="name to check in the certificate [FACEDIT_TLS_SERVER_NAME]")
-    g.add_argument("--timeout", type=float, default=S, help="seconds per call, retries included [FACEDIT_TIMEOUT; 30]")
+    g.add_argument("--timeout", type=float, default=S,
+                   help="seconds per call, retries included [FACEDIT_TIMEOUT; 30, --faithful calls 120]")
     g.add_argument("--retries", type=int, default=S,
                    help="retries on UNAVAILABLE / RESOURCE_EXHAUSTED, with backoff [FACEDIT_RETRIES; 3]")
     g.add_argument("--pack", default=S, help="the pack to use [FACEDIT_PACK; the gateway's default]")
@@ -87,6 +90,14 @@ def _edit_flags(p: argparse.ArgumentParser, text: bool = True) -> None:
     p.add_argument("--format", choices=["png", "jpeg"], help="image format (default: from -o's extension, else png)")
 
 
+def _faithful_flag(p: argparse.ArgumentParser, what: str, reported: bool = False) -> None:
+    p.add_argument("--faithful", action="store_true",
+                   help=f"invert {what} faithfully: optimised against the photo, so the result stays the person "
+                        f"(seconds per face, deadline 120 s unless --timeout; default: fast, the encoder alone, "
+                        f"a look-alike)" + ("; prints the inversion's identity before/after and its time"
+                                            if reported else ""))
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = common_options()
     p = argparse.ArgumentParser(prog="facedit", parents=[common], epilog=EXAMPLES, allow_abbrev=False,
@@ -103,9 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
              "  facedit edit face.png --edit smile=1 --edit mouth_open=1 --original before.png -o after.png\n"
              "  facedit edit id:<latent id> --edit smile=-1 -o less.png\n"
              "  facedit edit seed:7 --text \"a big grin=2\" --text \"mouth wide open=1\" -o words.png\n"
-             "  facedit edit seed:7 --edit smile=0.25 --method istrc -o istrc.png\n", common)
+             "  facedit edit seed:7 --edit smile=0.25 --method istrc -o istrc.png\n"
+             "  facedit edit face.png --faithful --edit smile=1.5 -o me.png   (seconds: the person, no look-alike)\n",
+             common)
     e.add_argument("face", help=FACE_HELP)
     _edit_flags(e)
+    _faithful_flag(e, "an image file face")
     e.add_argument("-o", "--out", default="edited.png", help="the edited image (default edited.png)")
     e.add_argument("--original", help="also write the unedited rendering here")
     e.add_argument("--skip-scores", action="store_true", help="faster: the image only, no classifier scores")
@@ -113,9 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
     ph = _sub(sub, "edit-photo", "edit every face of photos of any size and blend them back",
               "  facedit edit-photo group.jpg --edit smile=1.5 -o smiling.jpg\n"
               "  facedit edit-photo photos/ --edit smile=1.5 --keep yaw -o out/\n"
-              "  facedit edit-photo photos/ more/ --edit yaw=1.5 --replace -o out/ --json > report.json\n", common)
+              "  facedit edit-photo photos/ more/ --edit yaw=1.5 --replace -o out/ --json > report.json\n"
+              "  facedit edit-photo me.jpg --edit smile=1.5 --faithful -o me_smiling.jpg\n", common)
     ph.add_argument("photos", nargs="+", help="photo files or folders of photos (their image files, not recursive)")
     _edit_flags(ph, text=False)
+    _faithful_flag(ph, "every face", reported=True)
     ph.add_argument("-o", "--out", default="edited", help="output folder, or a file for one photo (default edited/)")
     ph.add_argument("--replace", action="store_true", help="paste the rendered face instead of the edit's change "
                                                            "(needed for pose edits such as yaw)")
@@ -129,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
               "  facedit sweep face.png yaw --steps 8 --columns 4 --scale 2 -o yaw_grid.png\n"
               "  facedit sweep seed:7 smile -o frames/        (PNG frames; needs no Pillow)\n", common)
     sw.add_argument("face", help=FACE_HELP)
+    _faithful_flag(sw, "an image file face")
     sw.add_argument("target", help="attribute or direction id (smile, interfacegan/smile, custom/my_smile)")
     sw.add_argument("--from", dest="start", type=float, default=-3.0, help="first strength (default -3)")
     sw.add_argument("--to", dest="stop", type=float, default=3.0, help="last strength (default 3)")
@@ -143,8 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--scale", type=int, default=1, help="GIF/grid: nearest-neighbour upscaling (default 1)")
 
     en = _sub(sub, "encode", "a face photo -> a cached latent id (edit it by id: facedit edit id:<id> ...)",
-              "  facedit encode face.png\n  facedit encode face.png --reconstruction recon.png --json\n", common)
+              "  facedit encode face.png\n  facedit encode face.png --reconstruction recon.png --json\n"
+              "  facedit encode face.png --faithful --reconstruction recon.png\n", common)
     en.add_argument("photo", help="an image file of one aligned face")
+    _faithful_flag(en, "the face", reported=True)
     en.add_argument("--reconstruction", help="also write the face as the generator renders its latent")
 
     g = _sub(sub, "generate", "faces from seeds",
@@ -177,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
         a.add_argument(name, help=FACE_HELP)
     a.add_argument("--linear", action="store_true", help="renormalised linear a - b + c (default: along the sphere)")
     for s in (b, a):
+        _faithful_flag(s, "the image file faces")
         s.add_argument("-o", "--out", default=f"{s.prog.split()[-1]}.png", help="the result image")
         s.add_argument("--inputs", help="also write each input face through the ISTRC circle into this folder")
         s.add_argument("--format", choices=["png", "jpeg"])
@@ -218,8 +238,11 @@ def run(argv: list[str] | None = None, environ: Mapping[str, str] = os.environ) 
             print(f"facedit: attempt {attempt} failed ({error.code}: {error.message}); retrying in {wait_s:.2f} s",
                   file=sys.stderr)
     try:
-        client = Client(settings.address, timeout_s=settings.timeout, token=settings.token, tls=settings.tls,
-                        tls_ca=settings.tls_ca, tls_server_name=settings.tls_server_name, pack=settings.pack,
+        # a timeout given (flag, variable, config) bounds faithful calls too; the default leaves them 120 s
+        faithful_timeout = DEFAULT_FAITHFUL_TIMEOUT_S if settings.sources["timeout"] == "default" else settings.timeout
+        client = Client(settings.address, timeout_s=settings.timeout, faithful_timeout_s=faithful_timeout,
+                        token=settings.token, tls=settings.tls, tls_ca=settings.tls_ca,
+                        tls_server_name=settings.tls_server_name, pack=settings.pack,
                         retry=RetryPolicy(max_attempts=settings.retries + 1, on_retry=on_retry))
     except (ValueError, OSError) as err:
         return fail(exits.USAGE, "USAGE", str(err), args.json)

@@ -72,6 +72,14 @@ class Progress:
             self.out.flush()
 
 
+def inversion(report: dict) -> str:
+    """An InversionReport (fidelity faithful) as message_dict gives it, in words: the FaceNet identity
+    and the pixel error before -> after, the steps and the time."""
+    return (f"faithful: identity {report['identity_before']:.2f}->{report['identity_after']:.2f}, pixel error "
+            f"{report['pixel_error_before']:.1f}->{report['pixel_error_after']:.1f}, {report['steps']} steps in "
+            f"{report['seconds']:.1f} s")
+
+
 def signed(x: float) -> str:
     return f"{x:+.2f}"
 

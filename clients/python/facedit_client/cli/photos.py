@@ -12,8 +12,8 @@ import dataclasses
 from pathlib import Path
 
 from facedit_client.cli import exits
-from facedit_client.cli.commands import IMAGE_SUFFIXES, edits_of, image_files, out_format, write
-from facedit_client.cli.output import Progress, print_json, score
+from facedit_client.cli.commands import IMAGE_SUFFIXES, edits_of, fidelity_of, image_files, out_format, write
+from facedit_client.cli.output import Progress, inversion, message_dict, print_json, score
 from facedit_client.client import Client
 from facedit_client.errors import FaceditError
 
@@ -21,7 +21,9 @@ from facedit_client.errors import FaceditError
 @dataclasses.dataclass
 class Result:
     """One photo: where it was written and its faces (box x0, y0, x1, y1 in pixels, score, latent_id,
-    attribute scores before/after), or why it failed (a gRPC status name, or USAGE for a local file)."""
+    attribute scores before/after; with --faithful the inversion report: identity_before/after,
+    pixel_error_before/after, steps, seconds), or why it failed (a gRPC status name, or USAGE for a
+    local file)."""
 
     input: str
     output: str | None = None
@@ -50,7 +52,7 @@ def edit_one(client: Client, photo: Path, target: Path, args, edits, fmt: str) -
     result = Result(str(photo))
     try:
         resp = client.edit_photo(photo, edits, keep=args.keep, format=fmt, max_faces=args.max_faces,
-                                 replace=args.replace)
+                                 replace=args.replace, fidelity=fidelity_of(args))
     except FaceditError as err:
         result.error = {"code": err.code, "message": err.message, "trace_id": err.trace_id}
         return result
@@ -61,7 +63,8 @@ def edit_one(client: Client, photo: Path, target: Path, args, edits, fmt: str) -
     attrs = sorted({q.attribute for q in resp.quality})
     result.faces = [{"box": [round(v, 1) for v in f.box], "score": round(f.score, 4), "latent_id": f.latent_id,
                      "scores_before": {a: f.scores_before[a] for a in attrs if a in f.scores_before},
-                     "scores_after": {a: f.scores_after[a] for a in attrs if a in f.scores_after}}
+                     "scores_after": {a: f.scores_after[a] for a in attrs if a in f.scores_after},
+                     **({"inversion": message_dict(f.inversion)} if f.HasField("inversion") else {})}
                     for f in resp.faces]
     return result
 
@@ -88,6 +91,15 @@ def edit_photo(client: Client, args) -> int:
     return report([r for r in results if r is not None], args.json)
 
 
+def face_words(face: dict) -> str:
+    """"smile 0.924->0.980", and with --faithful ", faithful: identity 0.51->0.95, ..." (Result.faces)."""
+    words = " ".join(f"{a} {score(face['scores_before'][a])}->{score(face['scores_after'][a])}"
+                     for a in face["scores_after"])
+    if "inversion" in face:
+        words = ", ".join(w for w in (words, inversion(face["inversion"])) if w)
+    return words
+
+
 def report(results: list[Result], as_json: bool) -> int:
     edited = [r for r in results if r.error is None]
     failed = [r for r in results if r.error is not None]
@@ -98,8 +110,7 @@ def report(results: list[Result], as_json: bool) -> int:
     else:
         for r in results:
             if r.error is None:
-                detail = "; ".join(" ".join(f"{a} {score(f['scores_before'][a])}->{score(f['scores_after'][a])}"
-                                            for a in f["scores_after"]) for f in r.faces)
+                detail = "; ".join(face_words(f) for f in r.faces)
                 print(f"{r.input} -> {r.output}: {len(r.faces)} face{'s' * (len(r.faces) != 1)}"
                       + (f" ({detail})" if detail else ""))
             else:
