@@ -285,7 +285,7 @@ class GatewayServicer(IstrcRpcs, gateway_pb2_grpc.GatewayServicer):
             scores_before={a: float(scores[0, i]) for a, i in index.items()},
             scores_after={a: float(scores[1, i]) for a, i in index.items()},
             original=encode_image(original, fmt) if request.return_original else b"",
-            latent_shift=float(np.linalg.norm(edited - z)))
+            latent_shift=float(np.linalg.norm(edited - z)), inversion=face.inversion)
 
     def EditSweep(self, request, context):
         budget = Budget(context, self.default_deadline_s)

@@ -111,6 +111,7 @@ def test_an_edit_by_latent_id_renders_with_the_faces_modulation(stack, face):
     encoded = client.stub.Encode(gateway_pb2.EncodeRequest(image=image, return_reconstruction=True,
                                                            fidelity=FAITHFUL), timeout=120)
     edited = client.edit(client.face(latent_id=encoded.latent_id), [("smile", 1.0)], return_original=True)
+    assert not edited.HasField("inversion")  # by latent id: no new inversion
     original = _decode(edited.original)
     assert np.abs(original.astype(int) - _decode(encoded.reconstruction)).max() <= 1
     assert np.abs(_decode(edited.image).astype(int) - original).mean() > 1  # the edit changed the face
@@ -147,3 +148,10 @@ def test_generator_refuses_modulations_of_the_wrong_shape(stack, rows, width):
             stub.GenerateImages(request, timeout=30)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "(1, 1920) float32" in err.value.details()
+
+
+def test_an_edit_of_a_faithful_image_face_reports_its_inversion(stack, face):
+    _, client = stack
+    source = gateway_pb2.FaceSource(image=face[1], fidelity=FAITHFUL)
+    edited = client.stub.Edit(gateway_pb2.EditRequest(face=source, edits=[client.edit_op("smile", 1.0)]), timeout=120)
+    assert edited.inversion.steps > 0 and edited.inversion.identity_after > edited.inversion.identity_before
