@@ -131,7 +131,7 @@ def moved(before: np.ndarray, after: np.ndarray, sign: float) -> np.ndarray:
 
 @dataclasses.dataclass
 class Face:
-    photo: int                 # index into the photos
+    photo: int                 # its photo's index in load_photos' list (information)
     landmarks: np.ndarray      # (5, 2) photo pixels, as first detected
     window: tuple[int, int, int, int]  # x0, y0, x1, y1: where it is detected again
     affine: np.ndarray         # photo -> pack crop
@@ -238,8 +238,8 @@ def _ms(seconds: float, n: int) -> float:
 
 def evaluate(models: PackModels, inversion: Inversion, photos: list[Photo], det: FaceDetector,
              paste: str = "delta", methods: tuple[str, ...] = METHODS, sheet_method: str | None = None) -> dict:
-    """Every face of `photos` through the inversion and every edit; per-face figures (report()
-    aggregates them per split) and the crops of the contact sheets (`sheet_method`'s edits)."""
+    """Every face of `photos` through the inversion and every edit; per-face figures (real_faces_report.aggregate
+    averages them per split) and the crops of the contact sheets (`sheet_method`'s edits)."""
     if paste not in PASTE_MODES:
         raise ValueError(f"paste must be one of {PASTE_MODES}, got {paste!r}")
     pairs = [(p, f) for p in photos for f in p.faces]
