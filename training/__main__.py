@@ -16,6 +16,9 @@ Steps (each reads what the earlier ones wrote to the work folder, runs/<pack>/ b
   export        ONNX + directions + manifest + model card + evaluation.json -> <out>/
   pack          the config's `steps` in order (by default all of the above that apply, then export)
   restore       a work folder from a built pack (--pack, default model_store/<pack>), to rerun single steps
+  evaluate-real the built pack (--out, default model_store/<pack>) on the real photos of `make real-faces`
+                (--fidelity fast|...): reconstruction, edits measured on the returned photo, contact sheets
+                -> <out>/real_faces/, the model card's "Real faces" section (not part of `pack`)
 
 Long steps report progress, checkpoint every 500 steps and resume when run again.
 """
@@ -31,7 +34,7 @@ import torch
 
 from training.config import PackConfig
 from training.encoders import crg_encoder
-from training.evaluation import ground_truth, measured
+from training.evaluation import ground_truth, measured, real_faces, real_faces_report
 from training.generators import gan
 from training.labels import annotate, oracle, source
 from training.methods import crg_directions, interfacegan, istrc, sefa, tlgan, words
@@ -78,19 +81,31 @@ def pack_steps(cfg: PackConfig) -> tuple[str, ...]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("step", choices=[*PACK_STEPS, "pack", "restore"])
+    parser.add_argument("step", choices=[*PACK_STEPS, "pack", "restore", "evaluate-real"])
     parser.add_argument("--config", default="training/configs/synth.json", help="pack config (JSON)")
     parser.add_argument("--work", help="checkpoint folder (default runs/<pack>)")
     parser.add_argument("--out", help="model store folder to export to (default model_store/<pack>)")
     parser.add_argument("--fresh", action="store_true", help="delete the work folder first (no resume)")
     parser.add_argument("--pack", type=Path, help="restore: the built pack (default model_store/<pack>)")
     parser.add_argument("--force", action="store_true", help="restore: replace files that exist in the work folder")
+    real = parser.add_argument_group("evaluate-real")
+    real.add_argument("--fidelity", default="fast", help="the inversion (training.evaluation.real_faces.INVERSIONS)")
+    real.add_argument("--methods", default=",".join(real_faces.METHODS), help="comma-separated direction methods")
+    real.add_argument("--paste", default="delta", choices=real_faces.PASTE_MODES, help="EditPhoto's paste mode")
+    real.add_argument("--photos", type=Path, default=Path("build/real_faces"), help="the folder of `make real-faces`")
+    real.add_argument("--sheets", type=Path, default=None,
+                      help="also contact sheets of every face (any licence) here (default out/real_faces/<pack>)")
     args = parser.parse_args(argv)
 
     cfg = PackConfig.load(args.config)
     torch.set_num_threads(cfg.threads)
     work = Path(args.work or f"runs/{cfg.pack}")
     out = Path(args.out or f"model_store/{cfg.pack}")
+    if args.step == "evaluate-real":  # the built pack, not the work folder
+        real_faces_report.run(out, args.fidelity, args.photos, args.paste, tuple(args.methods.split(",")),
+                              cfg.threads, args.sheets or Path("out/real_faces") / cfg.pack)
+        export.rewrite_card(out)
+        return
     if args.fresh and work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)

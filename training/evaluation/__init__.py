@@ -8,4 +8,7 @@
   identity      the identity regressor of the ground-truth evaluation
   leakage       `python -m training.evaluation.leakage`: a quick check on an exported pack
   plots         pictures for the model card
+  real_faces    `python -m training evaluate-real`: a built pack on real photos, edits measured on the
+                returned photo; the pluggable inversion (INVERSIONS: fast, ...)
+  real_faces_report  its figures per split, tables, contact sheets, the model card's section
 """

@@ -29,7 +29,7 @@ from training.data import lexicons
 from training.data.datasets import held_out, latents
 from training.encoders import crg_encoder
 from training.encoders.facenet import EMBEDDING, SIZE, UPSAMPLING
-from training.evaluation import measured, plots
+from training.evaluation import measured, plots, real_faces_report
 from training.generators import gan
 from training.labels import oracle, source
 from training.methods import direction_sets, istrc, words
@@ -220,7 +220,7 @@ def export(cfg: PackConfig, work: Path, out: Path) -> dict:
     tmp = out / "manifest.json.tmp"
     tmp.write_text(json.dumps(manifest, indent=2))
     os.replace(tmp, out / "manifest.json")
-    write_model_card(manifest, out / "model_card.md", report.get("evaluation", {}))
+    write_model_card(manifest, out / "model_card.md", report.get("evaluation", {}), real_faces_report.load_report(out))
     if "evaluation" in report:  # every figure of `python -m training evaluate`, beside the card
         (out / EVALUATION).write_text(json.dumps(report["evaluation"], indent=2, sort_keys=True) + "\n")
     else:
@@ -230,6 +230,14 @@ def export(cfg: PackConfig, work: Path, out: Path) -> dict:
         pack.artefact(name)
     print(f"[export] wrote {out} version {manifest['version']}", flush=True)
     return {"version": manifest["version"]}
+
+
+def rewrite_card(out: Path) -> None:
+    """model_card.md of the built pack in `out` again from its manifest.json, evaluation.json and
+    real_faces/report.json (after `python -m training evaluate-real`)."""
+    manifest = json.loads((out / "manifest.json").read_text())
+    evaluation = json.loads((out / EVALUATION).read_text()) if (out / EVALUATION).exists() else None
+    write_model_card(manifest, out / "model_card.md", evaluation, real_faces_report.load_report(out))
 
 
 def alignment(annotation: dict) -> dict:

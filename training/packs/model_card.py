@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from training.evaluation.real_faces_report import card_section
+
 
 def _table(header: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -11,14 +13,14 @@ def _table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
-def write_model_card(manifest: dict, path: Path, evaluation: dict | None = None) -> None:
-    path.write_text(model_card(manifest, evaluation))
+def write_model_card(manifest: dict, path: Path, evaluation: dict | None = None, real_faces: dict | None = None) -> None:
+    path.write_text(model_card(manifest, evaluation, real_faces))
 
 
-def model_card(manifest: dict, evaluation: dict | None = None) -> str:
+def model_card(manifest: dict, evaluation: dict | None = None, real_faces: dict | None = None) -> str:
     """The card of any pack: each section is there when the manifest has its figures; `evaluation`:
     the evaluation's figures (evaluation.json; packs exported before it moved there: the manifest's
-    metrics["evaluation"])."""
+    metrics["evaluation"]); `real_faces`: the report of `python -m training evaluate-real`."""
     m, attrs = manifest["metrics"], manifest["attributes"]
     ev = evaluation if evaluation is not None else m.get("evaluation", {})
     parts = _header(manifest) + _training(manifest)
@@ -39,6 +41,7 @@ def model_card(manifest: dict, evaluation: dict | None = None) -> str:
         parts += _evaluation_measured(ev, manifest["training"]["config"])
     if "istrc" in m:
         parts += ["", *istrc_section(m["istrc"], attrs)]
+    parts += card_section(real_faces, manifest["version"])
     parts += restored_section(manifest)
     if manifest.get("notes"):
         parts += ["", "## Looked at by eye", "", manifest["notes"]]

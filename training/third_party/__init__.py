@@ -8,4 +8,6 @@
   facenet_port  the CASIA-WebFace FaceNet graph ported to PyTorch and ONNX
   tf_reference  a numpy executor of the original graph: the port's independent reference
   minilm_onnx   `python -m training.third_party.minilm_onnx build/minilm`: the sentence encoder
+  real_faces    `make real-faces`: real face photos that packages ship, checked, with a fixed
+                tuning / held-out split, into build/real_faces/ (the real-face evaluation's data)
 """

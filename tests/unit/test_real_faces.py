@@ -1,0 +1,98 @@
+"""The real-face evaluation's metric code on known inputs (training/evaluation/real_faces.py and
+its report, real_faces_report.py)."""
+import numpy as np
+import pytest
+
+from facedit_core import align
+from training.evaluation import real_faces as rf
+from training.evaluation import real_faces_report as report
+from training.evaluation.similarity import hash_similarity
+
+
+def _ramp_rows() -> np.ndarray:
+    """A 8x9 gray image (dhash's own size) whose every row increases: every dhash bit is 1."""
+    row = np.arange(9, dtype=np.uint8) * 20 + 10
+    return np.repeat(np.repeat(row[None, :], 8, axis=0)[..., None], 3, axis=2)
+
+
+def test_identical_faces_have_similarity_one_and_no_error():
+    rng = np.random.default_rng(0)
+    faces = rng.integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
+    m = rf.reconstruction_metrics(faces, faces.copy())
+    assert np.all(m["mae"] == 0)
+    for h in ("dhash", "phash", "whash"):
+        assert np.all(m[h] == 1.0), h
+
+
+def test_one_flipped_dhash_bit_gives_63_of_64():
+    a = _ramp_rows()
+    b = a.copy()
+    b[0, 1] = 5  # row 0: 10, 5, 50, ...: the first comparison flips, the second (50 > 5) does not
+    assert hash_similarity(a[None], b[None])["dhash"] == pytest.approx(63 / 64, abs=1e-4)
+    assert rf.reconstruction_metrics(a[None], b[None])["dhash"][0] == pytest.approx(63 / 64, abs=1e-4)
+
+
+def test_mae_is_in_units_of_the_pixel_range():
+    black, grey = np.zeros((2, 8, 8, 3), np.uint8), np.full((2, 8, 8, 3), 51, np.uint8)
+    np.testing.assert_allclose(rf.reconstruction_metrics(black, grey)["mae"], [0.2, 0.2], atol=1e-6)
+    np.testing.assert_allclose(rf.reconstruction_metrics(black, black + 255)["mae"], [1.0, 1.0])
+
+
+def test_cosine_of_known_vectors():
+    a = np.array([[1.0, 0.0], [1.0, 1.0], [2.0, 0.0]])
+    b = np.array([[0.0, 3.0], [2.0, 2.0], [-1.0, 0.0]])
+    np.testing.assert_allclose(rf.cosine(a, b), [0.0, 1.0, -1.0], atol=1e-12)
+
+
+def test_moved_follows_the_asked_sign_and_a_lost_face_is_not_moved():
+    before = np.array([0.5, 0.5, 0.5, 0.5])
+    after = np.array([0.7, 0.3, 0.5, np.nan])
+    assert rf.moved(before, after, +1.0).tolist() == [True, False, False, False]
+    assert rf.moved(before, after, -2.5).tolist() == [False, True, False, False]
+
+
+def test_a_scaled_crop_covers_what_the_pack_crop_covers():
+    a = align.similarity(np.array([[100, 120], [160, 118], [130, 150], [108, 180], [152, 178]], float),
+                         np.array([[22.1, 30.9], [42.2, 30.6], [32.1, 43.8], [23.5, 54.8], [40.7, 54.6]]))
+    p = np.array([[100.0, 120.0], [140.0, 170.0]])
+    big = align.apply(rf.scaled(a, 160, 64), p)
+    np.testing.assert_allclose(big, (align.apply(a, p) + 0.5) * 2.5 - 0.5, atol=1e-9)
+    np.testing.assert_allclose(align.apply(rf.scaled(a, 64, 64), p), align.apply(a, p), atol=1e-9)
+
+
+def _result(moved_flags: list[bool], lost: list[bool]) -> dict:
+    faces = [{"file": f"f{k}", "split": "held-out", "status": "public-domain", "face": 0, "mae": 0.1, "dhash": 0.8,
+              "phash": 0.7, "whash": 0.9, "facenet_cosine": 0.4, "facenet_cosine_resolution": 0.97,
+              "edits": {"interfacegan/smile +": {"lost": lo, "moved_annotator": m, "moved_classifier": True,
+                                                 "moved_rendering": True, "change_iqr": None if lo else 1.0,
+                                                 "identity_cosine": None if lo else 0.8}}}
+             for k, (m, lo) in enumerate(zip(moved_flags, lost))]
+    return {"faces": faces, "directions": {"interfacegan/smile": {"attribute": "smile", "method": "interfacegan",
+                                                                  "+": 3.0, "-": -3.0}},
+            "edit_ms_per_face": {"interfacegan/smile +": 12.5}, "reconstruct_ms_per_face": 4.0}
+
+
+def test_aggregate_shares_count_lost_faces_as_not_moved():
+    agg = report.aggregate(_result([True, True, False, False], [False, False, False, True]), "held-out")
+    e = agg["edits"]["interfacegan/smile"]["+"]
+    assert agg["faces"] == 4 and e["faces"] == 4 and e["lost"] == 1
+    assert e["moved_annotator"] == 0.5 and e["moved_classifier"] == 1.0
+    assert e["identity_cosine"] == 0.8  # over the faces still found
+    assert report.aggregate(_result([True], [False]), "tuning") == {"faces": 0}
+
+
+def test_the_card_section_says_when_its_figures_belong_to_another_version():
+    r = {"version": "v1", "fidelity": "fast", "paste": "delta", "date": "2026-12-03", "command": "`make x`",
+         "photos_note": "1 photo.", "resolution": 64, "other_people_cosine": 0.3,
+         "sets": {"held-out": {**report.aggregate(_result([True], [False]), "held-out")}}}
+    assert "not this one" not in "\n".join(report.card_section(r, "v1"))
+    assert "not this one" in "\n".join(report.card_section(r, "v2"))
+    assert report.card_section(None, "v1") == []
+
+
+def test_contact_sheet_has_a_column_per_edit_and_a_row_per_face():
+    faces = np.zeros((3, 64, 64, 3), np.uint8)
+    sheet = {"original": faces, "reconstruction": faces, "edits": {(a, s): faces for a in ("smile", "yaw")
+                                                                    for s in "-+"}}
+    img = report.contact_sheet(sheet, [0, 2], ["yaw", "smile"])
+    assert img.size == (6 * 66, 12 + 2 * 66)
