@@ -157,8 +157,8 @@ $(REAL_FACES): $(INSTALLED) training/third_party/real_faces.py
 	$(PY) -m training.third_party.real_faces --out build/real_faces
 
 # The built pack on those faces (docs/evaluation.md "Real faces"): report, contact sheets and the model card's
-# section in model_store/$(PACK)/; sheets of every face in out/real_faces/$(PACK)/. FIDELITY=fast|...
-FIDELITY ?= fast
+# section in model_store/$(PACK)/real_faces/<fidelity>/; sheets of every face in out/real_faces/$(PACK)/. FIDELITY=faithful|fast
+FIDELITY ?= faithful
 evaluate-real: setup $(REAL_FACES)
 	$(PY) -m training evaluate-real --config training/configs/$(PACK).json --fidelity $(FIDELITY)
 

@@ -27,6 +27,17 @@ from facedit_core.errors import DeadlineExceeded
 StepFn = Callable[..., tuple]
 
 
+STEP_INPUTS = ("z", "modulation", "target", "target_embedding", "identity_weight")  # the inversion graph's
+
+
+def graph_step(session) -> StepFn:
+    """The StepFn of the pack's `inversion` graph run by `session` (anything with ONNX Runtime's
+    run(output_names, feeds))."""
+    def step(*inputs):
+        return session.run(None, dict(zip(STEP_INPUTS, inputs)))
+    return step
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """The optimisation's knobs (docs/inversion.md says how they were chosen)."""

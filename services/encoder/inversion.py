@@ -18,7 +18,7 @@ import numpy as np
 
 from facedit.v1 import common_pb2
 from facedit_core.errors import DeadlineExceeded, InvalidArgument
-from facedit_core.inversion import Settings, invert
+from facedit_core.inversion import Settings, graph_step, invert
 from facedit_core.pack import Pack
 from services.common import onnx, tracing
 
@@ -51,13 +51,9 @@ class Inverter:
         """embed: FaceNet on faces at the pack's resolution (the ISTRC models' when the pack has them)."""
         self.pack, self.embed, self.settings = pack, embed, settings
         self.modulation_size = int(pack.manifest["artefacts"]["generator_modulated"]["modulation_size"])
-        self.step_graph = onnx.session(pack.artefact("inversion"), threading_)
+        self._step = graph_step(onnx.session(pack.artefact("inversion"), threading_))
         self.renderer = onnx.session(pack.artefact("generator_modulated"), threading_)
         self._turn = threading.Lock()
-
-    def _step(self, z, modulation, target, target_embedding, identity_weight):
-        return self.step_graph.run(None, {"z": z, "modulation": modulation, "target": target,
-                                          "target_embedding": target_embedding, "identity_weight": identity_weight})
 
     def render(self, z: np.ndarray, modulation: np.ndarray) -> np.ndarray:
         """z (N, D), modulation (N, M) -> (N, R, R, 3) uint8."""

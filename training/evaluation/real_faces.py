@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facedit_core import align, images
+from facedit_core import align, images, inversion
 from facedit_core.pack import Pack, read_directions
 from facedit_faces.detect import FaceDetector
 from training.data import annotators
@@ -96,7 +96,32 @@ def fast(models: PackModels) -> Inversion:
     return Inversion("fast", reconstruct, lambda z, rows: models.generate(z))
 
 
-INVERSIONS: dict[str, Callable[[PackModels], Inversion]] = {"fast": fast}
+def faithful(models: PackModels) -> Inversion:
+    """The encoder service's fidelity FAITHFUL: z0 = E(face), then facedit_core.inversion optimises z and a
+    per-face generator modulation with the pack's inversion graph; faces render with generator_modulated."""
+    artefacts = models.pack.manifest["artefacts"]
+    if "inversion" not in artefacts or "generator_modulated" not in artefacts:
+        raise SystemExit(f"pack {models.pack.name!r} has no faithful inversion (no inversion / generator_modulated "
+                         "artefacts); use --fidelity fast")
+    size = int(artefacts["generator_modulated"]["modulation_size"])
+    step = inversion.graph_step(session(models.pack.artefact("inversion"), 2))
+    modulated = session(models.pack.artefact("generator_modulated"), 2)
+    modulations: list[np.ndarray] = []
+
+    def render(z: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        m = np.stack([modulations[0][r] for r in rows])
+        return modulated.run(None, {"z_modulation": np.concatenate([z, m], axis=1).astype(np.float32)})[0]
+
+    def reconstruct(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        z0, targets = models.encode(faces), models.embed(faces)
+        found = [inversion.invert(z, size, f, e, step) for z, f, e in zip(z0, faces, targets)]
+        modulations[:] = [np.stack([r.modulation for r in found])]
+        z = np.stack([r.z for r in found])
+        return z, render(z, np.arange(len(found)))
+    return Inversion("faithful", reconstruct, render)
+
+
+INVERSIONS: dict[str, Callable[[PackModels], Inversion]] = {"fast": fast, "faithful": faithful}
 
 
 def register(fidelity: str, factory: Callable[[PackModels], Inversion]) -> None:

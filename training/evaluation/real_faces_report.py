@@ -1,5 +1,5 @@
 """`python -m training evaluate-real`: runs training/evaluation/real_faces.py on the photos of
-`make real-faces` and writes, next to the pack's model card (model_store/<pack>/real_faces/):
+`make real-faces` and writes, next to the pack's model card (model_store/<pack>/real_faces/<fidelity>/):
 
   report.json          every figure per split (tuning, held-out), per method, attribute and sign;
                        each face's reconstruction figures
@@ -122,12 +122,13 @@ def card_section(report: dict | None, pack_version: str) -> list[str]:
         return []
     stale = [] if report["version"] == pack_version else [
         f"**These figures were measured on version {report['version']}, not this one: rerun `make evaluate-real`.**", ""]
-    return ["", "## Real faces", "", *stale,
+    folder = f"{FOLDER}/{report['fidelity']}"
+    return ["", f"## Real faces, fidelity `{report['fidelity']}`", "", *stale,
             "Every face that the detector finds in the real photos that packages ship (`make real-faces`, "
             "training/third_party/real_faces.py; the held-out photos are never used for tuning), aligned like "
             "EditPhoto aligns them; edits pasted into the photo and measured on the returned photo "
             "(training/evaluation/real_faces.py). Contact sheets of the public-domain faces: "
-            "[tuning](real_faces/tuning.png), [held-out](real_faces/held_out.png).", "", *tables(report)]
+            f"[tuning]({folder}/tuning.png), [held-out]({folder}/held_out.png).", "", *tables(report)]
 
 
 def contact_sheet(sheet: dict, rows: list[int], attributes: list[str], scale: int = 1) -> Image.Image:
@@ -176,11 +177,12 @@ def run(pack_dir: Path, fidelity: str = "fast", photos_dir: Path = data.DEFAULT_
                          for p in photos],
               "faces": [{k: v for k, v in f.items() if k != "edits"} for f in result["faces"]],
               "seconds": round(time.perf_counter() - t0, 1)}
-    out = pack_dir / FOLDER
-    out.mkdir(exist_ok=True)
+    out = pack_dir / FOLDER / fidelity
+    out.mkdir(parents=True, exist_ok=True)
     (out / REPORT).write_text(json.dumps(report, indent=1) + "\n")
     faces = result["faces"]
     if sheets_dir is not None:  # every face's every edit, and sheets of every face: not committed
+        sheets_dir = sheets_dir / fidelity
         sheets_dir.mkdir(parents=True, exist_ok=True)
         (sheets_dir / FACES).write_text(json.dumps(faces, indent=1) + "\n")
     for split, name in (("tuning", "tuning.png"), ("held-out", "held_out.png")):
@@ -196,6 +198,11 @@ def run(pack_dir: Path, fidelity: str = "fast", photos_dir: Path = data.DEFAULT_
     return report
 
 
-def load_report(pack_dir: Path) -> dict | None:
-    path = pack_dir / FOLDER / REPORT
-    return json.loads(path.read_text()) if path.exists() else None
+def load_reports(pack_dir: Path) -> dict | None:
+    """The reports of every fidelity evaluated, {fidelity: report} (faithful first), or None."""
+    found = {}
+    for fidelity in sorted(rf.INVERSIONS, key=lambda f: f != "faithful"):
+        path = pack_dir / FOLDER / fidelity / REPORT
+        if path.exists():
+            found[fidelity] = json.loads(path.read_text())
+    return found or None

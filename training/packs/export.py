@@ -220,7 +220,7 @@ def export(cfg: PackConfig, work: Path, out: Path) -> dict:
     tmp = out / "manifest.json.tmp"
     tmp.write_text(json.dumps(manifest, indent=2))
     os.replace(tmp, out / "manifest.json")
-    write_model_card(manifest, out / "model_card.md", report.get("evaluation", {}), real_faces_report.load_report(out))
+    write_model_card(manifest, out / "model_card.md", report.get("evaluation", {}), real_faces_report.load_reports(out))
     if "evaluation" in report:  # every figure of `python -m training evaluate`, beside the card
         (out / EVALUATION).write_text(json.dumps(report["evaluation"], indent=2, sort_keys=True) + "\n")
     else:
@@ -237,7 +237,7 @@ def rewrite_card(out: Path) -> None:
     real_faces/report.json (after `python -m training evaluate-real`)."""
     manifest = json.loads((out / "manifest.json").read_text())
     evaluation = json.loads((out / EVALUATION).read_text()) if (out / EVALUATION).exists() else None
-    write_model_card(manifest, out / "model_card.md", evaluation, real_faces_report.load_report(out))
+    write_model_card(manifest, out / "model_card.md", evaluation, real_faces_report.load_reports(out))
 
 
 def alignment(annotation: dict) -> dict:

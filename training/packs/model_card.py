@@ -20,7 +20,7 @@ def write_model_card(manifest: dict, path: Path, evaluation: dict | None = None,
 def model_card(manifest: dict, evaluation: dict | None = None, real_faces: dict | None = None) -> str:
     """The card of any pack: each section is there when the manifest has its figures; `evaluation`:
     the evaluation's figures (evaluation.json; packs exported before it moved there: the manifest's
-    metrics["evaluation"]); `real_faces`: the report of `python -m training evaluate-real`."""
+    metrics["evaluation"]); `real_faces`: {fidelity: report} of `python -m training evaluate-real`."""
     m, attrs = manifest["metrics"], manifest["attributes"]
     ev = evaluation if evaluation is not None else m.get("evaluation", {})
     parts = _header(manifest) + _training(manifest)
@@ -41,7 +41,8 @@ def model_card(manifest: dict, evaluation: dict | None = None, real_faces: dict 
         parts += _evaluation_measured(ev, manifest["training"]["config"])
     if "istrc" in m:
         parts += ["", *istrc_section(m["istrc"], attrs)]
-    parts += card_section(real_faces, manifest["version"])
+    for report in (real_faces or {}).values():  # {fidelity: report} of evaluate-real
+        parts += card_section(report, manifest["version"])
     parts += restored_section(manifest)
     if manifest.get("notes"):
         parts += ["", "## Looked at by eye", "", manifest["notes"]]
