@@ -15,7 +15,7 @@ export ORT_DISABLE_TELEMETRY := 1
 
 .PHONY: setup chromium stubs run stop test test-fast fuzz soak bench h2load kubectl k8s-check pack-synth pack-digiface64 \
 	clean client-wheel api-docs \
-	lint-docker podman base-image images images-all images-smoke
+	lint-docker podman base-image images images-all images-smoke deploy-test
 
 MINILM := build/minilm/model.onnx
 
@@ -162,7 +162,9 @@ PODMAN := CONTAINERS_CONF=$(CURDIR)/docker/containers.conf podman
 # build secret (mounted for one RUN, in no layer); without the file the builds use pip's own CAs.
 CA_BUNDLE ?= /etc/ssl/certs/ca-certificates.crt
 comma := ,
-BUILD := $(PODMAN) build --format docker --layers --pull=never $(if $(wildcard $(CA_BUNDLE)),--secret id=pipca$(comma)src=$(CA_BUNDLE))
+# IMAGE_BUILD_FLAGS: more podman build flags, e.g. --no-cache (the base image is kept: make base-image)
+IMAGE_BUILD_FLAGS ?=
+BUILD := $(PODMAN) build --format docker --layers --pull=never $(IMAGE_BUILD_FLAGS) $(if $(wildcard $(CA_BUNDLE)),--secret id=pipca$(comma)src=$(CA_BUNDLE))
 HADOLINT ?= $(VENV)/bin/hadolint
 
 # $(call build_image,name,Dockerfile,context[,more podman build arguments]): the log in $(IMAGE_CTX)/logs/
@@ -212,6 +214,13 @@ images-all: images
 # The built images run once: pack init, Redis, the four services, three Edits through the gateway.
 images-smoke: images
 	bash docker/smoke.sh
+
+# The rendered cpu overlay as a podman pod of its own (k8s/podman/play.sh, pod facedit-deploytest, gateway
+# on 127.0.0.1:61050), edits through the gateway container over TLS with a token (k8s/podman/deploy_check.py),
+# then everything removed, also on failure; .ci/run runs it after make test. DEPLOY_NAME, DEPLOY_PORT_OFFSET,
+# DEPLOY_CHECK_ARGS: k8s/podman/deploy_test.sh.
+deploy-test: images kubectl
+	IMAGE_TAG=$(IMAGE_TAG) bash k8s/podman/deploy_test.sh
 
 clean:
 	rm -rf $(VENV) $(STUBS) protos/facedit/v1/*_pb2*.py* out model_store/third_party
