@@ -219,7 +219,7 @@ images-smoke: images
 # on 127.0.0.1:61050), edits through the gateway container over TLS with a token (k8s/podman/deploy_check.py),
 # then everything removed, also on failure; .ci/run runs it after make test. DEPLOY_NAME, DEPLOY_PORT_OFFSET,
 # DEPLOY_CHECK_ARGS: k8s/podman/deploy_test.sh.
-deploy-test: images kubectl
+deploy-test: images kubectl $(STUBS)
 	IMAGE_TAG=$(IMAGE_TAG) bash k8s/podman/deploy_test.sh
 
 clean:

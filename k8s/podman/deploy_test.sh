@@ -75,7 +75,7 @@ check_containers() {
         sleep 1
     done
     [ "$state" = "exited 0" ] || { echo "$job failed ($state)" >&2; return 1; }
-    echo "$job: $(podman logs --tail 1 "$job" 2>&1)"
+    echo "$job: exited 0 ($(podman logs "$job" 2>&1 | tail -n 1))"
 }
 phase containers check_containers
 
