@@ -178,11 +178,12 @@ endef
 lint-docker: $(INSTALLED)
 	$(HADOLINT) --config docker/hadolint.yaml docker/*.Dockerfile
 
-# podman, buildah, mmdebstrap and runc from Debian, installed with apt-get (as root) when missing.
+# podman, buildah, mmdebstrap and runc from Debian, installed with apt-get (as root) when missing; catatonit
+# too (only a Recommends of podman): podman builds the pods' infra image from it, as no pause image can be pulled.
 podman:
-	@for tool in podman buildah mmdebstrap runc; do command -v $$tool >/dev/null 2>&1 || missing=1; done; \
-	if [ -n "$$missing" ]; then echo "make images needs podman, buildah, mmdebstrap and runc: installing them with apt-get ..."; \
-		apt-get update -qq && apt-get install -y -qq podman buildah mmdebstrap runc >/dev/null; fi
+	@for tool in podman buildah mmdebstrap runc catatonit; do command -v $$tool >/dev/null 2>&1 || missing=1; done; \
+	if [ -n "$$missing" ]; then echo "make images needs podman, buildah, mmdebstrap, runc and catatonit: installing them with apt-get ..."; \
+		apt-get update -qq && apt-get install -y -qq podman buildah mmdebstrap runc catatonit >/dev/null; fi
 
 # No image can be pulled here: the base is Debian bookworm (python3 3.11, ca-certificates) from Debian's
 # repositories with mmdebstrap (about 70 s), imported as localhost/debian-base:bookworm.
