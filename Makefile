@@ -15,7 +15,7 @@ export ORT_DISABLE_TELEMETRY := 1
 
 .PHONY: setup chromium stubs run stop test test-fast fuzz soak bench h2load kubectl k8s-check pack-synth pack-digiface64 \
 	clean client-wheel api-docs \
-	lint-docker podman base-image images images-all images-smoke deploy-test
+	lint-docker podman base-image images images-all images-smoke
 
 MINILM := build/minilm/model.onnx
 
@@ -220,6 +220,7 @@ images-smoke: images
 # on 127.0.0.1:61050), edits through the gateway container over TLS with a token (k8s/podman/deploy_check.py),
 # then everything removed, also on failure; .ci/run runs it after make test. DEPLOY_NAME, DEPLOY_PORT_OFFSET,
 # DEPLOY_CHECK_ARGS: k8s/podman/deploy_test.sh.
+.PHONY: deploy-test
 deploy-test: images kubectl $(STUBS)
 	IMAGE_TAG=$(IMAGE_TAG) bash k8s/podman/deploy_test.sh
 
