@@ -176,7 +176,9 @@ PODMAN := CONTAINERS_CONF=$(CURDIR)/docker/containers.conf podman
 # build secret (mounted for one RUN, in no layer); without the file the builds use pip's own CAs.
 CA_BUNDLE ?= /etc/ssl/certs/ca-certificates.crt
 comma := ,
-BUILD := $(PODMAN) build --format docker --layers --pull=never $(if $(wildcard $(CA_BUNDLE)),--secret id=pipca$(comma)src=$(CA_BUNDLE))
+# IMAGE_BUILD_FLAGS: more podman build flags, e.g. --no-cache (the base image is kept: make base-image)
+IMAGE_BUILD_FLAGS ?=
+BUILD := $(PODMAN) build --format docker --layers --pull=never $(IMAGE_BUILD_FLAGS) $(if $(wildcard $(CA_BUNDLE)),--secret id=pipca$(comma)src=$(CA_BUNDLE))
 HADOLINT ?= $(VENV)/bin/hadolint
 
 # $(call build_image,name,Dockerfile,context[,more podman build arguments]): the log in $(IMAGE_CTX)/logs/
@@ -190,11 +192,12 @@ endef
 lint-docker: $(INSTALLED)
 	$(HADOLINT) --config docker/hadolint.yaml docker/*.Dockerfile
 
-# podman, buildah, mmdebstrap and runc from Debian, installed with apt-get (as root) when missing.
+# podman, buildah, mmdebstrap and runc from Debian, installed with apt-get (as root) when missing; catatonit
+# too (only a Recommends of podman): podman builds the pods' infra image from it, as no pause image can be pulled.
 podman:
-	@for tool in podman buildah mmdebstrap runc; do command -v $$tool >/dev/null 2>&1 || missing=1; done; \
-	if [ -n "$$missing" ]; then echo "make images needs podman, buildah, mmdebstrap and runc: installing them with apt-get ..."; \
-		apt-get update -qq && apt-get install -y -qq podman buildah mmdebstrap runc >/dev/null; fi
+	@for tool in podman buildah mmdebstrap runc catatonit; do command -v $$tool >/dev/null 2>&1 || missing=1; done; \
+	if [ -n "$$missing" ]; then echo "make images needs podman, buildah, mmdebstrap, runc and catatonit: installing them with apt-get ..."; \
+		apt-get update -qq && apt-get install -y -qq podman buildah mmdebstrap runc catatonit >/dev/null; fi
 
 # No image can be pulled here: the base is Debian bookworm (python3 3.11, ca-certificates) from Debian's
 # repositories with mmdebstrap (about 70 s), imported as localhost/debian-base:bookworm.
@@ -226,6 +229,14 @@ images-all: images
 # The built images run once: pack init, Redis, the four services, three Edits through the gateway.
 images-smoke: images
 	bash docker/smoke.sh
+
+# The rendered cpu overlay as a podman pod of its own (k8s/podman/play.sh, pod facedit-deploytest, gateway
+# on 127.0.0.1:61050), edits through the gateway container over TLS with a token (k8s/podman/deploy_check.py),
+# then everything removed, also on failure; .ci/run runs it after make test. DEPLOY_NAME, DEPLOY_PORT_OFFSET,
+# DEPLOY_CHECK_ARGS: k8s/podman/deploy_test.sh.
+.PHONY: deploy-test
+deploy-test: images kubectl $(STUBS)
+	IMAGE_TAG=$(IMAGE_TAG) bash k8s/podman/deploy_test.sh
 
 clean:
 	rm -rf $(VENV) $(STUBS) protos/facedit/v1/*_pb2*.py* out model_store/third_party

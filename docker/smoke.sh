@@ -131,9 +131,8 @@ if [ "${SMOKE_TORCHSERVE:-0}" = 1 ]; then
         log "$1 healthy"
     }
     wait_healthy "$RUN-torchserve"
-    # Started once TorchServe serves (in a pod: a native sidecar with a startup probe): a generator that
-    # dials TorchServe while its JVM is still starting keeps failing for a while (gRPC's reconnect
-    # backoff after "timed out before receiving SETTINGS frame"), and its readiness does not show it.
+    # Started once TorchServe serves: a generator started earlier would only stay NOT_SERVING until
+    # TorchServe renders for it (its readiness renders one latent through TorchServe first).
     podman run -d --name "$RUN-generator-ts" --network "container:$RUN-torchserve" -v "$RUN-models:/models:ro" \
         -e FACEDIT_HOST=127.0.0.1 -e FACEDIT_BACKEND=torchserve -e FACEDIT_TORCHSERVE_ADDRESS=127.0.0.1:7070 \
         "localhost/facedit-generator:$TAG" >/dev/null

@@ -96,6 +96,17 @@ def other_gateway(servers: "Servers", generator: str, redis_client, **gateway_kw
         service.stop()
 
 
+def secured_flags(pki: Pki, tokens_path: Path | None) -> dict[str, list[str]]:
+    """Servers' extra flags: TLS everywhere, mTLS to the internal services, tokens at the gateway (none
+    without tokens_path)."""
+    internal = {name: ["--tls-cert", str(pki.cert(name)), "--tls-key", str(pki.key(name)),
+                       "--tls-client-ca", str(pki.ca)] for name in ("encoder", "directions", "generator")}
+    gateway = ["--tls-cert", str(pki.cert("gateway")), "--tls-key", str(pki.key("gateway")),
+               *(["--tokens-file", str(tokens_path)] if tokens_path else []), "--internal-ca", str(pki.ca),
+               "--internal-cert", str(pki.cert("gateway")), "--internal-key", str(pki.key("gateway"))]
+    return {**internal, "gateway": gateway}
+
+
 class Pki:
     """A certificate authority of its own in `folder` (tests make theirs with the cryptography package):
     ca.pem / ca.key, and per name <name>.pem / <name>.key with common name = name, subject alternative

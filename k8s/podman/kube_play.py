@@ -23,7 +23,9 @@ So the whole stack becomes one Pod `facedit` (one network namespace):
   <pod>-redis-data, which podman makes when missing and keeps after `podman kube down` (Redis' AOF:
   `podman volume rm` it for an empty Redis);
 - probes, node selectors, tolerations, spread constraints and CPU figures are dropped (memory
-  limits stay).
+  limits stay);
+- with --image-tag, the images built here (localhost/facedit-*) take that tag instead of the
+  overlay's (make images IMAGE_TAG=...).
 
 OUT/ports.json says where everything answers on 127.0.0.1.
 """
@@ -34,6 +36,7 @@ import copy
 import importlib.util
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -45,6 +48,7 @@ ck = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(ck)
 
 POD = "facedit"
+LOCAL_IMAGES = "localhost/facedit-"  # the images of `make images`
 KEEP_CONTAINER = ("name", "image", "imagePullPolicy", "command", "args", "workingDir", "ports", "env",
                   "volumeMounts", "securityContext")
 FIRST_METRICS, FIRST_HEALTH = 9100, 8081
@@ -54,8 +58,27 @@ def _ports(services: list[str]) -> dict[str, dict[str, int]]:
     return {s: {"metrics": FIRST_METRICS + i, "health": FIRST_HEALTH + i} for i, s in enumerate(services)}
 
 
-def convert(objs: list[dict], out: Path, port_offset: int = 0, pod_name: str = POD) -> dict:
-    """Write OUT/facedit.yaml, OUT/files/ and OUT/ports.json; returns the ports."""
+def image_tag(text: str) -> str:
+    """An image tag as podman takes it (argparse type)."""
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", text):
+        raise argparse.ArgumentTypeError(f"not an image tag: {text!r}")
+    return text
+
+
+def retag(image: str, tag: str | None) -> str:
+    """localhost/facedit-<name>[:<tag>] with `tag` instead (other images, and tag None, unchanged)."""
+    if not tag or not image.startswith(LOCAL_IMAGES):
+        return image
+    name = image.split("@", 1)[0]
+    if ":" in name.rsplit("/", 1)[-1]:
+        name = name.rsplit(":", 1)[0]
+    return f"{name}:{tag}"
+
+
+def convert(objs: list[dict], out: Path, port_offset: int = 0, pod_name: str = POD,
+            image_tag: str | None = None) -> dict:
+    """Write OUT/facedit.yaml, OUT/files/ and OUT/ports.json; returns the ports. image_tag: the tag of the
+    localhost/facedit-* images (None: the overlay's)."""
     m = ck.Manifests(objs)
     for w in m.workloads():
         for c in ck._containers(m.pod(w)):
@@ -85,7 +108,7 @@ def convert(objs: list[dict], out: Path, port_offset: int = 0, pod_name: str = P
             pod["spec"]["volumes"].append({"name": claim, "persistentVolumeClaim": {"claimName": claim}})
         for kind in ("initContainers", "containers"):
             for c in spec.get(kind, []):
-                pod["spec"][kind].append(_container(m, w, c, rename, moved, port_offset))
+                pod["spec"][kind].append(_container(m, w, c, rename, moved, port_offset, image_tag))
     pod["spec"]["securityContext"] = {k: v for k, v in (security or {}).items() if k != "seccompProfile"}
     gateway_grpc = next(p["containerPort"] for c in pod["spec"]["containers"] if c["name"] == "gateway"
                         for p in c["ports"] if p["name"] == "grpc")
@@ -115,13 +138,15 @@ def _volume(m: ck.Manifests, v: dict, new_name: str, files: Path) -> dict:
     raise SystemExit(f"volume {v['name']}: only Secret, ConfigMap and emptyDir volumes are converted")
 
 
-def _container(m: ck.Manifests, w: dict, c: dict, rename: dict, moved: dict, port_offset: int) -> dict:
+def _container(m: ck.Manifests, w: dict, c: dict, rename: dict, moved: dict, port_offset: int,
+               image_tag: str | None = None) -> dict:
     env = ck.environment(m, c)
     service = m.service_of(w) if c["name"] == m.service_of(w) else None
     if service is not None:
         env["FACEDIT_METRICS_PORT"] = str(moved[service]["metrics"])
         env["FACEDIT_HEALTH_PORT"] = str(moved[service]["health"])
     new = {k: copy.deepcopy(c[k]) for k in KEEP_CONTAINER if k in c}
+    new["image"] = retag(new["image"], image_tag)
     for key in ("command", "args"):  # podman does not expand $(VAR) as the kubelet does
         if key in new:
             new[key] = [ck.expand(a, env) for a in new[key]]
@@ -152,9 +177,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="folder for facedit.yaml, files/ and ports.json")
     p.add_argument("--port-offset", type=int, default=0, help="add this to every published port")
     p.add_argument("--name", default=POD, help="the pod's name (and its volume claim's prefix)")
+    p.add_argument("--image-tag", type=image_tag, default=None, help=f"tag of the {LOCAL_IMAGES}* images (default: the overlay's)")
     args = p.parse_args(argv)
     text = sys.stdin.read() if args.rendered == "-" else Path(args.rendered).read_text()
-    ports = convert([d for d in yaml.safe_load_all(text) if d], Path(args.out), args.port_offset, args.name)
+    ports = convert([d for d in yaml.safe_load_all(text) if d], Path(args.out), args.port_offset, args.name,
+                    args.image_tag)
     print(json.dumps(ports))
     return 0
 

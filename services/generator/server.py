@@ -141,9 +141,20 @@ def create(args: argparse.Namespace, logger: logging.Logger) -> Service:
         return GeneratorServicer(generators, packs[0], args.default_deadline_s), close
 
     loading = Loading("generator", build, logger, args.pack_retry_s)
+    # --backend torchserve: ready only while TorchServe renders for every pack (torchserve_backend.py);
+    # until the packs are loaded the loading reason keeps the service NOT_SERVING on its own
+    checks = {"torchserve": _torchserve_ready(loading)} if args.backend == "torchserve" else {}
     return Service("generator", loading.servicer, generator_pb2_grpc.add_GeneratorServicer_to_server,
-                   "facedit.v1.Generator", loading.close, sec, loading=loading,
+                   "facedit.v1.Generator", loading.close, sec, loading=loading, checks=checks,
                    tracing=Tracing.from_args(args, "generator"))
+
+
+def _torchserve_ready(loading: Loading):
+    def check(timeout_s: float) -> None:
+        if loading.ready:
+            for gen in loading.servicer.generators.values():
+                gen.check(timeout_s)
+    return check
 
 
 def main(argv: list[str] | None = None) -> None:

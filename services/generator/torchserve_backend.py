@@ -5,6 +5,11 @@ model-config.yaml, see training/packs/torchserve_export.py); the handler and its
 are in services/generator/ts_handler.py. `TorchServeGenerator.generate` has the same
 contract as `OnnxGenerator.generate`, so the servicer does not know which one it has.
 
+Readiness (`check`, a dependency check of services/common/readiness.py): TorchServe must answer on the
+generator's own channel and render for this pack: one latent rendered on the first check and after any
+failed one, then a Ping per check while it stays healthy. So the generator is NOT_SERVING while
+TorchServe's JVM starts and its worker loads the model, and when TorchServe lacks the pack's model.
+
 Errors, as gRPC statuses of the generator service:
   the handler rejected the latents (status 400 in its reply)  -> INVALID_ARGUMENT
   TorchServe unreachable or without a worker (UNAVAILABLE)     -> UNAVAILABLE
@@ -15,10 +20,12 @@ Errors, as gRPC statuses of the generator service:
 from __future__ import annotations
 
 import dataclasses
+import json
 import struct
 
 import grpc
 import numpy as np
+from google.protobuf import empty_pb2
 
 from facedit.torchserve import inference_pb2, inference_pb2_grpc
 from facedit_core.errors import FaceditError, FailedPrecondition, InvalidArgument
@@ -49,6 +56,35 @@ class TorchServeGenerator:
         self.default_timeout_s = default_timeout_s
         self.channel = grpc.insecure_channel(address, options=channels.options())
         self.stub = inference_pb2_grpc.InferenceAPIsServiceStub(self.channel)
+        self._rendered = False  # the last readiness check rendered or pinged successfully
+
+    def check(self, timeout_s: float) -> None:
+        """Readiness: returns when TorchServe serves this pack's model, raises FaceditError when not.
+        A render of one latent until one works (the model is loaded, this channel is connected), then
+        only TorchServe's Ping while the checks keep passing."""
+        try:
+            if self._rendered:
+                self.ping(timeout_s)
+            else:
+                self.generate(np.zeros((1, self.pack.latent_dim), np.float32), timeout_s)
+                self._rendered = True
+        except Exception:
+            self._rendered = False
+            raise
+
+    def ping(self, timeout_s: float) -> None:
+        """TorchServe's own health (gRPC Ping): FaceditError unless it says Healthy."""
+        try:
+            reply = self.stub.Ping(empty_pb2.Empty(), timeout=timeout_s)
+        except grpc.RpcError as err:
+            raise self._error(err) from None
+        try:
+            status = json.loads(reply.health).get("status")
+        except (ValueError, AttributeError):
+            status = None
+        if status != "Healthy":
+            raise FaceditError(f"TorchServe at {self.address} is not healthy: {reply.health.strip()[:200]!r}",
+                               "UNAVAILABLE")
 
     def generate(self, z: np.ndarray, timeout_s: float | None) -> tuple[np.ndarray, int]:
         """z (N, D) float32 -> ((N, R, R, 3) uint8, latents in the model batch)."""

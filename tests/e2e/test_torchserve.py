@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -37,15 +38,20 @@ def reference(pack):
 
 
 @pytest.fixture(scope="module")
-def torchserve(pack, tmp_path_factory):
+def mar(pack, tmp_path_factory):
+    """The tiny pack's generator as a TorchServe model archive."""
     if shutil.which("java") is None:
         pytest.skip("TorchServe needs Java 17 (`java` is not on PATH)")
-    from services.generator.torchserve_runner import TorchServe
     from training.packs.torchserve_export import build_mar
 
-    base = tmp_path_factory.mktemp("torchserve")
-    mar = build_mar(pack.root, base / "mar", batch_size=16, max_batch_delay_ms=DELAY_MS)
-    server = TorchServe(mar, base / "run").start()
+    return build_mar(pack.root, tmp_path_factory.mktemp("mar"), batch_size=16, max_batch_delay_ms=DELAY_MS)
+
+
+@pytest.fixture(scope="module")
+def torchserve(mar, tmp_path_factory):
+    from services.generator.torchserve_runner import TorchServe
+
+    server = TorchServe(mar, tmp_path_factory.mktemp("torchserve") / "run").start()
     yield server
     server.stop()
 
@@ -197,6 +203,75 @@ def test_malformed_request_fails_alone_with_invalid_argument(backend, reference)
             shared = True
             break
     assert shared, "the two requests never shared a TorchServe batch"
+
+
+def health_status(channel) -> int:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    return health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5).status
+
+
+def wait_for_health(channel, status: int, within_s: float) -> float:
+    """Seconds until the service's overall health is `status`; fails after within_s."""
+    t0 = time.monotonic()
+    while health_status(channel) != status:
+        assert time.monotonic() - t0 < within_s, f"health not {status} after {within_s} s"
+        time.sleep(0.1)
+    return time.monotonic() - t0
+
+
+def test_the_generator_is_not_serving_until_torchserve_renders(mar, tiny_pack, tmp_path):
+    """The generator service as its main() builds it with --backend torchserve, started before TorchServe
+    (as a pod's containers start): NOT_SERVING, naming TorchServe, until TorchServe renders; the first call
+    after SERVING works; NOT_SERVING again once TorchServe stops."""
+    from grpc_health.v1 import health_pb2
+
+    from services.common.redis_server import free_port
+    from services.generator import server as generator
+    from services.generator.torchserve_runner import Ports, TorchServe
+
+    serving, not_serving = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
+    ports = Ports.free(grpc_inference=free_port())
+    svc = generator.create(generator.parser().parse_args([
+        "--model-store", str(tiny_pack[1]), "--packs", "tiny", "--backend", "torchserve",
+        "--torchserve-address", f"127.0.0.1:{ports.grpc_inference}"]), LOGGER)
+    server, address = start_local(svc, LOGGER)
+    ts = TorchServe(mar, tmp_path / "run", ports=ports)
+    try:
+        with grpc.insecure_channel(address) as channel:
+            time.sleep(2.5)  # a few readiness checks without TorchServe
+            assert health_status(channel) == not_serving
+            assert any(r.startswith("torchserve: ") and "TorchServe at 127.0.0.1:" in r
+                       for r in svc.readiness.reasons()), svc.readiness.reasons()
+            ts.start()
+            waited = wait_for_health(channel, serving, within_s=30)
+            resp = generate(generator_pb2_grpc.GeneratorStub(channel), latents(2, seed=6))
+            assert from_tensor(resp.pixels).shape == (2, 32, 32, 3)
+            print(f"SERVING {waited:.1f} s after TorchServe's model was READY")
+            ts.stop()
+            wait_for_health(channel, not_serving, within_s=10)
+    finally:
+        ts.stop()
+        server.stop(0).wait()
+        svc.stop()
+
+
+def test_a_torchserve_without_the_packs_model_fails_the_readiness_check(pack, torchserve):
+    from services.generator.torchserve_backend import TorchServeGenerator
+
+    gen = TorchServeGenerator(pack, torchserve.address, model_name="other-generator")
+    try:
+        with pytest.raises(FaceditError) as info:
+            gen.check(10)
+        assert info.value.status == "FAILED_PRECONDITION" and "'other-generator'" in str(info.value)
+    finally:
+        gen.close()
+    gen = TorchServeGenerator(pack, torchserve.address)
+    try:
+        gen.check(10)  # a render
+        gen.check(10)  # then a Ping
+    finally:
+        gen.close()
 
 
 def test_stopped_torchserve_answers_unavailable(generator_stub, torchserve):

