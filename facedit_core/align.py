@@ -9,7 +9,7 @@ Pixel coordinates refer to pixel centres at integer positions (0 .. size - 1). n
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image, ImageFilter
+from PIL import Image
 
 
 def similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -74,20 +74,35 @@ def crop(photo: np.ndarray, a: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(_warp(image, a, (size, size), Image.Resampling.BILINEAR))
 
 
-def blend_mask(template: np.ndarray, size: int, feather: float = 0.12) -> np.ndarray:
-    """A soft elliptical face mask (size, size) float32 in [0, 1] in crop coordinates: an ellipse
-    around the template landmarks, reaching from above the eyes to below the mouth, with
-    edges feathered over `feather` of the crop size."""
+MASK_MARGIN = 1.5  # crop pixels between the mask's edge and the crop's edge: the two outer rows/columns are 0
+
+
+def blend_mask(template: np.ndarray, size: int, feather: float = 0.1, power: float = 3.0) -> np.ndarray:
+    """A soft face mask (size, size) float32 in [0, 1] in crop coordinates: a superellipse
+    |x/rx|^power + |y/ry|^power = 1 (power 2: an ellipse; 3: fuller towards the mouth corners) around
+    the template landmarks, reaching from above the eyes to below the mouth, 1 inside and falling
+    smoothly to 0 at its edge over `feather` of the crop size (measured along each ray from the centre).
+
+    The shape is kept MASK_MARGIN pixels inside the crop on every side (shrunk where it would reach
+    past an edge: a face's crop ends at the chin), so the mask is exactly 0 on the crop's two outer
+    rows and columns and a pasted face has no edge where the crop ends."""
     t = np.asarray(template, np.float64)
     eyes, mouth = t[:2].mean(0), t[3:].mean(0)
     centre = (eyes + mouth) / 2 + np.array([0.0, 0.05 * size])
     eye_dist = np.linalg.norm(t[1] - t[0])
-    rx, ry = 1.15 * eye_dist, 0.95 * np.linalg.norm(mouth - eyes) + 0.55 * eye_dist
+    radii = np.array([1.15 * eye_dist, 0.95 * np.linalg.norm(mouth - eyes) + 0.55 * eye_dist])
+    lo = np.clip(centre - radii, MASK_MARGIN, size - 1 - MASK_MARGIN)
+    hi = np.clip(centre + radii, MASK_MARGIN, size - 1 - MASK_MARGIN)
+    centre, radii = (lo + hi) / 2, np.maximum((hi - lo) / 2, 1e-6)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
-    r = np.sqrt(((xx - centre[0]) / rx) ** 2 + ((yy - centre[1]) / ry) ** 2)
-    hard = Image.fromarray(((r <= 1.0) * 255).astype(np.uint8))
-    soft = hard.filter(ImageFilter.GaussianBlur(radius=feather * size / 2))
-    return np.asarray(soft, np.float32) / 255.0
+    dx, dy = xx - centre[0], yy - centre[1]
+    r = (np.abs(dx / radii[0]) ** power + np.abs(dy / radii[1]) ** power) ** (1.0 / power)  # 1 on the edge
+    # pixels from each pixel to the edge along the ray from the centre: |p - c| (1/r - 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inside = np.where(r > 0, np.hypot(dx, dy) * (1.0 / r - 1.0), np.inf)
+    s = np.clip(inside / max(feather * size, 1e-6), 0.0, 1.0)
+    mask = s * s * (3.0 - 2.0 * s)  # smoothstep: 0 on and outside the edge, 1 deeper than the feather
+    return np.where(r < 1.0, mask, 0.0).astype(np.float32)
 
 
 def paste(photo: np.ndarray, a: np.ndarray, face: np.ndarray, mask: np.ndarray,
