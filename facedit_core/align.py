@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from facedit_core.images import luminance
+
 
 def similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """Least-squares similarity (rotation, uniform scale, translation; no reflection) mapping
@@ -106,14 +108,16 @@ def blend_mask(template: np.ndarray, size: int, feather: float = 0.1, power: flo
 
 
 def paste(photo: np.ndarray, a: np.ndarray, face: np.ndarray, mask: np.ndarray,
-          original_face: np.ndarray | None = None) -> np.ndarray:
+          original_face: np.ndarray | None = None, luminance_only: bool = False) -> np.ndarray:
     """Blend an edited aligned crop back into the photo.
 
     photo (H, W, 3) uint8; a: the photo -> crop transform of that face; face (S, S, 3) uint8 the
     edited crop; mask (S, S) float32 in [0, 1]. With `original_face` (the generator's rendering of
     the unedited latent), only the change face - original_face is added to the photo ("delta"
     mode: the photo keeps its resolution and identity outside what the edit changes); without it
-    the crop replaces the photo's pixels ("replace" mode). Returns a new (H, W, 3) uint8 photo.
+    the crop replaces the photo's pixels ("replace" mode). With `luminance_only` (a greyscale
+    photo) only the luminance of the crop (or of the change) is used, the same on every channel, so
+    a grey photo stays grey: equal channels in, equal channels out. Returns a new (H, W, 3) uint8 photo.
     """
     h, w = photo.shape[:2]
     inv = invert(a)
@@ -128,17 +132,27 @@ def paste(photo: np.ndarray, a: np.ndarray, face: np.ndarray, mask: np.ndarray,
     # region coordinates = photo coordinates - (x0, y0); the crop -> region transform
     a_region = (np.array([[1.0, 0, -x0], [0, 1.0, -y0], [0, 0, 1.0]]) @ np.vstack([inv, [0, 0, 1]]))[:2]
     size = (x1 - x0, y1 - y0)
-    warp = lambda img, mode: np.asarray(_warp(img, a_region, size, mode))  # noqa: E731
-    m = warp(Image.fromarray((mask * 255).astype(np.uint8)), Image.Resampling.BILINEAR).astype(np.float32)[..., None] / 255
+
+    def warp(pixels: np.ndarray, mode) -> np.ndarray:
+        """(S, S) or (S, S, 3) uint8 crop -> (h, w, 1 or 3) float32 in the region."""
+        out = np.asarray(_warp(Image.fromarray(pixels), a_region, size, mode)).astype(np.float32)
+        return out if out.ndim == 3 else out[..., None]
+
+    def crop_values(x: np.ndarray) -> np.ndarray:
+        """A crop as the values pasted: its luminance (S, S) with luminance_only, else (S, S, 3)."""
+        return luminance(x) if luminance_only else x.astype(np.float32)
+
+    m = warp((mask * 255).astype(np.uint8), Image.Resampling.BILINEAR) / 255
     region = photo[y0:y1, x0:x1].astype(np.float32)
     if original_face is None:
-        new = warp(Image.fromarray(face), Image.Resampling.BICUBIC).astype(np.float32)
+        new = warp(np.clip(crop_values(face) + 0.5, 0, 255).astype(np.uint8), Image.Resampling.BICUBIC)
     else:
-        change = face.astype(np.float32) - original_face.astype(np.float32)  # [-255, 255]
+        change = crop_values(face) - crop_values(original_face)  # [-255, 255]
         # warp the signed change through uint8 as two halves (PIL warps 8-bit images)
-        pos = warp(Image.fromarray(np.clip(change, 0, 255).astype(np.uint8)), Image.Resampling.BICUBIC)
-        neg = warp(Image.fromarray(np.clip(-change, 0, 255).astype(np.uint8)), Image.Resampling.BICUBIC)
-        new = region + pos.astype(np.float32) - neg.astype(np.float32)
+        pos = warp(np.clip(change + 0.5, 0, 255).astype(np.uint8), Image.Resampling.BICUBIC)
+        neg = warp(np.clip(-change + 0.5, 0, 255).astype(np.uint8), Image.Resampling.BICUBIC)
+        new = region + pos - neg
     out = photo.copy()
     out[y0:y1, x0:x1] = np.clip(region * (1 - m) + new * m + 0.5, 0, 255).astype(np.uint8)
     return out
+

@@ -419,6 +419,7 @@ class GatewayServicer(IstrcRpcs, gateway_pb2_grpc.GatewayServicer):
                                   f"got {request.max_faces}")
         with tracing.step("decode"):
             photo = images.decode(request.image, "image")  # for the paste-back; checks size limits first
+            grey = images.is_grey(photo)  # a grey photo gets only the luminance of the edit, and stays grey
         info = self._pack(request.pack, budget)
         pack = info.pack.name
         compose = self._start_compose(pack, request.edits, request.keep, budget)
@@ -450,13 +451,14 @@ class GatewayServicer(IstrcRpcs, gateway_pb2_grpc.GatewayServicer):
             with tracing.step("blend", face=k):
                 mask = align.blend_mask(crop_landmarks, res)
                 original = pixels[k] if request.paste == gateway_pb2.PASTE_MODE_DELTA else None
-                out = align.paste(out, affine, pixels[n + k], mask, original_face=original)
+                out = align.paste(out, affine, pixels[n + k], mask, original_face=original, luminance_only=grey)
+            crops = images.to_grey(pixels[[k, n + k]]) if grey else pixels[[k, n + k]]
             faces.append(gateway_pb2.PhotoFace(
                 box=list(f.box), score=f.score, latent_id=self.cache.put(pack, z[k]),
                 scores_before={a: float(scores[k, i]) for a, i in index.items()},
                 scores_after={a: float(scores[n + k, i]) for a, i in index.items()},
-                crop_before=encode_image(pixels[k], fmt) if request.return_crops else b"",
-                crop_after=encode_image(pixels[n + k], fmt) if request.return_crops else b""))
+                crop_before=encode_image(crops[0], fmt) if request.return_crops else b"",
+                crop_after=encode_image(crops[1], fmt) if request.return_crops else b""))
         with tracing.step("encode_image", format=fmt):
             image = encode_image(out, fmt)
         return gateway_pb2.EditPhotoResponse(pack=composed.pack, image=image, format=fmt,

@@ -74,6 +74,21 @@ def test_edit_photo_edits_the_face_in_place_and_leaves_the_rest(photo_client, as
     assert again.scores_after["smile"] == pytest.approx(face.scores_after["smile"], abs=1e-4)
 
 
+@pytest.mark.parametrize("replace", [False, True])
+def test_a_grey_photo_stays_grey(photo_client, astronaut, replace):
+    """A greyscale photo (an L-mode PNG): only the luminance of the edit is pasted, in delta and in replace
+    mode, so every pixel of the answer has equal channels; the returned crops are grey too."""
+    buf = io.BytesIO()
+    Image.fromarray(astronaut).convert("L").save(buf, format="PNG")
+    grey = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+    resp = photo_client.edit_photo(buf.getvalue(), [("smile", 2.0)], replace=replace, return_crops=True)
+    out = _decode(resp.image)
+    assert out.shape == grey.shape
+    assert np.abs(out.astype(int) - grey.astype(int)).sum(2).max() > 30  # the face was edited
+    for image in (out, _decode(resp.faces[0].crop_before), _decode(resp.faces[0].crop_after)):
+        assert (image[..., 0] == image[..., 1]).all() and (image[..., 1] == image[..., 2]).all()
+
+
 def test_every_face_of_a_group_photo_is_edited(photo_client, astronaut):
     pair = np.concatenate([astronaut, astronaut[:, ::-1]], axis=1)  # two people side by side
     resp = photo_client.edit_photo(_png(pair), [("yaw", 1.5)])
