@@ -32,7 +32,7 @@ NETS = ("pnet", "rnet", "onet")
 
 @dataclasses.dataclass(frozen=True)
 class Detection:
-    box: np.ndarray        # (4,) float32 x0, y0, x1, y1 in photo pixels
+    box: np.ndarray        # (4,) float32 x0, y0, x1, y1 in photo pixels, clipped to the photo (0..width, 0..height)
     score: float           # MTCNN's face probability
     landmarks: np.ndarray  # (5, 2) float32 (x, y): eye, eye, nose, mouth corner, mouth corner
 
@@ -97,7 +97,10 @@ class FaceDetector:
             self._lock.release()
         sx, sy = w / image.width, h / image.height
         scale = np.array([sx, sy], np.float32)
-        found = [Detection(box=(b.reshape(2, 2) * scale).reshape(4).astype(np.float32), score=float(p),
-                           landmarks=(pts * scale).astype(np.float32))
+        limit = np.array([w, h], np.float32)
+        # boxes of faces cut off by the photo's edge are clipped to it; the landmarks stay where MTCNN put
+        # them (alignment needs them even outside the photo)
+        found = [Detection(box=np.clip(b.reshape(2, 2) * scale, 0, limit).reshape(4).astype(np.float32),
+                           score=float(p), landmarks=(pts * scale).astype(np.float32))
                  for b, p, pts in zip(boxes, probs, points) if p >= self.min_score]
         return sorted(found, key=lambda d: -d.score)

@@ -167,6 +167,18 @@ def test_mtcnn_finds_the_astronauts_face_with_plausible_landmarks(detector, astr
     assert all(x0 <= p[0] <= x1 and y0 <= p[1] <= y1 for p in d.landmarks)
 
 
+@pytest.mark.parametrize("cut", ["top", "left"])
+def test_boxes_of_faces_cut_off_by_the_edge_are_clipped_to_the_photo(detector, astronaut, cut):
+    photo = np.ascontiguousarray(astronaut[100:] if cut == "top" else astronaut[:, 215:])
+    found = detector.detect(photo)
+    assert len(found) == 1  # MTCNN's box reached 106 pixels above the photo, 69 left of it
+    x0, y0, x1, y1 = found[0].box
+    h, w = photo.shape[:2]
+    assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h
+    assert (y0 if cut == "top" else x0) == 0
+    assert found[0].landmarks.shape == (5, 2)
+
+
 def test_mtcnn_finds_nothing_in_a_blank_photo(detector):
     assert detector.detect(np.full((300, 400, 3), 128, np.uint8)) == []
 
