@@ -156,3 +156,17 @@ def paste(photo: np.ndarray, a: np.ndarray, face: np.ndarray, mask: np.ndarray,
     out[y0:y1, x0:x1] = np.clip(region * (1 - m) + new * m + 0.5, 0, 255).astype(np.uint8)
     return out
 
+
+
+def no_face_message(width: int, height: int, turns: list[int] | None = None, what: str = "photo") -> str:
+    """The answer to a photo without a face: what the detector needs, and what turning it showed. turns:
+    the clockwise turns (degrees, best first) in which a face is found, as FaceDetector.turns_with_faces
+    gives them; [] = none; None = not checked."""
+    if turns:
+        return (f"no face found in the {width}x{height} {what} as it is, but turned {turns[0]} degrees clockwise "
+                f"it shows one: it is probably stored {'upside down' if turns[0] == 180 else 'sideways'} (without "
+                f"an EXIF orientation tag); turn it {turns[0]} degrees clockwise and send it again")
+    checked = ("it was also checked turned 90, 180 and 270 degrees: no face either" if turns is not None else
+               "if it is sideways, turn it upright")
+    return (f"no face found in the {width}x{height} {what}: faces must be at least about 20 pixels wide, seen "
+            f"from the front or side, and not cut off ({checked})")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from facedit_faces.mtcnn import Mtcnn
 
 MIN_DETECT_SIDE = 256   # photos whose longer side is smaller are upsampled to about this
 MAX_DETECT_SIDE = 1280  # photos whose longer side is larger are downscaled to this for detection
+TURN_PROBE_SIDE = 640   # turned copies of a photo without a face are probed at most this large
 MANIFEST = "mtcnn.json"  # in the third-party folder: {"format", "source", "nets": {name: {"path", "sha256"}}}
 FORMAT = "facedit-mtcnn/1"
 NETS = ("pnet", "rnet", "onet")
@@ -104,3 +106,25 @@ class FaceDetector:
                            score=float(p), landmarks=(pts * scale).astype(np.float32))
                  for b, p, pts in zip(boxes, probs, points) if p >= self.min_score]
         return sorted(found, key=lambda d: -d.score)
+
+    def turns_with_faces(self, photo: np.ndarray, timeout_s: float | None = None) -> list[int] | None:
+        """For a photo in which detect() found no face: the clockwise turns (90, 180, 270 degrees) of it in
+        which a face is found, best score first: a photo stored sideways without an EXIF orientation tag.
+        Probed on a copy of at most TURN_PROBE_SIDE pixels a side (about 0.2 s for three turns of a 512-pixel
+        photo on one core). None when the detector was too busy to probe all three within timeout_s."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        image = Image.fromarray(photo)
+        factor = TURN_PROBE_SIDE / max(image.size)
+        if factor < 1:
+            image = image.resize((max(1, round(image.width * factor)), max(1, round(image.height * factor))),
+                                 Image.Resampling.BOX)
+        small, best = np.asarray(image), {}
+        for turn, k in ((90, -1), (180, 2), (270, 1)):  # np.rot90 turns counter-clockwise for k > 0
+            try:
+                found = self.detect(np.ascontiguousarray(np.rot90(small, k)),
+                                    None if deadline is None else deadline - time.monotonic())
+            except DeadlineExceeded:
+                return None
+            if found:
+                best[turn] = found[0].score
+        return sorted(best, key=lambda t: -best[t])

@@ -180,6 +180,10 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServicer):
         ref = common_pb2.PackRef(name=m.pack.name, version=m.pack.version)
         response = encoder_pb2.DetectFacesResponse(pack=ref, width=photo.shape[1], height=photo.shape[0])
         if not found:
+            with tracing.step("turns"):
+                turns = self.detector.turns_with_faces(photo, deadlines.remaining(context, self.default_deadline_s))
+            response.turns.extend(turns or [])
+            response.turns_checked = turns is not None
             return response
         affines = [align.similarity(d.landmarks, m.template) for d in found]
         crops = np.stack([align.crop(photo, a, m.pack.resolution) for a in affines])

@@ -434,8 +434,8 @@ class GatewayServicer(IstrcRpcs, gateway_pb2_grpc.GatewayServicer):
             raise
         if not found.faces:
             compose.cancel()
-            raise InvalidArgument(f"no face found in the {found.width}x{found.height} photo: faces must be at "
-                                  f"least about 20 pixels wide, seen from the front or side, and not cut off")
+            raise InvalidArgument(align.no_face_message(found.width, found.height,
+                                                        list(found.turns) if found.turns_checked else None))
         composed = compose.result()
         z = np.stack([latents.check(from_tensor(f.latent, "latent"), info.latent_dim, "encoded latent")[0]
                       for f in found.faces])

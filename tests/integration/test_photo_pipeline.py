@@ -122,6 +122,23 @@ def test_bad_photos_are_invalid_argument_and_the_service_keeps_serving(photo_cli
     assert photo_client.edit_photo(_png(astronaut), [("smile", 1.0)]).faces
 
 
+def test_no_face_suggests_turning_a_photo_that_shows_a_face_when_turned(photo_client, astronaut):
+    """A portrait stored turned 90 degrees counter-clockwise, without an EXIF tag: no face upright, one once
+    turned 90 degrees clockwise, and the answer says so; a cat shows no face either way, and the answer says
+    that too."""
+    from skimage import data
+
+    with pytest.raises(grpc.RpcError) as err:
+        photo_client.edit_photo(_png(np.ascontiguousarray(np.rot90(astronaut, 1))), [("smile", 1.0)])
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "no face found in the 512x512 photo as it is, but turned 90 degrees clockwise" in err.value.details()
+    with pytest.raises(grpc.RpcError) as err:
+        photo_client.edit_photo(_png(data.chelsea()), [("smile", 1.0)])
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "no face found in the 451x300 photo" in err.value.details()
+    assert "checked turned 90, 180 and 270 degrees: no face either" in err.value.details()
+
+
 def test_edit_photo_limits_and_packs_without_a_template(photo_client, astronaut):
     for kwargs, message in (({"max_faces": 17}, "max_faces"), ({"pack": "synth"}, "alignment template")):
         with pytest.raises(grpc.RpcError) as err:
