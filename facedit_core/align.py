@@ -158,6 +158,32 @@ def paste(photo: np.ndarray, a: np.ndarray, face: np.ndarray, mask: np.ndarray,
 
 
 
+REGION_GROW = 2.0        # a measuring region is this many times a face box's longer side
+REGION_MAX_SIDE = 384    # and shrunk to at most this many pixels a side
+
+
+def region(photo: np.ndarray, box: np.ndarray, landmarks: np.ndarray, grow: float = REGION_GROW,
+           max_side: int = REGION_MAX_SIDE) -> tuple[np.ndarray, np.ndarray]:
+    """The part of a photo around one face, to find and measure it again: a square centred on its box,
+    `grow` times the box's longer side, clipped to the photo, shrunk (area-averaged) to at most `max_side`
+    pixels a side. Returns (pixels (h, w, 3) uint8, the landmarks (5, 2) in the region's pixels)."""
+    h, w = photo.shape[:2]
+    x0, y0, x1, y1 = np.asarray(box, np.float64)
+    side = grow * max(x1 - x0, y1 - y0, 1.0)
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    left, top = max(int(np.floor(cx - side / 2)), 0), max(int(np.floor(cy - side / 2)), 0)
+    right, bottom = min(int(np.ceil(cx + side / 2)), w), min(int(np.ceil(cy + side / 2)), h)
+    right, bottom = max(right, left + 1), max(bottom, top + 1)
+    part = photo[top:bottom, left:right]
+    factor = min(1.0, max_side / max(part.shape[:2]))
+    if factor < 1.0:
+        size = (max(1, round(part.shape[1] * factor)), max(1, round(part.shape[0] * factor)))
+        part = np.asarray(Image.fromarray(part).resize(size, Image.Resampling.BOX))
+    scale = np.array([part.shape[1] / (right - left), part.shape[0] / (bottom - top)])
+    # pixel centres: photo x -> region (x - left + 0.5) * scale - 0.5
+    return np.ascontiguousarray(part), (np.asarray(landmarks, np.float64) - [left, top] + 0.5) * scale - 0.5
+
+
 def no_face_message(width: int, height: int, turns: list[int] | None = None, what: str = "photo") -> str:
     """The answer to a photo without a face: what the detector needs, and what turning it showed. turns:
     the clockwise turns (degrees, best first) in which a face is found, as FaceDetector.turns_with_faces

@@ -123,7 +123,7 @@ def test_the_blend_mask_is_zero_on_the_crop_border_for_every_pack_template():
             assert edge.max() == 0.0, name
         assert mask.max() == pytest.approx(1.0), name
         if not name.startswith("shifted"):  # a mouth 2 pixels from the crop's edge cannot be edited in full
-            inside = [mask[int(round(y)), int(round(x))] for x, y in template]
+            inside = [mask[round(y), round(x)] for x, y in template]
             assert min(inside) > (0.9 if size >= 64 else 0.8), (name, inside)  # eyes, nose, mouth corners
 
 
@@ -145,7 +145,8 @@ def test_paste_on_a_tilted_face_leaves_the_warped_crop_border_unchanged(detector
                              np.stack([np.zeros_like(s), s], 1), np.stack([np.full_like(s, 63), s], 1)])
     pixels = np.unique(np.round(align.apply(align.invert(a), border)).astype(int), axis=0)
     assert len(pixels) > 200
-    for out in (align.paste(photo, a, bright, mask, original_face=crop), align.paste(photo, a, np.full_like(crop, 255), mask)):
+    white = np.full_like(crop, 255)
+    for out in (align.paste(photo, a, bright, mask, original_face=crop), align.paste(photo, a, white, mask)):
         changed = np.abs(out.astype(int) - photo.astype(int)).sum(2)
         assert changed.max() > 50  # the face did change
         np.testing.assert_array_equal(out[pixels[:, 1], pixels[:, 0]], photo[pixels[:, 1], pixels[:, 0]])
@@ -220,7 +221,8 @@ def test_a_huge_photo_is_detected_at_a_bounded_size_and_the_face_found(detector,
 
     huge = np.asarray(Image.fromarray(astronaut).resize((4096, 4096), Image.Resampling.BILINEAR))
     sizes, real = [], detector.mtcnn.detect
-    monkeypatch.setattr(detector.mtcnn, "detect", lambda pixels: (sizes.append(pixels.shape[1::-1]), real(pixels))[1])
+    monkeypatch.setattr(detector.mtcnn, "detect",
+                        lambda pixels, *more: (sizes.append(pixels.shape[1::-1]), real(pixels, *more))[1])
     small, big = detector.detect(astronaut), detector.detect(huge)
     assert sizes[-1] == (MAX_DETECT_SIDE, MAX_DETECT_SIDE)
     assert len(big) == len(small) >= 1
