@@ -203,17 +203,22 @@ def _prod(shape: Sequence[int]) -> int:
 # ----- one request builder per RPC: (method name, request) -----
 
 def edit_request(face: FaceLike, edits: EditsLike, keep: Sequence[str], method: str | None, pack: str, fmt: str,
-                 return_original: bool, skip_scores: bool) -> gateway_pb2.EditRequest:
+                 return_original: bool, skip_scores: bool, replace: bool = False) -> gateway_pb2.EditRequest:
     return gateway_pb2.EditRequest(pack=pack, face=as_face(face), edits=edit_ops(edits, method), keep=list(keep),
-                                   format=format_enum(fmt), return_original=return_original, skip_scores=skip_scores)
+                                   format=format_enum(fmt), return_original=return_original, skip_scores=skip_scores,
+                                   paste=paste_enum(replace))
 
 
 def edit_photo_request(photo: ImageLike, edits: EditsLike, keep: Sequence[str], method: str | None, pack: str,
                        fmt: str, max_faces: int, replace: bool, return_crops: bool) -> gateway_pb2.EditPhotoRequest:
     return gateway_pb2.EditPhotoRequest(
         pack=pack, image=read_image(photo), edits=edit_ops(edits, method), keep=list(keep), format=format_enum(fmt),
-        max_faces=max_faces, return_crops=return_crops,
-        paste=gateway_pb2.PASTE_MODE_REPLACE if replace else gateway_pb2.PASTE_MODE_DELTA)
+        max_faces=max_faces, return_crops=return_crops, paste=paste_enum(replace))
+
+
+def paste_enum(replace: bool) -> int:
+    """How an edited face goes back into its photo: the rendered face (replace) or the edit's change."""
+    return gateway_pb2.PASTE_MODE_REPLACE if replace else gateway_pb2.PASTE_MODE_DELTA
 
 
 def sweep_request(face: FaceLike, target: str, start: float, stop: float, steps: int, keep: Sequence[str],
