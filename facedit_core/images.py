@@ -51,6 +51,29 @@ def resize(pixels: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(img.resize((size, size), Image.Resampling.BOX if side >= size else Image.Resampling.BICUBIC))
 
 
+GREY_TOLERANCE = 2  # levels: a grey photo saved as colour JPEG differs by a level or two between channels
+LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601 weights, as Pillow's convert("L")
+
+
+def is_grey(pixels: np.ndarray) -> bool:
+    """(H, W, 3) uint8: a greyscale photo (an L or LA file decodes to equal channels; a grey photo stored
+    as colour JPEG may differ by up to GREY_TOLERANCE levels between channels)."""
+    p = pixels.astype(np.int16)
+    return bool(np.abs(p[..., 0] - p[..., 1]).max() <= GREY_TOLERANCE
+                and np.abs(p[..., 1] - p[..., 2]).max() <= GREY_TOLERANCE)
+
+
+def luminance(pixels: np.ndarray) -> np.ndarray:
+    """(..., 3) RGB -> (...) float32 luminance in [0, 255] (LUMA)."""
+    return pixels.astype(np.float32) @ LUMA
+
+
+def to_grey(pixels: np.ndarray) -> np.ndarray:
+    """(..., 3) uint8 RGB -> the same shape with every channel the luminance (zero channel differences)."""
+    y = np.clip(luminance(pixels) + 0.5, 0, 255).astype(np.uint8)
+    return np.repeat(y[..., None], 3, axis=-1)
+
+
 PNG_COMPRESS_LEVEL = 1  # zlib level: at 64x64 a third faster to write than the default 6, ~6 % larger
 
 

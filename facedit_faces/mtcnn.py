@@ -166,19 +166,20 @@ class Mtcnn:
         self.pnet, self.rnet, self.onet = (session(p, threads) for p in (pnet, rnet, onet))
         self.min_face_size = min_face_size
 
-    def scales(self, height: int, width: int) -> list[float]:
-        """The pyramid: image scale factors, largest first."""
-        m = 12.0 / self.min_face_size
+    def scales(self, height: int, width: int, min_face_size: float | None = None) -> list[float]:
+        """The pyramid: image scale factors, largest first (faces down to min_face_size pixels, default the
+        detector's)."""
+        m = 12.0 / (min_face_size or self.min_face_size)
         side, scale, out = min(height, width) * m, m, []
         while side >= 12:
             out.append(scale)
             scale, side = scale * FACTOR, side * FACTOR
         return out
 
-    def proposals(self, ii: np.ndarray, height: int, width: int) -> np.ndarray:
+    def proposals(self, ii: np.ndarray, height: int, width: int, min_face_size: float | None = None) -> np.ndarray:
         """Stage 1 (P-Net over the pyramid) -> candidate boxes (N, 5) float32: x0, y0, x1, y1, score."""
         found = []
-        for scale in self.scales(height, width):
+        for scale in self.scales(height, width, min_face_size):
             oh, ow = int(height * scale + 1), int(width * scale + 1)
             reg, prob = self.pnet.run(None, {"image": normalise(area_level(ii, oh, ow))})
             mask = prob[0, 1] >= np.float32(THRESHOLDS[0])
@@ -211,12 +212,15 @@ class Mtcnn:
         outs = [net.run(None, {"image": images[i:i + CHUNK]}) for i in range(0, len(images), CHUNK)]
         return [np.concatenate(o) for o in zip(*outs)]
 
-    def detect(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def detect(self, pixels: np.ndarray,
+               min_face_size: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """pixels (H, W, 3) uint8 RGB -> boxes (N, 4) float32 x0, y0, x1, y1, probabilities (N,) float32,
-        landmarks (N, 5, 2) float32 (x, y), in pixels; N may be 0. The order is facenet-pytorch's."""
+        landmarks (N, 5, 2) float32 (x, y), in pixels; N may be 0. The order is facenet-pytorch's.
+        min_face_size: the smallest face looked for, in pixels (default the detector's, 20); a larger one
+        skips the pyramid's largest, costliest levels."""
         height, width = pixels.shape[:2]
         ii = integral_image(pixels)
-        boxes = self.proposals(ii, height, width)
+        boxes = self.proposals(ii, height, width, min_face_size)
         points = np.zeros((0, 5, 2), np.float32)
         if len(boxes):  # stage 2: R-Net refines and rejects
             images, inside = self.crops(ii, boxes, 24)

@@ -102,13 +102,15 @@ class FaceditClient:
     def edit(self, face: gateway_pb2.FaceSource, edits: list[tuple[str, float]], keep: list[str] = (),
              pack: str = "", method: str | None = None, return_original: bool = False,
              texts: list[tuple[str, float]] = (), text_mode: str = "addition",
-             skip_scores: bool = False) -> gateway_pb2.EditResponse:
+             skip_scores: bool = False, replace: bool = False) -> gateway_pb2.EditResponse:
         """edits: (attribute or direction id, strength); texts: (word or phrase, theta).
-        skip_scores: the edited image only (no classifier scores, no original unless return_original)."""
+        skip_scores: the edited image only (no classifier scores, no original unless return_original).
+        replace: a face from a photo goes back into it as the rendered face (not the edit's change)."""
         ops = [self.edit_op(t, s, method) for t, s in edits] + [self.text_op(t, s, text_mode) for t, s in texts]
         return self.stub.Edit(gateway_pb2.EditRequest(
             pack=pack, face=face, edits=ops, keep=list(keep), return_original=return_original,
-            skip_scores=skip_scores), timeout=self.timeout_s)
+            skip_scores=skip_scores, paste=gateway_pb2.PASTE_MODE_REPLACE if replace else gateway_pb2.PASTE_MODE_DELTA),
+            timeout=self.timeout_s)
 
     def sweep(self, face: gateway_pb2.FaceSource, attribute: str, start: float, stop: float, steps: int,
               keep: list[str] = (), pack: str = "") -> list[gateway_pb2.SweepFrame]:

@@ -243,8 +243,12 @@ def create_app(client: Client, max_upload_bytes: int = 8 << 20) -> FastAPI:
         t0 = time.perf_counter()
         resp = call(lambda: client.edit(Face.latent_id(req.latent_id), ops, keep=req.keep, method=method,
                                         return_original=True))
+        identity = resp.photo_face.identity_cosine if resp.photo else float("nan")
         return {"latent_id": resp.latent_id, "image": data_url(resp.image), "original": data_url(resp.original),
                 "scores_before": dict(resp.scores_before), "scores_after": dict(resp.scores_after),
+                # a face from a photo: the whole photo with it edited, and its FaceNet identity cosine
+                "photo": data_url(resp.photo) if resp.photo else "",
+                "identity": identity if identity == identity else None,
                 "ms": round(1000 * (time.perf_counter() - t0))}
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

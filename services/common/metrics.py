@@ -36,7 +36,7 @@ QUEUE_WAIT_BUCKETS_S = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
 EXECUTION_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 BATCH_ROWS_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)  # rows per batch (--max-batch is 64 by default)
 HOPS = ("encoder", "directions", "generator")  # the gateway's Downstream stubs, by attribute name
-CACHES = ("latent", "compose_memo")
+CACHES = ("latent", "compose_memo", "photo")
 
 try:
     VERSION = metadata.version("facedit")

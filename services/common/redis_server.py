@@ -49,7 +49,7 @@ def redis_server_binary() -> str:
     return found
 
 
-DEFAULT_MAXMEMORY = "512mb"  # the embedded Redis's memory cap (only cached latents can be evicted)
+DEFAULT_MAXMEMORY = "512mb"  # the embedded Redis's memory cap (only cached latents and photos can be evicted)
 
 
 # Ports handed out below the kernel's ephemeral range (Linux: 32768-60999): a port the OS picks for

@@ -101,6 +101,13 @@ class IstrcModels:
         big = np.stack([images.resize(p, self.size) for p in pixels])
         return self.facenet.call(big, timeout_s)[0]
 
+    def embed_faces(self, faces: np.ndarray, timeout_s: float = deadlines.DEFAULT_DEADLINE_S) -> np.ndarray:
+        """(N, S, S, 3) uint8 faces aligned at FaceNet's own resolution S (160; from a photo, not brought to
+        the pack's resolution first) -> (N, 512) float32 unit embeddings: the identity of real faces."""
+        if faces.shape[1:] != (self.size, self.size, 3):
+            raise ValueError(f"FaceNet takes (N, {self.size}, {self.size}, 3) faces, got {faces.shape}")
+        return self.facenet.call(np.ascontiguousarray(faces), timeout_s)[0]
+
     def to_latents(self, embeddings: np.ndarray) -> np.ndarray:
         """(N, 512) unit float32 -> z (N, latent_dim) float32."""
         return self.mapping.run(None, {"embedding": np.ascontiguousarray(embeddings, np.float32)})[0]

@@ -28,7 +28,9 @@ from services.encoder import inversion, istrc
 
 MAX_IMAGES = 64  # per request
 MAX_RESOLUTION = 256  # assumed for a pack whose manifest cannot be read yet (the request limit is set at start)
-MAX_FACES = 16   # per photo (DetectFaces)
+MAX_FACES = 16   # per photo (DetectFaces); regions per MeasureFaces
+MAX_REGION_SIDE = 512  # pixels, per MeasureFaces region
+MATCH_SHIFT = 0.5  # MeasureFaces: a face found again lies within half an eye distance (mean landmark distance)
 
 
 class PackModels:
@@ -60,6 +62,11 @@ class PackModels:
     def score(self, pixels: np.ndarray, timeout_s: float = deadlines.DEFAULT_DEADLINE_S) -> np.ndarray:
         """(N, R, R, 3) uint8 -> probabilities (N, len(attributes)) float32."""
         return self.classifier.call(pixels, timeout_s)[0]
+
+    def identity(self, faces: np.ndarray, timeout_s: float = deadlines.DEFAULT_DEADLINE_S) -> np.ndarray | None:
+        """(N, 160, 160, 3) uint8 faces aligned at FaceNet's resolution -> (N, 512) unit FaceNet embeddings,
+        with the pack's FaceNet (its istrc artefacts); None for a pack without it."""
+        return None if self.istrc is None else self.istrc.embed_faces(faces, timeout_s)
 
     def close(self) -> None:
         self.encoder.close()
@@ -108,19 +115,61 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServicer):
             raise InvalidArgument(f"unknown pack {pack!r}; this encoder serves {sorted(self.models)}")
         return m
 
+    def _photo_models(self, pack: str) -> PackModels:
+        """The pack's models if it has an alignment template (it takes photos), else INVALID_ARGUMENT."""
+        m = self._models(pack)
+        if m.template is None:
+            with_template = sorted(n for n, x in self.models.items() if x.template is not None)
+            raise InvalidArgument(f"pack {m.pack.name!r} has no face alignment template, so it edits only "
+                                  f"aligned face crops (use Edit/Encode); packs that take photos: {with_template}")
+        return m
+
+    def _timeout(self, context) -> float:
+        return deadlines.remaining(context, self.default_deadline_s)
+
+    def _inputs(self, request, m: PackModels, context) -> tuple[np.ndarray, list, list[bool]]:
+        """An EncodeImagesRequest -> (pixels (N, R, R, 3) uint8 at the pack's resolution, the faces found:
+        [(Detection, affine)] per image with find_faces on a pack with a template, else [], and per image
+        file whether it is grey)."""
+        resolution = m.pack.resolution
+        if not (request.find_faces and request.images and m.template is not None):
+            pixels = request_pixels(request, resolution)
+            return pixels, [], [images.is_grey(p) for p in pixels] if request.images else []
+        if request.pixels.shape:
+            raise InvalidArgument("send exactly one of `pixels` or `images`")
+        if len(request.images) > MAX_IMAGES:
+            raise InvalidArgument(f"images: at most {MAX_IMAGES} per request, got {len(request.images)}")
+        crops, faces, grey = [], [], []
+        for i, data in enumerate(request.images):
+            with tracing.step("decode"):
+                photo = images.decode(data, f"images[{i}]")
+            grey.append(images.is_grey(photo))
+            with tracing.step("detect"):
+                found = self.detector.detect(photo, self._timeout(context))
+            if not found:
+                with tracing.step("turns"):
+                    turns = self.detector.turns_with_faces(photo, self._timeout(context))
+                raise InvalidArgument(f"images[{i}]: " + align.no_face_message(photo.shape[1], photo.shape[0], turns,
+                                                                               "image"))
+            largest = max(found, key=lambda d: (d.box[2] - d.box[0]) * (d.box[3] - d.box[1]))
+            affine = align.similarity(largest.landmarks, m.template)
+            crops.append(align.crop(photo, affine, resolution))
+            faces.append((largest, affine))
+        return np.stack(crops), faces, grey
+
     def EncodeImages(self, request, context):
         m = self._models(request.pack)
         faithful = request.fidelity == common_pb2.FIDELITY_FAITHFUL
         inverter = inversion.require(m.pack, m.inverter) if faithful else None
-        pixels = request_pixels(request, m.pack.resolution)
+        deadline = time.monotonic() + self._timeout(context)
+        pixels, faces, grey = self._inputs(request, m, context)
         if faithful and len(pixels) > inversion.MAX_FAITHFUL_IMAGES:
             raise InvalidArgument(f"fidelity FAITHFUL takes at most {inversion.MAX_FAITHFUL_IMAGES} images per "
                                   f"call (seconds each), got {len(pixels)}")
-        timeout_s = deadlines.remaining(context, self.default_deadline_s)
-        deadline = time.monotonic() + timeout_s
-        z = m.encode(pixels, timeout_s)
+        z = m.encode(pixels, self._timeout(context))
         response = encoder_pb2.EncodeImagesResponse(pack=common_pb2.PackRef(name=m.pack.name, version=m.pack.version),
-                                                    latents=to_tensor(z))
+                                                    latents=to_tensor(z), faces=[_face(d, a) for d, a in faces],
+                                                    grey=grey)
         if inverter is not None:
             results = inverter.invert(pixels, z, deadline)
             response.latents.CopyFrom(to_tensor(np.stack([r.z for r in results])))
@@ -138,7 +187,7 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServicer):
     def EmbedImages(self, request, context):
         m = self._models(request.pack)
         models = istrc.require(m.pack, m.istrc)
-        e = models.embed(request_pixels(request, m.pack.resolution), deadlines.remaining(context, self.default_deadline_s))
+        e = models.embed(self._inputs(request, m, context)[0], self._timeout(context))
         return encoder_pb2.EmbedImagesResponse(pack=common_pb2.PackRef(name=m.pack.name, version=m.pack.version),
                                                embeddings=to_tensor(e), latents=to_tensor(models.to_latents(e)))
 
@@ -184,11 +233,7 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServicer):
 
 
     def DetectFaces(self, request, context):
-        m = self._models(request.pack)
-        if m.template is None:
-            with_template = sorted(n for n, x in self.models.items() if x.template is not None)
-            raise InvalidArgument(f"pack {m.pack.name!r} has no face alignment template, so it edits only "
-                                  f"aligned face crops (use Edit/Encode); packs that take photos: {with_template}")
+        m = self._photo_models(request.pack)
         if not request.image:
             raise InvalidArgument("image: empty; send the bytes of a PNG or JPEG photo")
         if not 0 <= request.max_faces <= MAX_FACES:
@@ -204,6 +249,10 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServicer):
         ref = common_pb2.PackRef(name=m.pack.name, version=m.pack.version)
         response = encoder_pb2.DetectFacesResponse(pack=ref, width=photo.shape[1], height=photo.shape[0])
         if not found:
+            with tracing.step("turns"):
+                turns = self.detector.turns_with_faces(photo, deadlines.remaining(context, self.default_deadline_s))
+            response.turns.extend(turns or [])
+            response.turns_checked = turns is not None
             return response
         affines = [align.similarity(d.landmarks, m.template) for d in found]
         crops = np.stack([align.crop(photo, a, m.pack.resolution) for a in affines])
@@ -217,6 +266,60 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServicer):
                 face.modulation.CopyFrom(to_tensor(r.modulation))
                 face.inversion.CopyFrom(r.report)
         return response
+
+    def MeasureFaces(self, request, context):
+        m = self._photo_models(request.pack)
+        if not 1 <= len(request.regions) <= MAX_FACES:
+            raise InvalidArgument(f"regions: 1 to {MAX_FACES} per request, got {len(request.regions)}")
+        resolution = m.pack.resolution
+        side = m.istrc.size if m.istrc is not None else 0  # FaceNet's input size; 0: no identity
+        template_side = m.template * side / resolution  # the pack's framing at FaceNet's size
+        response = encoder_pb2.MeasureFacesResponse(pack=common_pb2.PackRef(name=m.pack.name, version=m.pack.version),
+                                                    attributes=list(m.pack.attributes))
+        crops, crops_side, rows = [], [], []
+        for i, region in enumerate(request.regions):
+            pixels, expected = _region(region, f"regions[{i}]")
+            eye = max(float(np.linalg.norm(expected[1] - expected[0])), 1.0)
+            with tracing.step("detect"):  # faces down to about the expected eye distance wide (boxes are ~2x)
+                found = self.detector.detect(pixels, self._timeout(context), min_face=eye)
+            face = response.faces.add()
+            shifts = [float(np.linalg.norm(d.landmarks - expected, axis=1).mean()) / eye for d in found]
+            if not shifts or min(shifts) > MATCH_SHIFT:
+                continue
+            best = found[int(np.argmin(shifts))]
+            face.found, face.score, face.shift = True, best.score, min(shifts)
+            face.landmarks.extend(best.landmarks.ravel().tolist())
+            crops.append(align.crop(pixels, align.similarity(best.landmarks, m.template), resolution))
+            if side:
+                crops_side.append(align.crop(pixels, align.similarity(best.landmarks, template_side), side))
+            rows.append(i)
+        if rows:
+            scores = m.score(np.stack(crops), self._timeout(context))
+            identity = m.identity(np.stack(crops_side), self._timeout(context)) if side else None
+            for k, i in enumerate(rows):
+                response.faces[i].scores.CopyFrom(to_tensor(scores[k]))
+                if identity is not None:
+                    response.faces[i].identity.CopyFrom(to_tensor(identity[k]))
+        return response
+
+
+def _face(d, affine: np.ndarray) -> encoder_pb2.DetectedFace:
+    """A detection and its photo -> crop transform as a DetectedFace without crop and latent."""
+    return encoder_pb2.DetectedFace(box=d.box.tolist(), score=d.score, landmarks=d.landmarks.ravel().tolist(),
+                                    affine=affine.ravel().tolist())
+
+
+def _region(region: encoder_pb2.FaceRegion, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """A FaceRegion -> (pixels (H, W, 3) uint8, expected landmarks (5, 2)), or INVALID_ARGUMENT."""
+    pixels = from_tensor(region.pixels, f"{what}.pixels")
+    if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] != 3 or \
+            not (1 <= pixels.shape[0] <= MAX_REGION_SIDE and 1 <= pixels.shape[1] <= MAX_REGION_SIDE):
+        raise InvalidArgument(f"{what}.pixels: expected (H, W, 3) uint8 with 1..{MAX_REGION_SIDE} pixels a side, "
+                              f"got {list(pixels.shape)} {pixels.dtype}")
+    expected = np.asarray(region.landmarks, np.float64)
+    if expected.shape != (10,) or not np.isfinite(expected).all():
+        raise InvalidArgument(f"{what}.landmarks: give 5 finite (x, y) pairs, got {len(expected)} numbers")
+    return np.ascontiguousarray(pixels), expected.reshape(5, 2)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -3,8 +3,9 @@
 `_budget`, `_pack`, `_face`, `_generate` and `_score`).
 
 A face becomes an embedding through its pixels: an image file goes to the encoder's
-EmbedImages as it is; a seed, latent or latent id is rendered by the generator first. The
-result embedding goes back through the pack's ISTRC mapping (MapEmbeddings / IstrcEdit) to a
+EmbedImages (on a pack with an alignment template its largest face is found and aligned
+first, as for Edit; the photo is not remembered with the latent); a seed, latent or latent
+id is rendered by the generator first. The result embedding goes back through the pack's ISTRC mapping (MapEmbeddings / IstrcEdit) to a
 latent, which the generator renders.
 """
 from __future__ import annotations
@@ -47,7 +48,7 @@ class IstrcRpcs:
         out: dict[int, np.ndarray] = {}
         if files:
             resp = self.down.call("encoder", self.down.encoder.EmbedImages, encoder_pb2.EncodeImagesRequest(
-                pack=pack, images=[faces[i].image for i in files]), budget)
+                pack=pack, images=[faces[i].image for i in files], find_faces=True), budget)
             e, z = from_tensor(resp.embeddings, "embeddings"), from_tensor(resp.latents, "latents")
             for j, i in enumerate(files):
                 out[i] = e[j]

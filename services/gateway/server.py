@@ -32,26 +32,27 @@ from facedit.v1 import (
     gateway_pb2_grpc,
     generator_pb2,
 )
-from facedit_core import align, images, latents, reference
+from facedit_core import images, latents, reference
 from facedit_core.errors import FaceditError, FailedPrecondition, InvalidArgument
 from facedit_core.records import FACENET_SPACE, LATENT_SPACE, NAME_PATTERN, custom_id
-from services.common import channels, config, deadlines, metrics, security, tracing
+from services.common import channels, config, deadlines, metrics, security
 from services.common import readiness as readiness_checks
 from services.common.redis_server import connect
 from services.common.server import Service, service_main
 from services.common.tensors import encode_image, from_tensor, output_format, to_tensor
 from services.common.tracing import Tracing
-from services.gateway.cache import LatentCache
+from services.gateway.cache import DEFAULT_PHOTO_CACHE_MB, LatentCache, PhotoCache, PhotoPlace
 from services.gateway.compose_memo import ComposeMemo
 from services.gateway.downstream import Budget, Downstream
+from services.gateway.edits import apply_composed, quality
 from services.gateway.istrc import IstrcRpcs
 from services.gateway.merged import MergedHops
+from services.gateway.photos import PhotoRpcs, photo_face
 
 MAX_GENERATE = 64
 MAX_REFERENCE_IMAGES = 32  # per set (positive, negative) of CreateDirection
 DEFAULT_STRENGTH_LIMIT = 10.0  # for custom directions of a pack that lists no limit
 MAX_SWEEP_STEPS = 64
-MAX_PHOTO_FACES = 16  # faces edited per EditPhoto (the encoder's limit too)
 PACK_INFO_TTL_S = 10.0
 ACCESS = {"*": "edit", "/facedit.v1.Gateway/CreateDirection": "create"}  # role per RPC (docs/security.md)
 CRG_REFERENCE_TEXTS = {  # CreateDirection's record texts (provenance, strength meaning) per method
@@ -71,33 +72,39 @@ ISTRC_REFERENCE_TEXTS = {
 
 
 @dataclasses.dataclass(frozen=True)
-class Face:
-    """A face to edit: its latent, its id in the latent cache (None: not cached yet) and, for a face of a
-    faithful inversion, the generator modulation it renders with and the inversion's report."""
-    z: np.ndarray                              # (D,) float32
-    latent_id: str | None
-    modulation: np.ndarray | None = None       # (M,) float32
-    inversion: common_pb2.InversionReport | None = None
+class Source:
+    """A request's face as a latent, and where it came from."""
+    z: np.ndarray                    # (D,)
+    latent_id: str | None = None     # its id in the latent cache; None: not cached yet
+    grey: bool = False               # from a greyscale image: renderings are returned grey
+    place: PhotoPlace | None = None  # where the face is in its photo (a face found in a photo)
+    photo_id: str | None = None      # that photo in the photo cache (a cached face), or None
+    photo_file: bytes | None = None  # that photo's file (an image sent with this request), or None
+    modulation: np.ndarray | None = None  # (M,) float32: its generator modulation (faithful inversion)
+    inversion: common_pb2.InversionReport | None = None  # the faithful inversion that made it (this request)
 
 
-def apply_composed(z: np.ndarray, composed: directions_pb2.ComposeResponse, scale) -> np.ndarray:
-    """z (N, D) -> edited (N, D): z + scale * delta, and the averaging text edits' pull
-    z' = (1 - w) z + pull with (pull, w) scaled too (everything is linear in the strength)."""
-    scale = np.asarray(scale, np.float32).reshape(-1, 1)
-    out = z + scale * from_tensor(composed.delta, "delta")[None]
-    if composed.pull_weight:
-        out = out + scale * (from_tensor(composed.pull, "pull")[None] - composed.pull_weight * z)
-    return out.astype(np.float32)
+def image_field(err: FaceditError, field: str, index: bool = False) -> FaceditError:
+    """The encoder's INVALID_ARGUMENT about `images[i]` as one about the request's `field` (`field[i]` with
+    index, for a repeated field)."""
+    message = str(err)
+    if err.status == "INVALID_ARGUMENT" and message.startswith("images["):
+        rest = message[len("images"):] if index else message[message.index("]") + 1:]
+        return FaceditError(field + rest, err.status)
+    return err
 
 
-class GatewayServicer(IstrcRpcs, gateway_pb2_grpc.GatewayServicer):
+class GatewayServicer(IstrcRpcs, PhotoRpcs, gateway_pb2_grpc.GatewayServicer):
     def __init__(self, down: Downstream, cache: LatentCache, default_pack: str, default_deadline_s: float,
-                 memo: ComposeMemo | None = None, merge_max_batch: int = 0, merge_workers: int = 2):
+                 memo: ComposeMemo | None = None, merge_max_batch: int = 0, merge_workers: int = 2,
+                 photos: PhotoCache | None = None):
         """memo: remembered Compose answers (it must read the registry's Redis); None = off.
         merge_max_batch: concurrent Edits' encode / generate / score calls merged into one RPC of up to
         this many Edits (services/gateway/merged.py); 0 = one RPC per Edit. merge_workers: merged RPCs
-        of a hop in flight at once."""
+        of a hop in flight at once. photos: the photos that cached faces came from (default: in the
+        latent cache's Redis, with its TTL, at most DEFAULT_PHOTO_CACHE_MB)."""
         self.down, self.cache = down, cache
+        self.photos = photos if photos is not None else PhotoCache(cache.r, cache.ttl_s)
         self.memo = memo if memo is not None else ComposeMemo(cache.r, size=0)
         self.merged = MergedHops(self._call_many, merge_max_batch, merge_workers) if merge_max_batch else None
         self.default_pack, self.default_deadline_s = default_pack, default_deadline_s
@@ -129,49 +136,58 @@ class GatewayServicer(IstrcRpcs, gateway_pb2_grpc.GatewayServicer):
         return info
 
     def _face(self, face: gateway_pb2.FaceSource, info, budget: Budget) -> tuple[np.ndarray, str]:
-        """The face source -> (z (D,), latent id in the cache); its modulation: _face_source."""
-        found = self._face_source(face, info, budget)
-        return found.z, found.latent_id
+        """The face source -> (z (D,), latent id in the cache)."""
+        source = self._source(face, info, budget)
+        return source.z, source.latent_id or self._remember(info.pack.name, source)
 
-    def _face_source(self, face: gateway_pb2.FaceSource, info, budget: Budget) -> Face:
-        """The face source -> Face with its latent id in the cache (cached now when it was not)."""
-        found = self._face_latent(face, info, budget)
-        if found.latent_id is None:
-            found = dataclasses.replace(found, latent_id=self.cache.put(info.pack.name, found.z, found.modulation))
-        return found
+    def _remember(self, pack: str, source: Source) -> str:
+        """Cache a new face's latent (with its photo, if it came from one); returns its latent id."""
+        photo_id = source.photo_id
+        if photo_id is None and source.photo_file is not None:
+            photo_id = self.photos.put(source.photo_file)
+        return self.cache.put(pack, source.z, source.grey, photo_id, source.place, source.modulation)
 
-    def _face_latent(self, face: gateway_pb2.FaceSource, info, budget: Budget) -> Face:
-        """The face source -> Face (latent_id None when it is not cached yet)."""
+    def _source(self, face: gateway_pb2.FaceSource, info, budget: Budget) -> Source:
+        """The face source -> its latent and where it came from (latent_id None: not cached yet). An image on
+        a pack with an alignment template is a photo: its largest face is found, aligned and encoded."""
         kind = face.WhichOneof("source")
         pack, dim = info.pack.name, info.latent_dim
         if kind is None:
             raise InvalidArgument("face: set one of image, latent_id, latent or seed")
         if kind == "latent_id":
-            z, modulation = self.cache.get_face(face.latent_id, pack)
-            return Face(latents.check(z, dim, "cached latent")[0], face.latent_id, modulation)
+            cached = self.cache.get_face(face.latent_id, pack)
+            return Source(latents.check(cached.z, dim, "cached latent")[0], face.latent_id, cached.grey,
+                          cached.place, cached.photo_id, modulation=cached.modulation)
         if kind == "image":
             if not face.image:
                 raise InvalidArgument("image: empty; send the bytes of a PNG or JPEG file")
-            if face.fidelity == common_pb2.FIDELITY_FAITHFUL:
-                z, modulations, reports = self._encode_faithful([face.image], pack, budget)
-                return Face(z[0], None, modulations[0], reports[0])
-            z = self._edit_call("encoder", pack, face.image, budget)
-        elif kind == "latent":
-            z = latents.check(from_tensor(face.latent, "latent"), dim)[0]
-        else:
-            z = latents.from_seed(face.seed, dim)
-        return Face(z, None)
+            faithful = face.fidelity == common_pb2.FIDELITY_FAITHFUL
+            modulation = inversion = None
+            try:
+                if faithful:  # seconds: one call of its own, never merged with other Edits'
+                    z, found, grey, modulation, inversion = self._encode([face.image], pack, budget, faithful)[0]
+                else:
+                    z, found, grey = self._edit_call("encoder", pack, face.image, budget)
+            except FaceditError as err:
+                raise image_field(err, "image") from None
+            if found is None:
+                return Source(z, grey=grey, modulation=modulation, inversion=inversion)
+            return Source(z, grey=grey, place=PhotoPlace.from_detected(found), photo_file=face.image,
+                          modulation=modulation, inversion=inversion)
+        if kind == "latent":
+            return Source(latents.check(from_tensor(face.latent, "latent"), dim)[0])
+        return Source(latents.from_seed(face.seed, dim))
 
     def _call_many(self, hop: str, pack: str):
         """The merged form of an Edit's call to `hop` for `pack`: (items, deadline) -> one result per item.
-        encoder: image files -> z (D,); generator: z (n, D) -> pixels (n, R, R, 3); classifier: pixels
-        (n, R, R, 3) -> (attribute names, scores (n, A))."""
+        encoder: image files -> (z (D,), the face found in it or None, grey); generator: z (n, D) -> pixels
+        (n, R, R, 3); classifier: pixels (n, R, R, 3) -> (attribute names, scores (n, A))."""
         def split(rows: np.ndarray, items: list) -> list:
             ends = np.cumsum([len(x) for x in items])
             return np.split(rows, ends[:-1])
 
         if hop == "encoder":
-            return lambda files, deadline: list(self._encode(files, pack, Budget.until(deadline)))
+            return lambda files, deadline: self._encode(files, pack, Budget.until(deadline))
         if hop == "generator":
             return lambda zs, deadline: split(self._generate(np.concatenate(zs), pack, Budget.until(deadline)), zs)
         if hop == "classifier":
@@ -189,25 +205,26 @@ class GatewayServicer(IstrcRpcs, gateway_pb2_grpc.GatewayServicer):
             return self._call_many(hop, pack)([item], budget.deadline)[0]
         return self.merged.call(hop, pack, item, budget.deadline)
 
-    def _encode(self, image_files: list[bytes], pack: str, budget: Budget) -> np.ndarray:
+    def _encode(self, image_files: list[bytes], pack: str, budget: Budget, faithful: bool = False) -> list[tuple]:
+        """Image files -> per file (z (D,), the face found and encoded (DetectedFace) or None for a pack without
+        an alignment template, whether the image is grey); with `faithful` (fidelity FAITHFUL, seconds per
+        face) also its generator modulation (M,) and InversionReport."""
         if not image_files[0]:
             raise InvalidArgument("image: empty; send the bytes of a PNG or JPEG file")
+        fidelity = common_pb2.FIDELITY_FAITHFUL if faithful else common_pb2.FIDELITY_FAST
         resp = self.down.call("encoder", self.down.encoder.EncodeImages,
-                              encoder_pb2.EncodeImagesRequest(pack=pack, images=image_files), budget)
-        return from_tensor(resp.latents, "latents")
-
-    def _encode_faithful(self, image_files: list[bytes], pack: str, budget: Budget):
-        """Image files -> (z (N, D), modulations (N, M), InversionReports) by the encoder's faithful
-        inversion (seconds per face: one call, never merged with others)."""
-        resp = self.down.call("encoder", self.down.encoder.EncodeImages,
-                              encoder_pb2.EncodeImagesRequest(pack=pack, images=image_files,
-                                                              fidelity=common_pb2.FIDELITY_FAITHFUL),
-                              budget, hop_timeout_s=deadlines.MAX_DEADLINE_S)
-        return (from_tensor(resp.latents, "latents"), from_tensor(resp.modulations, "modulations"),
-                list(resp.inversions))
+                              encoder_pb2.EncodeImagesRequest(pack=pack, images=image_files, find_faces=True,
+                                                              fidelity=fidelity), budget,
+                              hop_timeout_s=deadlines.MAX_DEADLINE_S)  # photos may queue for the face detector
+        z = from_tensor(resp.latents, "latents")
+        faces = list(resp.faces) or [None] * len(z)
+        grey = list(resp.grey) or [False] * len(z)
+        if not faithful:
+            return list(zip(z, faces, grey))
+        return list(zip(z, faces, grey, from_tensor(resp.modulations, "modulations"), resp.inversions))
 
     def _generate(self, z: np.ndarray, pack: str, budget: Budget, modulations: np.ndarray | None = None) -> np.ndarray:
-        """z (N, D), modulations None or (N, M) -> pixels (N, R, R, 3) uint8."""
+        """z (N, D), modulations None or (N, M) (faithful inversions) -> pixels (N, R, R, 3) uint8."""
         request = generator_pb2.GenerateImagesRequest(pack=pack, latents=to_tensor(z))
         if modulations is not None:
             request.modulations.CopyFrom(to_tensor(np.ascontiguousarray(modulations, np.float32)))
@@ -220,19 +237,19 @@ class GatewayServicer(IstrcRpcs, gateway_pb2_grpc.GatewayServicer):
         return list(resp.attributes), from_tensor(resp.scores, "scores")
 
     def _render_edit(self, z: np.ndarray, edited: np.ndarray, request, pack: str, budget: Budget,
-                     modulation: np.ndarray | None = None):
+                     original: bool = False, modulation: np.ndarray | None = None):
         """z, edited (D,) -> (original (R, R, 3) uint8 or None, edited (R, R, 3) uint8, {attribute: column},
         scores (2, A): original, edited). With request.skip_scores: one generator call of the edited latent
-        (and the original only if request.return_original), no classifier: index {} and scores (2, 0).
-        modulation (M,): the face's generator modulation (faithful inversion), for both renderings."""
+        (and the original only if request.return_original or `original`), no classifier: index {} and scores
+        (2, 0). modulation (M,): the face's generator modulation (faithful inversion), for both renderings."""
         def render(rows: np.ndarray) -> np.ndarray:
             if modulation is None:
                 return self._edit_call("generator", pack, rows, budget)
             return self._generate(rows, pack, budget, np.repeat(modulation[None], len(rows), 0))
         if request.skip_scores:
-            rows = np.stack([z, edited]) if request.return_original else edited[None]
-            pixels = render(rows)
-            return (pixels[0] if request.return_original else None), pixels[-1], {}, np.zeros((2, 0), np.float32)
+            both = request.return_original or original
+            pixels = render(np.stack([z, edited]) if both else edited[None])
+            return (pixels[0] if both else None), pixels[-1], {}, np.zeros((2, 0), np.float32)
         pixels = render(np.stack([z, edited]))
         names, scores = self._edit_call("classifier", pack, pixels, budget)
         return pixels[0], pixels[1], {a: i for i, a in enumerate(names)}, scores
@@ -267,25 +284,31 @@ class GatewayServicer(IstrcRpcs, gateway_pb2_grpc.GatewayServicer):
         pack = info.pack.name
         compose = self._start_compose(pack, request.edits, request.keep, budget)
         try:
-            face = self._face_latent(request.face, info, budget)
+            source = self._source(request.face, info, budget)
         except BaseException:
             compose.cancel()
             raise
-        z, latent_id, modulation = face.z, face.latent_id, face.modulation
-        # the new latent goes to the cache while the edit is composed and rendered
-        cached = self.down.aside(self.cache.put, pack, z, modulation) if latent_id is None else None
+        z, latent_id = source.z, source.latent_id
+        # the new latent (and its photo) go to the caches while the edit is composed and rendered
+        cached = self.down.aside(self._remember, pack, source) if latent_id is None else None
         composed = compose.result()
         edited = apply_composed(z[None], composed, 1.0)[0]
-        original, result, index, scores = self._render_edit(z, edited, request, pack, budget, modulation)
+        in_photo = source.place is not None
+        original, result, index, scores = self._render_edit(z, edited, request, pack, budget, original=in_photo,
+                                                            modulation=source.modulation)
         if cached is not None:
             latent_id = cached.result()
+        photo = self._photo_answer(source, latent_id, pack, np.stack([original, result]), request, fmt, budget) \
+            if in_photo else {}
+        if source.grey:
+            original, result = (None if original is None else images.to_grey(original)), images.to_grey(result)
         return gateway_pb2.EditResponse(
             pack=composed.pack, image=encode_image(result, fmt), format=fmt, latent_id=latent_id,
-            latent=to_tensor(edited), quality=_quality(composed, index, scores[:1], scores[1:]),
+            latent=to_tensor(edited), quality=quality(composed, index, scores[:1], scores[1:]),
             scores_before={a: float(scores[0, i]) for a, i in index.items()},
             scores_after={a: float(scores[1, i]) for a, i in index.items()},
             original=encode_image(original, fmt) if request.return_original else b"",
-            latent_shift=float(np.linalg.norm(edited - z)), inversion=face.inversion)
+            latent_shift=float(np.linalg.norm(edited - z)), inversion=source.inversion, **photo)
 
     def EditSweep(self, request, context):
         budget = Budget(context, self.default_deadline_s)
@@ -298,8 +321,9 @@ class GatewayServicer(IstrcRpcs, gateway_pb2_grpc.GatewayServicer):
             raise InvalidArgument("start and stop must be finite numbers")
         info = self._pack(request.pack, budget)
         pack = info.pack.name
-        face = self._face_source(request.face, info, budget)
-        z, latent_id, modulation = face.z, face.latent_id, face.modulation
+        source = self._source(request.face, info, budget)
+        z, modulation = source.z, source.modulation
+        latent_id = source.latent_id or self._remember(pack, source)
         # compose at the largest |strength| asked, so the directions service checks the limit
         peak = max(abs(request.start), abs(request.stop)) or 1.0
         op = common_pb2.EditOp()
@@ -320,14 +344,17 @@ class GatewayServicer(IstrcRpcs, gateway_pb2_grpc.GatewayServicer):
         budget = Budget(context, self.default_deadline_s)
         fmt = output_format(request.format)
         info = self._pack(request.pack, budget)
-        face = self._face_source(gateway_pb2.FaceSource(image=request.image, fidelity=request.fidelity), info, budget)
+        source = self._source(gateway_pb2.FaceSource(image=request.image, fidelity=request.fidelity), info, budget)
+        latent_id = self._remember(info.pack.name, source)
         recon = b""
         if request.return_reconstruction:
-            modulation = None if face.modulation is None else face.modulation[None]
-            recon = encode_image(self._generate(face.z[None], info.pack.name, budget, modulation)[0], fmt)
-        return gateway_pb2.EncodeResponse(pack=info.pack, latent_id=face.latent_id, latent=to_tensor(face.z),
-                                          expires_in_s=self.cache.ttl_s, reconstruction=recon,
-                                          inversion=face.inversion)
+            modulation = None if source.modulation is None else source.modulation[None]
+            pixels = self._generate(source.z[None], info.pack.name, budget, modulation)[0]
+            recon = encode_image(images.to_grey(pixels) if source.grey else pixels, fmt)
+        face = photo_face(source.place, latent_id) if source.place is not None else None
+        return gateway_pb2.EncodeResponse(pack=info.pack, latent_id=latent_id, latent=to_tensor(source.z),
+                                          expires_in_s=self.cache.ttl_s, reconstruction=recon, face=face,
+                                          inversion=source.inversion)
 
     def Generate(self, request, context):
         budget = Budget(context, self.default_deadline_s)
@@ -441,90 +468,11 @@ class GatewayServicer(IstrcRpcs, gateway_pb2_grpc.GatewayServicer):
             resp = self.down.call("encoder", rpc, encoder_pb2.EncodeImagesRequest(pack=info.pack.name, images=files),
                                   budget)
         except FaceditError as err:
-            message = str(err)
-            if err.status == "INVALID_ARGUMENT" and message.startswith("images["):
-                message = field + message[len("images"):]
-            raise FaceditError(message, err.status) from None
+            raise image_field(err, field, index=True) from None
         if embed:
             return from_tensor(resp.embeddings, "embeddings"), resp.pack.version
         return latents.check(from_tensor(resp.latents, "latents"), info.latent_dim, "encoded latents"), \
             resp.pack.version
-
-    def EditPhoto(self, request, context):
-        """Every face of a photo: detect + align + encode (encoder), edit, render, blend back."""
-        budget = Budget(context, self.default_deadline_s)
-        fmt = output_format(request.format)
-        if not request.edits:
-            raise InvalidArgument("no edits given; add at least one edit (e.g. smile +2)")
-        if not request.image:
-            raise InvalidArgument("image: empty; send the bytes of a PNG or JPEG photo")
-        if not 0 <= request.max_faces <= MAX_PHOTO_FACES:
-            raise InvalidArgument(f"max_faces must be 0 (= {MAX_PHOTO_FACES}) to {MAX_PHOTO_FACES}, "
-                                  f"got {request.max_faces}")
-        with tracing.step("decode"):
-            photo = images.decode(request.image, "image")  # for the paste-back; checks size limits first
-        info = self._pack(request.pack, budget)
-        pack = info.pack.name
-        compose = self._start_compose(pack, request.edits, request.keep, budget)
-        try:
-            # photos queue for the encoder's face detector under load: they may wait all of their budget
-            found = self.down.call("encoder", self.down.encoder.DetectFaces,
-                                   encoder_pb2.DetectFacesRequest(pack=pack, image=request.image,
-                                                                  max_faces=request.max_faces,
-                                                                  fidelity=request.fidelity), budget,
-                                   hop_timeout_s=deadlines.MAX_DEADLINE_S)
-        except BaseException:
-            compose.cancel()
-            raise
-        if not found.faces:
-            compose.cancel()
-            raise InvalidArgument(f"no face found in the {found.width}x{found.height} photo: faces must be at "
-                                  f"least about 20 pixels wide, seen from the front or side, and not cut off")
-        composed = compose.result()
-        z = np.stack([latents.check(from_tensor(f.latent, "latent"), info.latent_dim, "encoded latent")[0]
-                      for f in found.faces])
-        n = len(z)
-        faithful = request.fidelity == common_pb2.FIDELITY_FAITHFUL
-        modulations = np.stack([from_tensor(f.modulation, "modulation") for f in found.faces]) if faithful else None
-        pixels = self._generate(np.concatenate([z, apply_composed(z, composed, 1.0)]), pack, budget,
-                                None if modulations is None else np.concatenate([modulations, modulations]))
-        names, scores = self._score(pixels, pack, budget)
-        index = {a: i for i, a in enumerate(names)}
-        out, res = photo, pixels.shape[1]
-        faces = []
-        for k, f in enumerate(found.faces):
-            affine = np.asarray(f.affine, np.float64).reshape(2, 3)
-            crop_landmarks = align.apply(affine, np.asarray(f.landmarks, np.float64).reshape(5, 2))
-            with tracing.step("blend", face=k):
-                mask = align.blend_mask(crop_landmarks, res)
-                original = pixels[k] if request.paste == gateway_pb2.PASTE_MODE_DELTA else None
-                out = align.paste(out, affine, pixels[n + k], mask, original_face=original)
-            faces.append(gateway_pb2.PhotoFace(
-                box=list(f.box), score=f.score,
-                latent_id=self.cache.put(pack, z[k], None if modulations is None else modulations[k]),
-                inversion=f.inversion if faithful else None,
-                scores_before={a: float(scores[k, i]) for a, i in index.items()},
-                scores_after={a: float(scores[n + k, i]) for a, i in index.items()},
-                crop_before=encode_image(pixels[k], fmt) if request.return_crops else b"",
-                crop_after=encode_image(pixels[n + k], fmt) if request.return_crops else b""))
-        with tracing.step("encode_image", format=fmt):
-            image = encode_image(out, fmt)
-        return gateway_pb2.EditPhotoResponse(pack=composed.pack, image=image, format=fmt,
-                                             faces=faces, quality=_quality(composed, index, scores[:n], scores[n:]))
-
-
-def _quality(composed, index: dict[str, int], before: np.ndarray, after: np.ndarray) -> list:
-    """EditQuality per composed direction; scores (N, A) before/after, averaged over the N faces."""
-    quality = []
-    for e in composed.edits:
-        d, i = e.direction, index.get(e.direction.attribute)
-        quality.append(gateway_pb2.EditQuality(
-            direction_id=d.id, attribute=d.attribute, method=d.method, strength=e.strength,
-            score_before=float(before[:, i].mean()) if i is not None else float("nan"),
-            score_after=float(after[:, i].mean()) if i is not None else float("nan"),
-            projected_norm=e.projected_norm, strength_min=d.strength_min, strength_max=d.strength_max))
-    return quality
-
 
 def parser() -> argparse.ArgumentParser:
     p = config.parser("gateway", 50050)
@@ -534,6 +482,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--redis-url", default=config.env("redis_url", "redis://127.0.0.1:6379/0"))
     p.add_argument("--default-pack", default=config.env("default_pack", "digiface64"))
     p.add_argument("--latent-ttl-s", type=int, default=int(config.env("latent_ttl_s", "3600")))
+    p.add_argument("--photo-cache-mb", type=int, default=int(config.env("photo_cache_mb", str(DEFAULT_PHOTO_CACHE_MB))),
+                   help="the photos that cached faces came from (so an Edit by such a face's latent id returns the "
+                        "whole photo) are kept in Redis with the latents' TTL, at most this many MiB in all: the "
+                        "least recently used are evicted beyond it; 0 = keep none")
     p.add_argument("--hop-timeout-s", type=float, default=float(config.env("hop_timeout_s", "10")),
                    help="deadline of each downstream call")
     p.add_argument("--compose-memo", type=int,
@@ -561,7 +513,8 @@ def create(args: argparse.Namespace, logger: logging.Logger) -> Service:
                                           aside_threads=args.workers, tls=sec.internal),
                                LatentCache(client, args.latent_ttl_s),
                                args.default_pack, args.default_deadline_s, ComposeMemo(client, args.compose_memo),
-                               args.merge_max_batch, args.merge_workers)
+                               args.merge_max_batch, args.merge_workers,
+                               PhotoCache(client, args.latent_ttl_s, args.photo_cache_mb << 20))
     return Service("gateway", servicer, gateway_pb2_grpc.add_GatewayServicer_to_server, "facedit.v1.Gateway",
                    servicer.close, sec, ACCESS, client_limits=config.client_limits(args),
                    checks={**servicer.down.checks(), "redis": readiness_checks.redis(client)},

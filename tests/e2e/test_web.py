@@ -131,6 +131,10 @@ def test_upload_slider_phrase_and_keep_in_chromium(web, browser, photos):
           f"(debounce 120 ms included); page says: {page.inner_text('#status')}")
     assert max(timings) < 1.0, timings
     assert page.get_attribute("#before", "src") == before  # the face as found stays the before-image
+    # a face of an uploaded photo: the whole photo re-rendered with the edit, beside the face
+    assert page.is_visible("#in-photo") and png_of(page.get_attribute("#in-photo-img", "src")).size == (512, 512)
+    assert page.eval_on_selector("#in-photo-img", "el => el.complete && el.naturalWidth") == 512
+    assert page.inner_text("#photo-caption").startswith("in the photo (identity 0.")
     assert abs(float(page.inner_text("#v-smile")) - 1.5) < 0.1  # the slider snaps to its step
 
     old = page.get_attribute("#after", "src")

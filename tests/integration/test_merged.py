@@ -155,7 +155,7 @@ def test_a_bad_image_among_concurrent_edits_fails_alone(client):
         client.edit(client.face(image=files[3]), [("smile", 1.0)], skip_scores=True)
     err = out.pop(3)
     assert isinstance(err, grpc.RpcError) and err.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert err.details() == alone.value.details() and err.details().startswith("images[0]: "), err.details()
+    assert err.details() == alone.value.details() and err.details().startswith("image: "), err.details()
     assert all(isinstance(v, bytes) and v.startswith(b"\x89PNG") for v in out.values())
 
 

@@ -95,3 +95,27 @@ def test_a_tensor_shape_too_large_to_multiply_is_a_clear_invalid_argument():
                          ([0, 69, 126178, 126290, 2097143], "is empty but its other dimensions hold")):
         with pytest.raises(InvalidArgument, match=match):
             from_tensor(common_pb2.Tensor(dtype=common_pb2.DTYPE_FLOAT32, shape=shape, data=b""))
+
+
+def test_grey_photos_are_recognised_and_a_luminance_paste_keeps_them_grey():
+    from facedit_core import align
+
+    rng = np.random.default_rng(3)
+    colour = rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    grey = images.to_grey(colour)
+    assert images.is_grey(grey) and not images.is_grey(colour)
+    for mode in ("L", "LA"):
+        buf = io.BytesIO()
+        Image.fromarray(grey[..., 0]).convert(mode).save(buf, format="PNG")
+        assert images.is_grey(images.decode(buf.getvalue()))
+    buf = io.BytesIO()  # a grey picture stored as a colour JPEG: channels a level or two apart
+    Image.fromarray(grey).save(buf, format="JPEG", quality=90, subsampling=0)
+    assert images.is_grey(images.decode(buf.getvalue()))
+    template = np.array([[22.1, 30.9], [42.2, 30.6], [32.1, 43.8], [23.5, 54.8], [40.7, 54.6]])
+    a = align.similarity(template * 1.5 + [30.0, 10.0], template)
+    mask = align.blend_mask(template, 64)
+    face = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)  # a colourful rendering
+    for original in (None, align.crop(colour, a, 64)):
+        out = align.paste(grey, a, face, mask, original_face=original, luminance_only=True)
+        assert (out != grey).any()
+        assert (out[..., 0] == out[..., 1]).all() and (out[..., 1] == out[..., 2]).all()

@@ -95,6 +95,67 @@ def test_paste_changes_only_the_masked_face_region():
     np.testing.assert_array_equal(out[:, 250:], photo[:, 250:])
 
 
+def _pack_templates() -> dict[str, np.ndarray]:
+    """The alignment template of every committed pack that has one: {pack: (5, 2) crop pixels}."""
+    import json
+
+    out = {}
+    for manifest in sorted(MODEL_STORE.glob("*/manifest.json")):
+        template = json.loads(manifest.read_text()).get("alignment", {}).get("template")
+        if template:
+            out[manifest.parent.name] = np.asarray(template, np.float64)
+    return out
+
+
+def test_the_blend_mask_is_zero_on_the_crop_border_for_every_pack_template():
+    """The feathered mask ends inside the crop on every side (it used to be 1.0 on the bottom rows: a hard
+    seam at the chin), and still covers the landmarks fully."""
+    templates = _pack_templates()
+    assert "digiface64" in templates
+    digiface = templates["digiface64"]
+    cases = [(name, t, 64) for name, t in templates.items()]
+    cases += [(f"digiface64 x{s / 64:g}", digiface * s / 64, s) for s in (32, 128, 256)]
+    cases += [("shifted down", digiface + [0.0, 6.0], 64), ("shifted left", digiface - [9.0, 0.0], 64)]
+    for name, template, size in cases:
+        mask = align.blend_mask(template, size)
+        assert mask.shape == (size, size) and mask.dtype == np.float32, name
+        for edge in (mask[:2], mask[-2:], mask[:, :2], mask[:, -2:]):
+            assert edge.max() == 0.0, name
+        assert mask.max() == pytest.approx(1.0), name
+        if not name.startswith("shifted"):  # a mouth 2 pixels from the crop's edge cannot be edited in full
+            inside = [mask[round(y), round(x)] for x, y in template]
+            assert min(inside) > (0.9 if size >= 64 else 0.8), (name, inside)  # eyes, nose, mouth corners
+
+
+def test_paste_on_a_tilted_face_leaves_the_warped_crop_border_unchanged(detector, astronaut):
+    """A rotated photo: the crop's border runs diagonally through the photo; along it (and outside it) the
+    pasted photo equals the original in delta and in replace mode."""
+    from PIL import Image
+
+    template = _pack_templates()["digiface64"]
+    photo = np.asarray(Image.fromarray(astronaut).rotate(25, resample=Image.Resampling.BICUBIC, fillcolor=(90, 90, 90)))
+    found = detector.detect(photo)
+    assert len(found) == 1
+    a = align.similarity(found[0].landmarks, template)
+    crop = align.crop(photo, a, 64)
+    mask = align.blend_mask(align.apply(a, found[0].landmarks), 64)
+    bright = np.clip(crop.astype(int) + 80, 0, 255).astype(np.uint8)
+    s = np.linspace(0, 63, 64 * 8)
+    border = np.concatenate([np.stack([s, np.zeros_like(s)], 1), np.stack([s, np.full_like(s, 63)], 1),
+                             np.stack([np.zeros_like(s), s], 1), np.stack([np.full_like(s, 63), s], 1)])
+    pixels = np.unique(np.round(align.apply(align.invert(a), border)).astype(int), axis=0)
+    assert len(pixels) > 200
+    white = np.full_like(crop, 255)
+    for out in (align.paste(photo, a, bright, mask, original_face=crop), align.paste(photo, a, white, mask)):
+        changed = np.abs(out.astype(int) - photo.astype(int)).sum(2)
+        assert changed.max() > 50  # the face did change
+        np.testing.assert_array_equal(out[pixels[:, 1], pixels[:, 0]], photo[pixels[:, 1], pixels[:, 0]])
+        # and nothing changed outside the warped crop
+        yy, xx = np.nonzero(changed)
+        q = align.apply(a, np.stack([xx, yy], 1).astype(np.float64))
+        assert q.min() > 0 and q.max() < 63
+
+
 def test_mtcnn_finds_the_astronauts_face_with_plausible_landmarks(detector, astronaut):
     found = detector.detect(astronaut)
     assert len(found) == 1
@@ -105,6 +166,18 @@ def test_mtcnn_finds_the_astronauts_face_with_plausible_landmarks(detector, astr
     assert eye_l[0] < nose[0] < eye_r[0] and mouth_l[0] < mouth_r[0]
     assert max(eye_l[1], eye_r[1]) < nose[1] < min(mouth_l[1], mouth_r[1])
     assert all(x0 <= p[0] <= x1 and y0 <= p[1] <= y1 for p in d.landmarks)
+
+
+@pytest.mark.parametrize("cut", ["top", "left"])
+def test_boxes_of_faces_cut_off_by_the_edge_are_clipped_to_the_photo(detector, astronaut, cut):
+    photo = np.ascontiguousarray(astronaut[100:] if cut == "top" else astronaut[:, 215:])
+    found = detector.detect(photo)
+    assert len(found) == 1  # MTCNN's box reached 106 pixels above the photo, 69 left of it
+    x0, y0, x1, y1 = found[0].box
+    h, w = photo.shape[:2]
+    assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h
+    assert (y0 if cut == "top" else x0) == 0
+    assert found[0].landmarks.shape == (5, 2)
 
 
 def test_mtcnn_finds_nothing_in_a_blank_photo(detector):
@@ -148,7 +221,8 @@ def test_a_huge_photo_is_detected_at_a_bounded_size_and_the_face_found(detector,
 
     huge = np.asarray(Image.fromarray(astronaut).resize((4096, 4096), Image.Resampling.BILINEAR))
     sizes, real = [], detector.mtcnn.detect
-    monkeypatch.setattr(detector.mtcnn, "detect", lambda pixels: (sizes.append(pixels.shape[1::-1]), real(pixels))[1])
+    monkeypatch.setattr(detector.mtcnn, "detect",
+                        lambda pixels, *more: (sizes.append(pixels.shape[1::-1]), real(pixels, *more))[1])
     small, big = detector.detect(astronaut), detector.detect(huge)
     assert sizes[-1] == (MAX_DETECT_SIDE, MAX_DETECT_SIDE)
     assert len(big) == len(small) >= 1

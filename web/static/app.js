@@ -124,6 +124,12 @@ async function edit() {
     if (mine !== sent) return;  // a newer edit is on its way
     $("before").src = resp.original;
     $("after").src = resp.image;
+    $("in-photo").hidden = !resp.photo;  // a face from a photo: the whole photo with the face edited
+    if (resp.photo) {
+      $("in-photo-img").src = resp.photo;
+      $("photo-caption").textContent = resp.identity === null ? "in the photo"
+        : `in the photo (identity ${resp.identity.toFixed(2)})`;
+    }
     showError("");
     const ms = Math.round(performance.now() - t0);
     $("status").textContent = `answered in ${ms} ms (gateway ${resp.ms} ms)`;

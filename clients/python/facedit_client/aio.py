@@ -65,11 +65,11 @@ class AsyncClient:
 
     async def edit(self, face: FaceLike, edits: EditsLike, *, keep: Sequence[str] = (),
                    method: str | None = None, format: str = "png", return_original: bool = False,
-                   skip_scores: bool = False, fidelity: str | None = None,
+                   skip_scores: bool = False, replace: bool = False, fidelity: str | None = None,
                    timeout_s: float | None = None) -> gateway_pb2.EditResponse:
         """See Client.edit."""
         request = rq.edit_request(face, edits, keep, method, self.pack, format, return_original, skip_scores,
-                                  fidelity)
+                                  replace=replace, fidelity=fidelity)
         return await self._unary(self._stub.Edit, request, timeout_s)
 
     async def edit_photo(self, photo: ImageLike, edits: EditsLike, *, keep: Sequence[str] = (),

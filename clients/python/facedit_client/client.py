@@ -69,16 +69,19 @@ class Client:
     # ----- the RPCs -----
 
     def edit(self, face: FaceLike, edits: EditsLike, *, keep: Sequence[str] = (), method: str | None = None,
-             format: str = "png", return_original: bool = False, skip_scores: bool = False,
+             format: str = "png", return_original: bool = False, skip_scores: bool = False, replace: bool = False,
              fidelity: str | None = None, timeout_s: float | None = None) -> gateway_pb2.EditResponse:
         """Edit one face: `.image` (bytes of a PNG/JPEG), `.latent_id` (the source, cached), `.quality`
         per edit (score before/after, recommended range), `.scores_before/after` per attribute
         (probabilities 0..1; empty with skip_scores), `.latent` (latent_dim,) float32 (see floats()).
-        method: for attribute edits ("interfacegan", "istrc", ...; default the pack's). fidelity
+        method: for attribute edits ("interfacegan", "istrc", ...; default the pack's). A face from a photo
+        (a photo on a pack with an alignment template, or a photo face's latent id) also gets `.photo`,
+        the whole photo with the face edited, and `.photo_face` (box, scores measured on the photo,
+        identity_cosine); replace: paste the rendered face into it instead of the edit's change. fidelity
         "fast" / "faithful": how an image face becomes a latent (None: as the face says, Face.image's
         fidelity; bytes and paths "fast"); the latent id of a faithful face renders the person again."""
         request = rq.edit_request(face, edits, keep, method, self.pack, format, return_original, skip_scores,
-                                  fidelity)
+                                  replace=replace, fidelity=fidelity)
         return self._unary(self._stub.Edit, request, timeout_s)
 
     def edit_photo(self, photo: ImageLike, edits: EditsLike, *, keep: Sequence[str] = (), method: str | None = None,

@@ -244,10 +244,11 @@ def _prod(shape: Sequence[int]) -> int:
 # ----- one request builder per RPC: (method name, request) -----
 
 def edit_request(face: FaceLike, edits: EditsLike, keep: Sequence[str], method: str | None, pack: str, fmt: str,
-                 return_original: bool, skip_scores: bool, fidelity: str | None = None) -> gateway_pb2.EditRequest:
+                 return_original: bool, skip_scores: bool, replace: bool = False,
+                 fidelity: str | None = None) -> gateway_pb2.EditRequest:
     return gateway_pb2.EditRequest(pack=pack, face=as_face(face, fidelity), edits=edit_ops(edits, method),
                                    keep=list(keep), format=format_enum(fmt), return_original=return_original,
-                                   skip_scores=skip_scores)
+                                   skip_scores=skip_scores, paste=paste_enum(replace))
 
 
 def edit_photo_request(photo: ImageLike, edits: EditsLike, keep: Sequence[str], method: str | None, pack: str,
@@ -255,8 +256,12 @@ def edit_photo_request(photo: ImageLike, edits: EditsLike, keep: Sequence[str], 
                        fidelity: str = "fast") -> gateway_pb2.EditPhotoRequest:
     return gateway_pb2.EditPhotoRequest(
         pack=pack, image=read_image(photo), edits=edit_ops(edits, method), keep=list(keep), format=format_enum(fmt),
-        max_faces=max_faces, return_crops=return_crops, fidelity=fidelity_enum(fidelity),
-        paste=gateway_pb2.PASTE_MODE_REPLACE if replace else gateway_pb2.PASTE_MODE_DELTA)
+        max_faces=max_faces, return_crops=return_crops, fidelity=fidelity_enum(fidelity), paste=paste_enum(replace))
+
+
+def paste_enum(replace: bool) -> int:
+    """How an edited face goes back into its photo: the rendered face (replace) or the edit's change."""
+    return gateway_pb2.PASTE_MODE_REPLACE if replace else gateway_pb2.PASTE_MODE_DELTA
 
 
 def sweep_request(face: FaceLike, target: str, start: float, stop: float, steps: int, keep: Sequence[str],
