@@ -2,7 +2,8 @@
 
 Schema (facedit_core.redis_keys builds every key):
   facedit:pack:<pack>:active                   string  active version
-  facedit:pack:<pack>:<version>:meta           hash    latent_dim, default_method, attributes (JSON), loaded_at
+  facedit:pack:<pack>:<version>:meta           hash    latent_dim, default_method, attributes (JSON),
+                                                       pose_attributes (JSON), loaded_at
   facedit:pack:<pack>:<version>:dir            hash    <direction id> -> JSON metadata
   facedit:pack:<pack>:<version>:vec            hash    <direction id> -> float32 little-endian bytes (dim,)
   facedit:pack:<pack>:stamp                    string  random token, replaced by every write (publish, put)
@@ -60,6 +61,7 @@ class PackInfo:
     latent_dim: int
     default_method: str
     attributes: tuple[str, ...]
+    pose_attributes: tuple[str, ...] = ()  # the manifest's alignment.pose_attributes: they turn or tilt the head
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,7 +106,9 @@ class Registry:
             pipe.hdel(_key(pack.name, v, "vec"), *stale)
         pipe.hset(_key(pack.name, v, "meta"), mapping={
             "latent_dim": pack.latent_dim, "default_method": pack.default_method,
-            "attributes": json.dumps(list(pack.attributes)), "loaded_at": time.time()})
+            "attributes": json.dumps(list(pack.attributes)),
+            "pose_attributes": json.dumps(pack.manifest.get("alignment", {}).get("pose_attributes", [])),
+            "loaded_at": time.time()})
         for record, vector in directions:
             pipe.hset(_key(pack.name, v, "dir"), record.id, record.to_json())
             pipe.hset(_key(pack.name, v, "vec"), record.id, np.ascontiguousarray(vector, "<f4").tobytes())
@@ -225,7 +229,8 @@ class Registry:
                                      f"re-run LoadPack")
         return PackInfo(name=pack, version=version, latent_dim=int(meta[b"latent_dim"]),
                         default_method=meta[b"default_method"].decode(),
-                        attributes=tuple(json.loads(meta[b"attributes"])))
+                        attributes=tuple(json.loads(meta[b"attributes"])),
+                        pose_attributes=tuple(json.loads(meta.get(b"pose_attributes", b"[]"))))
 
     def list(self, info: PackInfo) -> list[DirectionRecord]:
         raw = self.r.hgetall(_key(info.name, info.version, "dir"))

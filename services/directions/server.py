@@ -102,7 +102,7 @@ class DirectionsServicer(directions_pb2_grpc.DirectionsServicer):
             pack=common_pb2.PackRef(name=info.name, version=info.version),
             directions=[self._message(snap, i) for i in sorted(snap.records)],
             attributes=list(info.attributes), default_method=methods.ENUMS.get(info.default_method, 0),
-            latent_dim=info.latent_dim)
+            latent_dim=info.latent_dim, pose_attributes=list(info.pose_attributes))
 
     def GetDirection(self, request, context):
         snap = self._snapshot(request.pack)

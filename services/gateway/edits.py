@@ -39,3 +39,16 @@ def quality(composed, index: dict[str, int], before: np.ndarray, after: np.ndarr
             score_after=float(nan_mean(after[:, i])) if i is not None else float("nan"),
             projected_norm=e.projected_norm, strength_min=d.strength_min, strength_max=d.strength_max))
     return out
+
+
+def pose_warnings(composed, pose_attributes, paste: int) -> list[str]:
+    """Warnings for a photo answer: edits of attributes that turn or tilt the head (the pack's
+    pose_attributes), pasted into the photo as a change (PASTE_MODE_DELTA, the default), show the face
+    twice: the photo's own face stays under the turned rendering's change."""
+    if paste == gateway_pb2.PASTE_MODE_REPLACE:
+        return []
+    posed = sorted({e.direction.attribute for e in composed.edits
+                    if e.direction.attribute in set(pose_attributes) and e.strength != 0})
+    return [f"{a} turns or tilts the head: pasted into the photo as a change (paste mode DELTA) the photo's own "
+            f"face shows through twice; for pose edits of a photo ask paste PASTE_MODE_REPLACE with fidelity "
+            f"FIDELITY_FAITHFUL (the rendered face, inverted to look like the person)" for a in posed]

@@ -23,7 +23,7 @@ from services.common import deadlines, tracing
 from services.common.tensors import encode_image, from_tensor, output_format, to_tensor
 from services.gateway.cache import PhotoPlace
 from services.gateway.downstream import Budget
-from services.gateway.edits import apply_composed, quality
+from services.gateway.edits import apply_composed, pose_warnings, quality
 
 MAX_PHOTO_FACES = 16  # faces edited per EditPhoto (the encoder's limit too)
 
@@ -184,5 +184,6 @@ class PhotoRpcs:
         both = ~np.isnan(b_rows).any(1) & ~np.isnan(a_rows).any(1)  # faces measured before and after
         return gateway_pb2.EditPhotoResponse(
             pack=composed.pack, image=image, format=fmt, faces=faces,
-            quality=quality(composed, {a: i for i, a in enumerate(attributes)}, b_rows[both], a_rows[both]))
+            quality=quality(composed, {a: i for i, a in enumerate(attributes)}, b_rows[both], a_rows[both]),
+            warnings=pose_warnings(composed, info.pose_attributes, request.paste))
 

@@ -44,7 +44,7 @@ from services.common.tracing import Tracing
 from services.gateway.cache import DEFAULT_PHOTO_CACHE_MB, LatentCache, PhotoCache, PhotoPlace
 from services.gateway.compose_memo import ComposeMemo
 from services.gateway.downstream import Budget, Downstream
-from services.gateway.edits import apply_composed, quality
+from services.gateway.edits import apply_composed, pose_warnings, quality
 from services.gateway.istrc import IstrcRpcs
 from services.gateway.merged import MergedHops
 from services.gateway.photos import PhotoRpcs, photo_face
@@ -300,6 +300,8 @@ class GatewayServicer(IstrcRpcs, PhotoRpcs, gateway_pb2_grpc.GatewayServicer):
             latent_id = cached.result()
         photo = self._photo_answer(source, latent_id, pack, np.stack([original, result]), request, fmt, budget) \
             if in_photo else {}
+        if photo.get("photo"):
+            photo["warnings"] = pose_warnings(composed, info.pose_attributes, request.paste)
         if source.grey:
             original, result = (None if original is None else images.to_grey(original)), images.to_grey(result)
         return gateway_pb2.EditResponse(

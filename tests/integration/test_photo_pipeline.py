@@ -301,3 +301,16 @@ def test_a_latent_whose_photo_was_forgotten_still_edits_without_the_photo(photo_
     photo_servers.redis_client.delete(*keys)  # as if evicted by newer photos
     resp = photo_client.edit(photo_client.face(latent_id=face.latent_id), [("smile", 1.0)])
     assert resp.photo_forgotten and not resp.photo and resp.image and resp.scores_after
+
+
+def test_a_pose_edit_pasted_as_a_change_is_warned_about(photo_client, astronaut):
+    """yaw turns the head: in delta mode (the default) the photo's own face shows through twice, and the
+    answer says so; smile and replace-mode answers carry no warning."""
+    turned = photo_client.edit_photo(_png(astronaut), [("yaw", 2.0)])
+    assert len(turned.warnings) == 1 and turned.warnings[0].startswith("yaw turns or tilts the head")
+    assert "PASTE_MODE_REPLACE" in turned.warnings[0]
+    assert not photo_client.edit_photo(_png(astronaut), [("smile", 2.0)]).warnings
+    assert not photo_client.edit_photo(_png(astronaut), [("yaw", 2.0)], replace=True).warnings
+    # a slider by the photo face's latent id answers the whole photo with the same warning
+    again = photo_client.edit(photo_client.face(latent_id=turned.faces[0].latent_id), [("roll", 1.0)])
+    assert again.photo and [w.split(" ")[0] for w in again.warnings] == ["roll"]

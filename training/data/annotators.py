@@ -23,6 +23,9 @@ import numpy as np
 from PIL import Image
 
 ATTRIBUTES = ("yaw", "roll", "smile", "mouth_open", "skin_tone")
+# attributes that turn or tilt the head: pasted into a photo as a change (PASTE_MODE_DELTA) they show the face
+# twice (the manifest's alignment.pose_attributes; the gateway warns about them)
+POSE = ("yaw", "roll")
 
 
 def _luminance(pixels: np.ndarray) -> np.ndarray:

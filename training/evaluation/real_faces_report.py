@@ -24,6 +24,7 @@ from PIL import Image, ImageDraw
 
 from facedit_core.pack import load_pack
 from facedit_faces.detect import FaceDetector
+from training.data import annotators
 from training.evaluation import real_faces as rf
 from training.third_party import real_faces as data
 from training.third_party.wheels import DEFAULT_DIR
@@ -34,7 +35,7 @@ FACES = "faces.json"  # every face's figures of every edit, in the sheets folder
 # issue 16's targets (faithful mode, held-out faces); the CRG paper's Table 2 for the hashes
 TARGETS = {"dhash": 0.871, "phash": 0.848, "whash": 0.892, "facenet_cosine": 0.85,
            "moved": 0.80, "identity_after_edit": 0.80}
-POSE = ("yaw", "roll")  # the identity target is for non-pose edits
+POSE = annotators.POSE  # the identity target is for non-pose edits
 
 
 def _mean(values) -> float | None:

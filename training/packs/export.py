@@ -25,7 +25,7 @@ from facedit_core.pack import FORMAT, load_pack, sha256
 from facedit_core.records import ISTRC_STRENGTH_MEANING
 from training import checkpoints
 from training.config import PackConfig
-from training.data import lexicons
+from training.data import annotators, lexicons
 from training.data.datasets import held_out, latents
 from training.encoders import crg_encoder
 from training.encoders.facenet import EMBEDDING, SIZE, UPSAMPLING
@@ -245,4 +245,5 @@ def alignment(annotation: dict) -> dict:
     return {"template": annotation["template"],
             "landmarks": "MTCNN order: eye, eye, nose, mouth corner, mouth corner (image left first), crop pixel "
                          "coordinates",
-            "detector": annotation["detector"], "found_share_on_generated_faces": annotation["found_share"]}
+            "detector": annotation["detector"], "found_share_on_generated_faces": annotation["found_share"],
+            "pose_attributes": list(annotators.POSE)}
