@@ -246,16 +246,21 @@ def demo(stack: Stack, out: Path) -> Path:
         rows += _method_rows(client, info, manifest, pack, edits[0][0])
         if "alignment" in manifest:
             name, photo = demo_photo()
+            pose = set(manifest["alignment"].get("pose_attributes", []))
+            # one faithful inversion (seconds): the photo's face, not a look-alike; then every frame is an
+            # Edit by the face's latent id, which answers the whole photo re-rendered (milliseconds)
+            first, first_keep = edits[0]
+            found = client.edit_photo(photo, [(first, spans[first])], first_keep, faithful=True)
+            face, box = client.face(latent_id=found.faces[0].latent_id), list(found.faces[0].box)
+            _side_by_side(photo, found.image, out.with_name("demo_photo.png"))
             for attribute, keep in edits:
                 span = spans[attribute]
-                # the faithful inversion (seconds per call): the photo's face, not a look-alike
-                edited = {f: client.edit_photo(photo, [(attribute, f * span)], keep, faithful=True)
+                # pose edits pasted as a change show the face twice: the rendered face replaces it
+                edited = {f: client.edit(face, [(attribute, f * span)], keep, skip_scores=True,
+                                         replace=attribute in pose).photo
                           for f in DEMO_FRACTIONS if f != 0.0}
-                box = list(edited[DEMO_FRACTIONS[-1]].faces[0].box)
-                rows.append((f"{name} photo: {attribute} ±{span:.1f}",
-                             [_face_region(edited[f].image if f in edited else photo, box) for f in DEMO_FRACTIONS]))
-                if attribute == edits[0][0]:
-                    _side_by_side(photo, edited[DEMO_FRACTIONS[-1]].image, out.with_name("demo_photo.png"))
+                rows.append((f"{name} photo: {attribute} ±{span:.1f}" + (" (replace)" if attribute in pose else ""),
+                             [_face_region(edited.get(f, photo), box) for f in DEMO_FRACTIONS]))
         else:
             example = stack.model_store / pack / "examples" / "face_0.png"
             if example.exists():
