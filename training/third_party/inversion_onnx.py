@@ -155,7 +155,7 @@ def export_step(generator: Generator, facenet: torch.nn.Module, path: Path) -> N
         def forward(self, *inputs):
             return self.graph_module(*inputs)
 
-    torch.onnx.export(Traced(), example_inputs(generator), str(path), dynamo=True, opset_version=18, verbose=False,
+    torch.onnx.export(Traced().eval(), example_inputs(generator), str(path), dynamo=True, opset_version=18, verbose=False,
                       input_names=INPUTS, output_names=OUTPUTS, external_data=False)
     strip_metadata(path)
 
