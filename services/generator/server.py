@@ -60,7 +60,7 @@ def check_modulations(request, gen, n: int) -> np.ndarray | None:
     """The request's modulations as (n, M) float32, or None when it has none; INVALID_ARGUMENT otherwise."""
     if not request.modulations.shape:
         return None
-    size = getattr(gen, "modulation_size", 0)
+    size = gen.modulation_size
     if not size:
         raise InvalidArgument(f"modulations: pack {gen.pack.name!r} has no modulated generator on this "
                               "backend (faithful inversion); send latents alone")
@@ -78,7 +78,8 @@ MAX_MODULATION = 10.0  # |scale|, |shift| of one channel; inversions stay well b
 
 class GeneratorServicer(generator_pb2_grpc.GeneratorServicer):
     def __init__(self, generators: dict, default_pack: str, default_deadline_s: float = deadlines.DEFAULT_DEADLINE_S):
-        # name -> OnnxGenerator or TorchServeGenerator: anything with .pack and .generate(z, timeout_s)
+        # name -> OnnxGenerator or TorchServeGenerator: anything with .pack, .modulation_size (0: none) and
+        # .generate(z, timeout_s[, modulations])
         self.generators, self.default_pack = generators, default_pack
         self.default_deadline_s = default_deadline_s
 

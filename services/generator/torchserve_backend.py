@@ -50,6 +50,7 @@ class TorchServeGenerator:
     def __init__(self, pack: Pack, address: str, model_name: str | None = None, pin_version: bool = True,
                  default_timeout_s: float = 30.0):
         self.pack = pack
+        self.modulation_size = 0  # no modulated generator on TorchServe: faithful faces need the onnx backend
         self.address = address
         self.model_name = model_name or f"{pack.name}-generator"
         self.model_version = pack.version if pin_version else ""
