@@ -624,6 +624,12 @@ def test_cli_edit_photo_on_a_folder_with_a_photo_without_a_face(venv, stack, pho
     only_blank = venv.facedit("edit-photo", str(photos / "blank.png"), "--edit", "smile=1", "-o", "x.png",
                               "--address", stack.address("gateway"), cwd=tmp_path)
     assert only_blank.returncode == 4  # all failed: the failure's own code (REJECTED)
+    turned = venv.facedit("--json", "edit-photo", str(photos / "astronaut.png"), "--edit", "yaw=2", "-o", "y.png",
+                          "--address", stack.address("gateway"), cwd=tmp_path)
+    assert turned.returncode == 0 and json.loads(turned.stdout)["photos"][0]["warnings"][0].startswith("yaw turns")
+    said = venv.facedit("edit-photo", str(photos / "astronaut.png"), "--edit", "yaw=2", "-o", "y2.png",
+                        "--address", stack.address("gateway"), cwd=tmp_path)
+    assert "\n  warning: yaw turns or tilts the head" in said.stdout
 
 
 def test_cli_sweep_to_a_gif_and_a_grid_with_the_images_extra(venv, stack, tmp_path):

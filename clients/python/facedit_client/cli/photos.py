@@ -29,6 +29,7 @@ class Result:
     output: str | None = None
     faces: list[dict] = dataclasses.field(default_factory=list)
     error: dict | None = None
+    warnings: list[str] = dataclasses.field(default_factory=list)  # the server's, e.g. a pose edit pasted as a change
 
 
 def outputs(inputs: list[Path], out: str, single_file: bool, ext: str) -> list[Path]:
@@ -60,6 +61,7 @@ def edit_one(client: Client, photo: Path, target: Path, args, edits, fmt: str) -
         result.error = {"code": "USAGE", "message": f"cannot read {photo}: {err.strerror or err}", "trace_id": None}
         return result
     result.output = str(write(target, resp.image))
+    result.warnings = list(resp.warnings)
     attrs = sorted({q.attribute for q in resp.quality})
     result.faces = [{"box": [round(v, 1) for v in f.box], "score": round(f.score, 4), "latent_id": f.latent_id,
                      "scores_before": {a: f.scores_before[a] for a in attrs if a in f.scores_before},
@@ -113,6 +115,8 @@ def report(results: list[Result], as_json: bool) -> int:
                 detail = "; ".join(face_words(f) for f in r.faces)
                 print(f"{r.input} -> {r.output}: {len(r.faces)} face{'s' * (len(r.faces) != 1)}"
                       + (f" ({detail})" if detail else ""))
+                for warning in r.warnings:
+                    print(f"  warning: {warning}")
             else:
                 print(f"{r.input}: FAILED {r.error['code']}: {r.error['message']}")
         print(f"{len(results)} photo{'s' * (len(results) != 1)}: {len(edited)} edited, {len(failed)} failed; "
