@@ -2,7 +2,7 @@
 `generator_modulated`, each aligned face is optimised from the encoder's latent by
 facedit_core/inversion.py, with the gradients of the pack's inversion graph run here on ONNX Runtime.
 
-One inversion runs at a time per process (each step already uses the session's threads); others wait
+One inversion runs at a time per pack and process (each step already uses the session's threads); others wait
 for their turn up to their deadline. The answer per face: z, the generator modulation to render it
 with (the generator service's GenerateImagesRequest.modulations) and a report (identity and pixel error
 before and after, steps, seconds).
