@@ -38,6 +38,12 @@ def graph_step(session) -> StepFn:
     return step
 
 
+def modulated_rows(z: np.ndarray, modulation: np.ndarray) -> np.ndarray:
+    """z (N, D), modulation (N, M) -> (N, D + M) float32 contiguous: the rows `z_modulation` of the pack's
+    `generator_modulated` graph."""
+    return np.ascontiguousarray(np.concatenate([z, modulation], axis=1), np.float32)
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """The optimisation's knobs (docs/inversion.md says how they were chosen)."""

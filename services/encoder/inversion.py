@@ -18,7 +18,7 @@ import numpy as np
 
 from facedit.v1 import common_pb2
 from facedit_core.errors import DeadlineExceeded, InvalidArgument
-from facedit_core.inversion import Settings, graph_step, invert
+from facedit_core.inversion import Settings, graph_step, invert, modulated_rows
 from facedit_core.pack import Pack
 from services.common import onnx, tracing
 
@@ -57,8 +57,7 @@ class Inverter:
 
     def render(self, z: np.ndarray, modulation: np.ndarray) -> np.ndarray:
         """z (N, D), modulation (N, M) -> (N, R, R, 3) uint8."""
-        rows = np.concatenate([z, modulation], axis=1).astype(np.float32)
-        return self.renderer.run(None, {"z_modulation": rows})[0]
+        return self.renderer.run(None, {"z_modulation": modulated_rows(z, modulation)})[0]
 
     def invert(self, crops: np.ndarray, z0: np.ndarray, deadline: float) -> list[Result]:
         """crops (N, R, R, 3) uint8 aligned faces, z0 (N, D) their encoder latents; deadline in

@@ -15,6 +15,7 @@ import numpy as np
 from facedit.v1 import common_pb2, generator_pb2, generator_pb2_grpc
 from facedit_core import latents
 from facedit_core.errors import InvalidArgument
+from facedit_core.inversion import modulated_rows
 from facedit_core.pack import Pack, load_verified
 from services.common import config, deadlines, logs, metrics, onnx, security
 from services.common.loading import Loading
@@ -43,7 +44,7 @@ class OnnxGenerator:
         after it). Rows with modulations go through the modulated generator, batched with each other."""
         if modulations is None:
             return self.batcher.call(z, timeout_s)
-        return self.modulated.call(np.ascontiguousarray(np.concatenate([z, modulations], axis=1)), timeout_s)
+        return self.modulated.call(modulated_rows(z, modulations), timeout_s)
 
     def close(self) -> None:
         self.batcher.close()

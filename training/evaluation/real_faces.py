@@ -106,16 +106,16 @@ def faithful(models: PackModels) -> Inversion:
     size = int(artefacts["generator_modulated"]["modulation_size"])
     step = inversion.graph_step(session(models.pack.artefact("inversion"), 2))
     modulated = session(models.pack.artefact("generator_modulated"), 2)
-    modulations: list[np.ndarray] = []
+    tuned: dict[str, np.ndarray] = {}  # "modulations": (N, M) of the faces reconstruct() inverted last
 
     def render(z: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        m = np.stack([modulations[0][r] for r in rows])
-        return modulated.run(None, {"z_modulation": np.concatenate([z, m], axis=1).astype(np.float32)})[0]
+        m = tuned["modulations"][rows]
+        return modulated.run(None, {"z_modulation": inversion.modulated_rows(z, m)})[0]
 
     def reconstruct(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         z0, targets = models.encode(faces), models.embed(faces)
         found = [inversion.invert(z, size, f, e, step) for z, f, e in zip(z0, faces, targets)]
-        modulations[:] = [np.stack([r.modulation for r in found])]
+        tuned["modulations"] = np.stack([r.modulation for r in found])
         z = np.stack([r.z for r in found])
         return z, render(z, np.arange(len(found)))
     return Inversion("faithful", reconstruct, render)
