@@ -213,3 +213,30 @@ def local_metrics() -> dict[tuple[str, frozenset], float]:
     from prometheus_client import generate_latest
 
     return metric_samples(generate_latest().decode())
+
+
+def image_file(pixels, exif_orientation: int | None = None) -> bytes:
+    """(H, W, 3) uint8 -> PNG bytes; with exif_orientation, a JPEG (quality 95) carrying that EXIF tag."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    img = Image.fromarray(pixels)
+    if exif_orientation is None:
+        img.save(buf, format="PNG")
+    else:
+        exif = Image.Exif()
+        exif[0x0112] = exif_orientation
+        img.save(buf, format="JPEG", quality=95, exif=exif.tobytes())
+    return buf.getvalue()
+
+
+def decode_image(data: bytes):
+    """An image file -> (H, W, 3) uint8 RGB."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))

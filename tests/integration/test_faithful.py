@@ -6,14 +6,12 @@ Every figure here is measured by the test on the returned images (the aligned fa
 rendering), not taken from the service's own report."""
 from __future__ import annotations
 
-import io
 import json
 
 import grpc
 import numpy as np
 import onnxruntime as ort
 import pytest
-from PIL import Image
 
 from facedit.v1 import common_pb2, gateway_pb2, generator_pb2, generator_pb2_grpc
 from facedit_core import align, images
@@ -21,19 +19,9 @@ from facedit_core.pack import load_pack
 from facedit_faces.detect import FaceDetector
 from services.common.redis_server import EmbeddedRedis
 from services.common.tensors import to_tensor
-from tests.support import MODEL_STORE, Servers
+from tests.support import MODEL_STORE, Servers, decode_image, image_file
 
 FAITHFUL = common_pb2.FIDELITY_FAITHFUL
-
-
-def _png(pixels: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def _decode(data: bytes) -> np.ndarray:
-    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +50,7 @@ def face():
     found = FaceDetector(folder=MODEL_STORE / "third_party").detect(photo)[0]
     a = align.similarity(found.landmarks, template)
     big = align.similarity(found.landmarks, template * 4)
-    return align.crop(photo, a, 64), _png(align.crop(photo, big, 256))
+    return align.crop(photo, a, 64), image_file(align.crop(photo, big, 256))
 
 
 def _facenet():
@@ -95,7 +83,7 @@ def test_faithful_encode_is_closer_to_the_face_than_the_encoder_alone(stack, fac
     target = embed(aligned[None])[0]
     figures = {}
     for name, resp in (("fast", fast), ("faithful", faithful)):
-        recon = _decode(resp.reconstruction)
+        recon = decode_image(resp.reconstruction)
         figures[name] = (float(np.abs(recon.astype(int) - aligned).mean()), float(embed(recon[None])[0] @ target))
     print(json.dumps(figures))
     (mae_fast, id_fast), (mae_faithful, id_faithful) = figures["fast"], figures["faithful"]
@@ -112,9 +100,9 @@ def test_an_edit_by_latent_id_renders_with_the_faces_modulation(stack, face):
                                                            fidelity=FAITHFUL), timeout=120)
     edited = client.edit(client.face(latent_id=encoded.latent_id), [("smile", 1.0)], return_original=True)
     assert not edited.HasField("inversion")  # by latent id: no new inversion
-    original = _decode(edited.original)
-    assert np.abs(original.astype(int) - _decode(encoded.reconstruction)).max() <= 1
-    assert np.abs(_decode(edited.image).astype(int) - original).mean() > 1  # the edit changed the face
+    original = decode_image(edited.original)
+    assert np.abs(original.astype(int) - decode_image(encoded.reconstruction)).max() <= 1
+    assert np.abs(decode_image(edited.image).astype(int) - original).mean() > 1  # the edit changed the face
 
 
 def test_faithful_edit_photo_reports_each_faces_inversion(stack):
@@ -122,7 +110,7 @@ def test_faithful_edit_photo_reports_each_faces_inversion(stack):
 
     _, client = stack
     photo = data.astronaut()
-    resp = client.stub.EditPhoto(gateway_pb2.EditPhotoRequest(image=_png(photo), edits=[client.edit_op("smile", 1.0)],
+    resp = client.stub.EditPhoto(gateway_pb2.EditPhotoRequest(image=image_file(photo), edits=[client.edit_op("smile", 1.0)],
                                                               return_crops=True, fidelity=FAITHFUL), timeout=120)
     assert len(resp.faces) == 1 and resp.faces[0].HasField("inversion")
     assert resp.faces[0].inversion.identity_after > resp.faces[0].inversion.identity_before

@@ -10,23 +10,7 @@ import pytest
 from PIL import Image
 
 from services.common.redis_server import EmbeddedRedis
-from tests.support import MODEL_STORE, Servers
-
-
-def _png(pixels: np.ndarray, exif_orientation: int | None = None) -> bytes:
-    buf = io.BytesIO()
-    img = Image.fromarray(pixels)
-    if exif_orientation is None:
-        img.save(buf, format="PNG")
-    else:
-        exif = Image.Exif()
-        exif[0x0112] = exif_orientation
-        img.save(buf, format="JPEG", quality=95, exif=exif.tobytes())
-    return buf.getvalue()
-
-
-def _decode(data: bytes) -> np.ndarray:
-    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+from tests.support import MODEL_STORE, Servers, decode_image, image_file
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +52,8 @@ def astronaut():
 
 
 def test_edit_photo_edits_the_face_in_place_and_leaves_the_rest(photo_client, astronaut):
-    resp = photo_client.edit_photo(_png(astronaut), [("smile", 2.0)], return_crops=True)
-    out = _decode(resp.image)
+    resp = photo_client.edit_photo(image_file(astronaut), [("smile", 2.0)], return_crops=True)
+    out = decode_image(resp.image)
     assert out.shape == astronaut.shape
     assert len(resp.faces) == 1
     x0, y0, x1, y1 = resp.faces[0].box
@@ -83,7 +67,7 @@ def test_edit_photo_edits_the_face_in_place_and_leaves_the_rest(photo_client, as
     face = resp.faces[0]
     assert face.rendered_scores_after["smile"] > face.rendered_scores_before["smile"]
     assert resp.quality[0].attribute == "smile" and face.latent_id
-    assert _decode(face.crop_after).shape == (64, 64, 3)
+    assert decode_image(face.crop_after).shape == (64, 64, 3)
     # measured on the photos: the face found again in the returned photo, classified, and still the person
     assert face.found_after and set(face.scores_after) == set(face.scores_before) == set(face.rendered_scores_after)
     assert 0.3 < face.identity_cosine <= 1.0
@@ -91,7 +75,7 @@ def test_edit_photo_edits_the_face_in_place_and_leaves_the_rest(photo_client, as
     # the cached latent edits like any other face, and answers with the whole photo again
     again = photo_client.edit(photo_client.face(latent_id=face.latent_id), [("smile", 2.0)])
     assert again.scores_after["smile"] == pytest.approx(face.rendered_scores_after["smile"], abs=1e-4)
-    np.testing.assert_array_equal(_decode(again.photo), out)
+    np.testing.assert_array_equal(decode_image(again.photo), out)
     assert again.photo_face.scores_after["smile"] == pytest.approx(face.scores_after["smile"], abs=1e-4)
     assert again.photo_face.identity_cosine == pytest.approx(face.identity_cosine, abs=1e-4)
     np.testing.assert_allclose(again.photo_face.box, face.box)
@@ -105,35 +89,35 @@ def test_a_grey_photo_stays_grey(photo_client, astronaut, replace):
     Image.fromarray(astronaut).convert("L").save(buf, format="PNG")
     grey = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
     resp = photo_client.edit_photo(buf.getvalue(), [("smile", 2.0)], replace=replace, return_crops=True)
-    out = _decode(resp.image)
+    out = decode_image(resp.image)
     assert out.shape == grey.shape
     assert np.abs(out.astype(int) - grey.astype(int)).sum(2).max() > 30  # the face was edited
-    for image in (out, _decode(resp.faces[0].crop_before), _decode(resp.faces[0].crop_after)):
+    for image in (out, decode_image(resp.faces[0].crop_before), decode_image(resp.faces[0].crop_after)):
         assert (image[..., 0] == image[..., 1]).all() and (image[..., 1] == image[..., 2]).all()
 
 
 def test_every_face_of_a_group_photo_is_edited(photo_client, astronaut):
     pair = np.concatenate([astronaut, astronaut[:, ::-1]], axis=1)  # two people side by side
-    resp = photo_client.edit_photo(_png(pair), [("yaw", 1.5)])
+    resp = photo_client.edit_photo(image_file(pair), [("yaw", 1.5)])
     assert len(resp.faces) == 2
     centres = sorted((f.box[0] + f.box[2]) / 2 for f in resp.faces)
     assert centres[0] < 512 < centres[1]
-    one = photo_client.edit_photo(_png(pair), [("yaw", 1.5)], max_faces=1)
+    one = photo_client.edit_photo(image_file(pair), [("yaw", 1.5)], max_faces=1)
     assert len(one.faces) == 1
 
 
 def test_exif_orientation_is_applied_before_detection(photo_client, astronaut):
     # stored rotated 90 degrees, with the EXIF tag (6: rotate 90 CW to view) that makes it upright
     stored = np.rot90(astronaut, k=1).copy()
-    resp = photo_client.edit_photo(_png(stored, exif_orientation=6), [("smile", 1.0)], replace=True)
-    assert _decode(resp.image).shape == astronaut.shape
+    resp = photo_client.edit_photo(image_file(stored, exif_orientation=6), [("smile", 1.0)], replace=True)
+    assert decode_image(resp.image).shape == astronaut.shape
     assert len(resp.faces) == 1
-    upright = photo_client.edit_photo(_png(astronaut), [("smile", 1.0)], replace=True)
+    upright = photo_client.edit_photo(image_file(astronaut), [("smile", 1.0)], replace=True)
     np.testing.assert_allclose(resp.faces[0].box, upright.faces[0].box, atol=6)
 
 
 @pytest.mark.parametrize("make_image, message", [
-    (lambda a: _png(np.full((200, 300, 3), 128, np.uint8)), "no face found"),
+    (lambda a: image_file(np.full((200, 300, 3), 128, np.uint8)), "no face found"),
     (lambda a: b"not an image", "image"),
     (lambda a: b"", "empty"),
 ])
@@ -142,7 +126,7 @@ def test_bad_photos_are_invalid_argument_and_the_service_keeps_serving(photo_cli
         photo_client.edit_photo(make_image(astronaut), [("smile", 1.0)])
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert message in err.value.details()
-    assert photo_client.edit_photo(_png(astronaut), [("smile", 1.0)]).faces
+    assert photo_client.edit_photo(image_file(astronaut), [("smile", 1.0)]).faces
 
 
 def test_no_face_suggests_turning_a_photo_that_shows_a_face_when_turned(photo_client, astronaut):
@@ -152,11 +136,11 @@ def test_no_face_suggests_turning_a_photo_that_shows_a_face_when_turned(photo_cl
     from skimage import data
 
     with pytest.raises(grpc.RpcError) as err:
-        photo_client.edit_photo(_png(np.ascontiguousarray(np.rot90(astronaut, 1))), [("smile", 1.0)])
+        photo_client.edit_photo(image_file(np.ascontiguousarray(np.rot90(astronaut, 1))), [("smile", 1.0)])
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "no face found in the 512x512 photo as it is, but turned 90 degrees clockwise" in err.value.details()
     with pytest.raises(grpc.RpcError) as err:
-        photo_client.edit_photo(_png(data.chelsea()), [("smile", 1.0)])
+        photo_client.edit_photo(image_file(data.chelsea()), [("smile", 1.0)])
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "no face found in the 451x300 photo" in err.value.details()
     assert "checked turned 90, 180 and 270 degrees: no face either" in err.value.details()
@@ -165,11 +149,11 @@ def test_no_face_suggests_turning_a_photo_that_shows_a_face_when_turned(photo_cl
 def test_edit_photo_limits_and_packs_without_a_template(photo_client, astronaut):
     for kwargs, message in (({"max_faces": 17}, "max_faces"), ({"pack": "synth"}, "alignment template")):
         with pytest.raises(grpc.RpcError) as err:
-            photo_client.edit_photo(_png(astronaut), [("smile", 1.0)], **kwargs)
+            photo_client.edit_photo(image_file(astronaut), [("smile", 1.0)], **kwargs)
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert message in err.value.details()
     with pytest.raises(grpc.RpcError) as err:
-        photo_client.edit_photo(_png(astronaut), [])
+        photo_client.edit_photo(image_file(astronaut), [])
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
@@ -189,14 +173,14 @@ def test_the_face_measured_is_the_one_in_the_returned_photo(photo_client, encode
     from facedit_core import align
     from services.common.tensors import from_tensor, to_tensor
 
-    found = encoder_stub.DetectFaces(encoder_pb2.DetectFacesRequest(image=_png(astronaut)), timeout=60).faces[0]
+    found = encoder_stub.DetectFaces(encoder_pb2.DetectFacesRequest(image=image_file(astronaut)), timeout=60).faces[0]
     landmarks = np.asarray(found.landmarks).reshape(5, 2)
     for fmt in (common_pb2.IMAGE_FORMAT_PNG, common_pb2.IMAGE_FORMAT_JPEG):
-        resp = photo_client.edit_photo(_png(astronaut), [("smile", 2.0)], fmt=fmt)
+        resp = photo_client.edit_photo(image_file(astronaut), [("smile", 2.0)], fmt=fmt)
         face = resp.faces[0]
         np.testing.assert_allclose(face.box, found.box)
         measured = {}
-        for name, photo in (("before", astronaut), ("after", _decode(resp.image))):
+        for name, photo in (("before", astronaut), ("after", decode_image(resp.image))):
             pixels, where = align.region(photo, np.asarray(found.box), landmarks)
             region = encoder_pb2.FaceRegion(pixels=to_tensor(pixels), landmarks=where.ravel().tolist())
             m = encoder_stub.MeasureFaces(encoder_pb2.MeasureFacesRequest(regions=[region]), timeout=60)
@@ -212,7 +196,7 @@ def test_measure_faces_finds_the_face_again_or_says_it_did_not(encoder_stub, ast
     from facedit_core import align
     from services.common.tensors import from_tensor, to_tensor
 
-    found = encoder_stub.DetectFaces(encoder_pb2.DetectFacesRequest(image=_png(astronaut)), timeout=60).faces[0]
+    found = encoder_stub.DetectFaces(encoder_pb2.DetectFacesRequest(image=image_file(astronaut)), timeout=60).faces[0]
     pixels, where = align.region(astronaut, np.asarray(found.box), np.asarray(found.landmarks).reshape(5, 2))
     blank = np.full_like(pixels, 128)
     elsewhere = where + [60.0, 0.0]  # a face expected well away from where it is
@@ -238,19 +222,19 @@ def test_encode_and_edit_of_a_photo_find_align_and_encode_its_largest_face(photo
     from services.common.tensors import from_tensor
 
     group = _group(astronaut)
-    photo = photo_client.edit_photo(_png(group), [("smile", 2.0)])
+    photo = photo_client.edit_photo(image_file(group), [("smile", 2.0)])
     assert len(photo.faces) == 2
     largest = max(photo.faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
     assert (largest.box[0] + largest.box[2]) / 2 < 512  # the astronaut, not her smaller copy
-    enc = photo_client.encode(_png(group))
+    enc = photo_client.encode(image_file(group))
     np.testing.assert_allclose(enc.face.box, largest.box)
     by_photo = photo_client.edit(photo_client.face(latent_id=largest.latent_id), [("smile", 2.0)])
     np.testing.assert_allclose(from_tensor(enc.latent), from_tensor(photo_client.edit(
         photo_client.face(latent_id=enc.latent_id), [("smile", 0.0)]).latent), atol=1e-6)
-    edited = photo_client.edit(photo_client.face(image=_png(group)), [("smile", 2.0)])
+    edited = photo_client.edit(photo_client.face(image=image_file(group)), [("smile", 2.0)])
     np.testing.assert_allclose(from_tensor(edited.latent), from_tensor(by_photo.latent), atol=1e-5)
     assert edited.photo and edited.photo_face.found_after and edited.photo_face.latent_id == edited.latent_id
-    out = _decode(edited.photo)
+    out = decode_image(edited.photo)
     assert out.shape == group.shape
     changed = np.abs(out.astype(int) - group.astype(int)).sum(2) > 0
     ys, xs = np.nonzero(changed)
@@ -258,7 +242,7 @@ def test_encode_and_edit_of_a_photo_find_align_and_encode_its_largest_face(photo
     assert xs.min() > x0 - 60 and xs.max() < x1 + 60 and ys.min() > y0 - 60 and ys.max() < y1 + 60  # one face only
     # and by the id Encode gave: the photo again, for a slider
     again = photo_client.edit(photo_client.face(latent_id=enc.latent_id), [("smile", 2.0)], skip_scores=True)
-    np.testing.assert_array_equal(_decode(again.photo), out)
+    np.testing.assert_array_equal(decode_image(again.photo), out)
     assert not again.photo_face.scores_after and not again.scores_after
 
 
@@ -266,7 +250,7 @@ def test_a_photo_without_a_face_is_refused_by_encode_and_edit(photo_client):
     """A cat (scikit-image's chelsea) gives no face, not a smiling human one."""
     from skimage import data
 
-    cat = _png(data.chelsea())
+    cat = image_file(data.chelsea())
     calls = (lambda: photo_client.encode(cat), lambda: photo_client.edit(photo_client.face(image=cat), [("smile", 1.0)]),
              lambda: photo_client.sweep(photo_client.face(image=cat), "smile", -1.0, 1.0, 3))
     for call in calls:
@@ -278,24 +262,24 @@ def test_a_photo_without_a_face_is_refused_by_encode_and_edit(photo_client):
 
 def test_a_pack_without_a_template_takes_the_image_as_an_aligned_face(photo_client, astronaut):
     """synth has no alignment template: an image is an aligned face (centre square), as before; no photo."""
-    enc = photo_client.encode(_png(astronaut), pack="synth")
+    enc = photo_client.encode(image_file(astronaut), pack="synth")
     assert enc.latent_id and not enc.HasField("face")
-    resp = photo_client.edit(photo_client.face(image=_png(astronaut)), [("smile", 1.0)], pack="synth")
+    resp = photo_client.edit(photo_client.face(image=image_file(astronaut)), [("smile", 1.0)], pack="synth")
     assert not resp.photo and not resp.HasField("photo_face") and not resp.photo_forgotten
-    assert _decode(resp.image).shape[0] == _decode(resp.image).shape[1]
+    assert decode_image(resp.image).shape[0] == decode_image(resp.image).shape[1]
     # a grey face comes back grey, by image and by its latent id
-    grey = _png(np.asarray(Image.fromarray(astronaut).convert("L").convert("RGB")))
+    grey = image_file(np.asarray(Image.fromarray(astronaut).convert("L").convert("RGB")))
     first = photo_client.edit(photo_client.face(image=grey), [("smile", 1.0)], pack="synth", return_original=True)
     again = photo_client.edit(photo_client.face(latent_id=first.latent_id), [("smile", -1.0)], pack="synth")
     for image in (first.image, first.original, again.image):
-        pixels = _decode(image)
+        pixels = decode_image(image)
         assert (pixels[..., 0] == pixels[..., 1]).all() and (pixels[..., 1] == pixels[..., 2]).all()
 
 
 def test_a_latent_whose_photo_was_forgotten_still_edits_without_the_photo(photo_servers, photo_client, astronaut):
     from facedit_core.redis_keys import PHOTO_PREFIX
 
-    face = photo_client.edit_photo(_png(astronaut), [("smile", 1.0)]).faces[0]
+    face = photo_client.edit_photo(image_file(astronaut), [("smile", 1.0)]).faces[0]
     keys = photo_servers.redis_client.keys(PHOTO_PREFIX + "*")
     assert keys
     photo_servers.redis_client.delete(*keys)  # as if evicted by newer photos
@@ -306,11 +290,11 @@ def test_a_latent_whose_photo_was_forgotten_still_edits_without_the_photo(photo_
 def test_a_pose_edit_pasted_as_a_change_is_warned_about(photo_client, astronaut):
     """yaw turns the head: in delta mode (the default) the photo's own face shows through twice, and the
     answer says so; smile and replace-mode answers carry no warning."""
-    turned = photo_client.edit_photo(_png(astronaut), [("yaw", 2.0)])
+    turned = photo_client.edit_photo(image_file(astronaut), [("yaw", 2.0)])
     assert len(turned.warnings) == 1 and turned.warnings[0].startswith("yaw turns or tilts the head")
     assert "PASTE_MODE_REPLACE" in turned.warnings[0]
-    assert not photo_client.edit_photo(_png(astronaut), [("smile", 2.0)]).warnings
-    assert not photo_client.edit_photo(_png(astronaut), [("yaw", 2.0)], replace=True).warnings
+    assert not photo_client.edit_photo(image_file(astronaut), [("smile", 2.0)]).warnings
+    assert not photo_client.edit_photo(image_file(astronaut), [("yaw", 2.0)], replace=True).warnings
     # a slider by the photo face's latent id answers the whole photo with the same warning
     again = photo_client.edit(photo_client.face(latent_id=turned.faces[0].latent_id), [("roll", 1.0)])
     assert again.photo and [w.split(" ")[0] for w in again.warnings] == ["roll"]
