@@ -15,7 +15,7 @@ import re
 from facedit_core.errors import InvalidArgument, shorten
 
 # the edit methods, as named in packs, records and Redis (the proto enum METHOD_<NAME> maps onto these)
-METHODS = ("interfacegan", "tlgan", "crg", "istrc", "words", "sefa", "custom")
+METHODS = ("interfacegan", "tlgan", "crg", "istrc", "words", "sefa", "custom", "refined")
 
 CUSTOM_PREFIX = "custom/"   # ids of directions that clients create at run time
 ISTRC_PREFIX = "istrc/"     # ids of ISTRC directions (embedding space)

@@ -37,7 +37,7 @@ from training.encoders import crg_encoder
 from training.evaluation import ground_truth, measured, real_faces, real_faces_report
 from training.generators import gan
 from training.labels import annotate, oracle, source
-from training.methods import crg_directions, interfacegan, istrc, sefa, tlgan, words
+from training.methods import crg_directions, interfacegan, istrc, refine, sefa, tlgan, words
 from training.packs import export, restore
 
 
@@ -52,6 +52,7 @@ STEPS = {
     "annotate": annotate.annotate,
     "oracle": oracle.train,
     "interfacegan": interfacegan.train,
+    "refine": refine.train,
     "crg": crg_directions.train,
     "tlgan": tlgan.train,
     "sefa": sefa.train,
@@ -66,7 +67,7 @@ def default_steps(cfg: PackConfig) -> tuple[str, ...]:
     """Every step that applies to the pack's generator and attribute source, then export."""
     skip = {"gan"} if cfg.generator != "trained" else set()
     if source.has_ground_truth(cfg):
-        skip.add("annotate")
+        skip |= {"annotate", "refine"}  # no alignment template: no photos to paste into
     return tuple(s for s in PACK_STEPS if s not in skip)
 
 

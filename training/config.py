@@ -41,6 +41,8 @@ class PackConfig:
     # the steps of `python -m training pack`, in order; empty: the default steps of the pack's
     # generator and attribute source (training/__main__.py default_steps)
     steps: tuple = ()
+    # the method of edits that name no method (METHOD_UNSPECIFIED); every attribute must have its direction
+    default_method: str = "interfacegan"
 
     # DCGAN (generator and discriminator widths, Adam as in Radford et al.)
     gan_steps: int = 6000
@@ -70,6 +72,19 @@ class PackConfig:
     svm_train_split: float = 0.7
     svm_c: float = 1.0
     strength_limit: float = 10.0  # hard limit on |strength|
+
+    # directions refined for pasting into photos (training/methods/refine.py), from InterFaceGAN's normals;
+    # packs with an alignment template only
+    refine_steps: int = 300        # Adam steps per attribute, each on refine_batch fresh latents
+    refine_batch: int = 48
+    refine_lr: float = 0.02
+    refine_strength: float = 3.0   # the offset (latent units) at which a direction's change is judged
+    # attribute -> the face region its change should stay in ("mouth"); others keep the other attributes only
+    refine_regions: dict = dataclasses.field(default_factory=lambda: {"smile": "mouth", "mouth_open": "mouth"})
+    refine_outside_weight: float = 100.0  # x mean squared luminance change outside the region
+    refine_lip_weight: float = 30.0       # x mean darkening of the upper lip (between nose and mouth)
+    refine_keep_weight: float = 0.1       # x mean squared change of the other attributes' logits
+    refine_eval_samples: int = 500        # held-out latents of the figures
 
     # TL-GAN feature axes
     tlgan_samples: int = 20000

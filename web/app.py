@@ -63,7 +63,7 @@ class EditRequest(BaseModel):
     latent_id: str = Field(description="a face's id from /api/photo or /api/random")
     edits: dict[str, float] = Field(default_factory=dict, description="attribute -> strength, e.g. {'smile': 1.5}")
     keep: list[str] = Field(default_factory=list, description="attributes to keep fixed")
-    method: str | None = Field(None, description="interfacegan, crg, tlgan, istrc, words, sefa; null: the pack's")
+    method: str | None = Field(None, description="interfacegan, refined, crg, tlgan, istrc, words, sefa; null: the pack's")
     text: str = Field("", description="a phrase to move the face towards, e.g. 'a big grin'")
     text_strength: float = Field(2.0, description="how far to move along the phrase")
 

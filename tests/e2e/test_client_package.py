@@ -236,9 +236,9 @@ PNG, JPEG = "89504e47", "ffd8"
 def test_every_rpc_through_the_sync_client(venv, stack, photos, tmp_path):
     out = venv.python(EVERY_RPC, stack.address("gateway"), str(FACES), str(photos / "astronaut.png"), cwd=tmp_path)
     assert out["attributes"] == ["yaw", "roll", "smile", "mouth_open", "skin_tone"]
-    assert out["edit"] == [PNG, PNG, out["latent_dim"], "interfacegan/smile", True]
+    assert out["edit"] == [PNG, PNG, out["latent_dim"], "refined/smile", True]  # the pack's default method
     assert out["edit_by_id_with_text"][:2] == [True, JPEG]
-    assert out["edit_by_id_with_text"][2][0] == "interfacegan/smile" and out["edit_by_id_with_text"][2][1]
+    assert out["edit_by_id_with_text"][2][0] == "refined/smile" and out["edit_by_id_with_text"][2][1]
     assert out["edit_photo"] == [[1, PNG]]
     assert out["sweep"] == [-2.0, -1.0, 0.0, 1.0, 2.0]
     assert out["encode"] == [24, out["latent_dim"], PNG, 3600]
@@ -601,7 +601,7 @@ def test_cli_connection_from_flags_anywhere_variables_and_a_config_file(venv, st
     assert shown["sources"]["timeout"] == "flag" and shown["sources"]["token"] == "FACEDIT_TOKEN"
     assert shown["sources"]["address"].endswith("config.toml")
     table = venv.facedit("--address", gw, "attributes", cwd=tmp_path)
-    assert table.returncode == 0 and re.search(r"^interfacegan/smile\s+smile\s+interfacegan\*\s+-3\.\d\d\.\.\+3\.\d\d",
+    assert table.returncode == 0 and re.search(r"^refined/smile\s+smile\s+refined\*\s+-3\.\d\d\.\.\+3\.\d\d",
                                                table.stdout, re.M), table.stdout
 
 
@@ -769,6 +769,6 @@ def test_the_readme_grpcurl_call_works_through_reflection(stack, tmp_path):
         assert done.returncode == 0, (command, done.stderr)
         if "Gateway/Edit" in command:
             answer = json.loads(done.stdout)
-            assert answer["latent_id"] and answer["quality"][0]["direction_id"] == "interfacegan/smile"
+            assert answer["latent_id"] and answer["quality"][0]["direction_id"] == "refined/smile"
         else:
             assert "rpc Edit ( .facedit.v1.EditRequest ) returns ( .facedit.v1.EditResponse );" in done.stdout

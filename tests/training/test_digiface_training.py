@@ -39,7 +39,7 @@ def test_exported_pack_loads_with_every_method_and_its_alignment(tiny_digiface):
     for name in pack.manifest["artefacts"]:
         pack.artefact(name)  # sha256 checked
     assert pack.attributes == ("yaw", "roll", "smile", "mouth_open", "skin_tone")
-    assert set(pack.manifest["methods"]) >= {"interfacegan", "tlgan", "crg", "sefa", "words", "istrc"}
+    assert set(pack.manifest["methods"]) >= {"interfacegan", "refined", "tlgan", "crg", "sefa", "words", "istrc"}
     assert len(pack.manifest["alignment"]["template"]) == 5
     # the evaluation's figures are in evaluation.json, not repeated in the manifest
     assert "evaluation" not in pack.manifest["metrics"]
@@ -55,6 +55,23 @@ def test_exported_pack_loads_with_every_method_and_its_alignment(tiny_digiface):
     card = (out / "model_card.md").read_text()
     assert "Encoder reconstruction" in card and "Edit success" in card
     assert "Words -> latent" in card and "ISTRC" in card
+
+
+def test_refine_moves_the_mouth_directions_only_and_reports_both_ways(tiny_digiface):
+    from facedit_core.pack import load_pack, read_directions
+
+    work, out = tiny_digiface
+    vectors = {r.id: v for r, v in read_directions(load_pack(out.name, out.parent))}
+    for a in ("yaw", "roll", "skin_tone"):  # no region: InterFaceGAN's normal as it is
+        assert np.array_equal(vectors[f"refined/{a}"], vectors[f"interfacegan/{a}"])
+    for a in ("smile", "mouth_open"):  # fitted (a few steps here): moved off the normal, still a unit vector
+        assert not np.array_equal(vectors[f"refined/{a}"], vectors[f"interfacegan/{a}"])
+        assert abs(np.linalg.norm(vectors[f"refined/{a}"]) - 1) < 1e-4
+    figures = json.loads((work / "report.json").read_text())["refine"]
+    assert figures["smile"]["region"] == "mouth" and figures["yaw"]["region"] is None
+    assert set(figures["smile"]["refined"]) == {"+", "-"}
+    assert set(figures["smile"]["refined"]["+"]) == {"gain", "lip_darkening", "outside_ms", "others_ms"}
+    assert "Refined directions" in (out / "model_card.md").read_text()
 
 
 def test_words_of_the_digiface_lexicon_become_directions_of_its_attributes(tiny_digiface):

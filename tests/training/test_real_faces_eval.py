@@ -26,15 +26,17 @@ def setup():
 
 def test_fast_mode_on_a_real_photo(setup):
     models, det, photos = setup
-    result = rf.evaluate(models, rf.INVERSIONS["fast"](models), photos, det, methods=("interfacegan",))
+    method = models.pack.default_method  # the contact sheets show its edits
+    result = rf.evaluate(models, rf.INVERSIONS["fast"](models), photos, det, methods=(method,))
     face = result["faces"][0]
     assert len(result["faces"]) == 1 and 0 < face["mae"] < 0.5 and 0 < face["dhash"] <= 1
     assert -1 <= face["facenet_cosine"] < face["facenet_cosine_resolution"] <= 1
-    assert set(face["edits"]) == {f"interfacegan/{a} {s}" for a in models.attributes for s in "+-"}
+    assert set(face["edits"]) == {f"{method}/{a} {s}" for a in models.attributes for s in "+-"}
     assert all(e["identity_cosine"] is None or -1 <= e["identity_cosine"] <= 1 for e in face["edits"].values())
+    assert all(0 <= e["upper_lip_darkening"] <= 1 for e in face["edits"].values())
     assert set(result["sheet"]["edits"]) == {(a, s) for a in models.attributes for s in "+-"}
     agg = report.aggregate(result, "held-out")
-    assert agg["faces"] == 1 and set(agg["edits"]) == {f"interfacegan/{a}" for a in models.attributes}
+    assert agg["faces"] == 1 and set(agg["edits"]) == {f"{method}/{a}" for a in models.attributes}
 
 
 def test_another_inversion_plugs_in(setup):

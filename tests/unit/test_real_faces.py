@@ -96,3 +96,28 @@ def test_contact_sheet_has_a_column_per_edit_and_a_row_per_face():
                                                                     for s in "-+"}}
     img = report.contact_sheet(sheet, [0, 2], ["yaw", "smile"])
     assert img.size == (6 * 66, 12 + 2 * 66)
+
+
+def test_face_regions_sit_where_the_template_puts_mouth_and_nose():
+    from training.data import annotators
+
+    template = np.array([[22.1, 30.9], [42.2, 30.6], [32.1, 43.8], [23.5, 54.8], [40.7, 54.6]])
+    r = annotators.regions(template, 64)
+    assert r["mouth"][55, 32] and r["mouth"][55, 24] and not r["mouth"][44, 32]   # corners in, nose out
+    assert r["upper_lip"][48, 32] and not r["upper_lip"][43, 32] and not r["upper_lip"][56, 32]
+    assert r["face"][31, 22] and not r["face"][2, 2]
+    assert r["mouth"].sum() < r["face"].sum() and (r["mouth"] & ~r["face"]).sum() == 0
+
+
+def test_upper_lip_darkening_counts_darker_pixels_only():
+    mask = np.zeros((8, 8), bool)
+    mask[2:4, 2:6] = True
+    face = np.full((1, 8, 8, 3), 200, np.uint8)
+    darker, lighter = face.copy(), face.copy()
+    darker[0, 2:4, 2:6] = 149   # 51 levels darker: 0.2 of the luminance
+    lighter[0, 2:4, 2:6] = 250
+    assert rf.upper_lip_darkening(face, face, mask)[0] == 0
+    assert rf.upper_lip_darkening(face, darker, mask)[0] == pytest.approx(0.2, abs=1e-6)
+    assert rf.upper_lip_darkening(face, lighter, mask)[0] == 0
+    darker[0, 6, 6] = 0  # outside the mask: not counted
+    assert rf.upper_lip_darkening(face, darker, mask)[0] == pytest.approx(0.2, abs=1e-6)

@@ -28,9 +28,12 @@ ATTRIBUTES = ("yaw", "roll", "smile", "mouth_open", "skin_tone")
 POSE = ("yaw", "roll")
 
 
-def _luminance(pixels: np.ndarray) -> np.ndarray:
+LUMA = (0.299, 0.587, 0.114)  # Rec. 601 luminance weights of R, G, B
+
+
+def luminance(pixels: np.ndarray) -> np.ndarray:
     """(..., 3) uint8 -> (...) float32 luminance in [0, 1] (Rec. 601)."""
-    return (pixels.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)) / 255.0
+    return (pixels.astype(np.float32) @ np.array(LUMA, np.float32)) / 255.0
 
 
 def _patch(lum: np.ndarray, centre: np.ndarray, half: float) -> np.ndarray:
@@ -52,7 +55,7 @@ def measure(pixels: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     yaw = float((nose - eyes) @ ux) / d
     roll = float(np.degrees(np.arctan2(axis[1], axis[0])))
     smile = float(np.linalg.norm(mouth_r - mouth_l)) / d
-    lum = _luminance(pixels)
+    lum = luminance(pixels)
     # cheeks: between each eye and its mouth corner, pushed outwards
     cheeks = [(eye_l + mouth_l) / 2 - 0.15 * d * ux, (eye_r + mouth_r) / 2 + 0.15 * d * ux]
     skin = np.concatenate([_patch(lum, c, 0.12 * d).ravel() for c in cheeks])
@@ -68,6 +71,25 @@ def measure(pixels: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     band = lum[yi, xi]
     mouth_open = 1.0 - float(np.percentile(band, 10)) / max(skin_tone, 1e-3)
     return np.array([yaw, roll, smile, mouth_open, skin_tone], np.float32)
+
+
+def regions(template: np.ndarray, size: int) -> dict[str, np.ndarray]:
+    """The alignment template (5, 2) (eye, eye, nose, mouth corner, mouth corner) -> (size, size) float32 0/1
+    bool masks "mouth", "upper_lip" and "face" in crop pixels (pixel centres at integers): an
+    ellipse around the mouth corners, the band between the nose tip and the mouth, an ellipse around eyes and mouth."""
+    eye_l, eye_r, nose, mouth_l, mouth_r = np.asarray(template, np.float64)
+    d = float(np.linalg.norm(eye_r - eye_l))
+    w = float(np.linalg.norm(mouth_r - mouth_l))
+    mouth = (mouth_l + mouth_r) / 2
+    eyes = (eye_l + eye_r) / 2
+    y, x = np.mgrid[0:size, 0:size].astype(np.float64)
+    centre = (eyes + mouth) / 2
+    drop = mouth[1] - nose[1]
+    return {
+        "mouth": ((x - mouth[0]) / (0.65 * w)) ** 2 + ((y - mouth[1]) / (0.3 * d)) ** 2 <= 1,
+        "upper_lip": (np.abs(x - mouth[0]) <= 0.35 * d) & (y >= nose[1] + 0.1 * drop) & (y <= nose[1] + 0.66 * drop),
+        "face": ((x - centre[0]) / d) ** 2 + ((y - centre[1]) / (1.3 * d)) ** 2 <= 1,
+    }
 
 
 def detect_and_measure(detector, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -47,7 +47,7 @@ from training.third_party.wheels import DEFAULT_DIR
 FACENET_SIZE = 160
 WINDOW_MARGIN = 0.5      # the re-detection window: the face's box grown by this share of its side on every side
 MATCH_DISTANCE = 0.5     # a re-detected face is the same face when its landmarks are within this x eye distance
-METHODS = ("interfacegan", "tlgan", "crg", "sefa", "words")  # linear directions; sefa's unlabelled components skipped
+METHODS = ("interfacegan", "refined", "tlgan", "crg", "sefa", "words")  # linear directions; sefa's unlabelled components skipped
 PASTE_MODES = ("delta", "replace")
 
 
@@ -144,6 +144,12 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Row-wise cosine of two (N, K) arrays."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     return (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
+
+
+def upper_lip_darkening(before: np.ndarray, after: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Faces (N, R, R, 3) uint8 before and after an edit, cut at the same place, and a (R, R) bool mask ->
+    (N,) the mean darkening of the masked pixels' luminance, in [0, 1] (lightening counts 0)."""
+    return np.maximum(annotators.luminance(before) - annotators.luminance(after), 0)[:, mask].mean(1)
 
 
 def moved(before: np.ndarray, after: np.ndarray, sign: float) -> np.ndarray:
@@ -291,6 +297,8 @@ def evaluate(models: PackModels, inversion: Inversion, photos: list[Photo], det:
              if pairs[i][0] is not pairs[j][0]]
     base_probs = models.classify(recon)
     sheet = {"original": crops, "reconstruction": recon, "edits": {}}
+    lip = annotators.regions(models.template, res)
+    lip = lip["upper_lip"] & ~lip["mouth"]  # where a grin's dark outline shows as a moustache on a photo
     stats = models.pack.manifest.get("metrics", {}).get("annotate", {}).get("stats", {})
     iqr = np.array([stats.get(a, {}).get("iqr", np.nan) for a in models.attributes], np.float64)
     edit_times = {}
@@ -314,6 +322,7 @@ def evaluate(models: PackModels, inversion: Inversion, photos: list[Photo], det:
                 for f in p.faces:
                     after.append(measure(models, out, redetect(det, out, f)))
                     shown.append(align.crop(out, f.affine, res))
+            darkening = upper_lip_darkening(crops, np.stack(shown), lip)
             found = [k for k, a in enumerate(after) if a.face160 is not None]
             ident = np.full(n, np.nan)
             if found:
@@ -328,8 +337,12 @@ def evaluate(models: PackModels, inversion: Inversion, photos: list[Photo], det:
                     "lost": bool(after[k].face160 is None), "moved_annotator": bool(m_ann[k]),
                     "moved_classifier": bool(m_cls[k]), "moved_rendering": bool(m_ren[k]),
                     "change_iqr": None if np.isnan(val_a[k] - val_b[k]) else round(float((val_a[k] - val_b[k]) / iqr[i]), 3),
-                    "identity_cosine": None if np.isnan(ident[k]) else round(float(ident[k]), 4)}
+                    "identity_cosine": None if np.isnan(ident[k]) else round(float(ident[k]), 4),
+                    "upper_lip_darkening": round(float(darkening[k]), 4)}
             edit_times[f"{r.id} {sign}"] = _ms(spent, n)
+            print(f"[evaluate-real] {r.id} {sign}: {n} faces, moved {m_ann.mean():.2f} (annotators), identity "
+                  f"{np.nanmean(ident) if found else float('nan'):.2f}, upper lip darkening {darkening.mean():.3f}",
+                  flush=True)
             if r.method == (sheet_method or models.pack.default_method):
                 sheet["edits"][(r.attribute, sign)] = np.stack(shown)
     return {"faces": per_face, "other_people_cosine": round(float(np.mean(other)), 4) if other else None,

@@ -62,6 +62,7 @@ def aggregate(result: dict, split: str) -> dict:
             "moved_rendering": _mean(float(x["moved_rendering"]) for x in e),
             "change_iqr": _mean(x["change_iqr"] for x in e),
             "identity_cosine": _mean(x["identity_cosine"] for x in e),
+            "upper_lip_darkening": _mean(x.get("upper_lip_darkening") for x in e),
             "ms_per_face": result["edit_ms_per_face"][key]}
     return {"faces": len(faces), "photos": len({f["file"] for f in faces}),
             "reconstruction": {**rec, "ms_per_face": result["reconstruct_ms_per_face"]},
@@ -97,23 +98,26 @@ def tables(report: dict) -> list[str]:
                   f"{_met(r['facenet_cosine'], TARGETS['facenet_cosine'])} | {_f(r['facenet_cosine_resolution'], 3)} | "
                   f"{r['ms_per_face']} |", "",
                   "| direction | moved - / + (annotators, returned photo) | classifier, returned photo | "
-                  "classifier, 64-px rendering | identity cos - / + | lost | ms per face |",
-                  "|---|---|---|---|---|---|---|"]
+                  "classifier, 64-px rendering | identity cos - / + | upper lip darkening - / + | lost | ms per face |",
+                  "|---|---|---|---|---|---|---|---|"]
         for d, e in s["edits"].items():
             lo, hi = e.get("-", {}), e.get("+", {})
 
-            def pair(k: str, lo: dict = lo, hi: dict = hi) -> str:
-                return f"{_f(lo.get(k))} / {_f(hi.get(k))}"
+            def pair(k: str, digits: int = 2, lo: dict = lo, hi: dict = hi) -> str:
+                return f"{_f(lo.get(k), digits)} / {_f(hi.get(k), digits)}"
             lines.append(f"| {d} ({_f(lo.get('strength'))} / {_f(hi.get('strength'))}) | {pair('moved_annotator')} | "
                          f"{pair('moved_classifier')} | {pair('moved_rendering')} | {pair('identity_cosine')} | "
-                         f"{lo.get('lost', 0) + hi.get('lost', 0)} | {hi.get('ms_per_face', '-')} |")
+                         f"{pair('upper_lip_darkening', 3)} | {lo.get('lost', 0) + hi.get('lost', 0)} | "
+                         f"{hi.get('ms_per_face', '-')} |")
         lines.append("")
     lines.append(f"FaceNet cosine between faces of different photos (the same person may appear in two photos): "
                  f"{_f(report['other_people_cosine'], 3)}. Times are of one process on a shared 2-core CPU: "
                  f"detecting and aligning {report['sets'].get('held-out', {}).get('detect_ms_per_face')} ms per face "
                  "(whole photos), reconstruction per face in one batch, an edit's rendering and paste per face; "
                  "measuring is not counted. Identity cosines after an edit compare the photo's face before and "
-                 "after, both cut at 160 px; the reconstruction's compares the two 64-px faces, upsampled.")
+                 "after, both cut at 160 px; the reconstruction's compares the two 64-px faces, upsampled. Upper lip "
+                 "darkening: the mean luminance lost (0-1) between the nose and the mouth of the returned photo's face, "
+                 "cut where the face was (a moustache-like band shows as about 0.05 and more).")
     return lines
 
 

@@ -21,7 +21,7 @@ from training.generators import gan
 from training.labels import oracle, source
 from training.methods import direction_sets
 
-_LATENT_SEED = 4
+LATENT_SEED = 4  # the scored latents (refine measures its strength range on the same ones)
 
 
 def fit_direction(z: np.ndarray, score: np.ndarray, cfg: PackConfig, rng: np.random.Generator) -> dict:
@@ -62,7 +62,7 @@ def _record(cfg: PackConfig, attribute: str, fit: dict) -> dict:
 def train(cfg: PackConfig, work: Path) -> dict:
     g, o = gan.load_generator(cfg, work), oracle.load(cfg, work)
     attrs = source.attributes(cfg)
-    z = latents(cfg.seed + _LATENT_SEED, cfg.svm_samples, cfg.latent_dim)
+    z = latents(cfg.seed + LATENT_SEED, cfg.svm_samples, cfg.latent_dim)
     scores = oracle.score_latents(g, o, z)
     rng = np.random.default_rng(cfg.seed)
     fits = {a: fit_direction(z, scores[:, i], cfg, rng) for i, a in enumerate(attrs)}

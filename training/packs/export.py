@@ -40,7 +40,7 @@ from training.third_party import glove, wheels
 
 # report.json entries copied into the manifest's metrics, in this order (those present); the evaluation's
 # figures ("evaluation") go to evaluation.json beside the manifest, not into it (EVALUATION)
-METRICS = ("annotate", "oracle", "interfacegan", "tlgan", "sefa", "crg", "directions", "words", "istrc", "encoder")
+METRICS = ("annotate", "oracle", "interfacegan", "refine", "tlgan", "sefa", "crg", "directions", "words", "istrc", "encoder")
 EVALUATION = "evaluation.json"
 TIMED = ("gan", "encoder", "annotate", "oracle")  # steps whose seconds the manifest lists under training.timings_s
 IMPORTED_GENERATORS = {"digiface64": wheels.DIGIFACE_GENERATOR}  # cfg.generator -> file `make setup` builds
@@ -189,6 +189,10 @@ def export(cfg: PackConfig, work: Path, out: Path) -> dict:
     if (work / istrc.CHECKPOINT).exists():
         artefacts.update(export_istrc(cfg, work, out, report.get("istrc", {})))
         methods.add("istrc")
+    missing = sorted({*attrs} - {x["attribute"] for x in records if x["method"] == cfg.default_method})
+    if missing:
+        raise ValueError(f"default_method {cfg.default_method!r} has no direction for {missing}: run its step "
+                         "or choose another default_method in the pack config")
     for a in artefacts.values():
         p = out / a["path"]
         a["sha256"], a["bytes"] = sha256(p), p.stat().st_size
@@ -205,7 +209,7 @@ def export(cfg: PackConfig, work: Path, out: Path) -> dict:
         "latent_space": "z",
         "latent_prior": "standard normal N(0, I)",
         "attributes": attrs,
-        "default_method": "interfacegan",
+        "default_method": cfg.default_method,
         "methods": sorted(methods),
         **({"alignment": alignment(report["annotate"])} if "annotate" in report else {}),
         "artefacts": artefacts,

@@ -110,6 +110,18 @@ def _directions(manifest: dict) -> list[str]:
                   "", "Edit success, leakage and identity: see \"Evaluation against ground truth\" below.",
                   "", "Cosine between boundaries (rows/columns in attribute order):",
                   _table([""] + attrs, [[a] + [f"{v:+.2f}" for v in row] for a, row in zip(attrs, ig["boundary_cosine"])])]
+    if m.get("refine"):
+        rf = m["refine"]
+        strength = manifest["training"]["config"]["refine_strength"]
+        terms = ("gain", "lip_darkening", "outside_ms", "others_ms")
+        rows = [[a if key == "+" else "", f"{key}{strength:g}", f["region"] or "-", f["cosine_to_interfacegan"],
+                 *[f"{f['interfacegan'][key][k]:.4g} -> {f['refined'][key][k]:.4g}" for k in terms]]
+                for a, f in rf.items() for key in "+-"]
+        parts += ["", "## Refined directions (InterFaceGAN's normal refined for photo pasting; docs/methods.md)",
+                  "", "Held-out generated faces at the refine strength, InterFaceGAN -> refined: the attribute's "
+                  "classifier logit gain, the upper lip's mean darkening, the mean squared luminance change outside "
+                  "the region, the other attributes' mean squared logit change.", "",
+                  _table(["attribute", "strength", "region", "cosine to InterFaceGAN", *terms], rows)]
     if "tlgan" in m:
         t = m["tlgan"]
         along = t["probability_along_axis"]

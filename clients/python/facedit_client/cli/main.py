@@ -85,7 +85,7 @@ def _edit_flags(p: argparse.ArgumentParser, text: bool = True) -> None:
                        help="how text edits move the latent (default addition)")
     p.add_argument("--keep", action="append", default=[], metavar="ATTRIBUTE",
                    help="an attribute to keep fixed while editing (repeatable)")
-    p.add_argument("--method", help="method of attribute edits (interfacegan, tlgan, crg, sefa, istrc, words; "
+    p.add_argument("--method", help="method of attribute edits (interfacegan, refined, tlgan, crg, sefa, istrc, words; "
                                     "default the pack's; `facedit attributes` lists them)")
     p.add_argument("--format", choices=["png", "jpeg"], help="image format (default: from -o's extension, else png)")
 
