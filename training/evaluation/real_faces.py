@@ -297,8 +297,7 @@ def evaluate(models: PackModels, inversion: Inversion, photos: list[Photo], det:
              if pairs[i][0] is not pairs[j][0]]
     base_probs = models.classify(recon)
     sheet = {"original": crops, "reconstruction": recon, "edits": {}}
-    lip = annotators.regions(models.template, res)
-    lip = lip["upper_lip"] & ~lip["mouth"]  # where a grin's dark outline shows as a moustache on a photo
+    lip = annotators.regions(models.template, res)["upper_lip"]  # darkened, it shows as a moustache on a photo
     stats = models.pack.manifest.get("metrics", {}).get("annotate", {}).get("stats", {})
     iqr = np.array([stats.get(a, {}).get("iqr", np.nan) for a in models.attributes], np.float64)
     edit_times = {}

@@ -11,7 +11,7 @@ Per attribute, starting from the pack's InterFaceGAN normal, a unit direction n 
 
     maximise  gain(n) = mean over z of  oracle logit of the attribute at G(z + a n)  -  at G(z)
     minus     refine_outside_weight * mean squared luminance change outside the attribute's region
-              refine_lip_weight     * mean darkening of the upper lip (nose to mouth)      (region "mouth")
+              refine_lip_weights[attribute] * mean darkening of the upper lip (nose to lips)
               refine_keep_weight    * mean squared logit change of the other attributes
 
 Regions (`refine_regions`, attribute -> region) come from the pack's alignment template, in crop pixels:
@@ -44,7 +44,7 @@ from training.methods import direction_sets, interfacegan
 
 REGIONS = ("mouth",)
 _TRAIN_SEED = 21   # the latents of the fit (torch generator seed, cfg.seed added)
-_EVAL_SEED = 23    # held-out latents of the figures
+EVAL_SEED = 23    # held-out latents of the figures
 
 
 def _as_float(m: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
@@ -60,8 +60,11 @@ class Objective:
         self.region = cfg.refine_regions.get(attribute)
         if self.region is not None and self.region not in REGIONS:
             raise ValueError(f"refine_regions: {attribute!r} -> {self.region!r}; regions: {list(REGIONS)}")
+        if self.region is not None and attribute not in cfg.refine_lip_weights:
+            raise ValueError(f"refine_lip_weights has no weight for {attribute!r}, which has a region")
+        self.lip_weight = float(cfg.refine_lip_weights.get(attribute, 0.0))
         m = _as_float(annotators.regions(template, cfg.resolution))
-        self.lip = m["upper_lip"] * (1 - m["mouth"])
+        self.lip = m["upper_lip"]  # the skin between the nose and the lips: darkened, it reads as a moustache
         self.outside = m["face"] * (1 - m["mouth"]) * (1 - self.lip)
         self.cfg = cfg
         self.luma = torch.tensor(annotators.LUMA).view(1, 3, 1, 1)
@@ -79,7 +82,7 @@ class Objective:
     def loss(self, t: dict[str, torch.Tensor]) -> torch.Tensor:
         c = self.cfg
         return (-t["gain"] + c.refine_keep_weight * t["others_ms"] + c.refine_outside_weight * t["outside_ms"]
-                + c.refine_lip_weight * t["lip_darkening"])
+                + self.lip_weight * t["lip_darkening"])
 
 
 def fit(g, o, objective: Objective, start: np.ndarray, cfg: PackConfig) -> np.ndarray:
@@ -118,7 +121,7 @@ def measure(g, o, objective: Objective, n: np.ndarray, z: np.ndarray, strength: 
     return {key: {k: round(v / len(z), 5) for k, v in terms.items()} for key, terms in sums.items()}
 
 
-def _interfacegan(work: Path) -> dict[str, np.ndarray]:
+def interfacegan_normals(work: Path) -> dict[str, np.ndarray]:
     path = work / "directions" / "interfacegan.json"
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: run `python -m training interfacegan --config <pack config>` "
@@ -133,9 +136,9 @@ def train(cfg: PackConfig, work: Path) -> dict:
               flush=True)
         return {}
     g, o = gan.load_generator(cfg, work), oracle.load(cfg, work)
-    attrs, starts = source.attributes(cfg), _interfacegan(work)
+    attrs, starts = source.attributes(cfg), interfacegan_normals(work)
     template = np.asarray(annotate.template(work), np.float64)
-    z_eval = latents(cfg.seed + _EVAL_SEED, cfg.refine_eval_samples, cfg.latent_dim)
+    z_eval = latents(cfg.seed + EVAL_SEED, cfg.refine_eval_samples, cfg.latent_dim)
     z_range = latents(cfg.seed + interfacegan.LATENT_SEED, cfg.svm_samples, cfg.latent_dim)
     records, vectors, figures = [], [], {}
     for a in attrs:
@@ -165,7 +168,7 @@ def train(cfg: PackConfig, work: Path) -> dict:
                                    if objective.region else "InterFaceGAN normal, unchanged (no region to refine for)"),
                         "region": objective.region or "none",
                         "steps": cfg.refine_steps, "batch": cfg.refine_batch, "strength": cfg.refine_strength,
-                        "weights": {"outside": cfg.refine_outside_weight, "upper_lip": cfg.refine_lip_weight,
+                        "weights": {"outside": cfg.refine_outside_weight, "upper_lip": objective.lip_weight,
                                     "keep": cfg.refine_keep_weight},
                         "held_out_latents": cfg.refine_eval_samples, "scorer": source.source(cfg).scorer}))
         vectors.append(n)
