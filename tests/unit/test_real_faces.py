@@ -121,3 +121,16 @@ def test_upper_lip_darkening_counts_darker_pixels_only():
     assert rf.upper_lip_darkening(face, lighter, mask)[0] == 0
     darker[0, 6, 6] = 0  # outside the mask: not counted
     assert rf.upper_lip_darkening(face, darker, mask)[0] == pytest.approx(0.2, abs=1e-6)
+
+
+def test_the_evaluation_pastes_into_a_grey_photo_like_the_gateway_keeping_it_grey():
+    template = np.array([[22.1, 30.9], [42.2, 30.6], [32.1, 43.8], [23.5, 54.8], [40.7, 54.6]])
+    photo = np.repeat(np.linspace(40, 220, 128 * 128).reshape(128, 128, 1).astype(np.uint8), 3, axis=2)
+    landmarks = template * 1.5 + 16
+    a = align.similarity(landmarks, template)
+    face = rf.Face(0, landmarks, (0, 0, 128, 128), a, align.crop(photo, a, 64))
+    rng = np.random.default_rng(1)
+    edited = rng.integers(0, 256, (1, 64, 64, 3), dtype=np.uint8)  # a coloured rendering
+    out = rf.paste_faces(photo, [face], edited, face.crop[None], "delta")
+    assert not np.array_equal(out, photo)  # the edit is there
+    assert np.array_equal(out[..., 0], out[..., 1]) and np.array_equal(out[..., 1], out[..., 2])

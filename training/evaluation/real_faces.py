@@ -231,11 +231,13 @@ def measure(models: PackModels, photo: np.ndarray, landmarks: np.ndarray | None)
 
 def paste_faces(photo: np.ndarray, faces: list[Face], edited: np.ndarray, rendered: np.ndarray,
                 mode: str) -> np.ndarray:
-    """The photo returned by EditPhoto: every face's edited rendering blended back into it."""
-    out = photo
+    """The photo returned by EditPhoto: every face's edited rendering blended back into it (a grey photo
+    gets only the luminance of the edit, as the gateway does)."""
+    out, grey = photo, images.is_grey(photo)
     for f, new, old in zip(faces, edited, rendered):
         mask = align.blend_mask(align.apply(f.affine, f.landmarks), new.shape[0])
-        out = align.paste(out, f.affine, new, mask, original_face=old if mode == "delta" else None)
+        out = align.paste(out, f.affine, new, mask, original_face=old if mode == "delta" else None,
+                          luminance_only=grey)
     return out
 
 
