@@ -147,7 +147,7 @@ def train(cfg: PackConfig, work: Path) -> dict:
         # without a region the attribute changes the whole face: InterFaceGAN's normal is kept as it is
         n = fit(g, o, objective, starts[a], cfg) if objective.region else starts[a].astype(np.float32)
         before = measure(g, o, objective, starts[a], z_eval, cfg.refine_strength)
-        after = measure(g, o, objective, n, z_eval, cfg.refine_strength)
+        after = measure(g, o, objective, n, z_eval, cfg.refine_strength) if objective.region else before
         lo, hi = np.percentile(z_range @ n, [5, 95])
         span = round(float(hi - lo), 3)
         figures[a] = {"region": objective.region, "cosine_to_interfacegan": round(float(n @ starts[a]), 4),
