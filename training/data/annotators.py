@@ -22,18 +22,17 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from facedit_core import images
+
 ATTRIBUTES = ("yaw", "roll", "smile", "mouth_open", "skin_tone")
 # attributes that turn or tilt the head: pasted into a photo as a change (PASTE_MODE_DELTA) they show the face
 # twice (the manifest's alignment.pose_attributes; the gateway warns about them)
 POSE = ("yaw", "roll")
 
 
-LUMA = (0.299, 0.587, 0.114)  # Rec. 601 luminance weights of R, G, B
-
-
 def luminance(pixels: np.ndarray) -> np.ndarray:
-    """(..., 3) uint8 -> (...) float32 luminance in [0, 1] (Rec. 601)."""
-    return (pixels.astype(np.float32) @ np.array(LUMA, np.float32)) / 255.0
+    """(..., 3) uint8 -> (...) float32 luminance in [0, 1] (facedit_core.images.LUMA, Rec. 601)."""
+    return images.luminance(pixels) / 255.0
 
 
 def _patch(lum: np.ndarray, centre: np.ndarray, half: float) -> np.ndarray:
@@ -74,7 +73,7 @@ def measure(pixels: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
 
 
 def regions(template: np.ndarray, size: int) -> dict[str, np.ndarray]:
-    """The alignment template (5, 2) (eye, eye, nose, mouth corner, mouth corner) -> (size, size) float32 0/1
+    """The alignment template (5, 2) (eye, eye, nose, mouth corner, mouth corner) -> (size, size)
     bool masks "mouth", "upper_lip" and "face" in crop pixels (pixel centres at integers): an
     ellipse around the mouth corners, the band between the nose tip and the mouth, an ellipse around eyes and mouth."""
     eye_l, eye_r, nose, mouth_l, mouth_r = np.asarray(template, np.float64)

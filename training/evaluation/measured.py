@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from facedit_core import align
+from facedit_core import align, images
 from facedit_faces.detect import FaceDetector
 from training import checkpoints
 from training.config import PackConfig
@@ -85,7 +85,7 @@ def _gray_reconstruction(g, e, pixels: np.ndarray, valid: np.ndarray) -> dict:
     on the valid pixels (MAE, MSE); outside them the reconstruction takes the photo's (black)
     pixels so that the hashes (which are computed on luminance anyway) see the same frame."""
     recon = generate(g, encode(e, pixels))
-    lum = recon.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    lum = images.luminance(recon)
     recon_gray = np.repeat(np.clip(lum.round(), 0, 255).astype(np.uint8)[..., None], 3, axis=3)
     recon_gray = np.where(valid[..., None], recon_gray, pixels)
     x, y = pixels[..., 0].astype(np.float32) / 255, recon_gray[..., 0].astype(np.float32) / 255

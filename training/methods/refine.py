@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from facedit_core import images
 from training import checkpoints
 from training.config import PackConfig
 from training.data import annotators
@@ -67,7 +68,7 @@ class Objective:
         self.lip = m["upper_lip"]  # the skin between the nose and the lips: darkened, it reads as a moustache
         self.outside = m["face"] * (1 - m["mouth"]) * (1 - self.lip)
         self.cfg = cfg
-        self.luma = torch.tensor(annotators.LUMA).view(1, 3, 1, 1)
+        self.luma = torch.from_numpy(images.LUMA).view(1, 3, 1, 1)
 
     def terms(self, x0: torch.Tensor, x1: torch.Tensor, l0: torch.Tensor, l1: torch.Tensor,
               sign: float = 1.0) -> dict[str, torch.Tensor]:
