@@ -43,9 +43,12 @@ def stack(secrets, tmp_path_factory):
 
 
 def run(capsys, address: str, secrets, *more: str) -> tuple[int, str]:
+    """The check with fixed faces (seeds 0, 1, ...): a random single face misses the default 0.1 smile
+    separation about 1 time in 25 (measured on 300 seeds with the refined smile), which is the deploy
+    test's job to notice over its 8 faces, not these tests'."""
     pki, folder = secrets
     code = dc.main(["--address", address, "--ca", str(pki.ca), "--tokens", str(folder / "client-tokens.txt"),
-                    "--faces", "4", *more])
+                    "--faces", "4", "--seed", "0", *more])
     return code, capsys.readouterr().out
 
 
