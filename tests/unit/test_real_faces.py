@@ -134,3 +134,24 @@ def test_the_evaluation_pastes_into_a_grey_photo_like_the_gateway_keeping_it_gre
     out = rf.paste_faces(photo, [face], edited, face.crop[None], "delta")
     assert not np.array_equal(out, photo)  # the edit is there
     assert np.array_equal(out[..., 0], out[..., 1]) and np.array_equal(out[..., 1], out[..., 2])
+
+
+def _weights_rows(base_gain: float, candidates: dict[float, tuple[float, float]]) -> dict:
+    """rows as refine_weights.run returns them: candidates {weight: (gain at +, moved share at +)}."""
+    def row(gain, moved):
+        return {"generated": {"+": {"gain": gain}}, "tuning_photos": {"+": {"moved_annotator": moved}}}
+    return {"interfacegan": row(base_gain, 0.9), **{f"lip {w:g}": row(*c) for w, c in candidates.items()}}
+
+
+def test_the_lip_weight_rule_takes_the_cleanest_weight_that_still_edits():
+    from training.evaluation.refine_weights import choose
+
+    # smile as first measured: 100 moves too few faces, 60 is the largest moving >= 80 %
+    assert choose(_weights_rows(2.8, {30: (2.6, 0.91), 60: (2.3, 0.83), 100: (1.6, 0.78)}))[0] == 60
+    # mouth_open: 60 keeps less than half of InterFaceGAN's gain, so 30 though 60 moves enough faces
+    assert choose(_weights_rows(2.55, {15: (2.2, 0.96), 30: (1.5, 0.96), 60: (0.8, 0.87)}))[0] == 30
+    # none moves 80 %: the largest of those moving the most; a weaker mover is not taken for being cleaner
+    weight, why = choose(_weights_rows(2.8, {30: (2.6, 0.78), 60: (2.3, 0.78), 100: (1.6, 0.70)}))
+    assert weight == 60 and "no weight moves 80%" in why
+    assert choose(_weights_rows(2.8, {30: (2.6, 0.80), 60: (2.3, 0.78)}))[0] == 30
+    assert choose(_weights_rows(2.8, {60: (1.0, 0.9)}))[0] is None

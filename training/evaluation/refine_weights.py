@@ -10,7 +10,8 @@ measured (moved share by the annotators, identity cosine, upper-lip darkening; t
         --attribute smile --weights 30,60,100
 
 Needs `make real-faces` and a work folder with the oracle and InterFaceGAN's directions (runs/<pack>/, e.g. from
-`python -m training restore`). Prints a table and writes out/refine_weights/<pack>_<attribute>.json.
+`python -m training restore`). Prints a table and the weight the rule picks (`choose`), and writes
+out/refine_weights/<pack>_<attribute>.json.
 """
 from __future__ import annotations
 
@@ -37,6 +38,29 @@ from training.third_party.wheels import DEFAULT_DIR
 
 def _pair(edit: dict, key: str, digits: int = 2) -> str:
     return " / ".join("-" if edit[s][key] is None else f"{edit[s][key]:.{digits}f}" for s in "-+")
+
+
+MIN_GAIN_KEPT = 0.5  # of InterFaceGAN's classifier gain at +strength on generated faces
+MIN_MOVED = 0.8  # share of tuning faces whose attribute moved the asked way at +strength (the issue's target)
+
+
+def choose(rows: dict) -> tuple[float | None, str]:
+    """The rule for the upper-lip weight, on the + edit (the one that darkens the lip): the largest weight that
+    keeps MIN_GAIN_KEPT of InterFaceGAN's gain and moves MIN_MOVED of the tuning faces; when none moves that
+    many, the largest weight among those keeping the gain that move as many faces as the best of them.
+    rows: as `run` returns them ("interfacegan" and "lip <w>"). Returns (weight or None, why)."""
+    base = rows["interfacegan"]["generated"]["+"]["gain"]
+    kept = {float(k.split()[1]): r for k, r in rows.items()
+            if k != "interfacegan" and r["generated"]["+"]["gain"] >= MIN_GAIN_KEPT * base}
+    if not kept:
+        return None, f"no weight keeps {MIN_GAIN_KEPT:.0%} of InterFaceGAN's gain: try smaller ones"
+    moved = {w: r["tuning_photos"]["+"]["moved_annotator"] for w, r in kept.items()}
+    enough = [w for w, m in moved.items() if m >= MIN_MOVED]
+    if enough:
+        return max(enough), f"the largest weight keeping the gain that moves >= {MIN_MOVED:.0%} of the tuning faces"
+    best = max(moved.values())
+    return (max(w for w, m in moved.items() if m == best),
+            f"no weight moves {MIN_MOVED:.0%} of the tuning faces; the largest of those moving the most ({best:.0%})")
 
 
 def run(cfg: PackConfig, work: Path, attribute: str, weights: list[float], photos_dir: Path, out: Path) -> dict:
@@ -72,10 +96,12 @@ def run(cfg: PackConfig, work: Path, attribute: str, weights: list[float], photo
         kept = " / ".join(f"{gen[s]['gain'] / start_terms[s]['gain']:.2f}" for s in "+-")
         print(f"| {name} | {kept} | {_pair(ph, 'moved_annotator')} | {_pair(ph, 'identity_cosine')} | "
               f"{_pair(ph, 'upper_lip_darkening', 3)} |")
+    weight, why = choose(rows)
+    print(f"[refine-weights] the rule picks {weight if weight is None else f'{weight:g}'}: {why}", flush=True)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{cfg.pack}_{attribute}.json"
     path.write_text(json.dumps({"attribute": attribute, "weights": weights, "faces": len(result["faces"]),
-                                "rows": rows}, indent=2))
+                                "rows": rows, "chosen": weight, "why": why}, indent=2))
     print(f"[refine-weights] wrote {path}", flush=True)
     return rows
 
