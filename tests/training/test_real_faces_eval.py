@@ -86,3 +86,23 @@ def test_faithful_inversion_beats_the_encoder_alone_on_a_held_out_real_face(setu
     assert faithful["mae"] < 0.8 * fast["mae"]
     assert all(faithful[h] >= fast[h] for h in ("dhash", "phash", "whash"))
     assert faithful["facenet_cosine"] >= max(0.85, fast["facenet_cosine"] + 0.2)
+
+
+def test_the_strength_curve_scales_the_recommended_strength_and_skin_tone_costs_identity_with_it(setup):
+    """training/evaluation/strength_curve.py on the astronaut (fast inversion): each row is the same
+    direction at a fraction of its recommended strength; a quarter of the skin-tone edit keeps her
+    more herself (FaceNet) than the whole one; an unknown direction is refused with the known ones."""
+    from training.evaluation import strength_curve
+
+    models, det, photos = setup
+    record = next(r for r, _ in models.directions if r.id == "refined/skin_tone")
+    curve = strength_curve.run(models, photos, det, "refined/skin_tone", [0.25, 1.0], "held-out", "fast")
+    assert list(curve) == [0.25, 1.0]
+    for f, row in curve.items():
+        assert row["+"]["strength"] == pytest.approx(f * record.strength_max)
+        assert row["-"]["strength"] == pytest.approx(f * record.strength_min)
+    for sign in "+-":
+        assert curve[0.25][sign]["identity_cosine"] > curve[1.0][sign]["identity_cosine"], sign
+    assert [r.id for r, _ in models.directions].count("refined/skin_tone") == 1  # the pack's list is given back
+    with pytest.raises(SystemExit, match="no linear direction 'refined/hair'.*refined/smile"):
+        strength_curve.run(models, photos, det, "refined/hair", [1.0], "held-out", "fast")
