@@ -270,8 +270,10 @@ def _ms(seconds: float, n: int) -> float:
 
 
 def evaluate(models: PackModels, inversion: Inversion, photos: list[Photo], det: FaceDetector,
-             paste: str = "delta", methods: tuple[str, ...] = METHODS, sheet_method: str | None = None) -> dict:
-    """Every face of `photos` through the inversion and every edit; per-face figures (real_faces_report.aggregate
+             paste: str = "delta", methods: tuple[str, ...] = METHODS, sheet_method: str | None = None,
+             directions: list | None = None) -> dict:
+    """Every face of `photos` through the inversion and every edit of `methods` among `directions` ((record,
+    vector) pairs; default the pack's, models.directions); per-face figures (real_faces_report.aggregate
     averages them per split) and the crops of the contact sheets (`sheet_method`'s edits)."""
     if paste not in PASTE_MODES:
         raise ValueError(f"paste must be one of {PASTE_MODES}, got {paste!r}")
@@ -302,8 +304,8 @@ def evaluate(models: PackModels, inversion: Inversion, photos: list[Photo], det:
     lip = annotators.regions(models.template, res)["upper_lip"]  # darkened, it shows as a moustache on a photo
     stats = models.pack.manifest.get("metrics", {}).get("annotate", {}).get("stats", {})
     iqr = np.array([stats.get(a, {}).get("iqr", np.nan) for a in models.attributes], np.float64)
-    edit_times = {}
-    for r, v in models.directions:
+    edit_times, directions = {}, models.directions if directions is None else directions
+    for r, v in directions:
         if r.method not in methods:
             continue
         i = models.attributes.index(r.attribute)
@@ -350,7 +352,7 @@ def evaluate(models: PackModels, inversion: Inversion, photos: list[Photo], det:
             "detect_ms_per_face": _ms(sum(p.detect_s for p in photos), n),
             "reconstruct_ms_per_face": _ms(reconstruct_s, n), "edit_ms_per_face": edit_times,
             "directions": {r.id: {"attribute": r.attribute, "method": r.method, "+": r.strength_max,
-                                  "-": r.strength_min} for r, _ in models.directions if r.method in methods},
+                                  "-": r.strength_min} for r, _ in directions if r.method in methods},
             "sheet": sheet}
 
 

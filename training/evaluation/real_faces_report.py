@@ -73,6 +73,11 @@ def _f(x, digits: int = 2) -> str:
     return "-" if x is None else f"{x:.{digits}f}"
 
 
+def signs(edit: dict, key: str, digits: int = 2) -> str:
+    """"minus / plus" of one figure of an aggregated edit ({"-": {...}, "+": {...}}), "-" where missing."""
+    return f"{_f(edit.get('-', {}).get(key), digits)} / {_f(edit.get('+', {}).get(key), digits)}"
+
+
 def _met(x, target: float) -> str:
     return "" if x is None else (" (met)" if x >= target else " (missed)")
 
@@ -102,12 +107,9 @@ def tables(report: dict) -> list[str]:
                   "|---|---|---|---|---|---|---|---|"]
         for d, e in s["edits"].items():
             lo, hi = e.get("-", {}), e.get("+", {})
-
-            def pair(k: str, digits: int = 2, lo: dict = lo, hi: dict = hi) -> str:
-                return f"{_f(lo.get(k), digits)} / {_f(hi.get(k), digits)}"
-            lines.append(f"| {d} ({_f(lo.get('strength'))} / {_f(hi.get('strength'))}) | {pair('moved_annotator')} | "
-                         f"{pair('moved_classifier')} | {pair('moved_rendering')} | {pair('identity_cosine')} | "
-                         f"{pair('upper_lip_darkening', 3)} | {lo.get('lost', 0) + hi.get('lost', 0)} | "
+            lines.append(f"| {d} ({signs(e, 'strength')}) | {signs(e, 'moved_annotator')} | "
+                         f"{signs(e, 'moved_classifier')} | {signs(e, 'moved_rendering')} | {signs(e, 'identity_cosine')} | "
+                         f"{signs(e, 'upper_lip_darkening', 3)} | {lo.get('lost', 0) + hi.get('lost', 0)} | "
                          f"{hi.get('ms_per_face', '-')} |")
         lines.append("")
     lines.append(f"FaceNet cosine between faces of different photos (the same person may appear in two photos): "

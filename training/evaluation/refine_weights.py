@@ -36,10 +36,6 @@ from training.methods import refine
 from training.third_party.wheels import DEFAULT_DIR
 
 
-def _pair(edit: dict, key: str, digits: int = 2) -> str:
-    return " / ".join("-" if edit[s][key] is None else f"{edit[s][key]:.{digits}f}" for s in "-+")
-
-
 MIN_GAIN_KEPT = 0.5  # of InterFaceGAN's classifier gain at +strength on generated faces
 MIN_MOVED = 0.8  # share of tuning faces whose attribute moved the asked way at +strength (the target)
 
@@ -83,8 +79,9 @@ def run(cfg: PackConfig, work: Path, attribute: str, weights: list[float], photo
                                  cfg.refine_strength)
     det = FaceDetector(threads=cfg.threads, folder=DEFAULT_DIR)
     photos = rf.load_photos(det, models, photos_dir, splits=("tuning",))
-    models.directions = candidates  # the candidates, each with InterFaceGAN's strength range
-    result = rf.evaluate(models, rf.INVERSIONS["faithful"](models), photos, det, methods=("interfacegan", "refined"))
+    # the candidates, each with InterFaceGAN's strength range
+    result = rf.evaluate(models, rf.INVERSIONS["faithful"](models), photos, det, methods=("interfacegan", "refined"),
+                         directions=candidates)
     edits = report.aggregate(result, "tuning")["edits"]
     rows = {"interfacegan": {"generated": start_terms, "tuning_photos": edits[base.id]}}
     for w in weights:
@@ -94,8 +91,8 @@ def run(cfg: PackConfig, work: Path, attribute: str, weights: list[float], photo
     for name, r in rows.items():
         gen, ph = r["generated"], r["tuning_photos"]
         kept = " / ".join(f"{gen[s]['gain'] / start_terms[s]['gain']:.2f}" for s in "+-")
-        print(f"| {name} | {kept} | {_pair(ph, 'moved_annotator')} | {_pair(ph, 'identity_cosine')} | "
-              f"{_pair(ph, 'upper_lip_darkening', 3)} |")
+        print(f"| {name} | {kept} | {report.signs(ph, 'moved_annotator')} | {report.signs(ph, 'identity_cosine')} | "
+              f"{report.signs(ph, 'upper_lip_darkening', 3)} |")
     weight, why = choose(rows)
     print(f"[refine-weights] the rule picks {weight if weight is None else f'{weight:g}'}: {why}", flush=True)
     out.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,7 @@ returned photo measured) at fractions of that strength, for one direction of a b
         --fractions 0.25,0.5,0.75,1 [--split held-out]
 
 Prints a table (moved share by the annotators, FaceNet identity cosine before/after, faces the
-detector lost, upper-lip darkening, per sign) and writes out/strength_curve/<pack>_<attribute>_<method>.json.
+detector lost, upper-lip darkening, per sign) and writes out/strength_curve/<pack>_<method>_<attribute>.json.
 Needs `make real-faces` (the photos). Nothing is tuned on its output.
 """
 from __future__ import annotations
@@ -37,11 +37,8 @@ def run(models: rf.PackModels, photos: list[rf.Photo], det: FaceDetector, direct
     record, vector = found[0]
     scaled = [(dataclasses.replace(record, id=f"{direction} x{f:g}", strength_min=f * record.strength_min,
                                    strength_max=f * record.strength_max), vector) for f in fractions]
-    all_directions, models.directions = models.directions, scaled
-    try:
-        result = rf.evaluate(models, rf.INVERSIONS[fidelity](models), photos, det, methods=(record.method,))
-    finally:
-        models.directions = all_directions
+    result = rf.evaluate(models, rf.INVERSIONS[fidelity](models), photos, det, methods=(record.method,),
+                         directions=scaled)
     edits = report.aggregate(result, split)["edits"]
     return {f: edits[f"{direction} x{f:g}"] for f in fractions}
 
@@ -50,10 +47,9 @@ def table(curve: dict) -> str:
     lines = ["| x recommended | strength - / + | moved - / + | identity - / + | lost - / + | upper-lip darkening - / + |",
              "|---|---|---|---|---|---|"]
     for f, e in curve.items():
-        def pair(key: str, fmt: str) -> str:
-            return " / ".join("-" if e[s][key] is None else format(e[s][key], fmt) for s in "-+")
-        lines.append(f"| {f:g} | {pair('strength', '.2f')} | {pair('moved_annotator', '.2f')} | "
-                     f"{pair('identity_cosine', '.2f')} | {pair('lost', 'd')} | {pair('upper_lip_darkening', '.3f')} |")
+        lines.append(f"| {f:g} | {report.signs(e, 'strength')} | {report.signs(e, 'moved_annotator')} | "
+                     f"{report.signs(e, 'identity_cosine')} | {report.signs(e, 'lost', 0)} | "
+                     f"{report.signs(e, 'upper_lip_darkening', 3)} |")
     return "\n".join(lines)
 
 
