@@ -83,8 +83,7 @@ class PackConfig:
     refine_regions: dict = dataclasses.field(default_factory=lambda: {"smile": "mouth", "mouth_open": "mouth"})
     refine_outside_weight: float = 100.0  # x mean squared luminance change outside the region
     # attribute -> x mean darkening of the upper lip (between nose and mouth), per attribute with a region:
-    # chosen on the real faces' tuning split only, the largest weight whose + edit still moved the attribute
-    # on >= 80 % of those faces (docs/methods.md "Refined")
+    # chosen on the real faces' tuning split only by the rule `choose` in training/evaluation/refine_weights.py
     refine_lip_weights: dict = dataclasses.field(default_factory=lambda: {"smile": 60.0, "mouth_open": 30.0})
     refine_keep_weight: float = 0.1       # x mean squared change of the other attributes' logits
     refine_eval_samples: int = 500        # held-out latents of the figures
